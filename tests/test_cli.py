@@ -1,0 +1,71 @@
+"""The CLI as a user runs it: a subprocess, JSON on stdout, a one-line reason and non-zero exit on bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, SAMPLE_TEXT
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "distill_core", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_info(tiny_teacher_dir):
+    result = cli("info", "--teacher", str(tiny_teacher_dir), "--student", "layers:2")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["student"]["layers"] == 2 and report["tokenizer"]["same_vocabulary"]
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (["info", "--teacher", "smollm2-999", "--student", "layers:2"], "unknown model spec 'smollm2-999'"),
+        (["info", "--teacher", "TINY", "--student", "layers:99"], "more layers than the teacher"),
+        (["evaluate", "--teacher", "TINY", "--student", "layers:2", "--text", "EMPTY"], "is empty"),
+        (["distill", "--config", "CONFIG", "--out", "OUT", "--set", "steps=many"], "steps must be an int"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_line(args, reason, tiny_teacher_dir, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("steps: 2\n")
+    replace = {"TINY": str(tiny_teacher_dir), "EMPTY": str(empty), "CONFIG": str(config), "OUT": str(tmp_path / "out")}
+    result = cli(*[replace.get(a, a) for a in args])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and reason in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_distill_then_evaluate_round_trip(tiny_config, tmp_path):
+    config_path = tmp_path / "tiny.yaml"
+    tiny_config.with_overrides(["steps=4", "eval_every=2", "probe_every=0"]).to_yaml(config_path)
+    out = tmp_path / "run"
+    result = cli("distill", "--config", str(config_path), "--out", str(out), "--set", "seed=1")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert {"student_spec", "before", "after", "teacher"} <= set(summary)
+    assert summary["before"]["ppl"] > 0 and summary["after"]["ppl"] > 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 1
+    metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if m["kind"] == "step"] == [1, 2, 3, 4]
+    assert "step    4/4" in result.stderr
+
+    text = tmp_path / "eval.txt"
+    text.write_text(SAMPLE_TEXT)
+    result = cli("evaluate", "--teacher", tiny_config.teacher, "--student", str(out / "student"),
+                 "--text", str(text), "--max-tokens", "128")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["teacher"]) == {"ppl", "params", "tokens_per_s"}
+    assert set(report["student"]) == {"ppl", "top1_agreement", "kl_to_teacher", "params", "tokens_per_s"}
+    assert 0 <= report["student"]["top1_agreement"] <= 1

@@ -1,0 +1,111 @@
+import json
+import threading
+
+import pytest
+import torch
+
+from distill_core import session as session_module
+from distill_core.errors import DistillError
+from distill_core.session import run_session
+
+
+def run_all(config, out, stop=None):
+    return list(run_session(config, out, stop))
+
+
+def test_session_lowers_the_loss_and_saves(tiny_config, tmp_path):
+    events = run_all(tiny_config, tmp_path)
+    kinds = [e["kind"] for e in events]
+    assert kinds[-1] == "done"
+    steps = [e for e in events if e["kind"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, 13))
+    for e in steps:
+        assert {"loss", "kd_loss", "ce_loss", "lr", "tokens_per_s", "eta_s"} <= set(e)
+    assert sum(e["kd_loss"] for e in steps[-3:]) < sum(e["kd_loss"] for e in steps[:3])
+    summary = events[-1]["summary"]
+    assert summary["after"]["kl_to_teacher"] < summary["before"]["kl_to_teacher"]
+    assert summary["student_spec"] == "layers:2" and summary["steps_done"] == 12
+    # periodic held-out evaluations (0, 4, 8, final) and probe snapshots (0, 6, final)
+    assert [e["step"] for e in events if e["kind"] == "eval"] == [0, 4, 8, 12]
+    assert [e["step"] for e in events if e["kind"] == "probe"] == [0, 6, 12]
+    # outputs on disk
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["after"] == summary["after"]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len([l for l in lines if json.loads(l)["kind"] == "step"]) == 12
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "student")
+    assert reloaded.config.num_hidden_layers == 2
+    assert AutoTokenizer.from_pretrained(tmp_path / "student").vocab_size > 0
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_same_seed_same_run(tiny_config, tmp_path):
+    a = [e["loss"] for e in run_all(tiny_config.with_overrides(["steps=4"]), tmp_path / "a") if e["kind"] == "step"]
+    b = [e["loss"] for e in run_all(tiny_config.with_overrides(["steps=4"]), tmp_path / "b") if e["kind"] == "step"]
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_stop_between_steps_saves_the_student(tiny_config, tmp_path):
+    stop = threading.Event()
+    events = []
+    for event in run_session(tiny_config, tmp_path, stop):
+        events.append(event)
+        if event["kind"] == "step" and event["step"] == 3:
+            stop.set()
+    assert events[-1]["kind"] == "stopped"
+    assert events[-1]["summary"]["steps_done"] == 3 and events[-1]["summary"]["stopped_early"]
+    assert (tmp_path / "student" / "config.json").is_file()
+
+
+def test_nan_loss_stops_and_keeps_last_good_student(tiny_config, tmp_path, monkeypatch):
+    real = session_module.distillation_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out.total = out.total * float("nan")
+        return out
+
+    monkeypatch.setattr(session_module, "distillation_loss", sometimes_nan)
+    events = run_all(tiny_config, tmp_path)
+    assert events[-1]["kind"] == "error"
+    assert "NaN" in events[-1]["message"] and "step 2" in events[-1]["message"]
+    assert events[-1]["summary"]["steps_done"] == 2
+    from transformers import AutoModelForCausalLM
+
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "student")
+    assert all(torch.isfinite(p).all() for p in student.parameters())
+
+
+def test_freeze_layers(tiny_config, tmp_path):
+    events = run_all(tiny_config.with_overrides(["steps=2", "freeze_layers=1", "freeze_embeddings=true"]), tmp_path)
+    summary = events[-1]["summary"]
+    assert summary["student"]["trainable_params"] < summary["student"]["params"] / 2
+    with pytest.raises(DistillError, match="would freeze all"):
+        run_all(tiny_config.with_overrides(["freeze_layers=2"]), tmp_path / "x")
+
+
+def test_bad_inputs_fail_before_training(tiny_config, tmp_path):
+    with pytest.raises(DistillError, match="pasted text is empty|too small|fewer than one block"):
+        run_all(tiny_config.with_overrides({"corpus_text": "hi"}), tmp_path)
+    with pytest.raises(DistillError, match="more layers than the teacher"):
+        run_all(tiny_config.with_overrides(["student=layers:99"]), tmp_path)
+    with pytest.raises(DistillError, match="corpus file not found"):
+        run_all(tiny_config.with_overrides({"corpus_text": "", "corpus": str(tmp_path / "none.txt")}), tmp_path)
+
+
+def test_shared_prefix_is_exact(tiny_config, tmp_path, monkeypatch):
+    """Reusing the teacher's hidden states for frozen copied layers gives the same training run."""
+    from distill_core.session import SharedPrefix
+
+    frozen = tiny_config.with_overrides(["steps=3", "freeze_layers=1", "freeze_embeddings=true", "student=layers:0,1,3"])
+    events = run_all(frozen, tmp_path / "a")
+    assert any("reuses the teacher's hidden states" in e.get("message", "") for e in events)
+    with_prefix = [e["loss"] for e in events if e["kind"] == "step"]
+    monkeypatch.setattr(SharedPrefix, "create", classmethod(lambda cls, *args: None))
+    without = [e["loss"] for e in run_all(frozen, tmp_path / "b") if e["kind"] == "step"]
+    assert with_prefix == pytest.approx(without, rel=1e-4)

@@ -1,0 +1,158 @@
+"""Tests for visuals/: figure structure, not pixels."""
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from visuals import display_token, kl_strip, loss_curves, next_token_bars
+
+HISTORY = [
+    {"kind": "step", "step": 1, "loss": 5.0, "kd_loss": 3.0, "ce_loss": 6.0, "lr": 1e-4,
+     "tokens_per_s": 900.0},
+    {"kind": "step", "step": 2, "loss": 4.5, "kd_loss": 2.8, "ce_loss": 5.5, "attention_loss": 0.3},
+    {"kind": "eval", "step": 2, "held_out_loss": 4.5, "held_out_ppl": 90.0, "train_eval_loss": 4.0},
+    {"kind": "step", "step": 3, "loss": 4.1, "kd_loss": 2.5, "ce_loss": 5.2},
+    {"kind": "eval", "step": 3, "held_out_ppl": 80.0, "train_ppl": 50.0},
+    {"kind": "log", "message": "ignored"},
+]
+
+
+def _annotation_texts(fig: go.Figure) -> list[str]:
+    return [a.text for a in fig.layout.annotations]
+
+
+# --- display_token ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, shown", [
+    (" the", "␣the"), ("\n", "\\n"), ("", "∅"), ("  ", "␣␣"), ("a\tb", "a\\tb"),
+    ("end ", "end␣"), ("Paris", "Paris"), ("\x00", "\\x00"),
+])
+def test_display_token_makes_whitespace_visible(raw: str, shown: str) -> None:
+    assert display_token(raw) == shown
+
+
+def test_display_token_truncates_long_tokens() -> None:
+    assert display_token("x" * 40, max_len=10) == "x" * 9 + "…"
+
+
+# --- loss_curves ---------------------------------------------------------------------------
+
+def test_loss_curves_one_line_per_term_plus_eval_lines() -> None:
+    fig = loss_curves(HISTORY)
+    names = [t.name for t in fig.data]
+    assert names == ["total", "kd", "ce", "attention", "held-out ppl", "train ppl"]
+    left = {t.name: t for t in fig.data if t.xaxis == "x"}
+    assert list(left["total"].x) == [1, 2, 3] and list(left["total"].y) == [5.0, 4.5, 4.1]
+    assert list(left["attention"].x) == [2]  # only the step that logged it
+
+
+def test_loss_curves_eval_panel_is_log_with_markers() -> None:
+    fig = loss_curves(HISTORY)
+    held_out, train = (t for t in fig.data if t.xaxis == "x2")
+    assert fig.layout.yaxis2.type == "log"
+    assert "markers" in held_out.mode
+    assert list(held_out.y) == [90.0, 80.0]
+    # train ppl falls back to exp(train_eval_loss) when only the loss was logged
+    assert list(train.y) == pytest.approx([math.exp(4.0), 50.0])
+
+
+def test_loss_curves_axis_titles_and_subplot_titles() -> None:
+    fig = loss_curves(HISTORY)
+    assert fig.layout.xaxis.title.text == "step" and fig.layout.xaxis2.title.text == "step"
+    assert fig.layout.yaxis.title.text == "loss (nats)"
+    assert "perplexity" in fig.layout.yaxis2.title.text
+    assert {"Training loss terms", "Held-out evaluation"} <= set(_annotation_texts(fig))
+
+
+def test_loss_curves_empty_history() -> None:
+    fig = loss_curves([])
+    assert len(fig.data) == 0
+    assert "No steps yet — press Run" in _annotation_texts(fig)
+    assert fig.layout.yaxis2.type == "log"
+
+
+def test_loss_curves_steps_without_eval_say_so() -> None:
+    fig = loss_curves(HISTORY[:2])
+    assert "No evaluation yet" in _annotation_texts(fig)
+    assert "No steps yet — press Run" not in _annotation_texts(fig)
+
+
+# --- next_token_bars -----------------------------------------------------------------------
+
+LABELS = [" a", " the", "\n", " cat"]
+PROBS = {"teacher": [0.1, 0.5, 0.05, 0.3], "student (before)": [0.4, 0.1, 0.2, 0.1],
+         "student (after)": [0.15, 0.45, 0.05, 0.25]}
+
+
+def test_next_token_bars_panels_and_titles() -> None:
+    fig = next_token_bars(LABELS, PROBS, actual_label=" cat", title="after 'The'")
+    assert [t.name for t in fig.data] == list(PROBS)
+    assert all(isinstance(t, go.Bar) and t.orientation == "h" for t in fig.data)
+    assert [a.text for a in fig.layout.annotations][:3] == list(PROBS)
+    assert fig.layout.xaxis.title.text == "probability"
+    x_max = 0.5 * 1.1
+    for axis in (fig.layout.xaxis, fig.layout.xaxis2, fig.layout.xaxis3):
+        assert tuple(axis.range) == pytest.approx((0.0, x_max))
+
+
+def test_next_token_bars_highest_teacher_prob_on_top() -> None:
+    fig = next_token_bars(LABELS, PROBS, actual_label=" cat")
+    axis = fig.layout.yaxis
+    assert axis.autorange == "reversed"  # row 0 is drawn at the top
+    top_to_bottom = [text for _, text in sorted(zip(axis.tickvals, axis.ticktext))]
+    assert top_to_bottom == ["␣the", "★ ␣cat", "␣a", "\\n"]
+    # every panel uses the same row order: the teacher bars are sorted, the students follow them
+    assert list(fig.data[0].x) == [0.5, 0.3, 0.1, 0.05]
+    assert list(fig.data[1].x) == [0.1, 0.1, 0.4, 0.2]
+
+
+def test_next_token_bars_marks_actual_token() -> None:
+    fig = next_token_bars(LABELS, PROBS, actual_label=" cat")
+    for trace in fig.data:
+        widths = list(trace.marker.line.width)
+        assert widths == [0, 2.5, 0, 0]  # " cat" is row 1 after sorting
+    assert sum("★" in text for text in fig.layout.yaxis.ticktext) == 1
+
+
+def test_next_token_bars_actual_outside_candidates_noted_in_title() -> None:
+    fig = next_token_bars(LABELS, PROBS, actual_label=" dog")
+    assert not any("★" in text for text in fig.layout.yaxis.ticktext)
+    assert "␣dog" in fig.layout.title.text
+
+
+def test_next_token_bars_rejects_mismatched_lengths() -> None:
+    with pytest.raises(ValueError):
+        next_token_bars(LABELS, {"teacher": [0.5, 0.5]})
+
+
+# --- kl_strip --------------------------------------------------------------------------------
+
+def test_kl_strip_shape_scale_and_labels() -> None:
+    tokens = ["The", " cat", " sat", "\n"]
+    kl = {"student (before)": [0.5, 2.0, 1.0, float("nan")],
+          "student (after)": np.array([0.1, 0.4, 0.2, np.nan])}
+    fig = kl_strip(tokens, kl)
+    (heatmap,) = fig.data
+    z = np.asarray(heatmap.z, dtype=float)
+    assert z.shape == (2, 4)
+    assert z[0, 1] == 2.0 and np.isnan(z[0, 3])
+    assert heatmap.zmin == 0 and heatmap.zmax == 2.0  # one scale across rows
+    assert list(heatmap.y) == list(kl)
+    assert heatmap.colorbar.title.text == "KL (nats)"
+    assert list(fig.layout.xaxis.ticktext) == ["The", "␣cat", "␣sat", "\\n"]
+    assert "%{customdata}" in heatmap.hovertemplate and "%{z" in heatmap.hovertemplate
+    assert heatmap.customdata[0][1] == "␣cat"
+
+
+def test_kl_strip_repeated_tokens_stay_separate_columns() -> None:
+    fig = kl_strip(["a", "a", "a"], {"student": [0.1, 0.2, 0.3]})
+    assert list(fig.data[0].x) == [0, 1, 2]
+
+
+def test_kl_strip_all_nan_and_mismatch() -> None:
+    fig = kl_strip(["x", "y"], {"student": [float("nan")] * 2})
+    assert fig.data[0].zmax == 1.0
+    with pytest.raises(ValueError):
+        kl_strip(["x", "y"], {"student": [0.1]})

@@ -1,0 +1,95 @@
+"""Training curves: loss terms per step and held-out perplexity per evaluation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .theme import PALETTE, STUDENT_AFTER, STUDENT_BEFORE, apply_layout
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _loss_terms(steps: list[dict]) -> list[str]:
+    """'loss' first, then every other '*_loss' key in order of first appearance."""
+    terms: list[str] = []
+    for record in steps:
+        for key in record:
+            if (key == "loss" or key.endswith("_loss")) and key not in terms:
+                terms.append(key)
+    return sorted(terms, key=lambda key: key != "loss")
+
+
+def _ppl(record: dict, ppl_key: str, loss_key: str) -> float | None:
+    """Perplexity from the record, or exp(mean NLL) when only the loss was logged."""
+    if _finite(record.get(ppl_key)):
+        return float(record[ppl_key])
+    if _finite(record.get(loss_key)):
+        return math.exp(min(float(record[loss_key]), 700.0))  # cap avoids overflow
+    return None
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks spanning [lo, hi] (powers of ten only past 3 decades); plotly's own log
+    ticks over < 2 decades are unlabeled minor digits."""
+    mantissas = (1.0,) if hi / lo > 1e3 else (1.0, 2.0, 5.0)
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+             for m in mantissas]
+    inside = [t for t in ticks if lo <= t <= hi]
+    return inside if len(inside) >= 2 else [t for t in ticks if lo / 10 <= t <= hi * 10]
+
+
+def loss_curves(history: list[dict], title: str = "") -> go.Figure:
+    """Left: every loss term (`loss` as "total", each `*_loss` key) vs step.
+    Right: held-out perplexity (and train perplexity, if logged) vs step on a log axis.
+
+    `history` holds the training loop's events; records with kind "step" and "eval" are used,
+    others ignored. Perplexity falls back to exp(held_out_loss) / exp(train_eval_loss)."""
+    steps = [r for r in history if r.get("kind") == "step" and _finite(r.get("step"))]
+    evals = [r for r in history if r.get("kind") == "eval" and _finite(r.get("step"))]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Training loss terms", "Held-out evaluation"),
+                        horizontal_spacing=0.1)
+
+    for i, key in enumerate(_loss_terms(steps)):
+        points = sorted((r["step"], r[key]) for r in steps if _finite(r.get(key)))
+        name = "total" if key == "loss" else key.removesuffix("_loss")
+        fig.add_trace(go.Scatter(
+            x=[p[0] for p in points], y=[p[1] for p in points], mode="lines", name=name,
+            line=dict(color=PALETTE[i % len(PALETTE)], width=3 if key == "loss" else 1.8),
+            hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.4f}}<extra></extra>"), row=1, col=1)
+
+    for label, ppl_key, loss_key, color, dash in (
+            ("held-out ppl", "held_out_ppl", "held_out_loss", STUDENT_AFTER, "solid"),
+            ("train ppl", "train_ppl", "train_eval_loss", STUDENT_BEFORE, "dash")):
+        points = sorted((r["step"], p) for r in evals if (p := _ppl(r, ppl_key, loss_key)) is not None)
+        if points:
+            fig.add_trace(go.Scatter(
+                x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=label,
+                line=dict(color=color, width=2, dash=dash), marker=dict(size=8),
+                hovertemplate=f"{label}<br>step %{{x}}<br>%{{y:.2f}}<extra></extra>"), row=1, col=2)
+
+    fig.update_xaxes(title_text="step", rangemode="tozero")
+    fig.update_yaxes(title_text="loss (nats)", row=1, col=1)
+    fig.update_yaxes(title_text="perplexity (log scale)", type="log", row=1, col=2)
+    ppl_values = [y for trace in fig.data if trace.xaxis == "x2" for y in trace.y]
+    if ppl_values and min(ppl_values) > 0:
+        ticks = _log_ticks(min(ppl_values), max(ppl_values))
+        fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks], row=1, col=2)
+    apply_layout(fig, title, height=420)
+    if not steps and not evals:
+        fig.update_xaxes(range=[0, 10], showticklabels=False, showgrid=False, zeroline=False)
+        fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+        fig.update_yaxes(range=[0, 1], row=1, col=1)
+        fig.update_yaxes(range=[0, 2], row=1, col=2)  # log axis: 10^0 .. 10^2
+        fig.add_annotation(text="No steps yet — press Run", xref="paper", yref="paper", x=0.5, y=0.5,
+                           showarrow=False, font=dict(size=18, color="#666"))
+    elif not ppl_values:  # plotly.js skips drawing a subplot with no traces, so place it in paper coords
+        fig.add_annotation(text="No evaluation yet", xref="paper", yref="paper",
+                           x=sum(fig.layout.xaxis2.domain) / 2, y=0.5,
+                           showarrow=False, font=dict(size=14, color="#888"))
+    return fig
