@@ -298,7 +298,8 @@ class RunView:
         first = self.first_probe
         if first is not probe and first["candidates"] == probe["candidates"]:
             probs["student (before)"] = first["student_probs"]
-        probs[f"student (step {probe['step']})"] = probe["student_probs"]
+        now_label = "student (before)" if probe["step"] == 0 else f"student (step {probe['step']})"
+        probs[now_label] = probe["student_probs"]
         title = (f"Next token after “{probe['text']}” at T={probe['temperature']:g} "
                  f"(KL teacher‖student {probe['kl_last']:.3f} nats)")
         return visuals.next_token_bars(probe["candidates"], probs, None, title)
@@ -575,7 +576,9 @@ def build_app() -> gr.Blocks:
                 position = gr.Number(-1, label="Position (-1 = last token)", precision=None, scale=1,
                                      elem_id="probe-position")
             with gr.Row():
-                probe_temperature = gr.Slider(0.5, 10, value=defaults.temperature, step=0.1, label="Temperature T",
+                probe_temperature = gr.Slider(0.5, 10, value=1.0, step=0.1, label="Temperature T",
+                                              info=f"1 = the model's own distribution; the session trains at "
+                                                   f"T={defaults.temperature:g}. Recomputed on release.",
                                               elem_id="probe-temperature")
                 top_k = gr.Slider(1, 30, value=10, step=1, label="Top-k per model", elem_id="probe-top-k")
             probe_btn = gr.Button("Show distributions", variant="primary", elem_id="probe-btn")

@@ -31,7 +31,7 @@ from distill_core.data import (
     read_prompts,
     read_text_file,
     split_documents,
-    teacher_generated_corpus,
+    generate_corpus,
     train_heldout_split,
 )
 from distill_core.errors import DistillError
@@ -52,17 +52,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_corpus(config: DistillConfig, teacher: LoadedModel, progress=None) -> tuple[list[str], str]:
-    """The training documents and a one-line description of where they came from."""
+def load_corpus(config: DistillConfig, teacher: LoadedModel) -> Iterator[tuple[str, list[str] | None]]:
+    """Yields progress messages, then (description of the source, the training documents)."""
     if config.corpus_text.strip():
         docs = split_documents(check_text(config.corpus_text, "pasted text"))
-        return docs, f"pasted text ({len(config.corpus_text)} characters)"
-    if config.corpus == "teacher-generated":
+        yield f"pasted text ({len(config.corpus_text)} characters)", docs
+    elif config.corpus == "teacher-generated":
         prompts = read_prompts(config.prompts_file)
-        docs = teacher_generated_corpus(teacher, prompts, config.generation_tokens, config.seed, progress=progress)
-        return docs, f"teacher-generated: {len(prompts)} prompts x {config.generation_tokens} new tokens"
-    docs = split_documents(read_text_file(config.corpus, "corpus file"))
-    return docs, f"file {Path(config.corpus).name}"
+        for fraction, texts in generate_corpus(teacher, prompts, config.generation_tokens, config.seed):
+            if texts is None:
+                yield (f"The teacher is writing its corpus, {len(prompts)} continuations (once; then cached): "
+                       f"{fraction:.0%} …"), None
+            else:
+                yield f"teacher-generated: {len(prompts)} prompts x {config.generation_tokens} new tokens", texts
+    else:
+        yield f"file {Path(config.corpus).name}", split_documents(read_text_file(config.corpus, "corpus file"))
 
 
 def _save_student(student: LoadedModel, target: Path) -> None:
@@ -132,7 +136,9 @@ def run_session(
         tokenizer = teacher.tokenizer
 
         yield emit("status", message="Preparing the corpus …")
-        docs, corpus_source = load_corpus(config, teacher)
+        for corpus_source, docs in load_corpus(config, teacher):
+            if docs is None:
+                yield emit("status", message=corpus_source)
         blocks = pack(tokenizer, docs, config.seq_len)
         train_blocks, val_blocks = train_heldout_split(blocks, HELDOUT_FRACTION, config.seed)
         eval_blocks = pack(tokenizer, split_documents(read_text_file(config.eval_text, "evaluation text")),
@@ -168,7 +174,14 @@ def run_session(
         while step < config.steps and not stop.is_set():
             batch = next(batch_iter)
             step_start = time.perf_counter()
-            terms = _train_step(teacher, student, batch, config, optimizer, device, shared_prefix)
+            try:
+                terms = _train_step(teacher, student, batch, config, optimizer, device, shared_prefix)
+            except RuntimeError as exc:  # out of memory, or a kernel failure: keep what was learnt
+                optimizer.zero_grad(set_to_none=True)
+                oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+                advice = "out of memory: lower batch_size or seq_len" if oom else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                error = f"step {step + 1} failed ({advice}); the session stopped and kept the student of step {step}"
+                break
             if terms is None:
                 error = (f"the loss became NaN or infinite at step {step + 1} (learning rate "
                          f"{config.learning_rate:g} too high?); the session stopped and kept the student of step {step}")
@@ -217,7 +230,7 @@ def run_session(
             _write_json(out / "summary.json", summary)
         kind = "error" if error else ("stopped" if stopped else "done")
         yield emit(kind, summary=summary, message=error or ("stopped at step %d" % step if stopped else "done"),
-                   out_dir=str(out) if out else None)
+                   out_dir=str(out) if out else None, student_dir=str(out / "student") if out else None)
     finally:
         if metrics_file is not None:
             metrics_file.close()

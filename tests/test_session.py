@@ -109,3 +109,21 @@ def test_shared_prefix_is_exact(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(SharedPrefix, "create", classmethod(lambda cls, *args: None))
     without = [e["loss"] for e in run_all(frozen, tmp_path / "b") if e["kind"] == "step"]
     assert with_prefix == pytest.approx(without, rel=1e-4)
+
+
+def test_out_of_memory_mid_run_keeps_the_student(tiny_config, tmp_path, monkeypatch):
+    real = session_module._train_step
+    calls = {"n": 0}
+
+    def failing_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "_train_step", failing_step)
+    events = run_all(tiny_config, tmp_path)
+    assert events[-1]["kind"] == "error"
+    assert "out of memory: lower batch_size or seq_len" in events[-1]["message"]
+    assert events[-1]["summary"]["steps_done"] == 3
+    assert (tmp_path / "student" / "model.safetensors").is_file()

@@ -12,9 +12,9 @@ HISTORY = [
     {"kind": "step", "step": 1, "loss": 5.0, "kd_loss": 3.0, "ce_loss": 6.0, "lr": 1e-4,
      "tokens_per_s": 900.0},
     {"kind": "step", "step": 2, "loss": 4.5, "kd_loss": 2.8, "ce_loss": 5.5, "attention_loss": 0.3},
-    {"kind": "eval", "step": 2, "held_out_loss": 4.5, "held_out_ppl": 90.0, "train_eval_loss": 4.0},
+    {"kind": "eval", "step": 2, "held_out_loss": 4.5, "held_out_ppl": 90.0, "val_loss": 4.0, "teacher_ppl": 30.0},
     {"kind": "step", "step": 3, "loss": 4.1, "kd_loss": 2.5, "ce_loss": 5.2},
-    {"kind": "eval", "step": 3, "held_out_ppl": 80.0, "train_ppl": 50.0},
+    {"kind": "eval", "step": 3, "held_out_ppl": 80.0, "val_ppl": 50.0},
     {"kind": "log", "message": "ignored"},
 ]
 
@@ -42,7 +42,7 @@ def test_display_token_truncates_long_tokens() -> None:
 def test_loss_curves_one_line_per_term_plus_eval_lines() -> None:
     fig = loss_curves(HISTORY)
     names = [t.name for t in fig.data]
-    assert names == ["total", "kd", "ce", "attention", "held-out ppl", "train ppl"]
+    assert names == ["total", "kd", "ce", "attention", "held-out text ppl", "corpus validation ppl", "teacher (held-out text)"]
     left = {t.name: t for t in fig.data if t.xaxis == "x"}
     assert list(left["total"].x) == [1, 2, 3] and list(left["total"].y) == [5.0, 4.5, 4.1]
     assert list(left["attention"].x) == [2]  # only the step that logged it
@@ -50,12 +50,14 @@ def test_loss_curves_one_line_per_term_plus_eval_lines() -> None:
 
 def test_loss_curves_eval_panel_is_log_with_markers() -> None:
     fig = loss_curves(HISTORY)
-    held_out, train = (t for t in fig.data if t.xaxis == "x2")
+    held_out, train, teacher = (t for t in fig.data if t.xaxis == "x2")
     assert fig.layout.yaxis2.type == "log"
     assert "markers" in held_out.mode
     assert list(held_out.y) == [90.0, 80.0]
-    # train ppl falls back to exp(train_eval_loss) when only the loss was logged
+    # validation ppl falls back to exp(val_loss) when only the loss was logged
     assert list(train.y) == pytest.approx([math.exp(4.0), 50.0])
+    # the teacher's held-out perplexity is the dotted target line across all steps
+    assert list(teacher.y) == [30.0, 30.0] and teacher.line.dash == "dot"
 
 
 def test_loss_curves_axis_titles_and_subplot_titles() -> None:

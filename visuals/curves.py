@@ -8,7 +8,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import PALETTE, STUDENT_AFTER, STUDENT_BEFORE, apply_layout
+from .theme import PALETTE, STUDENT_AFTER, STUDENT_BEFORE, TEACHER, apply_layout
 
 
 def _finite(value: Any) -> bool:
@@ -35,13 +35,17 @@ def _ppl(record: dict, ppl_key: str, loss_key: str) -> float | None:
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
-    """1-2-5 ticks spanning [lo, hi] (powers of ten only past 3 decades); plotly's own log
-    ticks over < 2 decades are unlabeled minor digits."""
+    """Labelled ticks for a log axis spanning [lo, hi]: 1-2-5 steps (powers of ten only past
+    3 decades); over a narrow range, five log-spaced values rounded to two significant digits.
+    (plotly's own log ticks over < 2 decades are unlabeled minor digits.)"""
     mantissas = (1.0,) if hi / lo > 1e3 else (1.0, 2.0, 5.0)
     ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
              for m in mantissas]
     inside = [t for t in ticks if lo <= t <= hi]
-    return inside if len(inside) >= 2 else [t for t in ticks if lo / 10 <= t <= hi * 10]
+    if len(inside) >= 3 or hi <= lo:
+        return inside or [lo]
+    step = (math.log10(hi) - math.log10(lo)) / 4
+    return sorted({float(f"{10 ** (math.log10(lo) + i * step):.2g}") for i in range(5)})
 
 
 def loss_curves(history: list[dict], title: str = "") -> go.Figure:
@@ -49,7 +53,8 @@ def loss_curves(history: list[dict], title: str = "") -> go.Figure:
     Right: held-out perplexity (and train perplexity, if logged) vs step on a log axis.
 
     `history` holds the training loop's events; records with kind "step" and "eval" are used,
-    others ignored. Perplexity falls back to exp(held_out_loss) / exp(train_eval_loss)."""
+    others ignored. Perplexity falls back to exp(held_out_loss) / exp(val_loss). A `teacher_ppl`
+    in any eval record is drawn as a dotted reference line: the student's target."""
     steps = [r for r in history if r.get("kind") == "step" and _finite(r.get("step"))]
     evals = [r for r in history if r.get("kind") == "eval" and _finite(r.get("step"))]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Training loss terms", "Held-out evaluation"),
@@ -59,19 +64,28 @@ def loss_curves(history: list[dict], title: str = "") -> go.Figure:
         points = sorted((r["step"], r[key]) for r in steps if _finite(r.get(key)))
         name = "total" if key == "loss" else key.removesuffix("_loss")
         fig.add_trace(go.Scatter(
-            x=[p[0] for p in points], y=[p[1] for p in points], mode="lines", name=name,
+            x=[p[0] for p in points], y=[p[1] for p in points], name=name,
+            mode="lines" if len(points) > 1 else "markers",  # one point draws no line
             line=dict(color=PALETTE[i % len(PALETTE)], width=3 if key == "loss" else 1.8),
             hovertemplate=f"{name}<br>step %{{x}}<br>%{{y:.4f}}<extra></extra>"), row=1, col=1)
 
     for label, ppl_key, loss_key, color, dash in (
-            ("held-out ppl", "held_out_ppl", "held_out_loss", STUDENT_AFTER, "solid"),
-            ("train ppl", "train_ppl", "train_eval_loss", STUDENT_BEFORE, "dash")):
+            ("held-out text ppl", "held_out_ppl", "held_out_loss", STUDENT_AFTER, "solid"),
+            ("corpus validation ppl", "val_ppl", "val_loss", STUDENT_BEFORE, "dash")):
         points = sorted((r["step"], p) for r in evals if (p := _ppl(r, ppl_key, loss_key)) is not None)
         if points:
             fig.add_trace(go.Scatter(
                 x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=label,
                 line=dict(color=color, width=2, dash=dash), marker=dict(size=8),
                 hovertemplate=f"{label}<br>step %{{x}}<br>%{{y:.2f}}<extra></extra>"), row=1, col=2)
+
+    teacher_ppl = next((r["teacher_ppl"] for r in evals if _finite(r.get("teacher_ppl"))), None)
+    if teacher_ppl is not None:
+        last_step = max(r["step"] for r in steps + evals)
+        fig.add_trace(go.Scatter(
+            x=[0, max(last_step, 1)], y=[teacher_ppl, teacher_ppl], mode="lines", name="teacher (held-out text)",
+            line=dict(color=TEACHER, width=1.5, dash="dot"),
+            hovertemplate="teacher<br>%{y:.2f}<extra></extra>"), row=1, col=2)
 
     fig.update_xaxes(title_text="step", rangemode="tozero")
     fig.update_yaxes(title_text="loss (nats)", row=1, col=1)

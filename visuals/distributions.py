@@ -28,6 +28,15 @@ def display_token(s: str, max_len: int = 18) -> str:
     return text if len(text) <= max_len else text[: max_len - 1] + "…"
 
 
+def _percent(p: float) -> str:
+    """0.0193 -> '1.9%', 0.00004 -> '<0.01%': softened distributions put small numbers on many tokens."""
+    if not np.isfinite(p):
+        return ""
+    if p >= 0.1:
+        return f"{p:.0%}"
+    return f"{p:.1%}" if p >= 0.001 else ("<0.01%" if p < 0.0001 else f"{p:.2%}")
+
+
 def _teacher_key(names: Sequence[str]) -> str:
     return next((n for n in names if "teacher" in n.lower()), names[0])
 
@@ -62,10 +71,11 @@ def next_token_bars(labels: list[str], probs_by_model: dict[str, Sequence[float]
             x=probs[name][order], y=rows, orientation="h", name=name, showlegend=False,
             marker=dict(color=color, line=dict(color=["#000" if hit else color for hit in is_actual],
                                                width=[2.5 if hit else 0 for hit in is_actual])),
-            text=[f"{v:.2f}" for v in probs[name][order]], textposition="outside", cliponaxis=False,
+            text=[_percent(v) for v in probs[name][order]], textposition="outside", cliponaxis=False,
             textfont=dict(size=11), customdata=ticktext,
             hovertemplate=f"{name}<br>%{{customdata}}: p = %{{x:.4f}}<extra></extra>"), row=1, col=col)
-    fig.update_xaxes(range=[0, x_max], title_text="probability", tickformat=".2f", showgrid=True)
+    fig.update_xaxes(range=[0, x_max], title_text="probability", tickformat=".2~%" if x_max < 0.05 else ".0%",
+                     nticks=4, showgrid=True)
     fig.update_yaxes(tickvals=rows, ticktext=ticktext, autorange="reversed", showgrid=False,
                      tickfont=dict(family=MONO_FONT, size=13))
     if actual_label is not None and not any(is_actual):
