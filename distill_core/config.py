@@ -188,6 +188,8 @@ def _finite(value: Any) -> bool:
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
     """Turn YAML/UI values into the field's type, or raise a DistillError naming the field."""
+    if annotation in (int, float) and (value is None or (isinstance(value, str) and not value.strip())):
+        raise DistillError(f"{name} is empty: enter a number")
     try:
         if annotation is bool:
             if isinstance(value, bool):

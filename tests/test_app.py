@@ -118,7 +118,7 @@ def test_run_session_stop_saves_the_student(tiny_teacher_dir, monkeypatch):
 
 @pytest.mark.parametrize("changes, expected", [
     ({"steps": "abc"}, "steps must be an int, got 'abc'"),
-    ({"learning_rate": None}, "learning_rate must be a float"),
+    ({"learning_rate": None}, "learning_rate is empty: enter a number"),
     ({"kd_weight": 1.5}, "kd_weight must be between 0 and 1"),
     ({"pasted": "   "}, "pasted text is empty"),
     ({"corpus_choice": app.CORPUS_UPLOAD}, "no file uploaded"),

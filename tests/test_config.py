@@ -29,6 +29,7 @@ def test_overrides_are_typed():
         ("batch_size=2.5", "batch_size must be an int"),
         ("colour=blue", "unknown config field"),
         ("steps", "not of the form key=value"),
+        ("learning_rate=", "learning_rate is empty: enter a number"),
     ],
 )
 def test_bad_values_are_named(override, message):
