@@ -58,6 +58,14 @@ class DistillConfig:
     """Softmax temperature T for the soft targets (Hinton et al. 2015); the KD term is scaled by T^2."""
     kd_weight: float = 0.9
     """Weight alpha of the soft-target term; the hard-label cross-entropy gets 1 - alpha."""
+    divergence: str = "forward_kl"
+    """Soft-target divergence: forward_kl (Hinton et al. 2015), reverse_kl, jsd (generalized, see jsd_beta) or skew_kl (see skew_alpha)."""
+    jsd_beta: float = 0.5
+    """beta of the generalized JSD: mixture m = beta p_teacher + (1 - beta) q_student; strictly between 0 and 1."""
+    skew_alpha: float = 0.1
+    """alpha of the skew KL, KL(p || alpha p + (1 - alpha) q); in [0, 1), 0 is forward KL."""
+    top_k: int = 0
+    """Distil on the teacher's top-k next tokens plus one tail bucket for the rest of the mass (0: the whole distribution)."""
     freeze_embeddings: bool = True
     """Keep the student's (teacher-copied) token embeddings and output layer fixed: fewer trainable parameters, faster CPU steps."""
     freeze_layers: int = 0
@@ -90,7 +98,7 @@ class DistillConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise DistillError(f"{name} must be a positive integer, got {value!r}")
-        for name in ["freeze_layers", "warmup_steps", "eval_every", "probe_every", "log_every", "threads", "seed"]:
+        for name in ["top_k", "freeze_layers", "warmup_steps", "eval_every", "probe_every", "log_every", "threads", "seed"]:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise DistillError(f"{name} must be a non-negative integer, got {value!r}")
@@ -106,6 +114,14 @@ class DistillConfig:
             raise DistillError(f"temperature {self.temperature} is too large (use at most 100)")
         if not _finite(self.kd_weight) or not 0.0 <= self.kd_weight <= 1.0:
             raise DistillError(f"kd_weight must be between 0 and 1, got {self.kd_weight!r}")
+        from distill_core.losses import DIVERGENCES
+
+        if self.divergence not in DIVERGENCES:
+            raise DistillError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {self.divergence!r}")
+        if not _finite(self.jsd_beta) or not 0.0 < self.jsd_beta < 1.0:
+            raise DistillError(f"jsd_beta must be strictly between 0 and 1, got {self.jsd_beta!r}")
+        if not _finite(self.skew_alpha) or not 0.0 <= self.skew_alpha < 1.0:
+            raise DistillError(f"skew_alpha must be in [0, 1), got {self.skew_alpha!r}")
         for name in ["weight_decay", "grad_clip"]:
             value = getattr(self, name)
             if not _finite(value) or value < 0:

@@ -7,6 +7,7 @@ positions, so padding never changes their value.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,27 +27,106 @@ def _masked_mean(per_position: torch.Tensor, mask: torch.Tensor | None) -> torch
     return (per_position * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl")
+"""Divergences between the softened teacher (p) and student (q) distributions."""
+
+
+def kl_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) over the last dimension from log-probabilities; entries with p = 0 add 0."""
+    p = log_p.exp()
+    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+
+
+def divergence(
+    teacher_logp: torch.Tensor,
+    student_logp: torch.Tensor,
+    kind: str = "forward_kl",
+    jsd_beta: float = 0.5,
+    skew_alpha: float = 0.1,
+) -> torch.Tensor:
+    """Per-position divergence between teacher p and student q, from log-probabilities (..., n).
+
+    - forward_kl: KL(p || q), mass-covering; the classic soft-target loss (Hinton et al. 2015).
+    - reverse_kl: KL(q || p), mode-seeking (MiniLLM, Gu et al. 2024).
+    - jsd: generalized Jensen-Shannon, beta KL(p || m) + (1 - beta) KL(q || m) with
+      m = beta p + (1 - beta) q (GKD, Agarwal et al. 2024); beta = 0.5 is the usual JSD.
+    - skew_kl: KL(p || alpha p + (1 - alpha) q) (DistiLLM, Ko et al. 2024); alpha = 0 is forward KL.
+    """
+    if kind == "forward_kl":
+        return kl_divergence(teacher_logp, student_logp)
+    if kind == "reverse_kl":
+        return kl_divergence(student_logp, teacher_logp)
+    if kind == "jsd":
+        beta = float(jsd_beta)
+        mixture = torch.logaddexp(teacher_logp + math.log(beta), student_logp + math.log1p(-beta))
+        return beta * kl_divergence(teacher_logp, mixture) + (1 - beta) * kl_divergence(student_logp, mixture)
+    if kind == "skew_kl":
+        alpha = float(skew_alpha)
+        if alpha == 0:
+            return kl_divergence(teacher_logp, student_logp)
+        mixture = torch.logaddexp(teacher_logp + math.log(alpha), student_logp + math.log1p(-alpha))
+        return kl_divergence(teacher_logp, mixture)
+    raise ValueError(f"unknown divergence {kind!r}; choose one of {', '.join(DIVERGENCES)}")
+
+
+def topk_buckets(teacher_logp: torch.Tensor, student_logp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dark knowledge restricted to the teacher's top-k: both distributions over k + 1 buckets,
+    the teacher's k most likely tokens and one tail bucket holding the rest of each model's mass.
+
+    Returns log-probabilities (..., k + 1) for teacher and student; each sums to 1 (in prob space).
+    With k = vocab the tail is empty (log 0) and any divergence equals the full-vocabulary one.
+    """
+    vocab = teacher_logp.shape[-1]
+    k = min(int(k), vocab)
+    index = teacher_logp.topk(k, dim=-1).indices  # (..., k)
+    teacher_top, student_top = teacher_logp.gather(-1, index), student_logp.gather(-1, index)
+    if k == vocab:
+        empty = torch.full_like(teacher_top[..., :1], float("-inf"))
+        return torch.cat([teacher_top, empty], -1), torch.cat([student_top, empty], -1)
+    in_top = torch.zeros_like(teacher_logp, dtype=torch.bool).scatter_(-1, index, True)
+    # log of the mass outside the top-k, as a log-sum-exp over the remaining tokens (stable)
+    teacher_tail = teacher_logp.masked_fill(in_top, float("-inf")).logsumexp(-1, keepdim=True)
+    student_tail = student_logp.masked_fill(in_top, float("-inf")).logsumexp(-1, keepdim=True)
+    return torch.cat([teacher_top, teacher_tail], -1), torch.cat([student_top, student_tail], -1)
+
+
+def soft_target_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+    kind: str = "forward_kl",
+    top_k: int = 0,
+    jsd_beta: float = 0.5,
+    skew_alpha: float = 0.1,
+) -> torch.Tensor:
+    """Soft-target distillation loss (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a
+    Neural Network"): a divergence between the teacher's and the student's distributions softened
+    at temperature T, multiplied by T^2 so that its gradients keep the same magnitude as the
+    hard-label term's when T changes (the gradient of the softened KL scales as 1/T^2).
+
+    With the default forward KL, per position: T^2 * sum_v p_T(v) (log p_T(v) - log q_T(v)),
+    p_T = softmax(teacher / T). `top_k` > 0 compares only the teacher's top-k tokens plus one tail
+    bucket (`topk_buckets`). Computed in at least fp32 whatever the logits' dtype.
+    """
+    t = float(temperature)
+    # (batch, seq, vocab) log-probabilities at temperature T
+    student_logp = F.log_softmax(_upcast(student_logits) / t, dim=-1)
+    teacher_logp = F.log_softmax(_upcast(teacher_logits) / t, dim=-1)
+    if top_k:
+        teacher_logp, student_logp = topk_buckets(teacher_logp, student_logp, top_k)  # (batch, seq, k + 1)
+    per_position = divergence(teacher_logp, student_logp, kind, jsd_beta, skew_alpha)  # (batch, seq)
+    return _masked_mean(per_position, mask) * (t * t)
+
+
 def soft_target_kl(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     temperature: float = 1.0,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Soft-target distillation loss (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a
-    Neural Network"): KL(p_T || q_T) between the teacher's and the student's distributions softened
-    at temperature T, multiplied by T^2 so that its gradients keep the same magnitude as the
-    hard-label term's when T changes (the gradient of the softened KL scales as 1/T^2).
-
-    Per position: T^2 * sum_v p_T(v) (log p_T(v) - log q_T(v)), p_T = softmax(teacher / T).
-    Computed in at least fp32 whatever the logits' dtype.
-    """
-    t = float(temperature)
-    # (batch, seq, vocab) log-probabilities at temperature T
-    student_logp = F.log_softmax(_upcast(student_logits) / t, dim=-1)
-    teacher_logp = F.log_softmax(_upcast(teacher_logits) / t, dim=-1)
-    # (batch, seq): KL per position; teacher probabilities that are exactly 0 contribute 0.
-    per_position = F.kl_div(student_logp, teacher_logp, log_target=True, reduction="none").sum(-1)
-    return _masked_mean(per_position, mask) * (t * t)
+    """T^2 KL(p_T || q_T) over the full vocabulary: the classic soft-target loss."""
+    return soft_target_loss(student_logits, teacher_logits, temperature, mask)
 
 
 def hard_label_ce(student_logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,9 +152,13 @@ def distillation_loss(
     mask: torch.Tensor | None,
     temperature: float,
     kd_weight: float,
+    divergence_kind: str = "forward_kl",
+    top_k: int = 0,
+    jsd_beta: float = 0.5,
+    skew_alpha: float = 0.1,
 ) -> LossTerms:
-    """alpha * T^2 KL(p_T || q_T) + (1 - alpha) * CE(labels, q_1): the mix of Hinton et al. 2015."""
-    kd = soft_target_kl(student_logits, teacher_logits, temperature, mask)
+    """alpha * T^2 D(p_T, q_T) + (1 - alpha) * CE(labels, q_1): the mix of Hinton et al. 2015."""
+    kd = soft_target_loss(student_logits, teacher_logits, temperature, mask, divergence_kind, top_k, jsd_beta, skew_alpha)
     ce = hard_label_ce(student_logits, labels, mask)
     total = kd_weight * kd + (1.0 - kd_weight) * ce
     return LossTerms(total, {"kd_loss": kd, "ce_loss": ce})

@@ -311,7 +311,8 @@ def _train_step(teacher: LoadedModel, student: LoadedModel, batch: Blocks, confi
         student_logits = shared_prefix.upper_logits(teacher_out.hidden_states[shared_prefix.k], attention_mask)
     else:
         student_logits = student.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (b, t, vocab)
-    loss = distillation_loss(student_logits, teacher_logits, labels, mask, config.temperature, config.kd_weight)
+    loss = distillation_loss(student_logits, teacher_logits, labels, mask, config.temperature, config.kd_weight,
+                             config.divergence, config.top_k, config.jsd_beta, config.skew_alpha)
     if not torch.isfinite(loss.total):
         optimizer.zero_grad(set_to_none=True)
         return None

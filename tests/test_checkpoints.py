@@ -134,3 +134,13 @@ def test_bundled_teacher_loads_from_cache(bundled_dir):
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size) == (30, 576, 9, 49152)
     assert "cached at" in teacher.source
     print(f"bundled teacher load from cache: {elapsed:.1f}s")
+
+
+def test_local_gguf_file_spec(bundled_dir):
+    """A .gguf path is a spec of its own: dequantised once into the same safetensors cache."""
+    from distill_core.checkpoints import bundled_gguf_path
+
+    loaded = load_model(str(bundled_gguf_path()))
+    assert loaded.source.startswith("GGUF file") and loaded.model.config.num_hidden_layers == 30
+    with pytest.raises(DistillError, match="GGUF file not found"):
+        load_model("/no/such/model.gguf")

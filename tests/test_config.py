@@ -30,6 +30,10 @@ def test_overrides_are_typed():
         ("colour=blue", "unknown config field"),
         ("steps", "not of the form key=value"),
         ("learning_rate=", "learning_rate is empty: enter a number"),
+        ("divergence=kl", "divergence must be one of forward_kl, reverse_kl, jsd, skew_kl"),
+        ("jsd_beta=0", "jsd_beta must be strictly between 0 and 1"),
+        ("skew_alpha=1", "skew_alpha must be in"),
+        ("top_k=-1", "top_k must be a non-negative integer"),
     ],
 )
 def test_bad_values_are_named(override, message):

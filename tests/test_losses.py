@@ -81,3 +81,86 @@ def test_shift_for_next_token():
     labels, mask = shift_for_next_token(ids, attn)
     assert labels.tolist() == [[6, 7, 0, 0]]
     assert mask.tolist() == [[1, 1, 0, 0]]
+
+
+# ---- divergences and top-k dark knowledge ------------------------------------------------------
+from distill_core.losses import DIVERGENCES, divergence, soft_target_loss, topk_buckets  # noqa: E402
+
+P = [0.7, 0.2, 0.1]
+Q = [0.4, 0.4, 0.2]
+
+
+def by_hand(kind: str, p: list[float], q: list[float], beta: float = 0.5, alpha: float = 0.1) -> float:
+    if kind == "forward_kl":
+        return kl_by_hand(p, q)
+    if kind == "reverse_kl":
+        return kl_by_hand(q, p)
+    if kind == "jsd":
+        m = [beta * a + (1 - beta) * b for a, b in zip(p, q)]
+        return beta * kl_by_hand(p, m) + (1 - beta) * kl_by_hand(q, m)
+    m = [alpha * a + (1 - alpha) * b for a, b in zip(p, q)]
+    return kl_by_hand(p, m)
+
+
+@pytest.mark.parametrize("kind", DIVERGENCES)
+def test_divergences_match_hand_computation(kind):
+    log_p, log_q = torch.tensor(P).log(), torch.tensor(Q).log()
+    got = divergence(log_p, log_q, kind, jsd_beta=0.3, skew_alpha=0.2).item()
+    assert got == pytest.approx(by_hand(kind, P, Q, beta=0.3, alpha=0.2), rel=1e-5)
+    assert divergence(log_p, log_p, kind).item() == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("kind", DIVERGENCES)
+def test_divergence_loss_t_squared_and_masking(kind):
+    torch.manual_seed(0)
+    student, teacher = torch.randn(1, 3, 6), torch.randn(1, 3, 6)
+    mask = torch.tensor([[1, 0, 1]])
+    t = 3.0
+    p = [F_softmax_row(teacher[0, i] / t) for i in range(3)]
+    q = [F_softmax_row(student[0, i] / t) for i in range(3)]
+    expected = (by_hand(kind, p[0], q[0]) + by_hand(kind, p[2], q[2])) / 2 * t * t
+    got = soft_target_loss(student, teacher, t, mask, kind).item()
+    assert got == pytest.approx(expected, rel=1e-4)
+
+
+def F_softmax_row(row: torch.Tensor) -> list[float]:
+    return softmax(row.tolist(), 1.0)
+
+
+@pytest.mark.parametrize("kind", DIVERGENCES)
+def test_divergence_gradients(kind):
+    torch.manual_seed(1)
+    student = torch.randn(1, 2, 5, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(1, 2, 5, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda s: soft_target_loss(s, teacher, 2.0, None, kind, top_k=0), (student,))
+    assert torch.autograd.gradcheck(lambda s: soft_target_loss(s, teacher, 2.0, None, kind, top_k=2), (student,))
+
+
+def test_topk_buckets_sum_to_one_and_keep_the_teacher_ranking():
+    torch.manual_seed(0)
+    teacher_logp = torch.randn(2, 4, 50).log_softmax(-1)
+    student_logp = torch.randn(2, 4, 50).log_softmax(-1)
+    t_buckets, s_buckets = topk_buckets(teacher_logp, student_logp, k=5)
+    assert t_buckets.shape == (2, 4, 6)
+    assert torch.allclose(t_buckets.exp().sum(-1), torch.ones(2, 4), atol=1e-6)
+    assert torch.allclose(s_buckets.exp().sum(-1), torch.ones(2, 4), atol=1e-6)
+    top = teacher_logp.topk(5, -1).values
+    assert torch.allclose(t_buckets[..., :5], top)
+
+
+def test_topk_by_hand():
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    q = torch.tensor([0.25, 0.25, 0.25, 0.25]).log()
+    t_b, s_b = topk_buckets(p, q, k=2)
+    assert t_b.exp().tolist() == pytest.approx([0.5, 0.3, 0.2])
+    assert s_b.exp().tolist() == pytest.approx([0.25, 0.25, 0.5])
+    assert divergence(t_b, s_b).item() == pytest.approx(kl_by_hand([0.5, 0.3, 0.2], [0.25, 0.25, 0.5]), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", DIVERGENCES)
+def test_topk_equals_full_when_k_is_vocab(kind):
+    torch.manual_seed(2)
+    student, teacher = torch.randn(2, 3, 11), torch.randn(2, 3, 11)
+    full = soft_target_loss(student, teacher, 2.0, None, kind, top_k=0)
+    assert soft_target_loss(student, teacher, 2.0, None, kind, top_k=11).item() == pytest.approx(full.item(), rel=1e-5)
+    assert soft_target_loss(student, teacher, 2.0, None, kind, top_k=3).item() != pytest.approx(full.item(), rel=1e-3)

@@ -1,4 +1,5 @@
 import json
+import math
 import threading
 
 import pytest
@@ -127,3 +128,13 @@ def test_out_of_memory_mid_run_keeps_the_student(tiny_config, tmp_path, monkeypa
     assert "out of memory: lower batch_size or seq_len" in events[-1]["message"]
     assert events[-1]["summary"]["steps_done"] == 3
     assert (tmp_path / "student" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("overrides", [["divergence=jsd"], ["top_k=32"], ["divergence=reverse_kl"], ["divergence=skew_kl", "top_k=8"]])
+def test_other_divergences_train(tiny_config, tmp_path, overrides):
+    events = run_all(tiny_config.with_overrides(["steps=8", "eval_every=0", "probe_every=0", *overrides]), tmp_path)
+    steps = [e for e in events if e["kind"] == "step"]
+    assert events[-1]["kind"] == "done" and len(steps) == 8
+    assert all(math.isfinite(e["kd_loss"]) for e in steps)
+    summary = events[-1]["summary"]  # held-out KL(teacher || student), whatever the training divergence
+    assert summary["after"]["kl_to_teacher"] < summary["before"]["kl_to_teacher"]
