@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from distill_core.errors import DistillError
+from distill_core.layer_map import resolve_layer_map
 
 BUNDLED_TEACHER = "smollm2-135m"
 BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -481,6 +482,9 @@ def compatibility_report(teacher: LoadedModel, student: LoadedModel) -> dict[str
         "techniques": {
             "soft_targets": same_vocab,
             "hard_labels": True,
+            "fitnets": True,  # a learned projection bridges any difference in width
         },
+        "layer_map": [list(pair) for pair in resolve_layer_map(
+            "auto", s_desc["layers"], t_desc["layers"], student.layers_kept)],
     }
     return report

@@ -164,6 +164,57 @@ def distillation_loss(
     return LossTerms(total, {"kd_loss": kd, "ce_loss": ce})
 
 
+HIDDEN_LOSSES = ("mse", "cosine")
+
+
+class FitNetsProjection(torch.nn.Module):
+    """FitNets regressors (Romero et al. 2015, "FitNets: Hints for Thin Deep Nets"): one learned
+    linear map per mapped layer pair, from the student's width to the teacher's, trained with the
+    student. Initialised to the identity when the widths agree (a derived student starts with its
+    copied layers' own states); it is part of the run, never of the exported student."""
+
+    def __init__(self, n_pairs: int, student_width: int, teacher_width: int):
+        super().__init__()
+        self.maps = torch.nn.ModuleList(
+            torch.nn.Linear(student_width, teacher_width, bias=False) for _ in range(n_pairs)
+        )
+        if student_width == teacher_width:
+            for linear in self.maps:
+                torch.nn.init.eye_(linear.weight)
+
+    def forward(self, index: int, student_hidden: torch.Tensor) -> torch.Tensor:
+        return self.maps[index](student_hidden)
+
+
+def fitnets_loss(
+    student_hidden: list[torch.Tensor],
+    teacher_hidden: list[torch.Tensor],
+    projection: FitNetsProjection,
+    kind: str = "mse",
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Hint loss between mapped hidden states, averaged over the pairs.
+
+    student_hidden[i]: (batch, seq, student_width); teacher_hidden[i]: (batch, seq, teacher_width).
+    mse: mean squared error per position (over the teacher's width); cosine: 1 - cosine similarity.
+    Padding positions are masked.
+    """
+    if not student_hidden:
+        raise ValueError("fitnets_loss needs at least one layer pair")
+    total = student_hidden[0].new_zeros(())
+    for index, (s_h, t_h) in enumerate(zip(student_hidden, teacher_hidden)):
+        projected = projection(index, _upcast(s_h))  # (batch, seq, teacher_width)
+        target = _upcast(t_h)
+        if kind == "mse":
+            per_position = (projected - target).pow(2).mean(-1)
+        elif kind == "cosine":
+            per_position = 1.0 - F.cosine_similarity(projected, target, dim=-1)
+        else:
+            raise ValueError(f"unknown hidden loss {kind!r}; choose one of {', '.join(HIDDEN_LOSSES)}")
+        total = total + _masked_mean(per_position, mask)
+    return total / len(student_hidden)
+
+
 def shift_for_next_token(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token labels and the mask of positions that have one.
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from distill_core import probes
 from distill_core.checkpoints import LoadedModel, count_parameters, decoder_layers, load_student, load_teacher
@@ -36,7 +37,8 @@ from distill_core.data import (
 )
 from distill_core.errors import DistillError
 from distill_core.evaluate import compare, score, teacher_reference
-from distill_core.losses import distillation_loss, shift_for_next_token
+from distill_core.layer_map import resolve_layer_map
+from distill_core.losses import FitNetsProjection, distillation_loss, fitnets_loss, shift_for_next_token
 
 HELDOUT_FRACTION = 0.1
 """Share of the training corpus held out to show over-fitting."""
@@ -156,7 +158,16 @@ def run_session(
         yield emit("probe", step=0, **probes.next_token_snapshot(teacher, student, config.probe_text, config.temperature))
 
         trainable = _prepare_trainable(student, config)
-        shared_prefix = SharedPrefix.create(teacher, student, config, train_blocks)
+        layer_pairs = resolve_layer_map(config.layer_map, student.model.config.num_hidden_layers,
+                                        teacher.model.config.num_hidden_layers, student.layers_kept)
+        projection = None
+        if config.hidden_weight > 0:
+            projection = FitNetsProjection(len(layer_pairs), student.model.config.hidden_size,
+                                           teacher.model.config.hidden_size).to(device)
+            trainable += list(projection.parameters())
+            yield emit("status", message="FitNets hints on layer pairs (student:teacher) "
+                       + ", ".join(f"{s}:{t}" for s, t in layer_pairs))
+        shared_prefix = None if projection is not None else SharedPrefix.create(teacher, student, config, train_blocks)
         if shared_prefix is not None:
             yield emit("status", message=f"Student layers 0-{config.freeze_layers - 1} are frozen copies of the "
                        "teacher's: each step reuses the teacher's hidden states there (exact, faster)")
@@ -175,7 +186,8 @@ def run_session(
             batch = next(batch_iter)
             step_start = time.perf_counter()
             try:
-                terms = _train_step(teacher, student, batch, config, optimizer, device, shared_prefix)
+                terms = _train_step(teacher, student, batch, config, optimizer, device, shared_prefix,
+                                    projection, layer_pairs)
             except RuntimeError as exc:  # out of memory, or a kernel failure: keep what was learnt
                 optimizer.zero_grad(set_to_none=True)
                 oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
@@ -210,6 +222,7 @@ def run_session(
             "teacher_spec": config.teacher,
             "student_spec": config.student,
             "student_layers_kept": student.layers_kept,
+            "layer_map": [list(pair) for pair in layer_pairs],
             "corpus": corpus_source,
             "steps_done": step,
             "steps": config.steps,
@@ -227,6 +240,8 @@ def run_session(
         if out is not None:
             yield emit("status", message=f"Saving the student to {out / 'student'} …")
             _save_student(student, out / "student")
+            if projection is not None:  # part of the run, not of the exported student
+                save_file(projection.state_dict(), str(out / "fitnets_projection.safetensors"))
             _write_json(out / "summary.json", summary)
         kind = "error" if error else ("stopped" if stopped else "done")
         yield emit(kind, summary=summary, message=error or ("stopped at step %d" % step if stopped else "done"),
@@ -297,34 +312,45 @@ class SharedPrefix:
 
 def _train_step(teacher: LoadedModel, student: LoadedModel, batch: Blocks, config: DistillConfig,
                 optimizer: torch.optim.Optimizer, device: torch.device,
-                shared_prefix: SharedPrefix | None = None) -> dict[str, float] | None:
+                shared_prefix: SharedPrefix | None = None, projection: FitNetsProjection | None = None,
+                layer_pairs: list[tuple[int, int]] | None = None) -> dict[str, float] | None:
     """One step: teacher forward (no grad), student forward, loss, backward, clip, update.
     Returns the loss terms, or None (and no update) when the loss is not finite."""
     input_ids = batch.input_ids.to(device)  # (b, t)
     attention_mask = batch.attention_mask.to(device)  # (b, t)
     labels, mask = shift_for_next_token(input_ids, attention_mask)
+    want_hidden = projection is not None
     with torch.no_grad():
         teacher_out = teacher.model(input_ids=input_ids, attention_mask=attention_mask,
-                                    output_hidden_states=shared_prefix is not None)
+                                    output_hidden_states=shared_prefix is not None or want_hidden)
     teacher_logits = teacher_out.logits  # (b, t, vocab)
     if shared_prefix is not None:
         student_logits = shared_prefix.upper_logits(teacher_out.hidden_states[shared_prefix.k], attention_mask)
     else:
-        student_logits = student.model(input_ids=input_ids, attention_mask=attention_mask).logits  # (b, t, vocab)
+        student_out = student.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden)
+        student_logits = student_out.logits  # (b, t, vocab)
     loss = distillation_loss(student_logits, teacher_logits, labels, mask, config.temperature, config.kd_weight,
                              config.divergence, config.top_k, config.jsd_beta, config.skew_alpha)
-    if not torch.isfinite(loss.total):
+    total, terms = loss.total, dict(loss.terms)
+    if projection is not None:
+        # hidden_states[i + 1] is the output of layer i: (b, t, width)
+        hint = fitnets_loss([student_out.hidden_states[s + 1] for s, _ in layer_pairs],
+                            [teacher_out.hidden_states[t + 1] for _, t in layer_pairs],
+                            projection, config.hidden_loss, mask)
+        total = total + config.hidden_weight * hint
+        terms["fitnets_loss"] = hint
+    if not torch.isfinite(total):
         optimizer.zero_grad(set_to_none=True)
         return None
     optimizer.zero_grad(set_to_none=True)
-    loss.total.backward()
+    total.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip if config.grad_clip > 0 else float("inf"))
     if not torch.isfinite(grad_norm):
         optimizer.zero_grad(set_to_none=True)
         return None
     optimizer.step()
-    return {"loss": loss.total.item(), **{k: v.item() for k, v in loss.terms.items()}, "grad_norm": grad_norm.item()}
+    return {"loss": total.item(), **{k: v.item() for k, v in terms.items()}, "grad_norm": grad_norm.item()}
 
 
 def _periodic_eval(student: LoadedModel, eval_blocks: Blocks, val_blocks: Blocks,

@@ -164,3 +164,42 @@ def test_topk_equals_full_when_k_is_vocab(kind):
     full = soft_target_loss(student, teacher, 2.0, None, kind, top_k=0)
     assert soft_target_loss(student, teacher, 2.0, None, kind, top_k=11).item() == pytest.approx(full.item(), rel=1e-5)
     assert soft_target_loss(student, teacher, 2.0, None, kind, top_k=3).item() != pytest.approx(full.item(), rel=1e-3)
+
+
+# ---- FitNets ---------------------------------------------------------------------------------------
+from distill_core.losses import FitNetsProjection, fitnets_loss  # noqa: E402
+
+
+def test_fitnets_projection_shapes_and_identity_start():
+    projection = FitNetsProjection(n_pairs=3, student_width=8, teacher_width=12)
+    assert len(projection.maps) == 3 and projection.maps[0].weight.shape == (12, 8)
+    assert projection(1, torch.randn(2, 5, 8)).shape == (2, 5, 12)
+    same = FitNetsProjection(1, 6, 6)
+    h = torch.randn(2, 3, 6)
+    assert torch.equal(same(0, h), h)
+    assert fitnets_loss([h], [h.clone()], same).item() == pytest.approx(0.0, abs=1e-7)
+    assert fitnets_loss([h], [h.clone()], same, "cosine").item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fitnets_by_hand_and_masking():
+    projection = FitNetsProjection(1, 2, 2)  # identity
+    student = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    teacher = torch.tensor([[[0.0, 1.0], [0.0, 2.0]]])
+    # position 0: ((1-0)^2 + (0-1)^2) / 2 = 1; position 1: 0
+    assert fitnets_loss([student], [teacher], projection, "mse").item() == pytest.approx(0.5)
+    assert fitnets_loss([student], [teacher], projection, "mse", torch.tensor([[1, 0]])).item() == pytest.approx(1.0)
+    # cosine: position 0 orthogonal (1 - 0), position 1 parallel (1 - 1)
+    assert fitnets_loss([student], [teacher], projection, "cosine").item() == pytest.approx(0.5)
+    two_pairs = FitNetsProjection(2, 2, 2)
+    assert fitnets_loss([student, student], [teacher, student], two_pairs).item() == pytest.approx(0.25)
+
+
+def test_fitnets_gradients_reach_student_and_projection():
+    torch.manual_seed(0)
+    projection = FitNetsProjection(1, 3, 4).double()
+    student = torch.randn(1, 2, 3, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(1, 2, 4, dtype=torch.float64)
+    for kind in ("mse", "cosine"):
+        assert torch.autograd.gradcheck(lambda s: fitnets_loss([s], [teacher], projection, kind), (student,))
+    fitnets_loss([student], [teacher], projection).backward()
+    assert projection.maps[0].weight.grad is not None and projection.maps[0].weight.grad.abs().sum() > 0

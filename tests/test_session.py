@@ -138,3 +138,21 @@ def test_other_divergences_train(tiny_config, tmp_path, overrides):
     assert all(math.isfinite(e["kd_loss"]) for e in steps)
     summary = events[-1]["summary"]  # held-out KL(teacher || student), whatever the training divergence
     assert summary["after"]["kl_to_teacher"] < summary["before"]["kl_to_teacher"]
+
+
+def test_fitnets_session_trains_and_saves_the_projection_apart(tiny_config, tmp_path):
+    from safetensors.torch import load_file
+
+    config = tiny_config.with_overrides(["steps=12", "eval_every=0", "probe_every=0", "hidden_weight=1.0",
+                                         "hidden_loss=cosine", "student=fresh:layers=2,hidden=32,heads=2",
+                                         "layer_map=uniform"])
+    events = run_all(config, tmp_path)
+    steps = [e for e in events if e["kind"] == "step"]
+    assert events[-1]["kind"] == "done"
+    assert all("fitnets_loss" in e for e in steps)
+    assert sum(e["fitnets_loss"] for e in steps[-3:]) < sum(e["fitnets_loss"] for e in steps[:3])
+    assert events[-1]["summary"]["layer_map"] == [[0, 1], [1, 3]]
+    weights = load_file(tmp_path / "fitnets_projection.safetensors")
+    assert weights["maps.0.weight"].shape == (64, 32)  # student width 32 -> teacher width 64
+    student_keys = load_file(tmp_path / "student" / "model.safetensors").keys()
+    assert not any("maps." in key for key in student_keys)
