@@ -1,4 +1,4 @@
-"""Command line: python -m distill_core info | distill | evaluate
+"""Command line: python -m distill_core info | distill | evaluate | ablate
 
 Exit codes: 0 success; 2 bad input (a one-line reason on stderr); 1 an unexpected failure;
 130 a distillation stopped by Ctrl-C (the student so far is saved).
@@ -82,6 +82,57 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 130 if final["kind"] == "stopped" else 0
 
 
+ABLATION_WEIGHTS = {"attention_weight": 1.0, "hidden_weight": 1.0}
+"""Technique weights an ablation row uses when the config leaves that technique off."""
+
+
+def ablation_rows(config) -> list[tuple[str, object]]:
+    """ce_only, then soft targets, then soft targets plus each layer-wise technique, then all."""
+    soft = config.with_overrides({"attention_weight": 0.0, "hidden_weight": 0.0,
+                                  "kd_weight": config.kd_weight or 0.9})
+    attention = {"attention_weight": config.attention_weight or ABLATION_WEIGHTS["attention_weight"]}
+    # raw hidden states of LLMs are large; an ablation that turns FitNets on uses the cosine distance
+    fitnets = ({"hidden_weight": config.hidden_weight} if config.hidden_weight else
+               {"hidden_weight": ABLATION_WEIGHTS["hidden_weight"], "hidden_loss": "cosine"})
+    return [
+        ("ce_only", soft.with_overrides({"kd_weight": 0.0})),
+        ("soft_target", soft),
+        ("attention", soft.with_overrides(attention)),
+        ("fitnets", soft.with_overrides(fitnets)),
+        ("all", soft.with_overrides({**attention, **fitnets})),
+    ]
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from distill_core.config import DistillConfig
+    from distill_core.data import read_text_file
+    from distill_core.session import run_session
+
+    read_text_file(args.eval_text, "evaluation text")  # fail before any training
+    config = DistillConfig.from_yaml(args.config).with_overrides([*(args.set or []), f"eval_text={args.eval_text}"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, row_config in ablation_rows(config):
+        print(f"== {name} ==", file=sys.stderr, flush=True)
+        final = None
+        for event in run_session(row_config, out / name):
+            if event["kind"] in ("status", "done", "stopped", "error"):
+                _log_event(event)
+            if event["kind"] in ("done", "stopped", "error"):
+                final = event
+        summary = final["summary"]
+        rows.append({"name": name, "ppl": summary["after"]["ppl"], "top1_agreement": summary["after"]["top1_agreement"],
+                     "kl_to_teacher": summary["after"]["kl_to_teacher"], "wall_s": summary["wall_s"],
+                     "ppl_before": summary["before"]["ppl"], "teacher_ppl": summary["teacher"]["ppl"],
+                     "error": summary["error"]})
+        (out / "ablation.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    print(f"{'name':<12} {'ppl':>9} {'top1_agreement':>15} {'kl_to_teacher':>14} {'wall_s':>8}")
+    for row in rows:
+        print(f"{row['name']:<12} {row['ppl']:>9.2f} {row['top1_agreement']:>15.3f} {row['kl_to_teacher']:>14.3f} {row['wall_s']:>8.1f}")
+    return 0
+
+
 def _log_event(event: dict) -> None:
     kind, t = event["kind"], f"[{event['elapsed_s']:7.1f}s]"
     if kind == "status":
@@ -120,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     distill.add_argument("--out", required=True, help="output directory (student/, config.yaml, metrics.jsonl, summary.json)")
     distill.set_defaults(func=cmd_distill)
+
+    ablate = sub.add_parser("ablate", help="same seed, data and steps: ce_only, soft_target, attention, fitnets, all")
+    ablate.add_argument("--config", required=True)
+    ablate.add_argument("--eval-text", required=True, help="held-out UTF-8 text every row is evaluated on")
+    ablate.add_argument("--out", required=True, help="DIR: one run folder per row and DIR/ablation.json")
+    ablate.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    ablate.set_defaults(func=cmd_ablate)
 
     evaluate = sub.add_parser("evaluate", help="held-out perplexity, agreement, KL and speed of a student against its teacher")
     evaluate.add_argument("--teacher", required=True)

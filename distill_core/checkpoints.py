@@ -483,6 +483,7 @@ def compatibility_report(teacher: LoadedModel, student: LoadedModel) -> dict[str
             "soft_targets": same_vocab,
             "hard_labels": True,
             "fitnets": True,  # a learned projection bridges any difference in width
+            "attention_transfer": True,  # head-averaged maps: head counts may differ
         },
         "layer_map": [list(pair) for pair in resolve_layer_map(
             "auto", s_desc["layers"], t_desc["layers"], student.layers_kept)],

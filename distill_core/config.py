@@ -66,12 +66,16 @@ class DistillConfig:
     """alpha of the skew KL, KL(p || alpha p + (1 - alpha) q); in [0, 1), 0 is forward KL."""
     top_k: int = 0
     """Distil on the teacher's top-k next tokens plus one tail bucket for the rest of the mass (0: the whole distribution)."""
+    attention_weight: float = 0.0
+    """Weight of attention transfer: the student's head-averaged attention maps match the teacher's on the layer_map pairs; 0 disables it."""
+    attention_loss: str = "kl"
+    """Attention-transfer distance per query row: kl (KL of teacher row to student row) or mse."""
     hidden_weight: float = 0.0
     """Weight of the FitNets hint loss on mapped hidden states through a learned projection (Romero et al. 2015); 0 disables it."""
     hidden_loss: str = "mse"
     """FitNets distance between projected student and teacher hidden states: mse or cosine."""
     layer_map: str = "auto"
-    """Student-to-teacher layer pairs for FitNets: auto (kept for layers: students, else uniform), kept, uniform, last, or pairs like 0:0,5:12."""
+    """Student-to-teacher layer pairs for FitNets and attention transfer: auto (kept for layers: students, else uniform), kept, uniform, last, or pairs like 0:0,5:12."""
     freeze_embeddings: bool = True
     """Keep the student's (teacher-copied) token embeddings and output layer fixed: fewer trainable parameters, faster CPU steps."""
     freeze_layers: int = 0
@@ -128,11 +132,14 @@ class DistillConfig:
             raise DistillError(f"jsd_beta must be strictly between 0 and 1, got {self.jsd_beta!r}")
         if not _finite(self.skew_alpha) or not 0.0 <= self.skew_alpha < 1.0:
             raise DistillError(f"skew_alpha must be in [0, 1), got {self.skew_alpha!r}")
-        from distill_core.losses import HIDDEN_LOSSES
+        from distill_core.losses import ATTENTION_LOSSES, HIDDEN_LOSSES
+
+        if self.attention_loss not in ATTENTION_LOSSES:
+            raise DistillError(f"attention_loss must be one of {', '.join(ATTENTION_LOSSES)}, got {self.attention_loss!r}")
 
         if self.hidden_loss not in HIDDEN_LOSSES:
             raise DistillError(f"hidden_loss must be one of {', '.join(HIDDEN_LOSSES)}, got {self.hidden_loss!r}")
-        for name in ["weight_decay", "grad_clip", "hidden_weight"]:
+        for name in ["weight_decay", "grad_clip", "hidden_weight", "attention_weight"]:
             value = getattr(self, name)
             if not _finite(value) or value < 0:
                 raise DistillError(f"{name} must be a non-negative finite number, got {value!r}")

@@ -164,6 +164,44 @@ def distillation_loss(
     return LossTerms(total, {"kd_loss": kd, "ce_loss": ce})
 
 
+ATTENTION_LOSSES = ("kl", "mse")
+
+
+def attention_transfer_loss(
+    student_maps: list[torch.Tensor],
+    teacher_maps: list[torch.Tensor],
+    kind: str = "kl",
+    query_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention transfer for transformers (the attention-distribution loss of TinyBERT, Jiao et al.
+    2020, and MiniLM, Wang et al. 2020): the student's attention maps match the teacher's on mapped
+    layers. Maps are averaged over heads first, so teacher and student may have different head
+    counts.
+
+    student_maps[i]: (batch, student_heads, seq, seq); teacher_maps[i]: (batch, teacher_heads, seq, seq).
+    kl: KL(teacher row || student row) summed over keys (each query row is a distribution);
+    mse: mean squared difference over keys. Averaged over real query positions (query_mask (batch, seq))
+    and over the pairs.
+    """
+    if not student_maps:
+        raise ValueError("attention_transfer_loss needs at least one layer pair")
+    total = student_maps[0].new_zeros((), dtype=torch.float32)
+    for s_map, t_map in zip(student_maps, teacher_maps):
+        student_rows = _upcast(s_map).mean(1)  # (batch, seq, seq)
+        teacher_rows = _upcast(t_map).mean(1)
+        if kind == "kl":
+            log_student = student_rows.clamp_min(1e-12).log()
+            log_teacher = teacher_rows.clamp_min(1e-12).log()
+            per_query = torch.where(teacher_rows > 0, teacher_rows * (log_teacher - log_student),
+                                    torch.zeros_like(teacher_rows)).sum(-1)
+        elif kind == "mse":
+            per_query = (student_rows - teacher_rows).pow(2).mean(-1)
+        else:
+            raise ValueError(f"unknown attention loss {kind!r}; choose one of {', '.join(ATTENTION_LOSSES)}")
+        total = total + _masked_mean(per_query, query_mask)
+    return total / len(student_maps)
+
+
 HIDDEN_LOSSES = ("mse", "cosine")
 
 

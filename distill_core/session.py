@@ -9,6 +9,7 @@ happen, so nothing is lost when a session stops or fails half way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -38,7 +39,14 @@ from distill_core.data import (
 from distill_core.errors import DistillError
 from distill_core.evaluate import compare, score, teacher_reference
 from distill_core.layer_map import resolve_layer_map
-from distill_core.losses import FitNetsProjection, distillation_loss, fitnets_loss, shift_for_next_token
+from distill_core.attention import attention_maps_from
+from distill_core.losses import (
+    FitNetsProjection,
+    attention_transfer_loss,
+    distillation_loss,
+    fitnets_loss,
+    shift_for_next_token,
+)
 
 HELDOUT_FRACTION = 0.1
 """Share of the training corpus held out to show over-fitting."""
@@ -167,7 +175,11 @@ def run_session(
             trainable += list(projection.parameters())
             yield emit("status", message="FitNets hints on layer pairs (student:teacher) "
                        + ", ".join(f"{s}:{t}" for s, t in layer_pairs))
-        shared_prefix = None if projection is not None else SharedPrefix.create(teacher, student, config, train_blocks)
+        if config.attention_weight > 0:
+            yield emit("status", message="Attention transfer on layer pairs (student:teacher) "
+                       + ", ".join(f"{s}:{t}" for s, t in layer_pairs))
+        layer_wise = projection is not None or config.attention_weight > 0
+        shared_prefix = None if layer_wise else SharedPrefix.create(teacher, student, config, train_blocks)
         if shared_prefix is not None:
             yield emit("status", message=f"Student layers 0-{config.freeze_layers - 1} are frozen copies of the "
                        "teacher's: each step reuses the teacher's hidden states there (exact, faster)")
@@ -310,6 +322,11 @@ class SharedPrefix:
             config.num_hidden_layers = n
 
 
+def _maps_if(enabled: bool, model: Any, layers: list[int]):
+    """attention_maps_from(model, layers) when attention transfer is on, else nothing."""
+    return attention_maps_from(model, layers) if enabled else contextlib.nullcontext()
+
+
 def _train_step(teacher: LoadedModel, student: LoadedModel, batch: Blocks, config: DistillConfig,
                 optimizer: torch.optim.Optimizer, device: torch.device,
                 shared_prefix: SharedPrefix | None = None, projection: FitNetsProjection | None = None,
@@ -320,14 +337,19 @@ def _train_step(teacher: LoadedModel, student: LoadedModel, batch: Blocks, confi
     attention_mask = batch.attention_mask.to(device)  # (b, t)
     labels, mask = shift_for_next_token(input_ids, attention_mask)
     want_hidden = projection is not None
-    with torch.no_grad():
+    want_attention = config.attention_weight > 0
+    pairs = layer_pairs or []
+    with torch.no_grad(), _maps_if(want_attention, teacher.model, [t for _, t in pairs]):
         teacher_out = teacher.model(input_ids=input_ids, attention_mask=attention_mask,
-                                    output_hidden_states=shared_prefix is not None or want_hidden)
+                                    output_hidden_states=shared_prefix is not None or want_hidden,
+                                    output_attentions=want_attention)
     teacher_logits = teacher_out.logits  # (b, t, vocab)
     if shared_prefix is not None:
         student_logits = shared_prefix.upper_logits(teacher_out.hidden_states[shared_prefix.k], attention_mask)
     else:
-        student_out = student.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden)
+        with _maps_if(want_attention, student.model, [s for s, _ in pairs]):
+            student_out = student.model(input_ids=input_ids, attention_mask=attention_mask,
+                                        output_hidden_states=want_hidden, output_attentions=want_attention)
         student_logits = student_out.logits  # (b, t, vocab)
     loss = distillation_loss(student_logits, teacher_logits, labels, mask, config.temperature, config.kd_weight,
                              config.divergence, config.top_k, config.jsd_beta, config.skew_alpha)
@@ -339,6 +361,14 @@ def _train_step(teacher: LoadedModel, student: LoadedModel, batch: Blocks, confi
                             projection, config.hidden_loss, mask)
         total = total + config.hidden_weight * hint
         terms["fitnets_loss"] = hint
+    if want_attention:
+        # maps come back in increasing layer order: (b, heads, t, t) for each mapped layer
+        t_maps = dict(zip(sorted({t for _, t in pairs}), teacher_out.attentions))
+        s_maps = dict(zip(sorted({s for s, _ in pairs}), student_out.attentions))
+        transfer = attention_transfer_loss([s_maps[s] for s, _ in pairs], [t_maps[t] for _, t in pairs],
+                                           config.attention_loss, attention_mask)
+        total = total + config.attention_weight * transfer
+        terms["attention_loss"] = transfer
     if not torch.isfinite(total):
         optimizer.zero_grad(set_to_none=True)
         return None

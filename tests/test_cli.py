@@ -69,3 +69,23 @@ def test_distill_then_evaluate_round_trip(tiny_config, tmp_path):
     assert set(report["teacher"]) == {"ppl", "params", "tokens_per_s"}
     assert set(report["student"]) == {"ppl", "top1_agreement", "kl_to_teacher", "params", "tokens_per_s"}
     assert 0 <= report["student"]["top1_agreement"] <= 1
+
+
+def test_ablate_writes_every_row(tiny_config, tmp_path):
+    config_path = tmp_path / "tiny.yaml"
+    tiny_config.with_overrides(["steps=3", "eval_every=0", "probe_every=0", "corpus_text=",
+                                f"corpus={REPO / 'assets' / 'texts' / 'sample_user_corpus.txt'}"]).to_yaml(config_path)
+    out = tmp_path / "ablation"
+    result = cli("ablate", "--config", str(config_path), "--eval-text", str(REPO / "assets" / "texts" / "heldout.txt"),
+                 "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "ablation.json").read_text())
+    assert [r["name"] for r in rows] == ["ce_only", "soft_target", "attention", "fitnets", "all"]
+    for row in rows:
+        assert {"name", "ppl", "top1_agreement", "kl_to_teacher", "wall_s"} <= set(row) and row["ppl"] > 0
+    assert rows[0]["ppl_before"] == rows[1]["ppl_before"]  # same seed, same student, same data
+    configs = {r["name"]: yaml.safe_load((out / r["name"] / "config.yaml").read_text()) for r in rows}
+    assert configs["ce_only"]["kd_weight"] == 0 and configs["soft_target"]["kd_weight"] > 0
+    assert configs["attention"]["attention_weight"] > 0 and configs["attention"]["hidden_weight"] == 0
+    assert configs["fitnets"]["hidden_weight"] > 0 and configs["all"]["attention_weight"] > 0
+    assert result.stdout.splitlines()[0].split() == ["name", "ppl", "top1_agreement", "kl_to_teacher", "wall_s"]

@@ -203,3 +203,44 @@ def test_fitnets_gradients_reach_student_and_projection():
         assert torch.autograd.gradcheck(lambda s: fitnets_loss([s], [teacher], projection, kind), (student,))
     fitnets_loss([student], [teacher], projection).backward()
     assert projection.maps[0].weight.grad is not None and projection.maps[0].weight.grad.abs().sum() > 0
+
+
+# ---- attention transfer ------------------------------------------------------------------------------
+from distill_core.losses import attention_transfer_loss  # noqa: E402
+
+
+def causal_maps(batch: int, heads: int, seq: int, seed: int) -> torch.Tensor:
+    scores = torch.randn(batch, heads, seq, seq, generator=torch.Generator().manual_seed(seed))
+    scores = scores.masked_fill(torch.ones(seq, seq).triu(1).bool(), float("-inf"))
+    return scores.softmax(-1)  # (batch, heads, seq, seq), rows sum to 1
+
+
+def test_attention_transfer_zero_for_identical_maps():
+    maps = causal_maps(2, 3, 5, 0)
+    for kind in ("kl", "mse"):
+        assert attention_transfer_loss([maps], [maps.clone()], kind).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_attention_transfer_by_hand_with_different_head_counts():
+    # teacher: 2 heads whose average row is [0.5, 0.5]; student: 1 head with row [0.8, 0.2]
+    teacher = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]]])  # (1, 2, 2, 2)
+    student = torch.tensor([[[[1.0, 0.0], [0.8, 0.2]]]])  # (1, 1, 2, 2)
+    # query 0: both [1, 0] -> 0; query 1: teacher [0.5, 0.5] vs student [0.8, 0.2]
+    kl_row1 = kl_by_hand([0.5, 0.5], [0.8, 0.2])
+    assert attention_transfer_loss([student], [teacher], "kl").item() == pytest.approx(kl_row1 / 2, rel=1e-5)
+    mse_row1 = ((0.5 - 0.8) ** 2 + (0.5 - 0.2) ** 2) / 2
+    assert attention_transfer_loss([student], [teacher], "mse").item() == pytest.approx(mse_row1 / 2, rel=1e-5)
+    # masking the second query leaves only the identical first row
+    assert attention_transfer_loss([student], [teacher], "kl", torch.tensor([[1, 0]])).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_attention_transfer_gradients():
+    teacher = causal_maps(1, 2, 4, 1).double()
+    scores = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    causal = torch.ones(4, 4).triu(1).bool()
+
+    def loss(s, kind):
+        return attention_transfer_loss([s.masked_fill(causal, float("-inf")).softmax(-1)], [teacher], kind)
+
+    for kind in ("kl", "mse"):
+        assert torch.autograd.gradcheck(lambda s: loss(s, kind), (scores,))

@@ -156,3 +156,12 @@ def test_fitnets_session_trains_and_saves_the_projection_apart(tiny_config, tmp_
     assert weights["maps.0.weight"].shape == (64, 32)  # student width 32 -> teacher width 64
     student_keys = load_file(tmp_path / "student" / "model.safetensors").keys()
     assert not any("maps." in key for key in student_keys)
+
+
+def test_attention_transfer_session(tiny_config, tmp_path):
+    config = tiny_config.with_overrides(["steps=12", "eval_every=0", "probe_every=0", "attention_weight=1.0",
+                                         "student=fresh:layers=2,hidden=32,heads=2", "layer_map=uniform"])
+    events = run_all(config, tmp_path)
+    steps = [e for e in events if e["kind"] == "step"]
+    assert events[-1]["kind"] == "done" and all("attention_loss" in e for e in steps)
+    assert sum(e["attention_loss"] for e in steps[-3:]) < sum(e["attention_loss"] for e in steps[:3])
