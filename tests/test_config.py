@@ -56,3 +56,11 @@ def test_bad_yaml_file(tmp_path):
         DistillConfig.from_yaml(path)
     with pytest.raises(DistillError, match="not found"):
         DistillConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("preset", ["quickstart", "hinton", "dark-knowledge-topk", "attention-transfer", "fitnets", "all-combined"])
+def test_presets_load(preset):
+    config = DistillConfig.from_yaml(ASSETS / "configs" / f"{preset}.yaml")
+    assert config.teacher == "smollm2-135m" and config.kd_weight > 0
+    assert {"attention-transfer": config.attention_weight > 0, "fitnets": config.hidden_weight > 0,
+            "dark-knowledge-topk": config.top_k > 0}.get(preset, True)
