@@ -53,7 +53,8 @@ def dark_knowledge(
     position: index of the token after which the next token is predicted (-1: the last one).
     Returns tokens, position, candidates (union of every model's top-k, teacher's order first),
     probs[name] over the candidates, actual next token (None at the end of the text), its rank
-    under each model (1 = top), entropies (nats) and kl[name] per position (NaN where no next token).
+    under each model (1 = top), entropies (nats), kl[name] per position (NaN where no next token)
+    and kl_at_position[name], the KL of the probed distribution itself.
     """
     if not temperature > 0:
         raise DistillError(f"temperature must be positive, got {temperature}")
@@ -81,9 +82,11 @@ def dark_knowledge(
 
     teacher_lp = log_probs["teacher"]
     kl: dict[str, list[float]] = {}
+    kl_at_position: dict[str, float] = {}
     for name in students:
         # KL(p_teacher || p_student) per position, nats: (t,)
         per_position = (teacher_lp.exp() * (teacher_lp - log_probs[name])).sum(-1).numpy()
+        kl_at_position[name] = float(per_position[position])
         per_position[-1] = np.nan  # the final position has no next token in the text
         kl[name] = per_position.tolist()
 
@@ -101,6 +104,7 @@ def dark_knowledge(
         "actual_rank": {name: rank(p, actual_id) for name, p in at_pos.items()} if actual_id is not None else None,
         "entropy": {name: float(-(lp[position].exp() * lp[position]).sum()) for name, lp in log_probs.items()},
         "kl": kl,
+        "kl_at_position": kl_at_position,
         "mean_kl": {name: float(np.nanmean(v)) if len(v) > 1 else float("nan") for name, v in kl.items()},
     }
 
@@ -116,13 +120,5 @@ def next_token_snapshot(teacher: LoadedModel, student: LoadedModel, text: str, t
         "candidates": [result["candidates"][i] for i in order],
         "teacher_probs": [result["probs"]["teacher"][i] for i in order],
         "student_probs": [result["probs"]["student"][i] for i in order],
-        "kl_last": _kl_at(teacher, student, text, temperature),
+        "kl_last": result["kl_at_position"]["student"],
     }
-
-
-@torch.no_grad()
-def _kl_at(teacher: LoadedModel, student: LoadedModel, text: str, temperature: float) -> float:
-    ids = _encode(teacher.tokenizer, text)
-    t_lp = _log_probs(teacher.model, ids, temperature)[-1]
-    s_lp = _log_probs(student.model, ids, temperature)[-1]
-    return float((t_lp.exp() * (t_lp - s_lp)).sum())

@@ -49,3 +49,16 @@ def test_snapshot(tiny_teacher_dir):
     assert len(snap["candidates"]) == 4
     assert snap["teacher_probs"] == sorted(snap["teacher_probs"], reverse=True)
     assert snap["kl_last"] >= 0
+
+
+def test_snapshot_kl_is_the_kl_at_the_last_position(tiny_teacher_dir):
+    import torch
+
+    teacher = load_teacher(str(tiny_teacher_dir))
+    student = derive_student(teacher, "layers:2")
+    snap = next_token_snapshot(teacher, student, "I ate an", 2.0)
+    ids = teacher.tokenizer("I ate an", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        t = torch.log_softmax(teacher.model(input_ids=ids).logits[0, -1] / 2.0, -1)
+        s = torch.log_softmax(student.model(input_ids=ids).logits[0, -1] / 2.0, -1)
+    assert snap["kl_last"] == pytest.approx(float((t.exp() * (t - s)).sum()), rel=1e-4)
