@@ -25,7 +25,7 @@ from distill_core import probes
 from distill_core.checkpoints import compatibility_report, load_student, load_teacher
 from distill_core.config import DistillConfig, field_help
 from distill_core.data import check_text
-from distill_core.errors import DistillError
+from distill_core.errors import DistillError, first_line
 from distill_core.session import run_session
 
 ROOT = Path(__file__).resolve().parent
@@ -70,8 +70,7 @@ def quickstart_config() -> DistillConfig:
 
 def one_line(exc: BaseException) -> str:
     """An unexpected exception as one readable line (e.g. out of memory)."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
+    return f"{type(exc).__name__}: {first_line(exc) or 'no message'}"
 
 
 def error_markdown(message: str) -> str:

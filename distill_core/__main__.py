@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from distill_core.errors import DistillError
+from distill_core.errors import DistillError, first_line
 
 
 def _quiet_libraries() -> None:
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one line, not a traceback, for anything unforeseen (e.g. out of memory)
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = first_line(exc) or type(exc).__name__
         print(f"error: {type(exc).__name__}: {message}", file=sys.stderr)
         return 1
 

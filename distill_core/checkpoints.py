@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from distill_core.errors import DistillError
+from distill_core.errors import DistillError, first_line
 from distill_core.layer_map import resolve_layer_map
 
 BUNDLED_TEACHER = "smollm2-135m"
@@ -201,7 +201,7 @@ def _load_pretrained(path_or_id: str, *, local_only: bool, attn_implementation: 
     try:
         config = AutoConfig.from_pretrained(path_or_id, **kwargs)
     except Exception as exc:
-        raise DistillError(f"cannot load model config for {path_or_id!r}: {_first_line(exc)}") from None
+        raise DistillError(f"cannot load model config for {path_or_id!r}: {first_line(exc, 300) or type(exc).__name__}") from None
     if getattr(config, "is_encoder_decoder", False) or not _is_causal_lm(config):
         arch = ", ".join(getattr(config, "architectures", None) or [config.model_type])
         raise DistillError(f"{path_or_id!r} is not a causal language model ({arch}); pick a decoder-only LM")
@@ -211,7 +211,7 @@ def _load_pretrained(path_or_id: str, *, local_only: bool, attn_implementation: 
             path_or_id, dtype=torch.float32, attn_implementation=attn_implementation, **kwargs
         )
     except Exception as exc:
-        raise DistillError(f"cannot load {path_or_id!r}: {_first_line(exc)}") from None
+        raise DistillError(f"cannot load {path_or_id!r}: {first_line(exc, 300) or type(exc).__name__}") from None
     return model, tokenizer
 
 
@@ -224,11 +224,6 @@ def _is_causal_lm(config: Any) -> bool:
     if architectures:
         return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
     return type(config) in MODEL_FOR_CAUSAL_LM_MAPPING
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
 
 
 def load_model(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:

@@ -36,7 +36,7 @@ from distill_core.data import (
     generate_corpus,
     train_heldout_split,
 )
-from distill_core.errors import DistillError
+from distill_core.errors import DistillError, first_line
 from distill_core.evaluate import compare, score, teacher_reference
 from distill_core.layer_map import resolve_layer_map
 from distill_core.attention import attention_maps_from
@@ -203,7 +203,7 @@ def run_session(
             except RuntimeError as exc:  # out of memory, or a kernel failure: keep what was learnt
                 optimizer.zero_grad(set_to_none=True)
                 oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-                advice = "out of memory: lower batch_size or seq_len" if oom else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                advice = "out of memory: lower batch_size or seq_len" if oom else f"{type(exc).__name__}: {first_line(exc, 200)}"
                 error = f"step {step + 1} failed ({advice}); the session stopped and kept the student of step {step}"
                 break
             if terms is None:
