@@ -66,6 +66,8 @@ class DistillConfig:
     """alpha of the skew KL, KL(p || alpha p + (1 - alpha) q); in [0, 1), 0 is forward KL."""
     top_k: int = 0
     """Distil on the teacher's top-k next tokens plus one tail bucket for the rest of the mass (0: the whole distribution)."""
+    teacher_cache: bool = False
+    """Compute the teacher's top-k log-probs (+ tail mass) over the corpus once and keep them on disk; a run whose cache is complete never builds or runs the teacher. Needs top_k > 0 and no attention/FitNets terms."""
     attention_weight: float = 0.0
     """Weight of attention transfer: the student's head-averaged attention maps match the teacher's on the layer_map pairs; 0 disables it."""
     attention_loss: str = "kl"
@@ -143,6 +145,12 @@ class DistillConfig:
             value = getattr(self, name)
             if not _finite(value) or value < 0:
                 raise DistillError(f"{name} must be a non-negative finite number, got {value!r}")
+        if self.teacher_cache and self.top_k < 1:
+            raise DistillError("teacher_cache needs top_k > 0 (the whole distribution is too large to keep: one "
+                               "vocabulary-wide row per token); set top_k, e.g. 64")
+        if self.teacher_cache and (self.attention_weight > 0 or self.hidden_weight > 0):
+            raise DistillError("teacher_cache keeps only the teacher's output distribution; attention transfer and "
+                               "FitNets need its attention maps and hidden states at every step: turn one of them off")
         if self.seq_len > 8192:
             raise DistillError(f"seq_len {self.seq_len} exceeds the 8192-token context of the default models")
         if self.device not in ("auto", "cpu", "cuda"):

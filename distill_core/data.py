@@ -79,14 +79,10 @@ def generate_corpus(
     if not prompts:
         raise DistillError("the prompts file has no prompts")
     path = _corpus_cache_path(teacher, prompts, new_tokens, seed, batch_size)
-    if path.is_file():
-        try:
-            texts = json.loads(path.read_text(encoding="utf-8"))["texts"]
-            if isinstance(texts, list) and len(texts) == len(prompts) and all(isinstance(t, str) for t in texts):
-                yield 1.0, texts
-                return
-        except (ValueError, KeyError, TypeError):
-            pass
+    texts = cached_corpus(teacher, prompts, new_tokens, seed, batch_size)
+    if texts is not None:
+        yield 1.0, texts
+        return
     chunks = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
     decode_steps = [0]  # decode steps done in the current chunk, counted from generate's worker thread
     outcome: dict[str, Any] = {}
@@ -198,10 +194,31 @@ def train_heldout_split(blocks: Blocks, heldout_fraction: float, seed: int) -> t
     return blocks.select(order[n_heldout:]), blocks.select(order[:n_heldout])
 
 
-def batches(blocks: Blocks, batch_size: int, seed: int):
-    """Endless shuffled batches: each epoch visits every block once, in a seeded order."""
+def batch_indices(n_blocks: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Endless shuffled batches of block indices: each epoch visits every block once, in a seeded order."""
     generator = torch.Generator().manual_seed(seed)
     while True:
-        order = torch.randperm(len(blocks), generator=generator)
+        order = torch.randperm(n_blocks, generator=generator)
         for start in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
-            yield blocks.select(order[start : start + batch_size])
+            yield order[start : start + batch_size]
+
+
+def batches(blocks: Blocks, batch_size: int, seed: int) -> Iterator[Blocks]:
+    """Endless shuffled batches of blocks (see `batch_indices`)."""
+    for index in batch_indices(len(blocks), batch_size, seed):
+        yield blocks.select(index)
+
+
+def cached_corpus(teacher: Any, prompts: list[str], new_tokens: int, seed: int = 0, batch_size: int = 160) -> list[str] | None:
+    """The teacher-generated corpus if it is already cached, else None. `teacher` needs only
+    `spec` and `source` (a LoadedModel or a checkpoints.ResolvedModel), so no model is loaded."""
+    path = _corpus_cache_path(teacher, prompts, new_tokens, seed, batch_size)
+    if not path.is_file():
+        return None
+    try:
+        texts = json.loads(path.read_text(encoding="utf-8"))["texts"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if isinstance(texts, list) and len(texts) == len(prompts) and all(isinstance(t, str) for t in texts):
+        return texts
+    return None

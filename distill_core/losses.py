@@ -69,6 +69,49 @@ def divergence(
     raise ValueError(f"unknown divergence {kind!r}; choose one of {', '.join(DIVERGENCES)}")
 
 
+@dataclass
+class TopKTargets:
+    """The teacher's softened distribution kept as its top-k tokens plus a tail bucket: what the
+    teacher cache stores per position, enough for every top-k divergence without the teacher.
+
+    indices: (..., k) token ids, most likely first; logp: (..., k) their log-probabilities at the
+    temperature; tail: (..., 1) log of the remaining mass (-inf when k covers the vocabulary).
+    """
+
+    indices: torch.Tensor
+    logp: torch.Tensor
+    tail: torch.Tensor
+
+    def buckets(self) -> torch.Tensor:
+        """(..., k + 1) log-probabilities: the k tokens, then the tail bucket."""
+        return torch.cat([self.logp, self.tail], -1)
+
+
+def teacher_topk(teacher_logp: torch.Tensor, k: int) -> TopKTargets:
+    """Top-k of the teacher's log-probabilities (..., vocab) and the log-mass of the rest."""
+    vocab = teacher_logp.shape[-1]
+    k = min(int(k), vocab)
+    top = teacher_logp.topk(k, dim=-1)  # (..., k)
+    if k == vocab:
+        tail = torch.full_like(top.values[..., :1], float("-inf"))
+    else:
+        in_top = torch.zeros_like(teacher_logp, dtype=torch.bool).scatter_(-1, top.indices, True)
+        # log of the mass outside the top-k, as a log-sum-exp over the remaining tokens (stable)
+        tail = teacher_logp.masked_fill(in_top, float("-inf")).logsumexp(-1, keepdim=True)
+    return TopKTargets(top.indices, top.values, tail)
+
+
+def student_buckets(student_logp: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """The student's log-probabilities (..., vocab) gathered into the teacher's k tokens plus one
+    tail bucket holding the student's mass outside them: (..., k + 1), sums to 1 in prob space."""
+    top = student_logp.gather(-1, indices)
+    if indices.shape[-1] == student_logp.shape[-1]:
+        return torch.cat([top, torch.full_like(top[..., :1], float("-inf"))], -1)
+    in_top = torch.zeros_like(student_logp, dtype=torch.bool).scatter_(-1, indices, True)
+    tail = student_logp.masked_fill(in_top, float("-inf")).logsumexp(-1, keepdim=True)
+    return torch.cat([top, tail], -1)
+
+
 def topk_buckets(teacher_logp: torch.Tensor, student_logp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Dark knowledge restricted to the teacher's top-k: both distributions over k + 1 buckets,
     the teacher's k most likely tokens and one tail bucket holding the rest of each model's mass.
@@ -76,23 +119,13 @@ def topk_buckets(teacher_logp: torch.Tensor, student_logp: torch.Tensor, k: int)
     Returns log-probabilities (..., k + 1) for teacher and student; each sums to 1 (in prob space).
     With k = vocab the tail is empty (log 0) and any divergence equals the full-vocabulary one.
     """
-    vocab = teacher_logp.shape[-1]
-    k = min(int(k), vocab)
-    index = teacher_logp.topk(k, dim=-1).indices  # (..., k)
-    teacher_top, student_top = teacher_logp.gather(-1, index), student_logp.gather(-1, index)
-    if k == vocab:
-        empty = torch.full_like(teacher_top[..., :1], float("-inf"))
-        return torch.cat([teacher_top, empty], -1), torch.cat([student_top, empty], -1)
-    in_top = torch.zeros_like(teacher_logp, dtype=torch.bool).scatter_(-1, index, True)
-    # log of the mass outside the top-k, as a log-sum-exp over the remaining tokens (stable)
-    teacher_tail = teacher_logp.masked_fill(in_top, float("-inf")).logsumexp(-1, keepdim=True)
-    student_tail = student_logp.masked_fill(in_top, float("-inf")).logsumexp(-1, keepdim=True)
-    return torch.cat([teacher_top, teacher_tail], -1), torch.cat([student_top, student_tail], -1)
+    targets = teacher_topk(teacher_logp, k)
+    return targets.buckets(), student_buckets(student_logp, targets.indices)
 
 
 def soft_target_loss(
     student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher_logits: "torch.Tensor | TopKTargets",
     temperature: float = 1.0,
     mask: torch.Tensor | None = None,
     kind: str = "forward_kl",
@@ -107,14 +140,20 @@ def soft_target_loss(
 
     With the default forward KL, per position: T^2 * sum_v p_T(v) (log p_T(v) - log q_T(v)),
     p_T = softmax(teacher / T). `top_k` > 0 compares only the teacher's top-k tokens plus one tail
-    bucket (`topk_buckets`). Computed in at least fp32 whatever the logits' dtype.
+    bucket (`topk_buckets`); `teacher_logits` may also be `TopKTargets` (the teacher cache's
+    top-k at this temperature), which gives the same value as top_k = k on the live logits.
+    Computed in at least fp32 whatever the logits' dtype.
     """
     t = float(temperature)
     # (batch, seq, vocab) log-probabilities at temperature T
     student_logp = F.log_softmax(_upcast(student_logits) / t, dim=-1)
-    teacher_logp = F.log_softmax(_upcast(teacher_logits) / t, dim=-1)
-    if top_k:
-        teacher_logp, student_logp = topk_buckets(teacher_logp, student_logp, top_k)  # (batch, seq, k + 1)
+    if isinstance(teacher_logits, TopKTargets):  # from the teacher cache, already at temperature T
+        teacher_logp = teacher_logits.buckets().to(student_logp.dtype)
+        student_logp = student_buckets(student_logp, teacher_logits.indices)  # (batch, seq, k + 1)
+    else:
+        teacher_logp = F.log_softmax(_upcast(teacher_logits) / t, dim=-1)
+        if top_k:
+            teacher_logp, student_logp = topk_buckets(teacher_logp, student_logp, top_k)  # (batch, seq, k + 1)
     per_position = divergence(teacher_logp, student_logp, kind, jsd_beta, skew_alpha)  # (batch, seq)
     return _masked_mean(per_position, mask) * (t * t)
 
@@ -147,7 +186,7 @@ class LossTerms:
 
 def distillation_loss(
     student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher_logits: "torch.Tensor | TopKTargets",
     labels: torch.Tensor,
     mask: torch.Tensor | None,
     temperature: float,
