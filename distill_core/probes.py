@@ -20,7 +20,7 @@ from distill_core.errors import DistillError
 MAX_PROBE_TOKENS = 512
 
 
-def _encode(tokenizer: Any, text: str) -> torch.Tensor:
+def encode(tokenizer: Any, text: str) -> torch.Tensor:
     check_text(text, "probe text")
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]  # (1, t)
     if ids.shape[1] > MAX_PROBE_TOKENS:
@@ -61,7 +61,7 @@ def dark_knowledge(
     if not 1 <= k <= 100:
         raise DistillError(f"k must be between 1 and 100, got {k}")
     tokenizer = teacher.tokenizer
-    input_ids = _encode(tokenizer, text)
+    input_ids = encode(tokenizer, text)
     n = input_ids.shape[1]
     if not -n <= position < n:
         raise DistillError(f"position {position} is outside the text's {n} tokens (0..{n - 1})")
@@ -122,3 +122,138 @@ def next_token_snapshot(teacher: LoadedModel, student: LoadedModel, text: str, t
         "student_probs": [result["probs"]["student"][i] for i in order],
         "kl_last": result["kl_at_position"]["student"],
     }
+
+
+# ---------------------------------------------------------------------------------------
+# attention
+# ---------------------------------------------------------------------------------------
+@torch.no_grad()
+def attention_maps(model: Any, input_ids: torch.Tensor) -> np.ndarray:
+    """Every layer's attention weights for one text: (layers, heads, t, t), query rows first.
+    Row i holds how much query token i attends to each key token j <= i (causal: j > i is 0)."""
+    from distill_core.attention import attention_maps_from
+    from distill_core.checkpoints import decoder_layers
+
+    n_layers = len(decoder_layers(model))
+    was_training = model.training
+    model.eval()
+    try:
+        with attention_maps_from(model, list(range(n_layers))):
+            out = model(input_ids=input_ids.to(model.device), output_attentions=True)
+    finally:
+        model.train(was_training)
+    return torch.stack([a[0].float().cpu() for a in out.attentions]).numpy()  # (layers, heads, t, t)
+
+
+def attention_entropy(maps: np.ndarray) -> np.ndarray:
+    """Mean entropy (nats) of each head's query rows, (layers, heads): low = sharp, focused heads
+    (previous token, first token); high = diffuse ones. Rows are normalised to the number of keys
+    they can see, so early queries (which see few tokens) do not dominate: entropy / log(i + 1)."""
+    t = maps.shape[-1]
+    p = np.clip(maps, 1e-12, 1.0)
+    row_entropy = -(maps * np.log(p)).sum(-1)  # (layers, heads, t)
+    visible = np.log(np.arange(1, t + 1, dtype=np.float64))
+    normalised = np.divide(row_entropy, visible, out=np.zeros_like(row_entropy), where=visible > 0)
+    return normalised[..., 1:].mean(-1) if t > 1 else normalised.mean(-1)
+
+
+def attention_probe(teacher: LoadedModel, students: dict[str, Any], text: str) -> dict[str, Any]:
+    """Attention maps of every layer and head of the teacher and each student on `text`, with
+    per-head normalised entropies for the overview. students: display name -> model."""
+    input_ids = encode(teacher.tokenizer, text)
+    tokens = [teacher.tokenizer.decode([int(t)]) for t in input_ids[0]]
+    models = {"teacher": teacher.model, **students}
+    maps = {name: attention_maps(model, input_ids) for name, model in models.items()}
+    return {"tokens": tokens, "maps": maps, "entropy": {name: attention_entropy(m) for name, m in maps.items()}}
+
+
+# ---------------------------------------------------------------------------------------
+# hidden-state similarity
+# ---------------------------------------------------------------------------------------
+def linear_cka(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
+    """Linear centred kernel alignment between two representations of the same n examples
+    (Kornblith et al. 2019, "Similarity of Neural Network Representations Revisited"):
+    x (n, p1), y (n, p2); CKA = ||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F) after centring the columns.
+    1 for representations equal up to an orthogonal transform and isotropic scaling; near 0 for
+    unrelated ones. Caveat (Davari et al. 2023, "Reliability of CKA as a Similarity Measure in
+    Deep Learning"): a few outlier dimensions with very large activations can dominate it."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    y = torch.as_tensor(y, dtype=torch.float64)
+    if x.shape[0] != y.shape[0]:
+        raise DistillError(f"CKA needs the same examples in both: {x.shape[0]} vs {y.shape[0]} rows")
+    x = x - x.mean(0, keepdim=True)
+    y = y - y.mean(0, keepdim=True)
+    cross = torch.linalg.matrix_norm(y.T @ x) ** 2
+    norm = torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y)
+    return float(cross / norm) if norm > 0 else 0.0
+
+
+@torch.no_grad()
+def hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """The output of every layer (layer i -> hidden_states[i + 1]) at the real tokens: a list of
+    (n_tokens, width) fp32 tensors on the CPU."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(input_ids=input_ids.to(model.device),
+                    attention_mask=None if attention_mask is None else attention_mask.to(model.device),
+                    output_hidden_states=True)
+    finally:
+        model.train(was_training)
+    keep = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool().cpu()
+    return [h.float().cpu()[keep] for h in out.hidden_states[1:]]
+
+
+def _normalised_gram(x: torch.Tensor) -> torch.Tensor:
+    """Centred, unit-norm Gram matrix of x (n, p), flattened: linear CKA is the dot product of two."""
+    x = x.to(torch.float64)
+    x = x - x.mean(0, keepdim=True)
+    gram = x @ x.T  # (n, n); centring the columns centres the Gram matrix on both sides
+    norm = torch.linalg.matrix_norm(gram)
+    return (gram / norm if norm > 0 else gram).flatten()
+
+
+def cka_matrix(teacher_states: list[torch.Tensor], student_states: list[torch.Tensor]) -> np.ndarray:
+    """Linear CKA between every teacher layer (rows) and every student layer (columns), through
+    the n x n Gram matrices (one per layer, cheaper than p x p cross-covariances when n < p):
+    CKA(X, Y) = <XX', YY'>_F / (||XX'||_F ||YY'||_F) for centred X, Y, equal to `linear_cka`."""
+    t = torch.stack([_normalised_gram(x) for x in teacher_states])  # (L_t, n*n)
+    s = torch.stack([_normalised_gram(y) for y in student_states])  # (L_s, n*n)
+    return (t @ s.T).numpy()
+
+
+def similarity_probe(teacher: LoadedModel, students: dict[str, Any], text: str,
+                     layer_pairs: list[tuple[int, int]] | None = None, projection: Any = None,
+                     skip_first: bool = True) -> dict[str, Any]:
+    """Hidden-state similarity on a probe text: CKA of every teacher layer against every layer of
+    each student, the CKA of the mapped pairs, and, given a FitNets projection (trained with the
+    session), the mean cosine similarity of each mapped pair after projecting the student's states.
+
+    skip_first leaves out the first token: in LLMs its hidden state carries a few huge activations
+    (an attention sink; Sun et al. 2024, "Massive Activations in Large Language Models") that
+    would dominate CKA, the outlier problem Davari et al. 2023 describe."""
+    input_ids = encode(teacher.tokenizer, text)
+    if input_ids.shape[1] < 3 + skip_first:
+        raise DistillError("the probe text needs at least 4 tokens for a similarity measure")
+    start = 1 if skip_first else 0
+
+    def states(model: Any) -> list[torch.Tensor]:
+        return [h[start:] for h in hidden_states(model, input_ids)]
+
+    t_states = states(teacher.model)
+    result: dict[str, Any] = {"n_tokens": int(input_ids.shape[1]) - start, "cka": {}, "pair_cka": {}, "pair_cosine": {},
+                              "layer_pairs": [list(p) for p in (layer_pairs or [])]}
+    for name, model in students.items():
+        s_states = states(model)
+        result["cka"][name] = cka_matrix(t_states, s_states)
+        if layer_pairs:
+            result["pair_cka"][name] = [float(result["cka"][name][t, s]) for s, t in layer_pairs]
+            if projection is not None and len(projection.maps) == len(layer_pairs):
+                device = next(projection.parameters()).device
+                with torch.no_grad():
+                    result["pair_cosine"][name] = [
+                        torch.nn.functional.cosine_similarity(projection(i, s_states[s].to(device)).cpu(), t_states[t], dim=-1)
+                        .mean().item()
+                        for i, (s, t) in enumerate(layer_pairs)
+                    ]
+    return result

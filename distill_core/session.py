@@ -23,11 +23,23 @@ import torch
 from safetensors.torch import save_file
 
 from distill_core import probes
-from distill_core.checkpoints import LoadedModel, count_parameters, decoder_layers, load_student, load_teacher
+from distill_core.checkpoints import (
+    LoadedModel,
+    ResolvedModel,
+    TeacherWeights,
+    count_parameters,
+    decoder_layers,
+    is_derived_spec,
+    load_student,
+    load_teacher,
+    load_tokenizer,
+    resolve_model,
+)
 from distill_core.config import DistillConfig
 from distill_core.data import (
     Blocks,
-    batches,
+    batch_indices,
+    cached_corpus,
     check_text,
     pack,
     read_prompts,
@@ -39,9 +51,12 @@ from distill_core.data import (
 from distill_core.errors import DistillError, first_line
 from distill_core.evaluate import compare, score, teacher_reference
 from distill_core.layer_map import resolve_layer_map
+from distill_core.layer_select import NeedsTeacherNetwork
+from distill_core.teacher_cache import CachedTeacher, TeacherCache
 from distill_core.attention import attention_maps_from
 from distill_core.losses import (
     FitNetsProjection,
+    TopKTargets,
     attention_transfer_loss,
     distillation_loss,
     fitnets_loss,
@@ -62,21 +77,79 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_corpus(config: DistillConfig, teacher: LoadedModel) -> Iterator[tuple[str, list[str] | None]]:
+class TeacherHandle:
+    """The session's teacher, loaded on first use: with a complete teacher cache it never is."""
+
+    def __init__(self, config: DistillConfig, device: torch.device):
+        self.config, self.device = config, device
+        self.loaded: LoadedModel | None = None
+        self.resolved: ResolvedModel | None = None
+        self._tokenizer: Any = None
+
+    def get(self) -> LoadedModel:
+        if self.loaded is None:
+            self.loaded = load_teacher(self.config.teacher)
+            self.loaded.model.to(self.device)
+        return self.loaded
+
+    def resolve(self) -> ResolvedModel:
+        """Where the teacher's files are, without loading weights."""
+        if self.resolved is None:
+            self.resolved = resolve_model(self.config.teacher)
+        return self.resolved
+
+    def identity(self) -> Any:
+        """spec + source (the corpus cache's key): the loaded teacher, else the resolved one."""
+        return self.loaded if self.loaded is not None else self.resolve()
+
+    @property
+    def tokenizer(self) -> Any:
+        if self.loaded is not None:
+            return self.loaded.tokenizer
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.resolve())
+        return self._tokenizer
+
+
+def load_corpus(config: DistillConfig, teacher: TeacherHandle) -> Iterator[tuple[str, list[str] | None]]:
     """Yields progress messages, then (description of the source, the training documents)."""
     if config.corpus_text.strip():
         docs = split_documents(check_text(config.corpus_text, "pasted text"))
         yield f"pasted text ({len(config.corpus_text)} characters)", docs
     elif config.corpus == "teacher-generated":
         prompts = read_prompts(config.prompts_file)
-        for fraction, texts in generate_corpus(teacher, prompts, config.generation_tokens, config.seed):
+        source = f"teacher-generated: {len(prompts)} prompts x {config.generation_tokens} new tokens"
+        texts = cached_corpus(teacher.identity(), prompts, config.generation_tokens, config.seed)
+        if texts is not None:
+            yield source, texts
+            return
+        if teacher.loaded is None:
+            yield f"Loading teacher {config.teacher} to write the corpus …", None
+        for fraction, texts in generate_corpus(teacher.get(), prompts, config.generation_tokens, config.seed):
             if texts is None:
                 yield (f"The teacher is writing its corpus, {len(prompts)} continuations (once; then cached): "
                        f"{fraction:.0%} …"), None
             else:
-                yield f"teacher-generated: {len(prompts)} prompts x {config.generation_tokens} new tokens", texts
+                yield source, texts
     else:
         yield f"file {Path(config.corpus).name}", split_documents(read_text_file(config.corpus, "corpus file"))
+
+
+def _teacher_for_student(config: DistillConfig, teacher: TeacherHandle) -> LoadedModel:
+    """What the student is built from: the loaded teacher, or, when the teacher is not loaded, its
+    weights alone (a derived student copies them) or just its tokenizer (for the compatibility check)."""
+    if teacher.loaded is not None:
+        return teacher.loaded
+    resolved = teacher.resolve()
+    weights = TeacherWeights(resolved) if is_derived_spec(config.student) else None
+    return LoadedModel(weights, teacher.tokenizer, config.teacher, resolved.source)
+
+
+def _teacher_num_layers(resolved: ResolvedModel) -> int:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolved.target, local_files_only=resolved.local_only,
+                                      trust_remote_code=False).num_hidden_layers
 
 
 def _save_student(student: LoadedModel, target: Path) -> None:
@@ -137,12 +210,10 @@ def run_session(
         if config.threads:
             torch.set_num_threads(config.threads)
         device = resolve_device(config.device)
-        yield emit("status", message=f"Loading teacher {config.teacher} …")
-        teacher = load_teacher(config.teacher)
-        teacher.model.to(device)
-        yield emit("status", message=f"Building student {config.student} …")
-        student = load_student(config.student, teacher, seed=config.seed)
-        student.model.to(device)
+        teacher = TeacherHandle(config, device)
+        if not config.teacher_cache:
+            yield emit("status", message=f"Loading teacher {config.teacher} …")
+            teacher.get()
         tokenizer = teacher.tokenizer
 
         yield emit("status", message="Preparing the corpus …")
@@ -157,21 +228,54 @@ def run_session(
                    val_tokens=val_blocks.n_tokens, eval_tokens=eval_blocks.n_tokens,
                    epochs=round(config.steps * config.batch_size / max(1, len(train_blocks)), 2))
 
+        cached: CachedTeacher | None = None
+        if config.teacher_cache:
+            store = TeacherCache(teacher.resolve(), train_blocks, eval_blocks,
+                                 probes.encode(tokenizer, config.probe_text), config.temperature, config.top_k)
+            cached, why = store.load()
+            if cached is None:
+                yield emit("status", message=f"{why}: the teacher computes its top-{config.top_k} over the corpus once …")
+                teacher.get()
+                for fraction, result in store.build(teacher.loaded):
+                    if result is None:
+                        yield emit("status", message=f"Teacher cache: {fraction:.0%} of the corpus …")
+                    cached = result
+            yield emit("cache", path=str(cached.path), teacher_loaded=teacher.loaded is not None,
+                       message=("teacher cache complete: the teacher is not loaded" if teacher.loaded is None
+                                else f"teacher cache written to {cached.path}"))
+
+        yield emit("status", message=f"Building student {config.student} …")
+        try:
+            student = load_student(config.student, _teacher_for_student(config, teacher), seed=config.seed,
+                                   calibration=docs, calibration_source=corpus_source)
+        except NeedsTeacherNetwork:  # e.g. layers:N:angular measures the teacher once, then caches its choice
+            yield emit("status", message=f"Loading teacher {config.teacher} to choose the student's layers …")
+            student = load_student(config.student, teacher.get(), seed=config.seed,
+                                   calibration=docs, calibration_source=corpus_source)
+        student.model.to(device)
+        probe_teacher = teacher.loaded if teacher.loaded is not None else cached.as_teacher(tokenizer, config.teacher)
+
         yield emit("status", message="Evaluating the student before distillation …")
-        teacher_params, student_params = count_parameters(teacher.model), count_parameters(student.model)
-        reference = teacher_reference(teacher.model, eval_blocks)
+        student_params = count_parameters(student.model)
+        if cached is not None:
+            reference, teacher_params = cached.reference, cached.teacher_params
+        else:
+            reference = teacher_reference(teacher.loaded.model, eval_blocks)
+            teacher_params = count_parameters(teacher.loaded.model)
         val_blocks = val_blocks.select(slice(0, MAX_VAL_BLOCKS))
-        before = compare(teacher.model, student.model, eval_blocks, reference=reference)
+        before = compare(None, student.model, eval_blocks, reference=reference)
         yield emit("eval", step=0, **_periodic_eval(student, eval_blocks, val_blocks, before))
-        yield emit("probe", step=0, **probes.next_token_snapshot(teacher, student, config.probe_text, config.temperature))
+        yield emit("probe", step=0, **probes.next_token_snapshot(probe_teacher, student, config.probe_text, config.temperature))
 
         trainable = _prepare_trainable(student, config)
+        n_teacher_layers = (teacher.loaded.model.config.num_hidden_layers if teacher.loaded is not None
+                            else _teacher_num_layers(teacher.resolve()))
         layer_pairs = resolve_layer_map(config.layer_map, student.model.config.num_hidden_layers,
-                                        teacher.model.config.num_hidden_layers, student.layers_kept)
+                                        n_teacher_layers, student.layers_kept)
         projection = None
         if config.hidden_weight > 0:
             projection = FitNetsProjection(len(layer_pairs), student.model.config.hidden_size,
-                                           teacher.model.config.hidden_size).to(device)
+                                           teacher.loaded.model.config.hidden_size).to(device)
             trainable += list(projection.parameters())
             yield emit("status", message="FitNets hints on layer pairs (student:teacher) "
                        + ", ".join(f"{s}:{t}" for s, t in layer_pairs))
@@ -179,7 +283,8 @@ def run_session(
             yield emit("status", message="Attention transfer on layer pairs (student:teacher) "
                        + ", ".join(f"{s}:{t}" for s, t in layer_pairs))
         layer_wise = projection is not None or config.attention_weight > 0
-        shared_prefix = None if layer_wise else SharedPrefix.create(teacher, student, config, train_blocks)
+        shared_prefix = (None if layer_wise or cached is not None
+                         else SharedPrefix.create(teacher.loaded, student, config, train_blocks))
         if shared_prefix is not None:
             yield emit("status", message=f"Student layers 0-{config.freeze_layers - 1} are frozen copies of the "
                        "teacher's: each step reuses the teacher's hidden states there (exact, faster)")
@@ -188,18 +293,20 @@ def run_session(
         from transformers import get_cosine_schedule_with_warmup
 
         scheduler = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, config.steps), config.steps)
-        batch_iter = batches(train_blocks, config.batch_size, config.seed)
+        batch_iter = batch_indices(len(train_blocks), config.batch_size, config.seed)
         torch.manual_seed(config.seed)
 
         step, last_loss, error = 0, math.nan, None
         train_started = time.perf_counter()
         yield emit("status", message=f"Distilling: {config.steps} steps of {config.batch_size} x {config.seq_len} tokens")
         while step < config.steps and not stop.is_set():
-            batch = next(batch_iter)
+            index = next(batch_iter)
+            batch = train_blocks.select(index)
             step_start = time.perf_counter()
             try:
-                terms = _train_step(teacher, student, batch, config, optimizer, device, shared_prefix,
-                                    projection, layer_pairs)
+                terms = _train_step(teacher.loaded, student, batch, config, optimizer, device, shared_prefix,
+                                    projection, layer_pairs,
+                                    targets=cached.targets(index, device) if cached is not None else None)
             except RuntimeError as exc:  # out of memory, or a kernel failure: keep what was learnt
                 optimizer.zero_grad(set_to_none=True)
                 oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
@@ -222,13 +329,13 @@ def run_session(
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
                 yield emit("eval", step=step, **_periodic_eval(student, eval_blocks, val_blocks))
             if config.probe_every and step % config.probe_every == 0 and step < config.steps:
-                yield emit("probe", step=step, **probes.next_token_snapshot(teacher, student, config.probe_text, config.temperature))
+                yield emit("probe", step=step, **probes.next_token_snapshot(probe_teacher, student, config.probe_text, config.temperature))
 
         student.model.eval()
         yield emit("status", message="Evaluating the student after distillation …")
-        after = compare(teacher.model, student.model, eval_blocks, reference=reference)
+        after = compare(None, student.model, eval_blocks, reference=reference)
         yield emit("eval", step=step, **_periodic_eval(student, eval_blocks, val_blocks, after))
-        yield emit("probe", step=step, **probes.next_token_snapshot(teacher, student, config.probe_text, config.temperature))
+        yield emit("probe", step=step, **probes.next_token_snapshot(probe_teacher, student, config.probe_text, config.temperature))
         stopped = step < config.steps
         summary = {
             "teacher_spec": config.teacher,
@@ -236,6 +343,8 @@ def run_session(
             "student_layers_kept": student.layers_kept,
             "layer_map": [list(pair) for pair in layer_pairs],
             "corpus": corpus_source,
+            "teacher_loaded": teacher.loaded is not None,
+            "teacher_cache": str(cached.path) if cached is not None else None,
             "steps_done": step,
             "steps": config.steps,
             "stopped_early": stopped,
@@ -327,23 +436,27 @@ def _maps_if(enabled: bool, model: Any, layers: list[int]):
     return attention_maps_from(model, layers) if enabled else contextlib.nullcontext()
 
 
-def _train_step(teacher: LoadedModel, student: LoadedModel, batch: Blocks, config: DistillConfig,
+def _train_step(teacher: LoadedModel | None, student: LoadedModel, batch: Blocks, config: DistillConfig,
                 optimizer: torch.optim.Optimizer, device: torch.device,
                 shared_prefix: SharedPrefix | None = None, projection: FitNetsProjection | None = None,
-                layer_pairs: list[tuple[int, int]] | None = None) -> dict[str, float] | None:
-    """One step: teacher forward (no grad), student forward, loss, backward, clip, update.
-    Returns the loss terms, or None (and no update) when the loss is not finite."""
+                layer_pairs: list[tuple[int, int]] | None = None,
+                targets: TopKTargets | None = None) -> dict[str, float] | None:
+    """One step: teacher forward (no grad) or its cached top-k `targets`, student forward, loss,
+    backward, clip, update. Returns the loss terms, or None (and no update) when the loss is not finite."""
     input_ids = batch.input_ids.to(device)  # (b, t)
     attention_mask = batch.attention_mask.to(device)  # (b, t)
     labels, mask = shift_for_next_token(input_ids, attention_mask)
     want_hidden = projection is not None
     want_attention = config.attention_weight > 0
     pairs = layer_pairs or []
-    with torch.no_grad(), _maps_if(want_attention, teacher.model, [t for _, t in pairs]):
-        teacher_out = teacher.model(input_ids=input_ids, attention_mask=attention_mask,
-                                    output_hidden_states=shared_prefix is not None or want_hidden,
-                                    output_attentions=want_attention)
-    teacher_logits = teacher_out.logits  # (b, t, vocab)
+    if targets is not None:  # the teacher cache: no teacher forward at all
+        teacher_logits, teacher_out = targets, None
+    else:
+        with torch.no_grad(), _maps_if(want_attention, teacher.model, [t for _, t in pairs]):
+            teacher_out = teacher.model(input_ids=input_ids, attention_mask=attention_mask,
+                                        output_hidden_states=shared_prefix is not None or want_hidden,
+                                        output_attentions=want_attention)
+        teacher_logits = teacher_out.logits  # (b, t, vocab)
     if shared_prefix is not None:
         student_logits = shared_prefix.upper_logits(teacher_out.hidden_states[shared_prefix.k], attention_mask)
     else:

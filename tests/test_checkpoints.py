@@ -17,7 +17,7 @@ from distill_core.errors import DistillError
 
 
 def test_parse_derived_specs():
-    assert parse_derived_spec("layers:6") == ("layers", {"count": 6})
+    assert parse_derived_spec("layers:6") == ("layers", {"count": 6, "rule": "depth"})
     assert parse_derived_spec("layers:0,5,9") == ("layers", {"indices": [0, 5, 9]})
     assert parse_derived_spec("fresh:layers=2,hidden=64,heads=4") == ("fresh", {"layers": 2, "hidden": 64, "heads": 4})
     for bad, message in [("layers:0", "at least one layer"), ("layers:a", "expected layers"),

@@ -89,3 +89,31 @@ def test_ablate_writes_every_row(tiny_config, tmp_path):
     assert configs["attention"]["attention_weight"] > 0 and configs["attention"]["hidden_weight"] == 0
     assert configs["fitnets"]["hidden_weight"] > 0 and configs["all"]["attention_weight"] > 0
     assert result.stdout.splitlines()[0].split() == ["name", "ppl", "top1_agreement", "kl_to_teacher", "wall_s"]
+
+
+def test_ablate_students_sweeps_sizes(tiny_config, tmp_path):
+    config_path = tmp_path / "tiny.yaml"
+    tiny_config.with_overrides(["steps=2", "eval_every=0", "probe_every=0"]).to_yaml(config_path)
+    out = tmp_path / "sizes"
+    result = cli("ablate", "--config", str(config_path), "--eval-text", str(REPO / "assets" / "texts" / "heldout.txt"),
+                 "--out", str(out), "--students", "layers:1,layers:0,3", "--speed-tokens", "4")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "students.json").read_text())
+    assert [r["spec"] for r in rows] == ["layers:1", "layers:0,3"] and all(r["error"] is None for r in rows)
+    assert not (out / "ablation.json").exists()
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["spec", "params_M", "ppl_before", "ppl", "top1_agreement", "kl_to_teacher",
+                                "tokens_per_s", "wall_s"]
+    assert lines[1].startswith("teacher ") and len(lines) == 4
+    for line, row in zip(lines[2:], rows):
+        cells = line.split()
+        assert cells[0] == row["spec"] and cells[1] == f"{row['params'] / 1e6:.1f}" and cells[3] == f"{row['ppl']:.2f}"
+    assert "== layers:0,3 ==" in result.stderr
+
+
+def test_ablate_students_bad_list(tiny_config, tmp_path):
+    config_path = tmp_path / "tiny.yaml"
+    tiny_config.to_yaml(config_path)
+    result = cli("ablate", "--config", str(config_path), "--eval-text", str(REPO / "assets" / "texts" / "heldout.txt"),
+                 "--out", str(tmp_path / "x"), "--students", " ; ")
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: the student list is empty")

@@ -1,0 +1,228 @@
+"""Several sessions with the same seed, data and steps: what each student size keeps of the teacher
+(`student_sweep`), and what each distillation technique adds (`ablation`).
+
+Both are generators: they yield every session event (tagged with the row it belongs to), then a
+`{"kind": "row", "row": ...}` event per finished session, and rewrite their JSON file (the rows so
+far, written atomically) after every row, so an interrupted sweep keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from distill_core.errors import DistillError, first_line
+
+STUDENT_ROW_KEYS = ("spec", "params", "ppl_before", "ppl", "top1_agreement", "kl_to_teacher", "tokens_per_s",
+                    "teacher_params", "teacher_ppl", "teacher_tokens_per_s", "wall_s", "error")
+"""The keys of every row of `students.json`, in this order."""
+
+ABLATION_WEIGHTS = {"attention_weight": 1.0, "hidden_weight": 1.0}
+"""Technique weights an ablation row uses when the config leaves that technique off."""
+
+_FINAL = ("done", "stopped", "error")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temporary file next to `path`, then rename it over `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    tmp.replace(path)
+
+
+def safe_name(spec: str) -> str:
+    """A folder name for a spec: `layers:10` -> `layers-10`, `layers:0,5,9` -> `layers-0_5_9`,
+    `org/name` -> `org_name`; long specs are cut and given a hash."""
+    name = spec.strip().replace(":", "-")
+    name = re.sub(r"[^A-Za-z0-9.=+-]+", "_", name).strip("._") or "student"
+    if len(name) > 60:
+        name = name[:48] + "-" + hashlib.sha256(spec.encode()).hexdigest()[:8]
+    return name
+
+
+_SPEC_PREFIXES = ("layers:", "fresh:")
+
+
+def parse_student_list(text: str) -> list[str]:
+    """`layers:10,layers:15,layers:20` -> three specs. A comma starts a new spec unless what follows
+    it continues the spec before (`layers:0,5,9`: more layer indices; `fresh:layers=2,hidden=32,
+    heads=2`: more key=value pairs). A list that contains `;` is split at `;` only (for specs that
+    hold commas of their own, e.g. paths)."""
+    if ";" in text:
+        specs = [part.strip() for part in text.split(";")]
+    else:
+        specs = []
+        for part in (p.strip() for p in text.split(",")):
+            previous = specs[-1] if specs else ""
+            continues = (previous.startswith("layers:") and re.fullmatch(r"\d+", part)
+                         and re.fullmatch(r"layers:\s*\d+(\s*,\s*\d+)*", previous)) or (
+                previous.startswith("fresh:") and re.fullmatch(r"[a-z_]+\s*=.*", part))
+            if continues:
+                specs[-1] = f"{previous},{part}"
+            else:
+                specs.append(part)
+    specs = [s for s in specs if s]
+    if not specs:
+        raise DistillError("the student list is empty; give specs like layers:10,layers:15,layers:20")
+    return specs
+
+
+def _teacher_line(config, device, speed_tokens: int) -> dict[str, Any]:
+    """The teacher's parameters, held-out perplexity (the sessions' evaluation text and packing) and
+    greedy-decoding speed, measured in this process on the sessions' device."""
+    from distill_core.checkpoints import count_parameters, load_teacher
+    from distill_core.data import pack, read_text_file, split_documents
+    from distill_core.evaluate import generation_speed, score
+
+    teacher = load_teacher(config.teacher)
+    teacher.model.to(device)
+    blocks = pack(teacher.tokenizer, split_documents(read_text_file(config.eval_text, "evaluation text")),
+                  config.seq_len, max_tokens=config.eval_max_tokens, pad_last=True)
+    return {"params": count_parameters(teacher.model), "ppl": score(teacher.model, blocks)["ppl"],
+            "tokens_per_s": generation_speed(teacher.model, teacher.tokenizer, new_tokens=speed_tokens)}
+
+
+def _student_speed(student_dir: Path, device, speed_tokens: int) -> float | None:
+    """Greedy-decoding tokens/s of the student a session saved (None when it saved none)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill_core.evaluate import generation_speed
+
+    if not (student_dir / "config.json").is_file():
+        return None
+    model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        return generation_speed(model, tokenizer, new_tokens=speed_tokens)
+    finally:
+        del model
+
+
+def student_sweep(config, specs: list[str], out_dir: str | Path,
+                  stop: threading.Event | None = None, speed_tokens: int = 32) -> Iterator[dict[str, Any]]:
+    """Distil each student spec with `config`'s recipe (same seed, data and steps), one session
+    each in `out_dir/<safe_name(spec)>`; yield every session event with `"student": spec` added,
+    then `{"kind": "row", "row": row}` (keys `STUDENT_ROW_KEYS`) and rewrite `out_dir/students.json`.
+
+    The teacher's generation speed is measured once, in this process and on the same device, just
+    before the first student, so `tokens_per_s / teacher_tokens_per_s` compares like with like
+    (greedy decoding of `speed_tokens` new tokens at batch 1, best of two; `evaluate.generation_speed`).
+    A student that fails (a bad spec, or an error during its session) gets a row with `error` and
+    the sweep goes on; `stop` ends the sweep once the current session has stopped (its row is kept,
+    with error "stopped at step k" and no speed)."""
+    import torch
+
+    from distill_core.session import resolve_device, run_session
+
+    specs = [s.strip() for s in specs if s and s.strip()]
+    if not specs:
+        raise DistillError("a student sweep needs at least one student spec")
+    if speed_tokens < 1:
+        raise DistillError(f"speed_tokens must be a positive integer, got {speed_tokens!r}")
+    config.validate()
+    stop = stop or threading.Event()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "students.json", [])  # not a previous sweep's rows
+    started = time.perf_counter()
+
+    def event(kind: str, **payload: Any) -> dict[str, Any]:
+        return {"kind": kind, "elapsed_s": round(time.perf_counter() - started, 3), **payload}
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    yield event("status", message=f"Measuring the teacher {config.teacher} (perplexity, generation speed) …")
+    teacher = _teacher_line(config, device, speed_tokens)
+    yield event("teacher", **{f"teacher_{k}": v for k, v in teacher.items()},
+                message=(f"teacher: {teacher['params'] / 1e6:.1f} M parameters, held-out ppl {teacher['ppl']:.2f}, "
+                         f"{teacher['tokens_per_s']:.1f} tokens/s"))
+
+    rows: list[dict[str, Any]] = []
+    used: set[str] = set()
+    for spec in specs:
+        if stop.is_set():
+            break
+        name = safe_name(spec)
+        while name in used:
+            name += "_"
+        used.add(name)
+        run_dir = out / name
+        row = dict.fromkeys(STUDENT_ROW_KEYS)
+        row.update(spec=spec, teacher_params=teacher["params"], teacher_ppl=teacher["ppl"],
+                   teacher_tokens_per_s=teacher["tokens_per_s"])
+        t0 = time.perf_counter()
+        final = None
+        try:
+            for ev in run_session(config.with_overrides({"student": spec}), run_dir, stop):
+                if ev["kind"] in _FINAL:
+                    final = ev
+                yield {**ev, "student": spec}
+            summary = final["summary"]
+            row.update(params=summary["student"]["params"], ppl_before=summary["before"]["ppl"],
+                       ppl=summary["after"]["ppl"], top1_agreement=summary["after"]["top1_agreement"],
+                       kl_to_teacher=summary["after"]["kl_to_teacher"], wall_s=summary["wall_s"],
+                       teacher_ppl=summary["teacher"]["ppl"],
+                       error=None if final["kind"] == "done" else final["message"])
+            if not stop.is_set():  # a stopped sweep ends without the extra measurement
+                yield event("status", student=spec, message=f"Measuring the generation speed of {spec} …")
+                row["tokens_per_s"] = _student_speed(run_dir / "student", device, speed_tokens)
+        except DistillError as exc:
+            row.update(error=str(exc), wall_s=round(time.perf_counter() - t0, 2))
+        except Exception as exc:  # an unforeseen failure ends this row, not the sweep
+            row.update(error=f"{type(exc).__name__}: {first_line(exc, 300)}", wall_s=round(time.perf_counter() - t0, 2))
+        rows.append(row)
+        write_json_atomic(out / "students.json", rows)
+        yield event("row", row=row, student=spec)
+
+
+def ablation_rows(config) -> list[tuple[str, Any]]:
+    """ce_only, then soft targets, then soft targets plus each layer-wise technique, then all."""
+    soft = config.with_overrides({"attention_weight": 0.0, "hidden_weight": 0.0,
+                                  "kd_weight": config.kd_weight or 0.9})
+    attention = {"attention_weight": config.attention_weight or ABLATION_WEIGHTS["attention_weight"]}
+    # raw hidden states of LLMs are large; an ablation that turns FitNets on uses the cosine distance
+    fitnets = ({"hidden_weight": config.hidden_weight} if config.hidden_weight else
+               {"hidden_weight": ABLATION_WEIGHTS["hidden_weight"], "hidden_loss": "cosine"})
+    return [
+        ("ce_only", soft.with_overrides({"kd_weight": 0.0})),
+        ("soft_target", soft),
+        ("attention", soft.with_overrides(attention)),
+        ("fitnets", soft.with_overrides(fitnets)),
+        ("all", soft.with_overrides({**attention, **fitnets})),
+    ]
+
+
+def ablation(config, out_dir: str | Path) -> Iterator[dict[str, Any]]:
+    """The technique ablation (`ablation_rows`), one session each in `out_dir/<name>`: yields every
+    session event with `"ablation": name` added, then `{"kind": "row", "row": row}` (name, ppl,
+    top1_agreement, kl_to_teacher, wall_s, ppl_before, teacher_ppl, error) and rewrites
+    `out_dir/ablation.json`. A DistillError from a session (bad input) ends the ablation."""
+    from distill_core.session import run_session
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, row_config in ablation_rows(config):
+        final = None
+        for ev in run_session(row_config, out / name):
+            if ev["kind"] in _FINAL:
+                final = ev
+            yield {**ev, "ablation": name}
+        summary = final["summary"]
+        row = {"name": name, "ppl": summary["after"]["ppl"], "top1_agreement": summary["after"]["top1_agreement"],
+               "kl_to_teacher": summary["after"]["kl_to_teacher"], "wall_s": summary["wall_s"],
+               "ppl_before": summary["before"]["ppl"], "teacher_ppl": summary["teacher"]["ppl"],
+               "error": summary["error"]}
+        rows.append(row)
+        write_json_atomic(out / "ablation.json", rows)
+        yield {"kind": "row", "elapsed_s": ev["elapsed_s"], "ablation": name, "row": row}

@@ -1,0 +1,93 @@
+"""Size against quality: one session per student spec, a row each in students.json."""
+
+import json
+import math
+import threading
+
+import pytest
+
+from distill_core.errors import DistillError
+from distill_core.sweep import STUDENT_ROW_KEYS, parse_student_list, safe_name, student_sweep
+
+
+def quick(config):
+    return config.with_overrides(["steps=2", "eval_every=0", "probe_every=0"])
+
+
+def test_sweep_of_two_students(tiny_config, tmp_path):
+    events = list(student_sweep(quick(tiny_config), ["layers:1", "layers:3"], tmp_path, speed_tokens=4))
+    rows = json.loads((tmp_path / "students.json").read_text())
+    assert [e["row"] for e in events if e["kind"] == "row"] == rows
+    assert [r["spec"] for r in rows] == ["layers:1", "layers:3"]
+    for row in rows:
+        assert list(row) == list(STUDENT_ROW_KEYS)
+        assert row["error"] is None
+        for key in ("ppl_before", "ppl", "kl_to_teacher", "tokens_per_s", "teacher_ppl", "teacher_tokens_per_s", "wall_s"):
+            assert math.isfinite(row[key]) and row[key] > 0, key
+        assert 0 <= row["top1_agreement"] <= 1
+        assert row["params"] < row["teacher_params"]
+        summary = json.loads((tmp_path / safe_name(row["spec"]) / "summary.json").read_text())
+        assert summary["student_spec"] == row["spec"] and summary["after"]["ppl"] == row["ppl"]
+        assert row["teacher_ppl"] == summary["teacher"]["ppl"]
+    assert rows[0]["params"] < rows[1]["params"]
+    assert rows[0]["teacher_tokens_per_s"] == rows[1]["teacher_tokens_per_s"]  # measured once per sweep
+    # the teacher's line, measured before the students, agrees with what the sessions measured
+    teacher = next(e for e in events if e["kind"] == "teacher")
+    assert teacher["teacher_ppl"] == pytest.approx(rows[0]["teacher_ppl"], rel=1e-4)
+    # every session event says which student it belongs to
+    session_events = [e for e in events if e["kind"] in ("step", "done")]
+    assert {e["student"] for e in session_events} == {"layers:1", "layers:3"}
+    assert [e["student"] for e in events if e["kind"] == "done"] == ["layers:1", "layers:3"]
+
+
+def test_a_failing_student_gets_an_error_row_and_the_sweep_goes_on(tiny_config, tmp_path):
+    events = list(student_sweep(quick(tiny_config), ["layers:1", "layers:99", "layers:0,3"], tmp_path, speed_tokens=4))
+    rows = json.loads((tmp_path / "students.json").read_text())
+    assert [r["spec"] for r in rows] == ["layers:1", "layers:99", "layers:0,3"]
+    bad = rows[1]
+    assert "more layers than the teacher" in bad["error"]
+    assert bad["params"] is None and bad["ppl"] is None and bad["teacher_params"] == rows[0]["teacher_params"]
+    assert rows[0]["error"] is None and rows[2]["error"] is None and rows[2]["ppl"] > 0
+    assert (tmp_path / "layers-0_3" / "student" / "config.json").is_file()
+    assert sum(e["kind"] == "row" for e in events) == 3
+
+
+def test_stop_ends_the_sweep_after_the_current_student(tiny_config, tmp_path):
+    stop = threading.Event()
+    rows = []
+    for event in student_sweep(tiny_config.with_overrides(["steps=3", "eval_every=0", "probe_every=0"]),
+                               ["layers:1", "layers:2"], tmp_path, stop, speed_tokens=4):
+        if event["kind"] == "step" and event["step"] == 2:
+            stop.set()
+        if event["kind"] == "row":
+            rows.append(event["row"])
+    assert [r["spec"] for r in rows] == ["layers:1"]
+    assert rows[0]["error"] == "stopped at step 2" and rows[0]["ppl"] > 0
+    assert json.loads((tmp_path / "students.json").read_text()) == rows
+    assert not (tmp_path / "layers-2").exists()
+
+
+def test_empty_sweep_is_refused(tiny_config, tmp_path):
+    with pytest.raises(DistillError, match="at least one student spec"):
+        list(student_sweep(tiny_config, [], tmp_path))
+    with pytest.raises(DistillError, match="student list is empty"):
+        parse_student_list(" ; ;")
+
+
+def test_parse_student_list():
+    assert parse_student_list("layers:10,layers:15,layers:20") == ["layers:10", "layers:15", "layers:20"]
+    assert parse_student_list("layers:0,5,9,layers:20:angular, layers:3") == ["layers:0,5,9", "layers:20:angular", "layers:3"]
+    assert parse_student_list("fresh:layers=2,hidden=64,heads=4,layers:6") == ["fresh:layers=2,hidden=64,heads=4", "layers:6"]
+    assert parse_student_list("layers:6,runs/a/student,org/model") == ["layers:6", "runs/a/student", "org/model"]
+    assert parse_student_list("layers:10,5") == ["layers:10,5"]  # an index list, as in the spec syntax
+    assert parse_student_list("layers:20:angular,5") == ["layers:20:angular", "5"]  # not an index list
+    assert parse_student_list("layers:0,5,9; runs/a,b/student ;") == ["layers:0,5,9", "runs/a,b/student"]
+
+
+def test_safe_name():
+    assert safe_name("layers:10") == "layers-10"
+    assert safe_name("layers:0,5,9") == "layers-0_5_9"
+    assert safe_name("layers:20:angular") == "layers-20-angular"
+    assert safe_name("fresh:layers=2,hidden=64,heads=4") == "fresh-layers=2_hidden=64_heads=4"
+    assert safe_name("/tmp/runs/a/student") == "tmp_runs_a_student"
+    assert len(safe_name("layers:" + ",".join(map(str, range(40))))) <= 60
