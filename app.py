@@ -3,12 +3,14 @@
 
     python app.py     # serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
 
-API names (gradio_client): compatibility, run_session, stop, dark_knowledge.
+API names (gradio_client): compatibility, preset, layer_map, run_session, stop, size_sweep, size_plot,
+dark_knowledge.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 import secrets
@@ -26,10 +28,23 @@ from distill_core.checkpoints import compatibility_report, load_student, load_te
 from distill_core.config import DistillConfig, field_help
 from distill_core.data import check_text
 from distill_core.errors import DistillError, first_line
+from distill_core.layer_map import LAYER_MAP_SPECS, resolve_layer_map
+from distill_core.losses import ATTENTION_LOSSES, DIVERGENCES, HIDDEN_LOSSES
 from distill_core.session import run_session
 
 ROOT = Path(__file__).resolve().parent
-QUICKSTART = ROOT / "assets" / "configs" / "quickstart.yaml"
+CONFIGS = ROOT / "assets" / "configs"
+QUICKSTART = CONFIGS / "quickstart.yaml"
+PRESET_ORDER = ("quickstart", "hinton", "dark-knowledge-topk", "attention-transfer", "fitnets", "all-combined")
+"""How the preset picker orders assets/configs/*.yaml; other YAML files there follow, by name."""
+
+TRAINING_KNOBS = ("steps", "batch_size", "seq_len", "learning_rate", "warmup_steps", "seed")
+TECHNIQUE_KNOBS = ("temperature", "kd_weight", "divergence", "jsd_beta", "skew_alpha", "top_k", "teacher_cache",
+                   "attention_weight", "attention_loss", "hidden_weight", "hidden_loss", "layer_map",
+                   "freeze_embeddings", "freeze_layers")
+KNOBS = TRAINING_KNOBS + TECHNIQUE_KNOBS
+"""The DistillConfig fields the Distill tab sets, in the order of the handlers' parameters and of the
+`preset` endpoint's outputs."""
 
 TEACHER_PRESETS = ["smollm2-135m", "HuggingFaceTB/SmolLM2-360M-Instruct"]
 STUDENT_PRESETS = ["layers:20", "layers:15", "layers:10", "layers:6", "fresh:layers=4,hidden=256,heads=4"]
@@ -44,6 +59,10 @@ PLOT_INTERVAL_S = 1.0
 """Re-render the loss curves at most this often while a session streams (plus on evals and at the end)."""
 STATUS_INTERVAL_S = 0.2
 """Send step-only updates at most this often (tiny models step far faster than a browser redraws)."""
+
+DEFAULT_SWEEP_SPECS = "layers:10, layers:15, layers:20"
+SWEEP_TABLE_HEADERS = ["model", "params", "ppl before", "ppl after", "top-1 agreement", "KL to teacher",
+                       "tokens/s", "wall time", "error"]
 
 SPEC_HELP = """\
 **Model specs.** A *teacher* is `smollm2-135m` (the bundled SmolLM2-135M-Instruct, offline), a Hugging Face id
@@ -66,6 +85,32 @@ def runs_dir() -> Path:
 
 def quickstart_config() -> DistillConfig:
     return DistillConfig.from_yaml(QUICKSTART)
+
+
+def preset_names() -> list[str]:
+    """The YAML files in assets/configs/, by stem: PRESET_ORDER first (quickstart leads), then the rest by name."""
+    stems = sorted(path.stem for path in CONFIGS.glob("*.yaml"))
+    return [name for name in PRESET_ORDER if name in stems] + [name for name in stems if name not in PRESET_ORDER]
+
+
+def preset_description(name: str) -> str:
+    """What a preset is: the first comment line of its YAML file, as a sentence (a trailing colon becomes a period)."""
+    for line in preset_path(name).read_text(encoding="utf-8").splitlines():
+        if line.strip().startswith("#"):
+            text = line.strip().lstrip("#").strip().rstrip(":").strip()
+            return text if not text or text.endswith(".") else text + "."
+    return ""
+
+
+def preset_path(name: str) -> Path:
+    if name not in preset_names():
+        raise DistillError(f"unknown preset {name!r}: choose one of {', '.join(preset_names())}")
+    return CONFIGS / f"{name}.yaml"
+
+
+def preset_config(name: str | None) -> DistillConfig:
+    """The preset's config (quickstart when none is picked)."""
+    return DistillConfig.from_yaml(preset_path(name)) if name else quickstart_config()
 
 
 def one_line(exc: BaseException) -> str:
@@ -167,6 +212,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"- **Compression:** {comp['param_ratio']}× fewer parameters, {comp['layer_ratio']}× fewer layers",
         f"- **Techniques that apply:** {techniques or 'none'}",
     ]
+    if report.get("layer_map"):
+        lines.append(f"- **Layer map** (`auto`, for attention transfer and FitNets; student:teacher): "
+                     f"{pairs_text(report['layer_map'])}")
     lines += [f"- **Student:** {note}" for note in s.get("notes") or []]
     return "\n".join(lines)
 
@@ -183,21 +231,78 @@ def check_compatibility(teacher_spec: str, student_spec: str) -> tuple[str, dict
     except Exception as exc:  # e.g. out of memory: say it in one line, keep the app up
         gr.Warning(one_line(exc))
         return error_markdown(one_line(exc)), None
+    remember_pair_shape(teacher_spec, student_spec, report["student"]["layers"], report["teacher"]["layers"],
+                        report["student"]["layers_kept"])
     return report_markdown(report), report
+
+
+# ---------------------------------------------------------------------------------------
+# Distill: the layer map the session will use
+# ---------------------------------------------------------------------------------------
+_PAIR_SHAPES: dict[tuple[str, str], tuple[int, int, list[int] | None]] = {}
+"""(teacher spec, student spec) -> (student layers, teacher layers, teacher layers the student kept): what
+resolving a layer map needs, remembered from checked or loaded pairs."""
+
+
+def remember_pair_shape(teacher_spec: str, student_spec: str, n_student: int, n_teacher: int,
+                        layers_kept: list[int] | None) -> None:
+    if len(_PAIR_SHAPES) >= 64:
+        _PAIR_SHAPES.pop(next(iter(_PAIR_SHAPES)))
+    _PAIR_SHAPES[((teacher_spec or "").strip(), (student_spec or "").strip())] = (n_student, n_teacher, layers_kept)
+
+
+def pair_shape(teacher_spec: str, student_spec: str, load: bool) -> tuple[int, int, list[int] | None] | None:
+    """The pair's depths and kept layers: remembered, or (with `load`) from loading the pair (the teacher
+    stays in memory after its first load), else None."""
+    key = ((teacher_spec or "").strip(), (student_spec or "").strip())
+    if key not in _PAIR_SHAPES and load:
+        teacher = load_teacher(key[0])
+        student = load_student(key[1], teacher)
+        remember_pair_shape(*key, student.model.config.num_hidden_layers, teacher.model.config.num_hidden_layers,
+                            student.layers_kept)
+    return _PAIR_SHAPES.get(key)
+
+
+def pairs_text(pairs: list[Any]) -> str:
+    return " ".join(f"`{s}:{t}`" for s, t in pairs)
+
+
+def layer_map_markdown(teacher_spec: str, student_spec: str, spec: str, load: bool = True) -> str:
+    """The student:teacher layer pairs `spec` resolves to for the pair picked in Setup (api_name `layer_map`);
+    the engine's message for a spec that cannot work. Without `load`, only for a pair already checked or loaded."""
+    try:
+        shape = pair_shape(teacher_spec, student_spec, load)
+        if shape is None:
+            return ("The resolved layer pairs show here once the pair is checked in **Setup** "
+                    "(or when you edit the layer map).")
+        n_student, n_teacher, kept = shape
+        pairs = resolve_layer_map(spec, n_student, n_teacher, kept)
+    except DistillError as exc:
+        return error_markdown(str(exc))
+    except Exception as exc:  # e.g. out of memory while loading the pair
+        return error_markdown(one_line(exc))
+    plural = lambda n, word: f"{n} {word}{'s' if n != 1 else ''}"  # noqa: E731
+    return (f"**{plural(len(pairs), 'layer pair')}** (student:teacher; the student has {plural(n_student, 'layer')}, "
+            f"the teacher {n_teacher}): {pairs_text(pairs)}  \n"
+            "Used by attention transfer and FitNets hints when their weight is above 0.")
+
+
+def layer_map_if_known(teacher_spec: str, student_spec: str, spec: str) -> str:
+    """layer_map_markdown without loading a pair (for pair changes: loading waits for a check or an edit)."""
+    return layer_map_markdown(teacher_spec, student_spec, spec, load=False)
 
 
 # ---------------------------------------------------------------------------------------
 # Distill: config from the UI, the streaming session
 # ---------------------------------------------------------------------------------------
-def config_from_ui(teacher: str, student: str, steps: Any, batch_size: Any, seq_len: Any, learning_rate: Any,
-                   temperature: Any, kd_weight: Any, freeze_layers: Any, corpus_choice: str,
-                   upload: str | None, pasted: str | None) -> DistillConfig:
-    """quickstart.yaml with the UI's values applied; DistillConfig checks types and ranges."""
-    overrides: dict[str, Any] = {
-        "teacher": teacher or "", "student": student or "", "steps": steps, "batch_size": batch_size,
-        "seq_len": seq_len, "learning_rate": learning_rate, "temperature": temperature, "kd_weight": kd_weight,
-        "freeze_layers": freeze_layers, "corpus": "teacher-generated", "corpus_text": "",
-    }
+def config_from_ui(teacher: str, student: str, preset: str | None, corpus_choice: str, upload: str | None,
+                   pasted: str | None, **knobs: Any) -> DistillConfig:
+    """The preset's config (quickstart when none) with the UI's pair, knobs (every name in KNOBS) and corpus
+    applied; DistillConfig checks types and ranges. Fields without a knob keep the preset's values."""
+    if set(knobs) != set(KNOBS):
+        raise TypeError(f"config_from_ui needs exactly the knobs {KNOBS}; got {sorted(knobs)}")
+    overrides: dict[str, Any] = {"teacher": teacher or "", "student": student or "", **knobs,
+                                 "corpus": "teacher-generated", "corpus_text": ""}
     if corpus_choice == CORPUS_UPLOAD:
         if not upload:
             raise DistillError("no file uploaded: choose a .txt file, or pick another corpus")
@@ -206,7 +311,24 @@ def config_from_ui(teacher: str, student: str, steps: Any, batch_size: Any, seq_
         overrides["corpus_text"] = check_text(pasted or "", "pasted text")
     elif corpus_choice not in (None, "", CORPUS_GENERATED):
         raise DistillError(f"unknown corpus choice {corpus_choice!r}")
-    return quickstart_config().with_overrides(overrides)
+    return preset_config(preset).with_overrides(overrides)
+
+
+def apply_preset(name: str) -> tuple[Any, ...]:
+    """Every knob's value in the preset `name` (api_name `preset`), in KNOBS order, then the preset's
+    description. Teacher, student and corpus stay as picked."""
+    try:
+        config = preset_config(name)
+        description = preset_description(name)
+    except DistillError as exc:
+        gr.Warning(str(exc))
+        return (*[gr.skip()] * len(KNOBS), error_markdown(str(exc)))
+    return (*[getattr(config, knob) for knob in KNOBS], preset_markdown(name, description))
+
+
+def preset_markdown(name: str, description: str) -> str:
+    return (f"**{name}:** {description}  \n*Fills every knob below from `assets/configs/{name}.yaml`; "
+            "the teacher, the student (Setup) and the corpus stay as picked.*")
 
 
 def new_run_dir() -> Path:
@@ -326,17 +448,23 @@ class RunView:
         return "\n".join(lines)
 
 
-def run_distillation(teacher: str, student: str, steps: Any, batch_size: Any, seq_len: Any, learning_rate: Any,
-                     temperature: Any, kd_weight: Any, freeze_layers: Any, corpus_choice: str,
-                     upload: str | None, pasted: str | None, user: UserSession | None = None):
+def run_distillation(teacher: str, student: str, preset: str | None,
+                     steps: Any, batch_size: Any, seq_len: Any, learning_rate: Any, warmup_steps: Any, seed: Any,
+                     temperature: Any, kd_weight: Any, divergence: Any, jsd_beta: Any, skew_alpha: Any, top_k: Any,
+                     teacher_cache: Any, attention_weight: Any, attention_loss: Any, hidden_weight: Any,
+                     hidden_loss: Any, layer_map: Any, freeze_embeddings: Any, freeze_layers: Any,
+                     corpus_choice: str, upload: str | None, pasted: str | None, user: UserSession | None = None):
     """Stream one session (api_name `run_session`). Yields, in order: status markdown, loss curves,
     probe snapshot, summary markdown, Run button, Stop button."""
+    knobs = {name: value for name, value in locals().items() if name in KNOBS}  # the parameters named in KNOBS
     user = user if user is not None else UserSession()
     running = (gr.update(interactive=False), gr.update(interactive=True))
     idle = (gr.update(interactive=True), gr.update(interactive=False))
     try:
-        config = config_from_ui(teacher, student, steps, batch_size, seq_len, learning_rate, temperature,
-                                kd_weight, freeze_layers, corpus_choice, upload, pasted)
+        config = config_from_ui(teacher, student, preset, corpus_choice, upload, pasted, **knobs)
+        shape = pair_shape(config.teacher, config.student, load=False)
+        if shape is not None:  # a pair already checked: a bad layer map fails now, not after the first evaluation
+            resolve_layer_map(config.layer_map, *shape)
     except DistillError as exc:
         gr.Warning(str(exc))
         yield error_markdown(str(exc)), gr.skip(), gr.skip(), "", *idle
@@ -386,6 +514,192 @@ def request_stop(user: UserSession | None = None) -> str:
     user.stop.set()
     gr.Info("Stopping after the current step; the student will be evaluated and saved.")
     return "**Stop requested:** finishing the current step, then evaluating and saving the student …"
+
+
+# ---------------------------------------------------------------------------------------
+# Student size: one recipe, several students
+# ---------------------------------------------------------------------------------------
+def parse_specs(text: str | None) -> list[str]:
+    """Student specs from the Student size box: one per line, and on each line as the engine's
+    `parse_student_list` reads them (comma-separated, the commas of `layers:0,5,9` and
+    `fresh:layers=4,hidden=256,heads=4` kept; or semicolon-separated). Repeats are dropped."""
+    from distill_core.sweep import parse_student_list
+
+    specs = [spec for line in (text or "").splitlines() if line.strip() for spec in parse_student_list(line)]
+    if not specs:
+        return parse_student_list("")  # the engine's message for an empty list
+    return list(dict.fromkeys(specs))
+
+
+def size_table(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The sweep's rows as table rows (SWEEP_TABLE_HEADERS), the teacher first."""
+    pct = lambda v: "—" if not isinstance(v, (int, float)) else f"{100 * v:.1f}%"  # noqa: E731
+    speed = lambda v: fmt_number(v, 1)  # noqa: E731
+    table: list[list[str]] = []
+    teacher = next((r for r in rows if isinstance(r.get("teacher_ppl"), (int, float))), None)
+    if teacher is not None:
+        table.append(["teacher", fmt_params(teacher.get("teacher_params")), "—",
+                      fmt_number(teacher["teacher_ppl"], 2), "—", "—", speed(teacher.get("teacher_tokens_per_s")),
+                      "—", ""])
+    for r in rows:
+        table.append([str(r.get("spec", "?")), fmt_params(r.get("params")), fmt_number(r.get("ppl_before"), 2),
+                      fmt_number(r.get("ppl"), 2), pct(r.get("top1_agreement")), fmt_number(r.get("kl_to_teacher")),
+                      speed(r.get("tokens_per_s")), fmt_seconds(r.get("wall_s")), str(r.get("error") or "")])
+    return table
+
+
+def row_line(row: dict[str, Any]) -> str:
+    """One finished student in the progress list."""
+    if row.get("error") and not isinstance(row.get("ppl"), (int, float)):
+        return f"- `{row.get('spec', '?')}`: **failed:** {row['error']}"
+    line = (f"- `{row.get('spec', '?')}`: {fmt_params(row.get('params'))}, held-out perplexity "
+            f"{fmt_number(row.get('ppl_before'), 1)} → **{fmt_number(row.get('ppl'), 1)}**, "
+            f"{fmt_number(row.get('tokens_per_s'), 1)} tokens/s, {fmt_seconds(row.get('wall_s'))}")
+    return line + (f" ({row['error']})" if row.get("error") else "")
+
+
+class SweepView:
+    """What the Student size tab shows of one streaming sweep, built from its events."""
+
+    def __init__(self, specs: list[str], steps: int, out_dir: Path) -> None:
+        self.specs, self.steps, self.out_dir = specs, steps, out_dir
+        self.rows: list[dict[str, Any]] = []
+        self.teacher: str | None = None  # the teacher's measurements, in words
+        self.current: str | None = None  # the spec the latest session events belong to
+        self.last_step: dict[str, Any] | None = None
+        self.message = "Starting …"
+        self.failure: str | None = None
+        self.ended = False
+        self.stop_requested = False
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "row":
+            self.rows.append(event["row"])
+            self.current, self.last_step, self.message = None, None, "Starting the next student …"
+            return
+        if kind == "teacher":
+            self.teacher = event.get("message")
+            return
+        spec = event.get("student", event.get("spec"))  # the engine tags each session event with its student
+        if isinstance(spec, str):
+            self.current = spec
+        elif self.current is None and len(self.rows) < len(self.specs):
+            self.current = self.specs[len(self.rows)]
+        if kind == "step":
+            self.last_step = event
+        elif kind == "status":
+            self.message = event["message"]
+        elif kind in ("done", "stopped", "error"):
+            self.message = f"Session {kind}: {event.get('message', '')}"
+
+    def fail(self, message: str) -> None:
+        self.failure = message
+
+    def status_markdown(self) -> str:
+        n, done = len(self.specs), len(self.rows)
+        lines: list[str] = []
+        if self.failure:
+            lines.append(error_markdown(self.failure))
+        elif self.ended:
+            results = self.out_dir / "students.json"
+            saved = f" Rows saved to `{shown_path(results)}`." if results.is_file() else ""
+            if self.stop_requested:  # the last row is the stopped student's (its error says at which step)
+                lines.append(f"**Stopped** after {done}/{n} students.{saved}")
+            else:
+                lines.append(f"**Done:** {done}/{n} students.{saved}")
+        else:
+            spec = self.current or (self.specs[done] if done < n else "—")
+            head = f"**Student {min(done + 1, n)}/{n} `{spec}`**"
+            step = self.last_step
+            if step is not None:
+                head += (f" · step {step['step']}/{step.get('steps', self.steps)} · loss {step['loss']:.3f} · "
+                         f"ETA {fmt_seconds(step.get('eta_s'))} for this student")
+            lines.append(head)
+            lines.append(self.message + (" · **stop requested**, finishing the current step"
+                                         if self.stop_requested else ""))
+        if self.teacher:
+            lines.append(self.teacher[0].upper() + self.teacher[1:])
+        lines.append(f"Run folder: `{shown_path(self.out_dir)}`")
+        return "\n\n".join(["  \n".join(lines), *(["\n".join(map(row_line, self.rows))] if self.rows else [])])
+
+    def figure(self) -> Any:
+        return visuals.size_quality_figure(self.rows)
+
+    def table(self) -> list[list[str]]:
+        return size_table(self.rows)
+
+
+def run_size_sweep(specs: str, teacher: str, preset: str | None,
+                   steps: Any, batch_size: Any, seq_len: Any, learning_rate: Any, warmup_steps: Any, seed: Any,
+                   temperature: Any, kd_weight: Any, divergence: Any, jsd_beta: Any, skew_alpha: Any, top_k: Any,
+                   teacher_cache: Any, attention_weight: Any, attention_loss: Any, hidden_weight: Any,
+                   hidden_loss: Any, layer_map: Any, freeze_embeddings: Any, freeze_layers: Any,
+                   corpus_choice: str, upload: str | None, pasted: str | None, user: UserSession | None = None):
+    """Distil each student in `specs` with the Distill tab's recipe and plot size against quality
+    (api_name `size_sweep`). Yields, in order: progress markdown, size/quality figure, table rows,
+    Compare button, Stop button."""
+    knobs = {name: value for name, value in locals().items() if name in KNOBS}  # the parameters named in KNOBS
+    user = user if user is not None else UserSession()
+    running = (gr.update(interactive=False), gr.update(interactive=True))
+    idle = (gr.update(interactive=True), gr.update(interactive=False))
+    try:
+        from distill_core.sweep import student_sweep  # imported here: tests replace it
+
+        spec_list = parse_specs(specs)
+        config = config_from_ui(teacher, spec_list[0], preset, corpus_choice, upload, pasted, **knobs)
+    except DistillError as exc:
+        gr.Warning(str(exc))
+        yield error_markdown(str(exc)), gr.skip(), gr.skip(), *idle
+        return
+
+    out_dir = new_run_dir()
+    view = SweepView(spec_list, config.steps, out_dir)
+    user.stop.clear()
+    yield view.status_markdown(), view.figure(), view.table(), *running
+    last_yield = time.monotonic()
+    try:
+        for event in student_sweep(config, spec_list, out_dir, user.stop):
+            view.add(event)
+            view.stop_requested = user.stop.is_set()
+            now = time.monotonic()
+            if event["kind"] == "row":
+                last_yield = now
+                yield view.status_markdown(), view.figure(), view.table(), *running
+            elif event["kind"] != "step" or now - last_yield >= STATUS_INTERVAL_S:
+                last_yield = now
+                yield view.status_markdown(), gr.skip(), gr.skip(), *running
+    except DistillError as exc:
+        gr.Warning(str(exc))
+        view.fail(str(exc))
+    except Exception as exc:  # e.g. out of memory: one line, and the app stays up
+        gr.Warning(one_line(exc))
+        view.fail(one_line(exc))
+    view.ended = True
+    view.stop_requested = user.stop.is_set()
+    if not view.rows:
+        shutil.rmtree(out_dir, ignore_errors=True)  # failed or stopped before the first student: nothing to keep
+    yield view.status_markdown(), view.figure(), view.table(), *idle
+
+
+def load_size_rows(path: str | None) -> tuple[Any, Any, Any]:
+    """Plot a students.json written by an earlier sweep (api_name `size_plot`). Returns progress markdown,
+    figure, table rows."""
+    try:
+        if not path:
+            raise DistillError("no file: choose a students.json written by Compare sizes")
+        try:
+            rows = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DistillError(f"{Path(path).name} is not a readable JSON file: {first_line(exc)}") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "spec" in r for r in rows):
+            raise DistillError(f"{Path(path).name} must hold a list of rows with a `spec` each, "
+                               "like the students.json that Compare sizes writes")
+    except DistillError as exc:
+        gr.Warning(str(exc))
+        return error_markdown(str(exc)), gr.skip(), gr.skip()
+    note = f"Loaded {len(rows)} student{'s' if len(rows) != 1 else ''} from `{Path(path).name}`."
+    return "\n\n".join([note, "\n".join(map(row_line, rows))]), visuals.size_quality_figure(rows), size_table(rows)
 
 
 def pair_markdown(teacher: str, student: str) -> str:
@@ -527,25 +841,29 @@ def build_app() -> gr.Blocks:
 
         with gr.Tab("Distill", id="distill"):
             pair_md = gr.Markdown(pair_markdown(defaults.teacher, defaults.student), elem_id="pair-note")
+            knob: dict[str, Any] = {}  # DistillConfig field -> its component
+            with gr.Row(equal_height=True):
+                preset = gr.Dropdown(preset_names(), value=QUICKSTART.stem, label="Preset (assets/configs/)",
+                                     scale=1, elem_id="preset")
+                preset_md = gr.Markdown(preset_markdown(QUICKSTART.stem, preset_description(QUICKSTART.stem)),
+                                        elem_id="preset-note")
             with gr.Row():
                 with gr.Column(scale=3):
+                    gr.Markdown("#### Training")
                     with gr.Row():
-                        steps = gr.Number(defaults.steps, label="Steps", info=help_text.get("steps"), elem_id="steps")
-                        batch_size = gr.Number(defaults.batch_size, label="Batch size", info=help_text.get("batch_size"),
-                                               elem_id="batch-size")
-                        seq_len = gr.Number(defaults.seq_len, label="Sequence length", info=help_text.get("seq_len"),
-                                            elem_id="seq-len")
+                        knob["steps"] = gr.Number(defaults.steps, label="Steps", info=help_text.get("steps"),
+                                                  elem_id="steps")
+                        knob["batch_size"] = gr.Number(defaults.batch_size, label="Batch size",
+                                                       info=help_text.get("batch_size"), elem_id="batch-size")
+                        knob["seq_len"] = gr.Number(defaults.seq_len, label="Sequence length",
+                                                    info=help_text.get("seq_len"), elem_id="seq-len")
                     with gr.Row():
-                        learning_rate = gr.Number(defaults.learning_rate, label="Learning rate",
-                                                  info=help_text.get("learning_rate"), elem_id="learning-rate")
-                        freeze_layers = gr.Number(defaults.freeze_layers, label="Frozen layers",
-                                                  info=help_text.get("freeze_layers"), elem_id="freeze-layers")
-                    with gr.Row():
-                        temperature = gr.Slider(0.5, 10, value=defaults.temperature, step=0.1, label="Temperature T",
-                                                info=help_text.get("temperature"), elem_id="temperature")
-                        kd_weight = gr.Slider(0, 1, value=defaults.kd_weight, step=0.05,
-                                              label="KD weight α (soft targets vs hard labels)",
-                                              info=help_text.get("kd_weight"), elem_id="kd-weight")
+                        knob["learning_rate"] = gr.Number(defaults.learning_rate, label="Learning rate",
+                                                          info=help_text.get("learning_rate"), elem_id="learning-rate")
+                        knob["warmup_steps"] = gr.Number(defaults.warmup_steps, label="Warm-up steps",
+                                                         info=help_text.get("warmup_steps"), elem_id="warmup-steps")
+                        knob["seed"] = gr.Number(defaults.seed, label="Seed", info=help_text.get("seed"),
+                                                 elem_id="seed")
                 with gr.Column(scale=2):
                     corpus_choice = gr.Radio(CORPUS_CHOICES, value=CORPUS_GENERATED, label="Training corpus",
                                              info="Teacher-generated: the teacher continues assets/prompts.txt "
@@ -556,13 +874,88 @@ def build_app() -> gr.Blocks:
                     pasted = gr.Textbox(label="Training text", lines=8, max_lines=16, visible=False,
                                         placeholder="Paste text here; blank lines separate documents.",
                                         elem_id="corpus-paste")
-                    with gr.Row():
-                        run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
-                        stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop-btn")
+            with gr.Accordion("Techniques", open=True, elem_id="techniques"):
+                with gr.Row():
+                    with gr.Column():
+                        gr.Markdown("#### Soft targets (Hinton et al. 2015)")
+                        knob["temperature"] = gr.Slider(0.5, 10, value=defaults.temperature, step=0.1,
+                                                        label="Temperature T", info=help_text.get("temperature"),
+                                                        elem_id="temperature")
+                        knob["kd_weight"] = gr.Slider(0, 1, value=defaults.kd_weight, step=0.05,
+                                                      label="KD weight α (soft targets vs hard labels)",
+                                                      info=help_text.get("kd_weight"), elem_id="kd-weight")
+                        knob["divergence"] = gr.Dropdown(list(DIVERGENCES), value=defaults.divergence,
+                                                         label="Divergence", info=help_text.get("divergence"),
+                                                         elem_id="divergence")
+                        knob["jsd_beta"] = gr.Slider(0.01, 0.99, value=defaults.jsd_beta, step=0.01,
+                                                     label="JSD β (divergence jsd)", info=help_text.get("jsd_beta"),
+                                                     elem_id="jsd-beta")
+                        knob["skew_alpha"] = gr.Slider(0, 0.99, value=defaults.skew_alpha, step=0.01,
+                                                       label="Skew α (divergence skew_kl)",
+                                                       info=help_text.get("skew_alpha"), elem_id="skew-alpha")
+                    with gr.Column():
+                        gr.Markdown("#### Top-k dark knowledge")
+                        knob["top_k"] = gr.Number(defaults.top_k, label="Top-k teacher tokens (0 = all)",
+                                                  info=help_text.get("top_k"), elem_id="top-k")
+                        knob["teacher_cache"] = gr.Checkbox(defaults.teacher_cache, label="Cache the teacher's top-k",
+                                                            info=help_text.get("teacher_cache"),
+                                                            elem_id="teacher-cache")
+                        gr.Markdown("#### Attention transfer")
+                        knob["attention_weight"] = gr.Number(defaults.attention_weight, label="Attention weight",
+                                                             info=help_text.get("attention_weight"),
+                                                             elem_id="attention-weight")
+                        knob["attention_loss"] = gr.Dropdown(list(ATTENTION_LOSSES), value=defaults.attention_loss,
+                                                             label="Attention loss",
+                                                             info=help_text.get("attention_loss"),
+                                                             elem_id="attention-loss")
+                        gr.Markdown("#### Freezing")
+                        knob["freeze_embeddings"] = gr.Checkbox(defaults.freeze_embeddings, label="Freeze embeddings",
+                                                                info=help_text.get("freeze_embeddings"),
+                                                                elem_id="freeze-embeddings")
+                        knob["freeze_layers"] = gr.Number(defaults.freeze_layers, label="Frozen layers",
+                                                          info=help_text.get("freeze_layers"), elem_id="freeze-layers")
+                    with gr.Column():
+                        gr.Markdown("#### FitNets hints (Romero et al. 2015)")
+                        knob["hidden_weight"] = gr.Number(defaults.hidden_weight, label="Hidden-state weight",
+                                                          info=help_text.get("hidden_weight"), elem_id="hidden-weight")
+                        knob["hidden_loss"] = gr.Dropdown(list(HIDDEN_LOSSES), value=defaults.hidden_loss,
+                                                          label="Hidden-state loss", info=help_text.get("hidden_loss"),
+                                                          elem_id="hidden-loss")
+                        gr.Markdown("#### Layer map (attention transfer, FitNets)")
+                        knob["layer_map"] = gr.Dropdown(list(LAYER_MAP_SPECS), value=defaults.layer_map,
+                                                        allow_custom_value=True, label="Layer map (or pairs s:t,…)",
+                                                        info=help_text.get("layer_map"), elem_id="layer-map")
+                        layer_map_md = gr.Markdown(layer_map_if_known(defaults.teacher, defaults.student,
+                                                                      defaults.layer_map), elem_id="layer-map-pairs")
+            with gr.Row():
+                run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
+                stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop-btn")
             status_md = gr.Markdown("Press **Run** to start a session.", elem_id="run-status")
             loss_plot = gr.Plot(visuals.loss_curves([]), label="Loss curves", show_label=False, elem_id="loss-plot")
             probe_plot = gr.Plot(label="Probe snapshot", show_label=False, visible=False, elem_id="probe-plot")
             summary_md = gr.Markdown(elem_id="run-summary")
+
+        with gr.Tab("Student size", id="sizes"):
+            gr.Markdown(
+                "How much does size cost? Each student below is distilled in turn with the **Distill** tab's recipe "
+                "(preset, knobs and corpus) from the teacher picked in **Setup**, then evaluated on the held-out "
+                "text and timed generating. With the quickstart recipe on a laptop CPU that is a few minutes per "
+                "student. The plot fills in as each one finishes."
+            )
+            with gr.Row(equal_height=True):
+                sweep_specs = gr.Textbox(DEFAULT_SWEEP_SPECS, label="Student specs",
+                                         info="Comma-, semicolon- or line-separated, e.g. layers:10, layers:0,5,9, "
+                                              "fresh:layers=4,hidden=256,heads=4", scale=3, elem_id="sweep-specs")
+                with gr.Column(scale=1, min_width=220):
+                    sweep_btn = gr.Button("Compare sizes", variant="primary", elem_id="sweep-btn")
+                    sweep_stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="sweep-stop-btn")
+            sweep_md = gr.Markdown("Press **Compare sizes** to start.", elem_id="sweep-status")
+            size_plot = gr.Plot(visuals.size_quality_figure([]), show_label=False, elem_id="size-plot")
+            size_rows = gr.Dataframe(headers=SWEEP_TABLE_HEADERS, value=[], label="Students", interactive=False,
+                                     wrap=True, elem_id="size-table")
+            with gr.Accordion("Plot an earlier sweep (students.json)", open=False):
+                sweep_file = gr.File(label="students.json from a run folder", file_types=[".json"], type="filepath",
+                                     elem_id="sweep-file")
 
         with gr.Tab("Dark knowledge", id="dark"):
             gr.Markdown(
@@ -588,17 +981,32 @@ def build_app() -> gr.Blocks:
             kl_plot = gr.Plot(label="KL to the teacher per position", show_label=False, elem_id="kl-plot")
 
         # ---- wiring -----------------------------------------------------------------------
-        check_btn.click(check_compatibility, [teacher, student], [report_md, report_json], api_name="compatibility")
+        knobs = [knob[name] for name in KNOBS]
+        check_btn.click(check_compatibility, [teacher, student], [report_md, report_json], api_name="compatibility"
+                        ).then(layer_map_if_known, [teacher, student, knob["layer_map"]], layer_map_md,
+                               show_progress="hidden", **private)
         for picker in (teacher, student):
             picker.change(pair_markdown, [teacher, student], pair_md, show_progress="hidden", **private)
+            picker.change(layer_map_if_known, [teacher, student, knob["layer_map"]], layer_map_md,
+                          show_progress="hidden", **private)
         corpus_choice.change(corpus_visibility, corpus_choice, [upload, pasted], show_progress="hidden", **private)
+        preset.input(apply_preset, preset, [*knobs, preset_md], api_name="preset", show_progress="hidden")
+        knob["layer_map"].change(layer_map_markdown, [teacher, student, knob["layer_map"]], layer_map_md,
+                                 api_name="layer_map", show_progress="minimal")
 
-        run_inputs = [teacher, student, steps, batch_size, seq_len, learning_rate, temperature, kd_weight,
-                      freeze_layers, corpus_choice, upload, pasted, user]
-        run_btn.click(run_distillation, run_inputs, [status_md, loss_plot, probe_plot, summary_md, run_btn, stop_btn],
+        recipe = [preset, *knobs, corpus_choice, upload, pasted, user]
+        run_btn.click(run_distillation, [teacher, student, *recipe],
+                      [status_md, loss_plot, probe_plot, summary_md, run_btn, stop_btn],
                       api_name="run_session", concurrency_limit=1, concurrency_id="distillation",
                       show_progress="hidden")
         stop_btn.click(request_stop, user, status_md, api_name="stop", show_progress="hidden")
+
+        sweep_btn.click(run_size_sweep, [sweep_specs, teacher, *recipe],
+                        [sweep_md, size_plot, size_rows, sweep_btn, sweep_stop_btn],
+                        api_name="size_sweep", concurrency_limit=1, concurrency_id="distillation",
+                        show_progress="hidden")
+        sweep_stop_btn.click(request_stop, user, sweep_md, show_progress="hidden", **private)
+        sweep_file.upload(load_size_rows, sweep_file, [sweep_md, size_plot, size_rows], api_name="size_plot")
 
         probe_inputs = [probe_text, position, probe_temperature, top_k, teacher, student, user]
         probe_outputs = [tokens_view, probe_note, bars_plot, stats_md, kl_plot]

@@ -2,9 +2,13 @@
 
     GRADIO_SERVER_PORT=7861 .venv/bin/python app.py &
     .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --out docs/screenshots [--steps N]
+        [--sizes-json runs/<run>/students.json | --skip-sizes]
 
-Drives Debian's Chromium through Playwright: checks compatibility of the default pair, runs a
-session (the quickstart recipe, or --steps N), probes dark knowledge, and saves one PNG per tab.
+Drives Debian's Chromium through Playwright: checks compatibility of the default pair (setup.png),
+shows the Distill tab's preset picker and Techniques knobs (distill-knobs.png), runs a session (the
+quickstart recipe, or --steps N; distill.png), probes dark knowledge (dark-knowledge.png), then
+compares the Student size tab's default students with the same recipe (student-size.png; about
+3 minutes per student on 2 CPU cores), or plots an earlier sweep's students.json (--sizes-json).
 """
 
 import argparse
@@ -23,6 +27,9 @@ def main() -> None:
     parser.add_argument("--out", default="docs/screenshots")
     parser.add_argument("--steps", type=int, default=None, help="override the session's steps")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the session")
+    parser.add_argument("--sizes-json", default=None, help="plot this students.json instead of running a sweep")
+    parser.add_argument("--skip-sizes", action="store_true", help="no Student size screenshot")
+    parser.add_argument("--sizes-timeout", type=float, default=3600, help="seconds to wait for the sweep")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -36,8 +43,13 @@ def main() -> None:
         page.screenshot(path=str(out / "setup.png"), full_page=True)
 
         page.get_by_role("tab", name="Distill").click()
+        page.locator("#layer-map-pairs").get_by_text("layer pair").wait_for(timeout=180_000)
         if args.steps:
             page.locator("#steps input").fill(str(args.steps))
+        time.sleep(1)
+        bottom = page.locator("#run-btn").bounding_box()
+        page.screenshot(path=str(out / "distill-knobs.png"), full_page=True,
+                        clip={"x": 0, "y": 0, "width": 1400, "height": bottom["y"] + bottom["height"] + 16})
         page.locator("#run-btn").click()
         start = time.time()
         while "Before / after" not in page.locator("#run-summary").inner_text():
@@ -46,6 +58,7 @@ def main() -> None:
                 raise SystemExit(f"session did not finish: {status[:300]}")
             time.sleep(3)
         print(f"session finished in {time.time() - start:.0f} s", flush=True)
+        page.locator("#techniques").get_by_text("Techniques").first.click()  # fold the knobs: the results show
         time.sleep(2)
         page.screenshot(path=str(out / "distill.png"), full_page=True)
 
@@ -54,6 +67,24 @@ def main() -> None:
         page.locator("#probe-stats").get_by_text("student (after)").wait_for(timeout=180_000)
         time.sleep(2)
         page.screenshot(path=str(out / "dark-knowledge.png"), full_page=True)
+
+        if not args.skip_sizes:
+            page.get_by_role("tab", name="Student size").click()
+            if args.sizes_json:
+                page.get_by_text("Plot an earlier sweep").click()
+                page.locator("#sweep-file input[type=file]").set_input_files(args.sizes_json)
+                page.locator("#sweep-status").get_by_text("Loaded").wait_for(timeout=60_000)
+            else:
+                page.locator("#sweep-btn").click()
+                start = time.time()
+                while not page.locator("#sweep-status").inner_text().startswith(("Done", "Stopped")):
+                    status = page.locator("#sweep-status").inner_text()
+                    if status.startswith("Error") or time.time() - start > args.sizes_timeout:
+                        raise SystemExit(f"sweep did not finish: {status[:300]}")
+                    time.sleep(5)
+                print(f"sweep finished in {time.time() - start:.0f} s", flush=True)
+            time.sleep(2)
+            page.screenshot(path=str(out / "student-size.png"), full_page=True)
         browser.close()
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
 
 import app
+from distill_core.config import DistillConfig
+from distill_core.errors import DistillError
 from tests.conftest import SAMPLE_TEXT
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers")  # gr.Warning outside a UI
@@ -22,10 +26,13 @@ def runs_in_tmp(tmp_path, monkeypatch):
 
 
 def ui_values(teacher_dir: Path, **changes):
-    """The Distill tab's inputs, in run_distillation's order, for a seconds-long session."""
-    values = dict(teacher=str(teacher_dir), student="layers:1", steps=3, batch_size=4, seq_len=32,
-                  learning_rate=3e-3, temperature=2.0, kd_weight=0.9, freeze_layers=0,
+    """The Distill tab's inputs (run_distillation's parameters) for a seconds-long session: the quickstart
+    preset's knobs with a short, small session on pasted text."""
+    quickstart = app.quickstart_config()
+    values = dict(teacher=str(teacher_dir), student="layers:1", preset="quickstart",
+                  **{name: getattr(quickstart, name) for name in app.KNOBS},
                   corpus_choice=app.CORPUS_PASTE, upload=None, pasted=SAMPLE_TEXT)
+    values.update(steps=3, batch_size=4, seq_len=32, learning_rate=3e-3, temperature=2.0)
     values.update(changes)
     return values
 
@@ -78,6 +85,101 @@ def test_config_from_ui_applies_values_over_quickstart(tiny_teacher_dir):
     assert config.eval_every == app.quickstart_config().eval_every  # untouched fields keep the YAML's value
 
 
+def test_handlers_take_every_knob_in_order():
+    params = list(inspect.signature(app.run_distillation).parameters)
+    assert params == ["teacher", "student", "preset", *app.KNOBS, "corpus_choice", "upload", "pasted", "user"]
+    params = list(inspect.signature(app.run_size_sweep).parameters)
+    assert params == ["specs", "teacher", "preset", *app.KNOBS, "corpus_choice", "upload", "pasted", "user"]
+    # the knobs are the technique and training fields of DistillConfig
+    assert set(app.KNOBS) <= set(DistillConfig.__dataclass_fields__)
+    assert {"divergence", "jsd_beta", "skew_alpha", "top_k", "teacher_cache", "attention_weight", "attention_loss",
+            "hidden_weight", "hidden_loss", "layer_map", "freeze_embeddings", "warmup_steps", "seed"} <= set(app.KNOBS)
+
+
+def test_every_knob_flows_into_the_config(tiny_teacher_dir):
+    knobs = dict(steps=9, batch_size=2, seq_len=48, learning_rate=1e-3, warmup_steps=2, seed=7, temperature=3.5,
+                 kd_weight=0.6, divergence="jsd", jsd_beta=0.3, skew_alpha=0.2, top_k=16, teacher_cache=True,
+                 attention_weight=0.0, attention_loss="mse", hidden_weight=0.0, hidden_loss="cosine",
+                 layer_map="0:0,1:3", freeze_embeddings=False, freeze_layers=1)
+    assert set(knobs) == set(app.KNOBS)
+    config = app.config_from_ui(**ui_values(tiny_teacher_dir, **knobs))
+    assert {name: getattr(config, name) for name in app.KNOBS} == knobs
+    assert config.student == "layers:1" and config.corpus_text == SAMPLE_TEXT
+
+
+def test_config_from_ui_starts_from_the_preset(tiny_teacher_dir):
+    """Fields without a knob (here eval_every) come from the picked preset's file."""
+    assert app.config_from_ui(**ui_values(tiny_teacher_dir)).eval_every == app.quickstart_config().eval_every == 10
+    hinton = DistillConfig.from_yaml(app.CONFIGS / "hinton.yaml")
+    assert app.config_from_ui(**ui_values(tiny_teacher_dir, preset="hinton")).eval_every == hinton.eval_every == 20
+
+
+def test_preset_names_list_every_config_quickstart_first():
+    names = app.preset_names()
+    assert names[:6] == ["quickstart", "hinton", "dark-knowledge-topk", "attention-transfer", "fitnets", "all-combined"]
+    assert sorted(names) == sorted(path.stem for path in app.CONFIGS.glob("*.yaml"))
+    assert app.preset_description("quickstart").startswith("The default CPU session")
+    assert app.preset_description("hinton").startswith("Soft targets (Hinton et al. 2015)")
+
+
+@pytest.mark.parametrize("name", app.preset_names())
+def test_preset_fills_every_knob_from_its_file(name):
+    values = app.apply_preset(name)
+    assert len(values) == len(app.KNOBS) + 1
+    config = DistillConfig.from_yaml(app.CONFIGS / f"{name}.yaml")
+    assert dict(zip(app.KNOBS, values)) == {knob: getattr(config, knob) for knob in app.KNOBS}
+    first_comment = next(line for line in (app.CONFIGS / f"{name}.yaml").read_text().splitlines()
+                         if line.startswith("#"))
+    assert first_comment.lstrip("# ").rstrip(":.") in values[-1] and f"**{name}:**" in values[-1]
+
+
+def test_preset_values_differ_where_the_files_differ():
+    knobs = {name: dict(zip(app.KNOBS, app.apply_preset(name))) for name in app.preset_names()}
+    assert knobs["hinton"]["temperature"] == 2.0 and knobs["quickstart"]["temperature"] == 1.0
+    assert knobs["dark-knowledge-topk"]["top_k"] == 64
+    assert knobs["attention-transfer"]["attention_weight"] == 1.0 and knobs["attention-transfer"]["hidden_weight"] == 0
+    assert knobs["fitnets"]["hidden_weight"] == 1.0 and knobs["fitnets"]["hidden_loss"] == "cosine"
+    assert knobs["quickstart"]["warmup_steps"] == 3 and knobs["hinton"]["warmup_steps"] == 5
+
+
+def test_unknown_preset_shows_message():
+    values = app.apply_preset("nope")
+    assert values[-1].startswith("**Error:**") and "unknown preset 'nope'" in values[-1]
+
+
+# ---- Distill: layer map ----------------------------------------------------------------------
+
+def test_layer_map_shows_resolved_pairs(tiny_teacher_dir):
+    teacher = str(tiny_teacher_dir)
+    _, report = app.check_compatibility(teacher, "layers:2")
+    kept = " ".join(f"`{s}:{t}`" for s, t in report["layer_map"])
+    assert kept in app.layer_map_markdown(teacher, "layers:2", "auto")
+    assert "**2 layer pairs**" in app.layer_map_markdown(teacher, "layers:2", "kept")
+    assert "`0:1` `1:3`" in app.layer_map_markdown(teacher, "layers:2", "uniform")
+    assert "**1 layer pair**" in app.layer_map_markdown(teacher, "layers:2", "last")
+    assert "`1:2`" in app.layer_map_markdown(teacher, "layers:2", "1:2")
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("0:9", "the teacher has layers 0..3"),
+    ("5:0", "the student has layers 0..1"),
+    ("zero:one", "expected auto, kept, uniform, last or pairs like 0:0,5:12"),
+    ("0:0,0:1", "a student layer is listed twice"),
+])
+def test_layer_map_bad_spec_shows_the_engines_message(tiny_teacher_dir, spec, expected):
+    markdown = app.layer_map_markdown(str(tiny_teacher_dir), "layers:2", spec)
+    assert markdown.startswith("**Error:**") and expected in markdown
+
+
+def test_layer_map_waits_for_a_checked_pair(tiny_teacher_dir):
+    teacher = str(tiny_teacher_dir)
+    assert "once the pair is checked" in app.layer_map_if_known(teacher, "layers:3", "auto")
+    app.check_compatibility(teacher, "layers:3")
+    assert "**3 layer pairs**" in app.layer_map_if_known(teacher, "layers:3", "auto")
+    bad_student = app.layer_map_markdown(teacher, "layers:99", "auto")
+    assert bad_student.startswith("**Error:**") and "more layers than the teacher has" in bad_student
+
+
 def test_run_session_streams_progress_and_ends_with_summary(finished_session):
     user, outputs, runs = finished_session
     statuses = [o[STATUS] for o in outputs]
@@ -120,6 +222,20 @@ def test_run_session_stop_saves_the_student(tiny_teacher_dir, monkeypatch):
     ({"steps": "abc"}, "steps must be an int, got 'abc'"),
     ({"learning_rate": None}, "learning_rate is empty: enter a number"),
     ({"kd_weight": 1.5}, "kd_weight must be between 0 and 1"),
+    ({"divergence": "bogus"}, "divergence must be one of forward_kl"),
+    ({"jsd_beta": 1.0}, "jsd_beta must be strictly between 0 and 1"),
+    ({"skew_alpha": -0.1}, "skew_alpha must be in [0, 1)"),
+    ({"top_k": "abc"}, "top_k must be an int, got 'abc'"),
+    ({"top_k": 2.5}, "top_k must be an int, got 2.5"),
+    ({"teacher_cache": True, "top_k": 0}, "teacher_cache needs top_k > 0"),
+    ({"attention_weight": -1}, "attention_weight must be a non-negative finite number"),
+    ({"attention_loss": "l2"}, "attention_loss must be one of kl, mse"),
+    ({"hidden_loss": "l1"}, "hidden_loss must be one of mse, cosine"),
+    ({"warmup_steps": -2}, "warmup_steps must be a non-negative integer"),
+    ({"seed": None}, "seed is empty: enter a number"),
+    ({"freeze_layers": "x"}, "freeze_layers must be an int"),
+    ({"preset": "nope"}, "unknown preset 'nope'"),
+    ({"layer_map": "0:0,bad"}, "layer_map '0:0,bad': expected auto, kept, uniform, last or pairs"),
     ({"pasted": "   "}, "pasted text is empty"),
     ({"corpus_choice": app.CORPUS_UPLOAD}, "no file uploaded"),
     ({"student": "layers:99"}, "more layers than the teacher has"),
@@ -132,6 +248,14 @@ def test_run_session_bad_input_shows_message(tiny_teacher_dir, runs_in_tmp, chan
     assert not runs_in_tmp.exists() or not any(runs_in_tmp.iterdir())  # a failed start leaves no run folder
 
 
+def test_run_session_checked_pair_rejects_a_bad_layer_map_at_once(tiny_teacher_dir, runs_in_tmp):
+    app.check_compatibility(str(tiny_teacher_dir), "layers:1")
+    outputs = drain(app.run_distillation(**ui_values(tiny_teacher_dir, layer_map="0:9"), user=app.UserSession()))
+    assert len(outputs) == 1  # no session was started
+    assert outputs[0][STATUS].startswith("**Error:**") and "the teacher has layers 0..3" in outputs[0][STATUS]
+    assert not runs_in_tmp.exists() or not any(runs_in_tmp.iterdir())
+
+
 @pytest.mark.parametrize("content, expected", [(b"", "is empty"), (b"\x00\x01binary\x00", "looks binary")])
 def test_run_session_bad_upload_shows_message(tiny_teacher_dir, tmp_path, content, expected):
     upload = tmp_path / "corpus.txt"
@@ -139,6 +263,163 @@ def test_run_session_bad_upload_shows_message(tiny_teacher_dir, tmp_path, conten
     values = ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_UPLOAD, upload=str(upload))
     final = drain(app.run_distillation(**values, user=app.UserSession()))[-1]
     assert final[STATUS].startswith("**Error:**") and expected in final[STATUS]
+
+
+# ---- Student size ----------------------------------------------------------------------------
+
+SWEEP_STATUS, SWEEP_PLOT, SWEEP_TABLE, SWEEP_BTN, SWEEP_STOP_BTN = range(5)
+
+
+def sweep_row(spec: str, i: int) -> dict:
+    return {"spec": spec, "params": (i + 1) * 1_000_000, "ppl_before": 900.0 / (i + 1), "ppl": 300.0 / (i + 1),
+            "top1_agreement": 0.1 * (i + 1), "kl_to_teacher": 2.0 / (i + 1), "tokens_per_s": 50.0 / (i + 1),
+            "teacher_params": 5_000_000, "teacher_ppl": 80.0, "teacher_tokens_per_s": 10.0, "wall_s": 3.0,
+            "error": None}
+
+
+@pytest.fixture()
+def fake_sweep(monkeypatch):
+    """distill_core.sweep.student_sweep replaced by a generator that follows its contract: each student's
+    session events, then a `row` event; students.json rewritten after each row; stops between students."""
+    calls: dict = {}
+
+    def student_sweep(config, specs, out_dir, stop=None):
+        calls.update(config=config, specs=list(specs), out_dir=Path(out_dir), stop=stop)
+        rows = []
+        yield {"kind": "teacher", "message": "teacher: 5.0 M parameters, held-out ppl 80.00, 10.0 tokens/s"}
+        for i, spec in enumerate(specs):
+            yield {"kind": "status", "message": f"Building student {spec} …", "student": spec}
+            for step in (1, 2):
+                yield {"kind": "step", "step": step, "steps": 2, "loss": 3.0 - step, "tokens_per_s": 100.0,
+                       "eta_s": 1.0, "student": spec}
+            yield {"kind": "done", "message": "done", "summary": {}, "student": spec}
+            rows.append(sweep_row(spec, i))
+            (Path(out_dir) / "students.json").write_text(json.dumps(rows))
+            yield {"kind": "row", "row": rows[-1], "student": spec}
+            if stop is not None and stop.is_set():
+                return
+
+    import distill_core.sweep as module
+
+    monkeypatch.setattr(module, "student_sweep", student_sweep)
+    return calls
+
+
+def sweep_values(teacher_dir: Path, specs="layers:1, layers:2", **changes):
+    values = ui_values(teacher_dir, **changes)
+    values.pop("student")
+    return {"specs": specs, **values}
+
+
+def test_size_sweep_streams_rows_into_the_figure_and_table(tiny_teacher_dir, fake_sweep, runs_in_tmp):
+    user = app.UserSession()
+    outputs = drain(app.run_size_sweep(**sweep_values(tiny_teacher_dir, top_k=8), user=user))
+    assert outputs[0][SWEEP_STATUS].startswith("**Student 1/2 `layers:1`**")
+    assert outputs[0][SWEEP_BTN]["interactive"] is False and outputs[0][SWEEP_STOP_BTN]["interactive"] is True
+    # the engine got the Distill tab's recipe, the parsed specs, a fresh run folder and this user's stop flag
+    assert fake_sweep["specs"] == ["layers:1", "layers:2"] and fake_sweep["config"].top_k == 8
+    assert fake_sweep["config"].teacher == str(tiny_teacher_dir) and fake_sweep["stop"] is user.stop
+    assert fake_sweep["out_dir"].parent == runs_in_tmp
+    # the figure fills in row by row
+    figures = [o[SWEEP_PLOT] for o in outputs if isinstance(o[SWEEP_PLOT], go.Figure)]
+    after_counts = [len(next((t.x for t in f.data if t.name == "student after distillation"), [])) for f in figures]
+    assert after_counts == [0, 1, 2, 2]
+    assert any("Student 2/2 `layers:2`" in o[SWEEP_STATUS] and "step 2/2" in o[SWEEP_STATUS] for o in outputs)
+    final = outputs[-1]
+    assert final[SWEEP_STATUS].startswith("**Done:** 2/2 students.") and "students.json" in final[SWEEP_STATUS]
+    assert "Teacher: 5.0 M parameters" in final[SWEEP_STATUS]
+    assert "`layers:2`: 2.0 M, held-out perplexity 450.0 → **150.0**" in final[SWEEP_STATUS]
+    table = final[SWEEP_TABLE]
+    assert [row[0] for row in table] == ["teacher", "layers:1", "layers:2"]
+    assert len(table[0]) == len(app.SWEEP_TABLE_HEADERS) and table[2][3] == "150.00"
+    assert final[SWEEP_BTN]["interactive"] is True and final[SWEEP_STOP_BTN]["interactive"] is False
+
+
+def test_size_sweep_stop_ends_after_the_current_student(tiny_teacher_dir, fake_sweep):
+    user = app.UserSession()
+    outputs = []
+    for output in app.run_size_sweep(**sweep_values(tiny_teacher_dir, specs="layers:1\nlayers:2\nlayers:3"),
+                                     user=user):
+        outputs.append(output)
+        if "`layers:1`: " in output[SWEEP_STATUS] and not user.stop.is_set():
+            app.request_stop(user)
+    final = outputs[-1]
+    assert final[SWEEP_STATUS].startswith("**Stopped** after 1/3 students.")
+    assert [row[0] for row in final[SWEEP_TABLE]] == ["teacher", "layers:1"]
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"specs": " , "}, "the student list is empty"),
+    ({"kd_weight": 2}, "kd_weight must be between 0 and 1"),
+    ({"preset": "nope"}, "unknown preset"),
+])
+def test_size_sweep_bad_input_shows_message(tiny_teacher_dir, fake_sweep, runs_in_tmp, changes, expected):
+    final = drain(app.run_size_sweep(**sweep_values(tiny_teacher_dir, **changes), user=app.UserSession()))[-1]
+    assert final[SWEEP_STATUS].startswith("**Error:**") and expected in final[SWEEP_STATUS]
+    assert final[SWEEP_BTN]["interactive"] is True and not fake_sweep
+    assert not runs_in_tmp.exists() or not any(runs_in_tmp.iterdir())
+
+
+def test_size_sweep_engine_error_keeps_the_app_up(tiny_teacher_dir, monkeypatch, fake_sweep, runs_in_tmp):
+    import distill_core.sweep as module
+
+    def failing(config, specs, out_dir, stop=None):
+        yield {"kind": "status", "message": "Loading teacher …"}
+        raise DistillError("teacher exploded")
+
+    monkeypatch.setattr(module, "student_sweep", failing)
+    final = drain(app.run_size_sweep(**sweep_values(tiny_teacher_dir), user=app.UserSession()))[-1]
+    assert final[SWEEP_STATUS].startswith("**Error:** teacher exploded")
+    assert not any(runs_in_tmp.iterdir())  # nothing finished: the run folder is removed
+
+
+def test_size_sweep_with_the_engine_on_the_tiny_teacher(tiny_teacher_dir, runs_in_tmp):
+    """The real distill_core.sweep.student_sweep behind the handler: two seconds-long students."""
+    values = sweep_values(tiny_teacher_dir, specs="layers:1, layers:2", steps=2)
+    outputs = drain(app.run_size_sweep(**values, user=app.UserSession()))
+    final = outputs[-1]
+    assert final[SWEEP_STATUS].startswith("**Done:** 2/2 students."), final[SWEEP_STATUS]
+    assert any("`layers:2`**" in o[SWEEP_STATUS] and "step " in o[SWEEP_STATUS] for o in outputs)
+    assert [row[0] for row in final[SWEEP_TABLE]] == ["teacher", "layers:1", "layers:2"]
+    after = next(t for t in final[SWEEP_PLOT].data if t.name == "student after distillation")
+    assert len(after.x) == 2 and after.x[0] < after.x[1]  # one layer fewer, fewer parameters
+    (run_dir,) = runs_in_tmp.iterdir()
+    rows = json.loads((run_dir / "students.json").read_text())
+    assert [row["spec"] for row in rows] == ["layers:1", "layers:2"] and all(row["error"] is None for row in rows)
+
+
+@pytest.mark.parametrize("text, specs", [
+    ("layers:10, layers:15, layers:20", ["layers:10", "layers:15", "layers:20"]),
+    ("layers:0,5,9; layers:3", ["layers:0,5,9", "layers:3"]),
+    ("fresh:layers=4,hidden=256,heads=4\nlayers:2\n\n", ["fresh:layers=4,hidden=256,heads=4", "layers:2"]),
+    ("layers:2, layers:2", ["layers:2"]),
+])
+def test_parse_specs(text, specs):
+    assert app.parse_specs(text) == specs
+
+
+def test_load_students_json_plots_it(tmp_path):
+    path = tmp_path / "students.json"
+    path.write_text(json.dumps([sweep_row("layers:1", 0), {**sweep_row("layers:9", 1), "ppl": None,
+                                                           "error": "more layers than the teacher has"}]))
+    note, fig, table = app.load_size_rows(str(path))
+    assert note.startswith("Loaded 2 students") and "**failed:** more layers than the teacher has" in note
+    assert [t.name for t in fig.data if t.name == "teacher"] == ["teacher"]
+    assert [row[0] for row in table] == ["teacher", "layers:1", "layers:9"]
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("{not json", "is not a readable JSON file"),
+    ('{"spec": "layers:1"}', "must hold a list of rows"),
+    (None, "no file"),
+])
+def test_load_students_json_bad_file(tmp_path, content, expected):
+    path = None
+    if content is not None:
+        path = tmp_path / "students.json"
+        path.write_text(content)
+    note, fig, table = app.load_size_rows(str(path) if path else None)
+    assert note.startswith("**Error:**") and expected in note
 
 
 # ---- Dark knowledge --------------------------------------------------------------------------

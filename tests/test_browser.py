@@ -13,12 +13,14 @@ import pytest
 
 import app
 from tests.conftest import SAMPLE_TEXT
+from tests.test_app import fake_sweep  # noqa: F401  (a fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
-API_NAMES = {"/compatibility", "/run_session", "/stop", "/dark_knowledge"}
+API_NAMES = {"/compatibility", "/preset", "/layer_map", "/run_session", "/stop", "/size_sweep", "/size_plot",
+             "/dark_knowledge"}
 
 if not Path(CHROMIUM).is_file() and os.environ.get("CI"):
     pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run installs it", pytrace=False)
@@ -79,8 +81,15 @@ def test_api_names_are_stable(server_url):
     from gradio_client import Client
 
     client = Client(server_url, verbose=False)
-    assert API_NAMES <= set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert API_NAMES <= set(endpoints)
     assert client.predict(api_name="/stop").startswith("**Stop requested:**")
+    # run_session takes the pair, the preset and every knob by name (the State is not part of the API)
+    names = [p["parameter_name"] for p in endpoints["/run_session"]["parameters"]]
+    assert names == ["teacher", "student", "preset", *app.KNOBS, "corpus_choice", "upload", "pasted"]
+    values = client.predict("hinton", api_name="/preset")
+    assert dict(zip(app.KNOBS, values)) == dict(zip(app.KNOBS, app.apply_preset("hinton")))
+    assert values[-1].startswith("**hinton:**")
 
 
 def test_setup_distill_and_dark_knowledge_in_browser(page, tiny_teacher_dir):
@@ -93,9 +102,19 @@ def test_setup_distill_and_dark_knowledge_in_browser(page, tiny_teacher_dir):
     assert "layers:1" in report.inner_text()
     page.screenshot(path=str(SHOTS / "1-setup.png"), full_page=True)
 
-    # Distill: a 3-step session on pasted text
+    # Distill: the checked pair's layer map; a preset fills the knobs; a 3-step session on pasted text
     page.get_by_role("tab", name="Distill").click()
     assert "layers:1" in page.locator("#pair-note").inner_text()  # the pair picked in Setup
+    page.locator("#layer-map-pairs").get_by_text("1 layer pair").wait_for(timeout=30_000)
+    set_dropdown(page, "layer-map", "0:7")
+    page.locator("#layer-map-pairs").get_by_text("the teacher has layers 0..3").wait_for(timeout=30_000)
+    set_dropdown(page, "layer-map", "last")
+    page.locator("#layer-map-pairs").get_by_text("1 layer pair").wait_for(timeout=30_000)
+    page.locator("#preset input").click()
+    page.get_by_role("option", name="dark-knowledge-topk", exact=True).click()
+    page.locator("#preset-note").get_by_text("top-64").wait_for(timeout=30_000)
+    assert page.locator("#top-k input").input_value() == "64"
+    page.screenshot(path=str(SHOTS / "2-distill-knobs.png"), full_page=True)
     for elem_id, value in (("steps", "3"), ("batch-size", "4"), ("seq-len", "32")):
         page.locator(f"#{elem_id} input").fill(value)
     page.get_by_label(app.CORPUS_PASTE).check()
@@ -118,3 +137,17 @@ def test_setup_distill_and_dark_knowledge_in_browser(page, tiny_teacher_dir):
     assert len(plot_traces(page, "kl-plot")) == 1
     assert page.locator("#probe-tokens code").count() >= 3
     page.screenshot(path=str(SHOTS / "3-dark-knowledge.png"), full_page=True)
+
+
+def test_student_size_in_browser(page, fake_sweep):
+    """The Student size tab on the sweep's contract (a fake engine): the plot and the table fill in."""
+    page.get_by_role("tab", name="Student size").click()
+    page.locator("#sweep-specs textarea").fill("layers:1, layers:2, layers:3")
+    page.locator("#sweep-btn").click()
+    status = page.locator("#sweep-status")
+    status.get_by_text("Done: 3/3 students").wait_for(timeout=60_000)
+    assert fake_sweep["specs"] == ["layers:1", "layers:2", "layers:3"]
+    assert plot_traces(page, "size-plot") == ["before → after", "student before distillation",
+                                               "student after distillation", "teacher"]
+    assert "layers:3" in page.locator("#size-table").inner_text()
+    page.screenshot(path=str(SHOTS / "4-student-size.png"), full_page=True)

@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from visuals import display_token, kl_strip, loss_curves, next_token_bars
+from visuals import display_token, kl_strip, loss_curves, next_token_bars, size_quality_figure
 
 HISTORY = [
     {"kind": "step", "step": 1, "loss": 5.0, "kd_loss": 3.0, "ce_loss": 6.0, "lr": 1e-4,
@@ -158,3 +158,71 @@ def test_kl_strip_all_nan_and_mismatch() -> None:
     assert fig.data[0].zmax == 1.0
     with pytest.raises(ValueError):
         kl_strip(["x", "y"], {"student": [0.1]})
+
+
+# --- size_quality_figure -------------------------------------------------------------------
+
+TEACHER_ROW = {"teacher_params": 134_515_008, "teacher_ppl": 63.7, "teacher_tokens_per_s": 10.2}
+SIZE_ROWS = [
+    {"spec": "layers:10", "params": 56_000_000, "ppl_before": 25_000.0, "ppl": 410.0, "top1_agreement": 0.2,
+     "kl_to_teacher": 2.5, "tokens_per_s": 25.0, "wall_s": 100.0, "error": None, **TEACHER_ROW},
+    {"spec": "layers:15", "params": 78_000_000, "ppl_before": 2_400.0, "ppl": 190.0, "top1_agreement": 0.3,
+     "kl_to_teacher": 1.6, "tokens_per_s": 17.5, "wall_s": 120.0, "error": None, **TEACHER_ROW},
+    {"spec": "layers:20", "params": 99_100_000, "ppl_before": 327.2, "ppl": 121.1, "top1_agreement": 0.44,
+     "kl_to_teacher": 1.07, "tokens_per_s": 12.0, "wall_s": 150.0, "error": None, **TEACHER_ROW},
+]
+
+
+def _trace(fig: go.Figure, name: str):
+    return next(t for t in fig.data if t.name == name)
+
+
+def test_size_quality_one_point_per_student_plus_teacher() -> None:
+    fig = size_quality_figure(SIZE_ROWS)
+    after = _trace(fig, "student after distillation")
+    assert list(after.x) == pytest.approx([56.0, 78.0, 99.1]) and list(after.y) == [410.0, 190.0, 121.1]
+    before = _trace(fig, "student before distillation")
+    assert list(before.y) == [25_000.0, 2_400.0, 327.2] and before.opacity < 1  # faded
+    teacher = _trace(fig, "teacher")
+    assert list(teacher.x) == pytest.approx([134.515008]) and list(teacher.y) == [63.7]
+    assert teacher.marker.symbol == "star" and teacher.marker.color != after.marker.color
+    # one dotted segment per student joins its before and after markers (None separates them)
+    joins = _trace(fig, "before → after")
+    assert [y for y in joins.y if y is not None] == [25_000.0, 410.0, 2_400.0, 190.0, 327.2, 121.1]
+    assert len(fig.data) == 4
+
+
+def test_size_quality_labels_axes_and_title() -> None:
+    fig = size_quality_figure(SIZE_ROWS)
+    after = _trace(fig, "student after distillation")
+    assert "text" in after.mode
+    assert after.text[0] == "layers:10<br>25.0 tok/s" and after.text[2] == "layers:20<br>12.0 tok/s"
+    assert "10.2 tok/s" in _trace(fig, "teacher").text[0]
+    assert fig.layout.xaxis.title.text == "parameters (millions)"
+    assert "perplexity" in fig.layout.yaxis.title.text
+    assert fig.layout.title.text == "Size vs quality"
+
+
+def test_size_quality_log_axis_only_for_a_wide_range() -> None:
+    assert size_quality_figure(SIZE_ROWS).layout.yaxis.type == "log"  # 63.7 .. 25000
+    narrow = [dict(row, ppl_before=row["ppl"] * 1.5) for row in SIZE_ROWS[1:]]  # 63.7 .. 285
+    fig = size_quality_figure(narrow)
+    assert fig.layout.yaxis.type == "linear" and "log" not in fig.layout.yaxis.title.text
+
+
+def test_size_quality_failed_and_partial_rows() -> None:
+    failed = {"spec": "layers:99", "params": None, "ppl_before": None, "ppl": None, "tokens_per_s": None,
+              "error": "more layers than the teacher has", **TEACHER_ROW}
+    fig = size_quality_figure(SIZE_ROWS[:1] + [failed])
+    assert len(_trace(fig, "student after distillation").x) == 1
+    assert any("layers:99" in text for text in _annotation_texts(fig))
+    # a row without before-perplexity or speed still plots its after point
+    fig = size_quality_figure([dict(SIZE_ROWS[0], ppl_before=None, tokens_per_s=None)])
+    assert [t.name for t in fig.data] == ["student after distillation", "teacher"]
+    assert fig.data[0].text[0] == "layers:10<br>— tok/s"
+
+
+def test_size_quality_empty() -> None:
+    fig = size_quality_figure([])
+    assert len(fig.data) == 0
+    assert "No students yet — press Compare sizes" in _annotation_texts(fig)
