@@ -145,3 +145,51 @@ def generate(model: Any, tokenizer: Any, prompt: str, new_tokens: int = 40, samp
     new = out[0, enc["input_ids"].shape[1]:]
     return {"text": tokenizer.decode(new, skip_special_tokens=True), "new_tokens": int(new.shape[0]),
             "tokens_per_s": int(new.shape[0]) / elapsed if elapsed > 0 else float("nan")}
+
+
+def size_on_disk(model: Any) -> int:
+    """Bytes of the model's weights as saved (safetensors, fp32 here): parameters x bytes per
+    element, tied weights counted once."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def evaluate_models(teacher: Any, students: dict[str, Any], tokenizer: Any, blocks: Blocks,
+                    speed: bool = True, speed_tokens: int = 32) -> dict[str, dict[str, Any]]:
+    """The Evaluation tab's table: the teacher and each student (e.g. before / after) on the same
+    held-out blocks: perplexity, top-1 agreement and KL to the teacher, parameters, weight size and
+    greedy tokens/s, all measured in this call."""
+    reference = teacher_reference(teacher, blocks)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, model in students.items():
+        result = compare(teacher, model, blocks, reference=reference)
+        rows.setdefault("teacher", {"ppl": result["teacher_ppl"], "top1_agreement": 1.0, "kl_to_teacher": 0.0,
+                                    "params": count_parameters(teacher), "size_bytes": size_on_disk(teacher)})
+        rows[name] = {"ppl": result["student_ppl"], "top1_agreement": result["top1_agreement"],
+                      "kl_to_teacher": result["kl_to_teacher"], "params": count_parameters(model),
+                      "size_bytes": size_on_disk(model)}
+    if speed:
+        models = {"teacher": teacher, **students}
+        for name, model in models.items():
+            rows[name]["tokens_per_s"] = generation_speed(model, tokenizer, new_tokens=speed_tokens)
+    return rows
+
+
+def trade_sentence(rows: dict[str, dict[str, Any]], student: str) -> str:
+    """One sentence stating the trade, from measured figures only: perplexity kept (teacher ppl /
+    student ppl), speed-up and parameter reduction."""
+    teacher, row = rows["teacher"], rows[student]
+    kept = teacher["ppl"] / row["ppl"] if row["ppl"] > 0 else float("nan")
+    parts = [f"The {student} keeps {kept:.0%} of the teacher's quality (held-out perplexity "
+             f"{row['ppl']:.1f} vs {teacher['ppl']:.1f}, agreeing with its top-1 choice {row['top1_agreement']:.0%} of the time)"]
+    if "tokens_per_s" in row and teacher.get("tokens_per_s"):
+        parts.append(f"at {row['tokens_per_s'] / teacher['tokens_per_s']:.2f}x the teacher's generation speed")
+    parts.append(f"with {teacher['params'] / row['params']:.2f}x fewer parameters "
+                 f"({row['params'] / 1e6:.1f} M vs {teacher['params'] / 1e6:.1f} M)")
+    return ", ".join(parts[:-1]) + " and " + parts[-1] + "."

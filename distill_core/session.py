@@ -145,6 +145,27 @@ def _teacher_for_student(config: DistillConfig, teacher: TeacherHandle) -> Loade
     return LoadedModel(weights, teacher.tokenizer, config.teacher, resolved.source)
 
 
+class PairSimilarity:
+    """Linear CKA of each mapped (student, teacher) layer pair on the first held-out block, for the
+    probe snapshots: how the student's representations move toward the teacher's during training.
+    The teacher's hidden states are computed once."""
+
+    def __init__(self, teacher: LoadedModel, blocks: Blocks, layer_pairs: list[tuple[int, int]], skip_first: bool = True):
+        self.ids, self.mask = blocks.input_ids[:1], blocks.attention_mask[:1]
+        # among the real tokens, which count: the first token's massive activations dominate CKA
+        # (see probes.similarity_probe), so it is left out
+        self.keep = torch.ones(int(self.mask.sum()), dtype=torch.bool)
+        self.keep[0] = not skip_first
+        self.pairs = layer_pairs
+        states = probes.hidden_states(teacher.model, self.ids, self.mask)
+        self.teacher = {t: states[t][self.keep] for _, t in layer_pairs}
+
+    def measure(self, student: LoadedModel) -> dict[str, Any]:
+        states = probes.hidden_states(student.model, self.ids, self.mask)
+        return {"layer_pairs": [list(p) for p in self.pairs],
+                "pair_cka": [probes.linear_cka(states[s][self.keep], self.teacher[t]) for s, t in self.pairs]}
+
+
 def _teacher_num_layers(resolved: ResolvedModel) -> int:
     from transformers import AutoConfig
 
@@ -254,6 +275,18 @@ def run_session(
                                    calibration=docs, calibration_source=corpus_source)
         student.model.to(device)
         probe_teacher = teacher.loaded if teacher.loaded is not None else cached.as_teacher(tokenizer, config.teacher)
+        n_teacher_layers = (teacher.loaded.model.config.num_hidden_layers if teacher.loaded is not None
+                            else _teacher_num_layers(teacher.resolve()))
+        layer_pairs = resolve_layer_map(config.layer_map, student.model.config.num_hidden_layers,
+                                        n_teacher_layers, student.layers_kept)
+        tracker = PairSimilarity(teacher.loaded, eval_blocks, layer_pairs) if teacher.loaded is not None else None
+
+        def snapshot(step: int) -> dict[str, Any]:
+            """A probe event: the dark-knowledge snapshot, plus the CKA of the mapped layer pairs."""
+            event = probes.next_token_snapshot(probe_teacher, student, config.probe_text, config.temperature)
+            if tracker is not None:
+                event.update(tracker.measure(student))
+            return emit("probe", step=step, **event)
 
         yield emit("status", message="Evaluating the student before distillation …")
         student_params = count_parameters(student.model)
@@ -265,13 +298,9 @@ def run_session(
         val_blocks = val_blocks.select(slice(0, MAX_VAL_BLOCKS))
         before = compare(None, student.model, eval_blocks, reference=reference)
         yield emit("eval", step=0, **_periodic_eval(student, eval_blocks, val_blocks, before))
-        yield emit("probe", step=0, **probes.next_token_snapshot(probe_teacher, student, config.probe_text, config.temperature))
+        yield snapshot(0)
 
         trainable = _prepare_trainable(student, config)
-        n_teacher_layers = (teacher.loaded.model.config.num_hidden_layers if teacher.loaded is not None
-                            else _teacher_num_layers(teacher.resolve()))
-        layer_pairs = resolve_layer_map(config.layer_map, student.model.config.num_hidden_layers,
-                                        n_teacher_layers, student.layers_kept)
         projection = None
         if config.hidden_weight > 0:
             projection = FitNetsProjection(len(layer_pairs), student.model.config.hidden_size,
@@ -329,13 +358,13 @@ def run_session(
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
                 yield emit("eval", step=step, **_periodic_eval(student, eval_blocks, val_blocks))
             if config.probe_every and step % config.probe_every == 0 and step < config.steps:
-                yield emit("probe", step=step, **probes.next_token_snapshot(probe_teacher, student, config.probe_text, config.temperature))
+                yield snapshot(step)
 
         student.model.eval()
         yield emit("status", message="Evaluating the student after distillation …")
         after = compare(None, student.model, eval_blocks, reference=reference)
         yield emit("eval", step=step, **_periodic_eval(student, eval_blocks, val_blocks, after))
-        yield emit("probe", step=step, **probes.next_token_snapshot(probe_teacher, student, config.probe_text, config.temperature))
+        yield snapshot(step)
         stopped = step < config.steps
         summary = {
             "teacher_spec": config.teacher,
