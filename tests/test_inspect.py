@@ -20,15 +20,16 @@ def test_cka_of_a_representation_with_itself_is_one():
 
 def test_cka_is_invariant_to_orthogonal_transforms_and_isotropic_scaling():
     g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(50, 12, generator=g), torch.randn(50, 20, generator=g)
+    x = torch.randn(50, 12, generator=g, dtype=torch.float64)
+    y = torch.randn(50, 20, generator=g, dtype=torch.float64)
     q, _ = torch.linalg.qr(torch.randn(12, 12, generator=g, dtype=torch.float64))
     base = linear_cka(x, y)
     assert 0 < base < 1
-    assert linear_cka(x.double() @ q, y) == pytest.approx(base, rel=1e-10)
+    assert linear_cka(x @ q, y) == pytest.approx(base, rel=1e-10)
     assert linear_cka(x * 7.5, y) == pytest.approx(base, rel=1e-10)
     assert linear_cka(x, 0.01 * y) == pytest.approx(base, rel=1e-10)
     # not invariant to an arbitrary (non-orthogonal) linear map
-    a = torch.randn(12, 12, generator=g) + 3 * torch.eye(12)
+    a = torch.randn(12, 12, generator=g, dtype=torch.float64) + 3 * torch.eye(12, dtype=torch.float64)
     a[:, 0] *= 50
     assert linear_cka(x @ a, y) != pytest.approx(base, rel=1e-3)
 

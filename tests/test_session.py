@@ -165,3 +165,14 @@ def test_attention_transfer_session(tiny_config, tmp_path):
     steps = [e for e in events if e["kind"] == "step"]
     assert events[-1]["kind"] == "done" and all("attention_loss" in e for e in steps)
     assert sum(e["attention_loss"] for e in steps[-3:]) < sum(e["attention_loss"] for e in steps[:3])
+
+
+def test_probe_snapshots_track_cka_of_the_mapped_pairs(tiny_config, tmp_path):
+    events = run_all(tiny_config.with_overrides({"steps": 3, "probe_every": 1}), tmp_path)
+    probes = [e for e in events if e["kind"] == "probe"]
+    assert [e["step"] for e in probes] == [0, 1, 2, 3]
+    assert probes[0]["layer_pairs"] == [[0, 0], [1, 3]]  # layers:2 keeps teacher layers 0 and 3
+    # before training, student layer 0 is teacher layer 0 on the same input: CKA 1
+    assert probes[0]["pair_cka"][0] == pytest.approx(1.0, abs=1e-6)
+    assert all(0.0 <= v <= 1.0 + 1e-9 for e in probes for v in e["pair_cka"])
+    assert probes[-1]["pair_cka"] != probes[0]["pair_cka"]  # training moved the representations
