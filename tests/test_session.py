@@ -176,3 +176,28 @@ def test_probe_snapshots_track_cka_of_the_mapped_pairs(tiny_config, tmp_path):
     assert probes[0]["pair_cka"][0] == pytest.approx(1.0, abs=1e-6)
     assert all(0.0 <= v <= 1.0 + 1e-9 for e in probes for v in e["pair_cka"])
     assert probes[-1]["pair_cka"] != probes[0]["pair_cka"]  # training moved the representations
+
+
+def test_any_pair_with_the_same_tokenizer_distils_with_every_technique(tiny_config, tiny_teacher_dir, tmp_path):
+    """A separately saved student of another width and head count (not derived from the teacher):
+    soft targets, attention transfer (head-averaged maps: 2 vs 4 heads) and FitNets (32 -> 64 wide)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(1)
+    student_dir = tmp_path / "other_student"
+    LlamaForCausalLM(config).save_pretrained(student_dir)
+    tokenizer.save_pretrained(student_dir)
+    run = tiny_config.with_overrides({"student": str(student_dir), "steps": 6, "attention_weight": 0.5,
+                                      "hidden_weight": 0.5, "hidden_loss": "cosine", "layer_map": "uniform"})
+    events = run_all(run, tmp_path / "run")
+    assert events[-1]["kind"] == "done", events[-1]
+    summary = events[-1]["summary"]
+    assert summary["layer_map"] == [[0, 1], [1, 3]]  # uniform: student layers spread over the teacher's 4
+    steps = [e for e in events if e["kind"] == "step"]
+    assert {"kd_loss", "attention_loss", "fitnets_loss"} <= set(steps[0])
+    assert summary["after"]["kl_to_teacher"] < summary["before"]["kl_to_teacher"]
+    assert (tmp_path / "run" / "fitnets_projection.safetensors").is_file()
