@@ -4,7 +4,7 @@
     python app.py     # serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
 
 API names (gradio_client): compatibility, preset, layer_map, run_session, stop, size_sweep, size_plot,
-dark_knowledge.
+dark_knowledge, attention, similarity, evaluate, generate, export.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import gradio as gr
 
 import visuals
 from distill_core import probes
-from distill_core.checkpoints import compatibility_report, load_student, load_teacher
+from distill_core.checkpoints import LoadedModel, compatibility_report, load_student, load_teacher
 from distill_core.config import DistillConfig, field_help
 from distill_core.data import check_text
 from distill_core.errors import DistillError, first_line
@@ -74,7 +74,125 @@ or a local `.gguf` file. A *student* is any teacher spec with the same tokenizer
 - `layers:0,5,9`: exactly these teacher layers (0-based);
 - `fresh:layers=L,hidden=H,heads=A`: a randomly initialised model of the teacher's family and tokenizer.
 
-Type your own spec in either box. The pair you pick here is used by the **Distill** and **Dark knowledge** tabs.
+Type your own spec in either box. The pair you pick here is used by every other tab.
+"""
+
+
+FIGURE_TIP = ("To save a figure, hover over it and click the camera icon (*Download plot as a PNG*) in its "
+              "top-right toolbar.")
+
+LEARN_SETUP = """\
+**Knowledge distillation** trains a small *student* model to imitate a large *teacher*: instead of learning only
+from the right answers in a text, it learns from the teacher's predictions, which say much more. Here the student
+is usually made *from* the teacher by keeping some of its layers (with their weights: a head start, as in
+DistilBERT), so the two share a tokenizer and can be compared token by token. **Check compatibility** shows what
+the pair shares (the vocabulary must be the same for soft targets) and how much smaller the student is.
+"""
+
+LEARN_DISTILL = f"""\
+**What happens in a session.** At every step the teacher and the student read the same batch of text. The
+student's loss mixes two things: matching the teacher's whole next-token distribution (*soft targets*, weight α,
+Hinton et al. 2015) and predicting the actual next token (*hard labels*, weight 1 − α). The *temperature* T
+divides both models' scores before the softmax: T > 1 flattens the distributions so that the small probabilities
+(the teacher's opinion of the wrong answers) weigh more. Optional extras match intermediate layers: attention maps
+(attention transfer) and hidden states through a learned projection (FitNets hints).
+
+**What to look for.** On the right, the held-out perplexity (text the student never trains on) should fall toward
+the teacher's dotted line. If the validation perplexity on the training corpus keeps falling while the held-out one
+rises, the student is memorising its corpus (over-fitting). The probe snapshot shows the student's next-token
+distribution moving toward the teacher's. A good run: the loss falls smoothly and the gap to the teacher shrinks;
+a bad one: the loss jumps or becomes NaN (learning rate too high) or nothing moves (too few steps).
+{FIGURE_TIP}
+"""
+
+LEARN_SIZES = f"""\
+**Size against quality.** Each student is distilled with the same recipe, so the only difference is its size.
+Points further down are better (lower perplexity), further left are smaller. The curve through them is the
+*trade-off frontier*: how much quality each removed layer costs. The faded markers are the same students before
+distillation: the vertical gap is what distillation bought. {FIGURE_TIP}
+"""
+
+LEARN_DARK = f"""\
+**Dark knowledge.** A language model does not just pick the next word: it gives *every* token in its vocabulary a
+probability. After "I ate an", a good teacher gives "apple" the most mass, "orange" some too, and "banana" almost
+none, not because bananas are not eaten but because "an banana" is ungrammatical. The text itself only says
+"apple"; the teacher's ranking of the *wrong* answers (orange far above banana) is knowledge the text does not
+contain. Hinton et al. (2015) called it *dark knowledge*; soft targets hand it to the student.
+
+**What to look for.**
+- *The bars:* after distillation the student's bars should take the teacher's shape (the same tokens, in the same
+  order), not merely its top token. ★ marks the token that actually comes next in the text.
+- *The temperature:* T > 1 divides the scores before the softmax, so the small probabilities grow and the wrong
+  answers become visible; T = 1 is the model's own distribution. The ranks never change with T, only how much of
+  the ranking shows. The view recomputes as you move the slider.
+- *The rank of the actual next token:* 1 means the model's first choice was right.
+- *The wrong-answer ranking:* one line per wrong answer, from the teacher's rank (left) to each student's. Flat lines
+  mean the student orders the wrong answers as the teacher does: it has learnt the dark knowledge. Crossing lines
+  mean it has not yet.
+- *The KL strip:* how far each student's distribution is from the teacher's at every position of the text (darker:
+  further). The "after" row should be paler than the "before" row.
+
+A good picture: the after-student's bars look like the teacher's, its lines are flat and its KL row is pale. A bad
+one: the student is confident about a token the teacher barely considers, or spreads its mass evenly over
+everything. {FIGURE_TIP}
+"""
+
+LEARN_ATTENTION = f"""\
+**Attention.** In every layer, each token (a *query*) looks back at the tokens before it (the *keys*) and takes a
+weighted mix of what they carry; a *head* is one such pattern, and a layer has several. Each row of a map is one
+query's weights, and they add up to 1. In "I ate an apple", a head may let the query "apple" attend to "ate":
+what the eater ate. Other heads just look at the previous token, or park their attention on the first token when
+there is nothing useful to look at (an *attention sink*). A language model reads left to right, so a token can
+never attend to a later one: the cells above the diagonal are masked (hatched).
+
+**How to read it.** Rows are the attending tokens, top to bottom in the order of the text; columns are the tokens
+attended to. A bright line just under the diagonal is a previous-token head; a bright first column is an attention
+sink. The *difference* map subtracts the teacher's weights from the student's: red where the student attends more,
+blue where it attends less, white where they agree. The *overview* shows every layer and head of each model by its
+entropy: dark cells (near 0) are sharp heads that look at one token, bright ones (near 1) spread evenly, so you
+can spot which layers hold the focused patterns before picking one.
+
+**Good and bad.** A layer of -1 picks the layer map's last pair (student:teacher): the layers attention transfer
+and FitNets match. At a mapped pair, a good student's map resembles the teacher's and the difference is mostly
+white; a poor one is diffuse where the teacher is sharp, or looks somewhere else entirely. A student built by
+keeping teacher layers starts with the teacher's weights in those layers, but its maps still differ once a layer
+below was dropped, because the input to the layer changed. {FIGURE_TIP}
+"""
+
+LEARN_SIMILARITY = f"""\
+**Hidden-state similarity.** Every layer turns each token into a vector, its *hidden state*. *Linear CKA*
+(centred kernel alignment, Kornblith et al. 2019) compares two layers by asking whether they arrange the same
+tokens in the same way: it compares the token-by-token similarity matrices of the two layers, so layers of
+different widths can be compared. It is 1 when one layer's states are a rotation (an orthogonal transform) and a
+uniform rescaling of the other's, and near 0 when they are unrelated.
+
+**How to read it.** Each heatmap has the teacher's layers up the side and the student's along the bottom; bright
+cells are similar layers. A student made by keeping teacher layers starts with a bright staircase where its layers
+come from; the boxes mark the mapped pairs (student:teacher) that FitNets hints and attention transfer train.
+After distillation the boxed cells should be at least as bright. With FitNets, the cosine similarity after its
+learned projection (Romero et al. 2015) says how closely the projected student states point the teacher's way
+(1: the same direction). The last plot follows the mapped pairs' CKA through the session's snapshots.
+
+**Caveats.** CKA can be dominated by a few outlier dimensions with very large activations (Davari et al. 2023,
+"Reliability of CKA as a Similarity Measure in Deep Learning"): a high value does not prove two layers agree
+everywhere, and one dimension can sink a value. Language models put such *massive activations* on the first
+token (Sun et al. 2024, "Massive Activations in Large Language Models"), so the first token is left out here. On a
+short text CKA is noisy: use 50 tokens or more. {FIGURE_TIP}
+"""
+
+LEARN_EVALUATE = """\
+**The numbers.** *Perplexity* is how surprised a model is by text it never saw (the exponential of the average
+negative log-likelihood per token): lower is better, and the teacher's is the target. *Top-1 agreement* is how
+often the model's most likely next token is the teacher's. *KL(teacher ‖ model)* measures how far its whole
+next-token distribution is from the teacher's, in nats per token (0: identical). *Parameters* and *size on disk*
+are what you save; *tokens/s* is how fast it writes (greedy, one sequence at a time). On small models the
+overhead of Hugging Face `generate` dominates, so the speed-up is smaller than the parameter ratio. The sentence
+states the trade with the figures measured just now: quality kept = teacher's perplexity / student's perplexity.
+
+**Generations.** *Greedy* always takes the most likely token (deterministic, and prone to repeating itself);
+*sampled* draws from the distribution (temperature 0.8, top-p 0.95) with the same seed for all three models, so
+the differences come from the models. Look for the untrained student's word salad turning into grammatical,
+on-topic text after distillation.
 """
 
 
@@ -124,12 +242,14 @@ def error_markdown(message: str) -> str:
 
 class UserSession:
     """Per-browser-session state, held in gr.State: the stop flag of this user's running session and
-    the last session it finished (for the Dark knowledge tab's "student (after)")."""
+    the last session it finished (the inspection tabs' "student (after)")."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
-        self.last_run: dict[str, str] | None = None  # out_dir, teacher, student
+        self.last_run: dict[str, Any] | None = None  # out_dir, teacher, student, probes (the session's probe events)
         self._trained: tuple[str, Any] | None = None  # (student dir, model) loaded for probing
+        self.attention: tuple[tuple, dict[str, Any]] | None = None  # (key, probe result): the last attention probe
+        self.export_dir: Path | None = None  # this user's last export (replaced by the next one)
 
     def __deepcopy__(self, memo: dict) -> "UserSession":
         # gr.State deep-copies its default for every browser session: give each one its own flag.
@@ -349,6 +469,7 @@ class RunView:
         self.last_step: dict[str, Any] | None = None
         self.first_probe: dict[str, Any] | None = None
         self.last_probe: dict[str, Any] | None = None
+        self.probes: list[dict[str, Any]] = []  # every probe event (the Similarity tab's CKA over the steps)
         self.final: dict[str, Any] | None = None
         self.failure: str | None = None
         self.stop_requested = False
@@ -366,6 +487,7 @@ class RunView:
         elif kind == "probe":
             self.first_probe = self.first_probe or event
             self.last_probe = event
+            self.probes.append(event)
         elif kind in ("done", "stopped", "error"):
             self.final = event
 
@@ -499,7 +621,8 @@ def run_distillation(teacher: str, student: str, preset: str | None,
         view.fail(one_line(exc))
 
     if (out_dir / "student").is_dir():
-        user.last_run = {"out_dir": str(out_dir), "teacher": config.teacher, "student": config.student}
+        user.last_run = {"out_dir": str(out_dir), "teacher": config.teacher, "student": config.student,
+                         "probes": view.probes}
     elif view.final is None:
         shutil.rmtree(out_dir, ignore_errors=True)  # failed before training: nothing worth keeping
     probe = gr.update(value=view.probe_figure(), visible=True) if view.last_probe else gr.skip()
@@ -711,24 +834,139 @@ def corpus_visibility(choice: str) -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------------------------------
-# Dark knowledge
+# Which models the inspection tabs compare
 # ---------------------------------------------------------------------------------------
+BEFORE = "student (before)"
+AFTER = "student (after)"
+NO_RUN_NOTE = ("No distillation session has run in this browser session yet: showing the teacher and the untrained "
+               "student only. The trained student, **student (after)**, appears here once a session in **Distill** "
+               "has finished.")
+
 _BEFORE_LOCK = threading.Lock()
-_BEFORE_CACHE: dict[tuple[str, str], Any] = {}  # one untrained student, shared by all users (read-only)
+_BEFORE_CACHE: dict[tuple[str, str, int], LoadedModel] = {}  # one untrained student, shared by all users (read-only)
 
 
-def untrained_student(teacher_spec: str, student_spec: str) -> Any:
-    """A freshly derived (or loaded) student for the pair, as a session starts from; cached for the last pair."""
-    key = (teacher_spec.strip(), student_spec.strip())
+def untrained_loaded(teacher_spec: str, student_spec: str, seed: int | None = None) -> LoadedModel:
+    """A freshly derived (or loaded) student for the pair, as a session starts from; cached for the last one."""
+    seed = quickstart_config().seed if seed is None else int(seed)
+    key = (teacher_spec.strip(), student_spec.strip(), seed)
     with _BEFORE_LOCK:
         if key not in _BEFORE_CACHE:
             teacher = load_teacher(teacher_spec)
-            student = load_student(student_spec, teacher, seed=quickstart_config().seed)
+            student = load_student(student_spec, teacher, seed=seed)
+            student.model.eval()
             _BEFORE_CACHE.clear()
-            _BEFORE_CACHE[key] = student.model
+            _BEFORE_CACHE[key] = student
         return _BEFORE_CACHE[key]
 
 
+def untrained_student(teacher_spec: str, student_spec: str) -> Any:
+    """The untrained student's model for the pair (see untrained_loaded)."""
+    return untrained_loaded(teacher_spec, student_spec).model
+
+
+def run_summary(out_dir: str | Path) -> dict[str, Any] | None:
+    """A run folder's summary.json, or None when there is none (or it cannot be read)."""
+    try:
+        return json.loads((Path(out_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_config(out_dir: str | Path) -> DistillConfig | None:
+    try:
+        return DistillConfig.from_yaml(Path(out_dir) / "config.yaml")
+    except (OSError, DistillError, ValueError, TypeError):
+        return None
+
+
+def initial_student_spec(summary: dict[str, Any] | None, student_spec: str) -> str:
+    """The spec that rebuilds the student a session started from (summary.json's `student_spec` and
+    `student_layers_kept`): a `layers:N` depth-rule spec as it is (the rule is fixed); another derived
+    student (e.g. `layers:N:angular`, chosen on the session's corpus) as its kept teacher layers, an explicit
+    `layers:i,j,k`, so that it comes back the same; else (a fresh or a saved model, or a single kept
+    layer, which has no explicit spec) the session's own spec."""
+    from distill_core.checkpoints import parse_derived_spec
+
+    summary = summary or {}
+    spec = summary.get("student_spec") or student_spec
+    kept = summary.get("student_layers_kept")
+    try:
+        kind, args = parse_derived_spec(spec)
+    except DistillError:
+        kind, args = "", {}
+    if kind == "layers" and args.get("rule") == "depth":
+        return spec
+    if isinstance(kept, list) and len(kept) >= 2 and all(isinstance(i, int) for i in kept):
+        return "layers:" + ",".join(str(i) for i in kept)
+    return spec
+
+
+class ModelSet:
+    """The teacher, the untrained student and (after a session of the same pair) the trained one, with
+    what the views need to know about them: the run, its config and layer map, and a note in words."""
+
+    def __init__(self, user: UserSession, teacher_spec: str, student_spec: str) -> None:
+        teacher_spec, student_spec = (teacher_spec or "").strip(), (student_spec or "").strip()
+        self.teacher = load_teacher(teacher_spec)
+        self.run: dict[str, Any] | None = None
+        self.summary: dict[str, Any] | None = None
+        self.after: Any = None
+        config = None
+        last = user.last_run
+        if last is None:
+            self.note = NO_RUN_NOTE
+        elif (last["teacher"].strip(), last["student"].strip()) != (teacher_spec, student_spec):
+            self.note = (f"The last session distilled `{last['teacher']}` → `{last['student']}`, not the pair picked in "
+                         "Setup; pick that pair to see the trained student.")
+        else:
+            self.run = last
+            self.summary = run_summary(last["out_dir"])
+            config = run_config(last["out_dir"])
+            self.after = user.trained_student()
+        self.before_spec = initial_student_spec(self.summary, student_spec) if self.run else student_spec
+        seed = config.seed if config is not None else quickstart_config().seed
+        self.before = untrained_loaded(teacher_spec, self.before_spec, seed)
+        if self.run is not None:
+            self.note = (f"Student (after) is the last session's student from `{shown_path(self.run['out_dir'])}`; "
+                         f"student (before) is the student it started from (`{self.before_spec}`).")
+        self.config = (config if config is not None
+                       else quickstart_config().with_overrides({"teacher": teacher_spec, "student": student_spec}))
+
+    @property
+    def students(self) -> dict[str, Any]:
+        students = {BEFORE: self.before.model}
+        if self.after is not None:
+            students[AFTER] = self.after
+        return students
+
+    @property
+    def out_dir(self) -> Path | None:
+        return Path(self.run["out_dir"]) if self.run else None
+
+    def key(self) -> tuple:
+        """What identifies these models (for caching a probe of them)."""
+        return (self.teacher.spec, self.before_spec, str(self.out_dir))
+
+    def layer_pairs(self) -> list[tuple[int, int]]:
+        """The run's layer map, or the pair's `auto` map (the compatibility report's) before any run."""
+        saved = (self.summary or {}).get("layer_map")
+        if saved:
+            return [(int(s), int(t)) for s, t in saved]
+        return resolve_layer_map("auto", self.before.model.config.num_hidden_layers,
+                                 self.teacher.model.config.num_hidden_layers, self.before.layers_kept)
+
+
+def view_error(exc: BaseException) -> str:
+    """An engine error (its message) or an unexpected one (one line), as a warning and error markdown."""
+    message = str(exc) if isinstance(exc, DistillError) else one_line(exc)
+    gr.Warning(message)
+    return error_markdown(message)
+
+
+# ---------------------------------------------------------------------------------------
+# Dark knowledge
+# ---------------------------------------------------------------------------------------
 def as_int(value: Any, name: str) -> int:
     """A UI number that must be an integer, or a DistillError naming it."""
     try:
@@ -764,51 +1002,327 @@ def tokens_html(tokens: list[str], position: int) -> str:
             "Tokens (position below each; the highlighted one is probed):</div>" + "".join(chips) + "</div>")
 
 
+WRONG_TOP = 5
+"""The stats table counts how many of the teacher's top WRONG_TOP wrong answers a student also has in its top WRONG_TOP."""
+
+
 def stats_markdown(result: dict[str, Any]) -> str:
     actual = result["actual"]
     shown = f"`{visuals.display_token(actual)}`" if actual is not None else "— (end of text)"
-    lines = [f"| model | entropy (nats) | rank of actual next token {shown} | mean KL to teacher over the text (nats) |",
-             "|---|---:|---:|---:|"]
+    ranks = visuals.wrong_answer_ranks(result["candidates"], result["probs"], actual, top=WRONG_TOP)
+    top = len(ranks["labels"])
+    lines = [f"| model | entropy (nats) | rank of the actual next token {shown} | teacher's top-{top} wrong answers "
+             f"in its own top {top} | mean KL to teacher over the text (nats) |",
+             "|---|---:|---:|---:|---:|"]
     for name, entropy in result["entropy"].items():
         rank = result["actual_rank"][name] if result["actual_rank"] else "—"
+        shared = sum(r <= top for r in ranks["ranks"][name])
         mean_kl = fmt_number(result["mean_kl"][name]) if name in result["mean_kl"] else "—"
-        lines.append(f"| {name} | {entropy:.3f} | {rank} | {mean_kl} |")
+        lines.append(f"| {name} | {entropy:.3f} | {rank} | {shared}/{top} | {mean_kl} |")
     return "\n".join(lines)
 
 
 def probe_dark_knowledge(text: str, position: Any, temperature: Any, top_k: Any, teacher_spec: str,
                          student_spec: str, user: UserSession | None = None):
     """Teacher vs students at one position of `text` (api_name `dark_knowledge`). Returns tokens HTML,
-    note markdown, next-token bars, stats table markdown, KL strip."""
+    note markdown, next-token bars, stats table markdown, KL strip, wrong-answer ranking."""
     user = user if user is not None else UserSession()
     try:
         position, top_k = as_int(position, "position"), as_int(top_k, "top-k")
         temperature = as_float(temperature, "temperature")
-        teacher = load_teacher(teacher_spec or "")
-        students = {"student (before)": untrained_student(teacher_spec or "", student_spec or "")}
-        last = user.last_run
-        if last is None:
-            note = "No distillation session has run in this browser session yet: showing the teacher and the untrained student only."
-        elif (last["teacher"].strip(), last["student"].strip()) != ((teacher_spec or "").strip(), (student_spec or "").strip()):
-            note = (f"The last session distilled `{last['teacher']}` → `{last['student']}`, not the pair picked in Setup; "
-                    "pick that pair to see the trained student.")
-        else:
-            students["student (after)"] = user.trained_student()
-            note = f"Student (after) is the last session's student from `{shown_path(last['out_dir'])}`."
-        result = probes.dark_knowledge(teacher, students, text, position, temperature, top_k)
-    except DistillError as exc:
-        gr.Warning(str(exc))
-        return "", error_markdown(str(exc)), None, "", None
-    except Exception as exc:  # e.g. out of memory
-        gr.Warning(one_line(exc))
-        return "", error_markdown(one_line(exc)), None, "", None
+        models = ModelSet(user, teacher_spec, student_spec)
+        result = probes.dark_knowledge(models.teacher, models.students, text, position, temperature, top_k)
+    except Exception as exc:  # DistillError: its message; anything else (e.g. out of memory): one line
+        return "", view_error(exc), None, "", None, None
 
     context = visuals.display_token(result["context"][-40:], max_len=40)
     title = f"Next token after “{context}” at T={temperature:g}"
     bars = visuals.next_token_bars(result["candidates"], result["probs"], result["actual"], title)
     strip = visuals.kl_strip(result["tokens"], result["kl"], f"KL(teacher ‖ student) per position at T={temperature:g}")
-    note = f"{note}  \nPosition {result['position']} of {len(result['tokens'])} tokens; ★ marks the actual next token."
-    return tokens_html(result["tokens"], result["position"]), note, bars, stats_markdown(result), strip
+    wrong = visuals.wrong_answer_ranking(result["candidates"], result["probs"], result["actual"], top=10,
+                                         title="The teacher's ranking of the wrong answers, next to the students'")
+    note = (f"{models.note}  \nPosition {result['position']} of {len(result['tokens'])} tokens; ★ marks the actual "
+            "next token. Wrong answers are ranked among the candidates shown (every model's top-k).")
+    return tokens_html(result["tokens"], result["position"]), note, bars, stats_markdown(result), strip, wrong
+
+
+# ---------------------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------------------
+ATTENTION_TEXT = "For breakfast I ate an apple, then I went to school."
+MAX_ATTENTION_TOKENS = 96
+"""Longer texts make unreadable maps (and heavy figures): the Attention tab asks for a shorter one."""
+GENERATE_PROMPT = "The baker opened the oven and"
+
+
+def optional_int(value: Any, name: str) -> int | None:
+    """An optional UI integer: empty or -1 means None (the default)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    number = as_int(value, name)
+    return None if number == -1 else number
+
+
+def pick_index(value: int | None, default: int, count: int, what: str) -> int:
+    index = default if value is None else value
+    if not 0 <= index < count:
+        raise DistillError(f"{what} {index} does not exist: it has {what.split()[-1]}s 0..{count - 1}")
+    return index
+
+
+def attention_result(models: ModelSet, text: str, user: UserSession) -> dict[str, Any]:
+    """The attention probe of every layer and head of the models on `text`, cached per user (changing
+    a layer or a head does not rerun the models)."""
+    key = (text, *models.key())
+    if user.attention is None or user.attention[0] != key:
+        n = len(probes.encode(models.teacher.tokenizer, text)[0])
+        if n > MAX_ATTENTION_TOKENS:
+            raise DistillError(f"the text has {n} tokens; the attention view shows at most {MAX_ATTENTION_TOKENS}: "
+                               "shorten it")
+        user.attention = (key, probes.attention_probe(models.teacher, models.students, text))
+    return user.attention[1]
+
+
+def show_attention(text: str, teacher_layer: Any, teacher_head: Any, student_layer: Any, student_head: Any,
+                   average_heads: bool, teacher_spec: str, student_spec: str, user: UserSession | None = None):
+    """Attention maps of one teacher layer/head and one student layer/head side by side (api_name
+    `attention`); a layer of -1 (or empty): the layer map's last pair, a head of -1: head 0. Returns note
+    markdown (naming the layers and heads shown), the side-by-side heatmaps, the difference map and the
+    per-head entropy overview."""
+    user = user if user is not None else UserSession()
+    try:
+        layers_heads = [optional_int(v, n) for v, n in ((teacher_layer, "teacher layer"), (teacher_head, "teacher head"),
+                                                        (student_layer, "student layer"), (student_head, "student head"))]
+        models = ModelSet(user, teacher_spec, student_spec)
+        pairs = models.layer_pairs()
+        result = attention_result(models, text, user)
+        t_maps, s_maps = result["maps"]["teacher"], result["maps"][BEFORE]  # (layers, heads, t, t)
+        t_layer = pick_index(layers_heads[0], pairs[-1][1], t_maps.shape[0], "the teacher layer")
+        t_head = pick_index(layers_heads[1], 0, t_maps.shape[1], "the teacher head")
+        s_default = next((s for s, t in reversed(pairs) if t == t_layer), pairs[-1][0])
+        s_layer = pick_index(layers_heads[2], s_default, s_maps.shape[0], "the student layer")
+        s_head = pick_index(layers_heads[3], 0, s_maps.shape[1], "the student head")
+    except Exception as exc:
+        return view_error(exc), None, None, None
+
+    def pick(maps: Any, layer: int, head: int) -> Any:
+        return maps[layer].mean(0) if average_heads else maps[layer, head]
+
+    head_text = lambda head: "heads averaged" if average_heads else f"head {head}"  # noqa: E731
+    shown = {"teacher": pick(t_maps, t_layer, t_head)}
+    titles = [f"teacher · layer {t_layer} · {head_text(t_head)}"]
+    for name in models.students:
+        shown[name] = pick(result["maps"][name], s_layer, s_head)
+        titles.append(f"{name} · layer {s_layer} · {head_text(s_head)}")
+    tokens = result["tokens"]
+    heatmaps = visuals.attention_heatmaps(tokens, shown, titles)
+    student = AFTER if AFTER in shown else BEFORE
+    difference = visuals.attention_difference(tokens, shown[student], shown["teacher"], (student, "teacher"),
+                                              title="Where the student attends more (red) or less (blue)")
+    entropy = visuals.head_entropy_grid(
+        result["entropy"], {name: (t_layer if name == "teacher" else s_layer,
+                                   None if average_heads else (t_head if name == "teacher" else s_head))
+                            for name in result["entropy"]},
+        title="Every layer and head: how focused is its attention?")
+
+    visible = ~visuals.causal_mask(len(tokens))
+    gaps = ", ".join(f"{name} {abs(shown[name] - shown['teacher'])[visible].mean():.3f}" for name in models.students)
+    mapped = [f"{s}:{t}" for s, t in pairs if (s, t) == (s_layer, t_layer)]
+    heads = "heads averaged" if average_heads else f"teacher head {t_head}, student head {s_head}"
+    lines = [models.note,
+             f"**Teacher layer {t_layer}, student layer {s_layer}**"
+             + (f" (the mapped pair `{mapped[0]}`, student:teacher)" if mapped else " (not a mapped pair)")
+             + f", {heads}; {len(tokens)} tokens. Mean absolute difference from the teacher's map over the "
+               f"visible cells: {gaps}."]
+    return "  \n".join(lines), heatmaps, difference, entropy
+
+
+# ---------------------------------------------------------------------------------------
+# Similarity
+# ---------------------------------------------------------------------------------------
+def similarity_text() -> str:
+    """The Similarity tab's default probe text: the first paragraph of assets/texts/sample_user_corpus.txt
+    (not the held-out evaluation text)."""
+    text = (ROOT / "assets" / "texts" / "sample_user_corpus.txt").read_text(encoding="utf-8")
+    paragraphs = [p.strip() for p in text.split("\n\n") if len(p.split()) > 20]
+    return paragraphs[0] if paragraphs else text.strip()[:400]
+
+
+def load_projection(out_dir: Path, pairs: list[tuple[int, int]], student: Any, teacher: Any) -> tuple[Any, str]:
+    """The run's FitNets projection (fitnets_projection.safetensors), or None and why not."""
+    path = out_dir / "fitnets_projection.safetensors"
+    if not path.is_file():
+        return None, "The last session trained no FitNets projection (hidden-state weight 0), so there is no cosine after it."
+    from safetensors.torch import load_file
+
+    from distill_core.losses import FitNetsProjection
+
+    projection = FitNetsProjection(len(pairs), student.config.hidden_size, teacher.config.hidden_size)
+    try:
+        projection.load_state_dict(load_file(str(path)))
+    except (RuntimeError, KeyError) as exc:
+        return None, f"`{path.name}` does not match the run's {len(pairs)} layer pairs ({first_line(exc)})."
+    projection.eval()
+    return projection, f"Cosine after the run's FitNets projection (`{path.name}`)."
+
+
+def show_similarity(text: str, teacher_spec: str, student_spec: str, user: UserSession | None = None):
+    """Hidden-state similarity (api_name `similarity`): linear CKA of every teacher layer against every
+    student layer (before, after), the mapped pairs' CKA and cosine after the FitNets projection, and the
+    mapped pairs' CKA over the last session's steps. Returns note markdown and those three figures."""
+    user = user if user is not None else UserSession()
+    try:
+        models = ModelSet(user, teacher_spec, student_spec)
+        pairs = models.layer_pairs()
+        projection, projection_note = None, ""
+        if models.after is not None:
+            projection, projection_note = load_projection(models.out_dir, pairs, models.after, models.teacher.model)
+        result = probes.similarity_probe(models.teacher, models.students, text, pairs, projection)
+    except Exception as exc:
+        return view_error(exc), None, None, None
+
+    heatmaps = visuals.cka_heatmaps(result["cka"], pairs, title=f"Linear CKA, every teacher layer × every student "
+                                                                f"layer ({result['n_tokens']} tokens)")
+    cosine = {AFTER: result["pair_cosine"][AFTER]} if AFTER in result["pair_cosine"] else None
+    bars = visuals.pair_similarity_bars(pairs, result["pair_cka"], cosine, title="The mapped layer pairs")
+    steps, values, step_pairs = visuals.snapshots_to_series((models.run or {}).get("probes") or [])
+    over_steps = visuals.pair_cka_over_steps(steps, values, step_pairs or pairs,
+                                             title="CKA of the mapped pairs during the session (first held-out block)")
+    lines = [models.note,
+             f"Layer pairs (student:teacher, {'the run' if models.summary else 'the pair'}'s layer map): "
+             f"{pairs_text(pairs)}. The first token is left out ({result['n_tokens']} tokens measured)."]
+    if projection_note:
+        lines.append(projection_note)
+    if models.run is not None and not steps:
+        lines.append("The session's snapshots carry no CKA (the teacher cache kept the teacher unloaded).")
+    return "  \n".join(lines), heatmaps, bars, over_steps
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluate and generate
+# ---------------------------------------------------------------------------------------
+def evaluation_blocks(config: DistillConfig, tokenizer: Any) -> Any:
+    """The held-out blocks a session evaluates on: config eval_text, eval_max_tokens and seq_len."""
+    from distill_core.data import pack, read_text_file, split_documents
+
+    text = read_text_file(config.eval_text, "evaluation text")
+    return pack(tokenizer, split_documents(text), config.seq_len, max_tokens=config.eval_max_tokens, pad_last=True)
+
+
+def evaluation_markdown(rows: dict[str, dict[str, Any]], sentence: str, config: DistillConfig, tokens: int) -> str:
+    names = list(rows)
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    metrics = [
+        ("held-out perplexity ↓", lambda r: fmt_number(r["ppl"], 2)),
+        ("top-1 agreement with the teacher ↑", lambda r: pct(r["top1_agreement"])),
+        ("KL(teacher ‖ model), nats/token ↓", lambda r: fmt_number(r["kl_to_teacher"])),
+        ("parameters", lambda r: fmt_params(r["params"])),
+        ("size on disk (fp32 weights)", lambda r: f"{r['size_bytes'] / 1e6:,.1f} MB"),
+        ("generation speed (greedy, batch 1) ↑", lambda r: f"{fmt_number(r.get('tokens_per_s'), 1)} tokens/s"),
+    ]
+    lines = [f"**{sentence}**", "", "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines += [f"| {label} | " + " | ".join(cell(rows[name]) for name in names) + " |" for label, cell in metrics]
+    lines += ["", f"Measured just now on {tokens:,} tokens of `{shown_path(config.eval_text)}` (blocks of "
+                  f"{config.seq_len} tokens; never trained on), speed from 32 greedy tokens, best of 2."]
+    return "\n".join(lines)
+
+
+def evaluate_students(teacher_spec: str, student_spec: str, user: UserSession | None = None):
+    """Teacher, student before and student after on the held-out text (api_name `evaluate`): perplexity,
+    top-1 agreement, KL to the teacher, parameters, size, tokens/s, and the trade in one sentence.
+    Returns note markdown, the table and sentence as markdown, and the measured rows (JSON)."""
+    from distill_core.evaluate import evaluate_models, trade_sentence
+
+    user = user if user is not None else UserSession()
+    try:
+        models = ModelSet(user, teacher_spec, student_spec)
+        blocks = evaluation_blocks(models.config, models.teacher.tokenizer)
+        rows = evaluate_models(models.teacher.model, models.students, models.teacher.tokenizer, blocks, speed=True)
+    except Exception as exc:
+        return view_error(exc), "", None
+    student = AFTER if AFTER in rows else BEFORE
+    sentence = trade_sentence(rows, student)
+    return models.note, evaluation_markdown(rows, sentence, models.config, blocks.n_tokens), rows
+
+
+def generation_html(prompt: str, outputs: dict[str, dict[str, dict[str, Any]]], seed: int) -> str:
+    """One card per model: the greedy and the sampled continuation, each with its speed."""
+    cards = []
+    for name, runs in outputs.items():
+        color = visuals.model_color(name)
+        title_color = "#666" if color == visuals.STUDENT_BEFORE else color  # the light grey is hard to read as text
+        parts = [f'<div style="font-weight:600;color:{title_color};font-size:15px;margin-bottom:6px">'
+                 f'{html.escape(name)}</div>']
+        for mode, label in (("greedy", "greedy"), ("sampled", f"sampled (seed {seed})")):
+            out = runs[mode]
+            parts.append(
+                f'<div style="font-size:12px;color:#666;margin-top:8px">{label} · {out["new_tokens"]} tokens · '
+                f'{fmt_number(out["tokens_per_s"], 1)} tokens/s</div>'
+                f'<div style="white-space:pre-wrap;font-size:14px;line-height:1.45">'
+                f'<span style="color:#888">{html.escape(prompt)}</span>{html.escape(out["text"])}</div>')
+        cards.append(f'<div style="flex:1 1 0;min-width:240px;border:1px solid #ddd;border-top:4px solid {color};'
+                     f'border-radius:8px;padding:10px 12px;background:#fff">{"".join(parts)}</div>')
+    return f'<div style="display:flex;gap:12px;flex-wrap:wrap">{"".join(cards)}</div>'
+
+
+def generate_side_by_side(prompt: str, new_tokens: Any, seed: Any, teacher_spec: str, student_spec: str,
+                          user: UserSession | None = None):
+    """One prompt, continued by the teacher, the student before and the student after, greedy and sampled
+    with the same seed (api_name `generate`). Returns note markdown, the continuations as HTML cards, and
+    the raw results (JSON: model -> greedy/sampled -> text, new_tokens, tokens_per_s)."""
+    from distill_core.evaluate import generate
+
+    user = user if user is not None else UserSession()
+    try:
+        new_tokens, seed = as_int(new_tokens, "new tokens"), as_int(seed, "seed")
+        check_text(prompt or "", "prompt")
+        models = ModelSet(user, teacher_spec, student_spec)
+        tokenizer = models.teacher.tokenizer
+        outputs = {}
+        for name, model in {"teacher": models.teacher.model, **models.students}.items():
+            outputs[name] = {"greedy": generate(model, tokenizer, prompt, new_tokens, sample=False),
+                             "sampled": generate(model, tokenizer, prompt, new_tokens, sample=True, seed=seed)}
+    except Exception as exc:
+        return view_error(exc), "", None
+    note = (f"{models.note}  \nSampling: temperature 0.8, top-p 0.95, the same seed for every model. "
+            "Speeds include Hugging Face `generate` overhead, which dominates for small models.")
+    return note, generation_html(prompt, outputs, seed), outputs
+
+
+# ---------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------
+def exports_root() -> Path:
+    """Where exports are written: inside Gradio's file cache, so that it serves them without a copy."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder()) / "distill-studio-exports"
+
+
+def export_run(user: UserSession | None = None):
+    """The last session's student as a zip (save_pretrained + tokenizer) and the YAML config that reruns it
+    through the CLI (api_name `export`). Returns note markdown, the zip's path, the config's path."""
+    from distill_core.export import export_config, export_student, safe_filename
+
+    user = user if user is not None else UserSession()
+    try:
+        if user.last_run is None:
+            raise DistillError("no session has finished in this browser session yet: run one in **Distill** first, "
+                               "then export its student")
+        run = Path(user.last_run["out_dir"])
+        dest = exports_root() / secrets.token_hex(8)
+        zip_path = export_student(run, dest, name=f"{run.name}-student")
+        config_path = dest / f"{safe_filename(run.name + '-config', 'config')}.yaml"
+        shutil.copyfile(export_config(run), config_path)
+    except Exception as exc:
+        return view_error(exc), None, None
+    if user.export_dir is not None and user.export_dir != dest:
+        shutil.rmtree(user.export_dir, ignore_errors=True)  # one export per user on disk
+    user.export_dir = dest
+    note = (f"Exported the student of `{shown_path(run)}` ({zip_path.stat().st_size / 1e6:,.1f} MB). Unzip it and load "
+            f"the folder with `AutoModelForCausalLM.from_pretrained(\"{zip_path.stem}\")` (tokenizer included); "
+            f"`python -m distill_core distill --config {config_path.name} --out runs/again` reruns the session.")
+    return note, str(zip_path), str(config_path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -825,7 +1339,9 @@ def build_app() -> gr.Blocks:
             "# Distill Studio\n"
             "Knowledge distillation of language models, live: a small **student** learns to copy a **teacher**'s "
             "next-token probabilities (its *soft targets*, Hinton et al. 2015). Pick a pair in **Setup**, train in "
-            "**Distill**, then compare what the two predict in **Dark knowledge**."
+            "**Distill**, then look inside: what the two predict (**Dark knowledge**), where they look "
+            "(**Attention**), how alike their layers are (**Similarity**), and what the student kept of the teacher "
+            "(**Evaluate**)."
         )
         with gr.Tab("Setup", id="setup"):
             with gr.Row():
@@ -833,6 +1349,8 @@ def build_app() -> gr.Blocks:
                                       info=help_text.get("teacher"), elem_id="teacher-spec")
                 student = gr.Dropdown(STUDENT_PRESETS, value=defaults.student, label="Student", allow_custom_value=True,
                                       info=help_text.get("student"), elem_id="student-spec")
+            with gr.Accordion("Learn: what is knowledge distillation?", open=False):
+                gr.Markdown(LEARN_SETUP)
             gr.Markdown(SPEC_HELP)
             check_btn = gr.Button("Check compatibility", variant="primary")
             report_md = gr.Markdown(elem_id="compat-report")
@@ -841,6 +1359,8 @@ def build_app() -> gr.Blocks:
 
         with gr.Tab("Distill", id="distill"):
             pair_md = gr.Markdown(pair_markdown(defaults.teacher, defaults.student), elem_id="pair-note")
+            with gr.Accordion("Learn: what a session does, and what to look for", open=False):
+                gr.Markdown(LEARN_DISTILL)
             knob: dict[str, Any] = {}  # DistillConfig field -> its component
             with gr.Row(equal_height=True):
                 preset = gr.Dropdown(preset_names(), value=QUICKSTART.stem, label="Preset (assets/configs/)",
@@ -934,6 +1454,15 @@ def build_app() -> gr.Blocks:
             loss_plot = gr.Plot(visuals.loss_curves([]), label="Loss curves", show_label=False, elem_id="loss-plot")
             probe_plot = gr.Plot(label="Probe snapshot", show_label=False, visible=False, elem_id="probe-plot")
             summary_md = gr.Markdown(elem_id="run-summary")
+            with gr.Group(elem_id="export"):
+                gr.Markdown("#### Export\nThe last session's student as a zip of its `save_pretrained` folder (with "
+                            "the tokenizer), and the YAML config that reruns the session through the command line.",
+                            padding=True)
+                with gr.Row(equal_height=True):
+                    export_btn = gr.Button("Export the student", elem_id="export-btn", scale=1)
+                    export_zip = gr.File(label="Student (.zip)", interactive=False, elem_id="export-zip", scale=2)
+                    export_yaml = gr.File(label="Config (.yaml)", interactive=False, elem_id="export-config", scale=2)
+                export_md = gr.Markdown(elem_id="export-note", padding=True)
 
         with gr.Tab("Student size", id="sizes"):
             gr.Markdown(
@@ -942,6 +1471,8 @@ def build_app() -> gr.Blocks:
                 "text and timed generating. With the quickstart recipe on a laptop CPU that is a few minutes per "
                 "student. The plot fills in as each one finishes."
             )
+            with gr.Accordion("Learn: reading the size/quality plot", open=False):
+                gr.Markdown(LEARN_SIZES)
             with gr.Row(equal_height=True):
                 sweep_specs = gr.Textbox(DEFAULT_SWEEP_SPECS, label="Student specs",
                                          info="Comma-, semicolon- or line-separated, e.g. layers:10, layers:0,5,9, "
@@ -963,6 +1494,8 @@ def build_app() -> gr.Blocks:
                 "*dark knowledge* soft targets pass on. A higher temperature flattens the distributions and shows "
                 "more of it. The pair is the one picked in **Setup**."
             )
+            with gr.Accordion("Learn: dark knowledge (I ate an apple / orange / banana)", open=False):
+                gr.Markdown(LEARN_DARK)
             with gr.Row():
                 probe_text = gr.Textbox(PROBE_TEXT, label="Text", scale=3, elem_id="probe-text")
                 position = gr.Number(-1, label="Position (-1 = last token)", precision=None, scale=1,
@@ -970,7 +1503,7 @@ def build_app() -> gr.Blocks:
             with gr.Row():
                 probe_temperature = gr.Slider(0.5, 10, value=1.0, step=0.1, label="Temperature T",
                                               info=f"1 = the model's own distribution; the session trains at "
-                                                   f"T={defaults.temperature:g}. Recomputed on release.",
+                                                   f"T={defaults.temperature:g}. Recomputed as you move it.",
                                               elem_id="probe-temperature")
                 top_k = gr.Slider(1, 30, value=10, step=1, label="Top-k per model", elem_id="probe-top-k")
             probe_btn = gr.Button("Show distributions", variant="primary", elem_id="probe-btn")
@@ -978,7 +1511,78 @@ def build_app() -> gr.Blocks:
             probe_note = gr.Markdown(elem_id="probe-note")
             bars_plot = gr.Plot(label="Next-token distributions", show_label=False, elem_id="bars-plot")
             stats_md = gr.Markdown(elem_id="probe-stats")
+            wrong_plot = gr.Plot(label="Wrong-answer ranking", show_label=False, elem_id="wrong-plot")
             kl_plot = gr.Plot(label="KL to the teacher per position", show_label=False, elem_id="kl-plot")
+            gr.Markdown(FIGURE_TIP)
+
+        with gr.Tab("Attention", id="attention"):
+            gr.Markdown(
+                "Where does each model look? One text, a teacher layer and head, a student layer and head: their "
+                "attention maps side by side (the student before and after distillation), the difference, and an "
+                "overview of every layer and head. The pair is the one picked in **Setup**."
+            )
+            with gr.Accordion("Learn: reading attention maps (I ate an apple)", open=False):
+                gr.Markdown(LEARN_ATTENTION)
+            attention_text = gr.Textbox(ATTENTION_TEXT, label="Text", elem_id="attention-text")
+            with gr.Row(equal_height=True):
+                teacher_layer = gr.Number(-1, label="Teacher layer", precision=0, minimum=-1,
+                                          info="-1: the layer map's last pair", elem_id="teacher-layer")
+                teacher_head = gr.Number(0, label="Teacher head", precision=0, minimum=0, elem_id="teacher-head")
+                student_layer = gr.Number(-1, label="Student layer", precision=0, minimum=-1,
+                                          info="-1: the layer map's last pair", elem_id="student-layer")
+                student_head = gr.Number(0, label="Student head", precision=0, minimum=0, elem_id="student-head")
+                average_heads = gr.Checkbox(False, label="Average over heads",
+                                            info="One map per layer: the mean of its heads", elem_id="average-heads")
+            attention_btn = gr.Button("Show attention", variant="primary", elem_id="attention-btn")
+            attention_note = gr.Markdown(elem_id="attention-note")
+            attention_plot = gr.Plot(label="Attention maps", show_label=False, elem_id="attention-plot")
+            with gr.Row():
+                difference_plot = gr.Plot(label="Difference", show_label=False, elem_id="difference-plot")
+                entropy_plot = gr.Plot(label="Every layer and head", show_label=False, elem_id="entropy-plot")
+            gr.Markdown(FIGURE_TIP)
+
+        with gr.Tab("Similarity", id="similarity"):
+            gr.Markdown(
+                "How alike are the two models' inner representations? Linear CKA between every teacher layer and "
+                "every student layer on a probe text, before and after distillation; the mapped layer pairs; and how "
+                "their similarity moved during the last session. The pair is the one picked in **Setup**."
+            )
+            with gr.Accordion("Learn: hidden-state similarity and CKA (and its caveats)", open=False):
+                gr.Markdown(LEARN_SIMILARITY)
+            similarity_input = gr.Textbox(similarity_text(), label="Probe text", lines=3, max_lines=8,
+                                          info="At least 50 tokens give a steadier CKA. The first token is left out.",
+                                          elem_id="similarity-text")
+            similarity_btn = gr.Button("Compare hidden states", variant="primary", elem_id="similarity-btn")
+            similarity_note = gr.Markdown(elem_id="similarity-note")
+            cka_plot = gr.Plot(label="CKA", show_label=False, elem_id="cka-plot")
+            pairs_plot = gr.Plot(label="Mapped pairs", show_label=False, elem_id="pairs-plot")
+            steps_plot = gr.Plot(label="CKA over the steps", show_label=False, elem_id="cka-steps-plot")
+            gr.Markdown(FIGURE_TIP)
+
+        with gr.Tab("Evaluate", id="evaluate"):
+            gr.Markdown(
+                "What did the student keep of the teacher, at what cost? The teacher, the student before and the "
+                "student after, measured now on the held-out text, then one prompt continued by all three. The pair "
+                "is the one picked in **Setup**."
+            )
+            with gr.Accordion("Learn: perplexity, agreement, KL, speed; greedy and sampled text", open=False):
+                gr.Markdown(LEARN_EVALUATE)
+            evaluate_btn = gr.Button("Evaluate teacher and students", variant="primary", elem_id="evaluate-btn")
+            evaluate_note = gr.Markdown(elem_id="evaluate-note")
+            evaluate_md = gr.Markdown(elem_id="evaluate-table")
+            with gr.Accordion("Measurements (JSON)", open=False):
+                evaluate_json = gr.JSON(label="evaluation", elem_id="evaluate-json")
+            gr.Markdown("### Generations side by side")
+            with gr.Row(equal_height=True):
+                generate_prompt = gr.Textbox(GENERATE_PROMPT, label="Prompt", scale=3, elem_id="generate-prompt")
+                generate_tokens = gr.Number(40, label="New tokens", precision=0, minimum=1, maximum=512, scale=1,
+                                            elem_id="generate-tokens")
+                generate_seed = gr.Number(0, label="Seed (sampling)", precision=0, scale=1, elem_id="generate-seed")
+            generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+            generate_note = gr.Markdown(elem_id="generate-note")
+            generate_view = gr.HTML(elem_id="generate-view")
+            with gr.Accordion("Continuations (JSON)", open=False):
+                generate_json = gr.JSON(label="generations", elem_id="generate-json")
 
         # ---- wiring -----------------------------------------------------------------------
         knobs = [knob[name] for name in KNOBS]
@@ -1009,10 +1613,34 @@ def build_app() -> gr.Blocks:
         sweep_file.upload(load_size_rows, sweep_file, [sweep_md, size_plot, size_rows], api_name="size_plot")
 
         probe_inputs = [probe_text, position, probe_temperature, top_k, teacher, student, user]
-        probe_outputs = [tokens_view, probe_note, bars_plot, stats_md, kl_plot]
+        probe_outputs = [tokens_view, probe_note, bars_plot, stats_md, kl_plot, wrong_plot]
         probe_btn.click(probe_dark_knowledge, probe_inputs, probe_outputs, api_name="dark_knowledge")
-        for trigger in (probe_temperature.release, top_k.release, probe_text.submit, position.submit):
-            trigger(probe_dark_knowledge, probe_inputs, probe_outputs, **private)
+        probe_temperature.change(probe_dark_knowledge, probe_inputs, probe_outputs, trigger_mode="always_last",
+                                 show_progress="hidden", **private)  # recomputes as the slider moves
+        for trigger in (top_k.release, probe_text.submit, position.submit):
+            trigger(probe_dark_knowledge, probe_inputs, probe_outputs, trigger_mode="always_last", **private)
+
+        export_btn.click(export_run, user, [export_md, export_zip, export_yaml], api_name="export")
+
+        attention_inputs = [attention_text, teacher_layer, teacher_head, student_layer, student_head, average_heads,
+                            teacher, student, user]
+        attention_outputs = [attention_note, attention_plot, difference_plot, entropy_plot]
+        attention_btn.click(show_attention, attention_inputs, attention_outputs, api_name="attention")
+        for trigger in (attention_text.submit, teacher_layer.submit, teacher_head.submit, student_layer.submit,
+                        student_head.submit, average_heads.input):
+            trigger(show_attention, attention_inputs, attention_outputs, trigger_mode="always_last", **private)
+
+        similarity_inputs = [similarity_input, teacher, student, user]
+        similarity_outputs = [similarity_note, cka_plot, pairs_plot, steps_plot]
+        similarity_btn.click(show_similarity, similarity_inputs, similarity_outputs, api_name="similarity")
+        similarity_input.submit(show_similarity, similarity_inputs, similarity_outputs, **private)
+
+        evaluate_btn.click(evaluate_students, [teacher, student, user], [evaluate_note, evaluate_md, evaluate_json],
+                           api_name="evaluate")
+        generate_inputs = [generate_prompt, generate_tokens, generate_seed, teacher, student, user]
+        generate_outputs = [generate_note, generate_view, generate_json]
+        generate_btn.click(generate_side_by_side, generate_inputs, generate_outputs, api_name="generate")
+        generate_prompt.submit(generate_side_by_side, generate_inputs, generate_outputs, **private)
     return demo
 
 

@@ -9,12 +9,17 @@ accepts too, mapped layers run eager and return their maps, the others keep thei
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from distill_core.checkpoints import decoder_layers
 from distill_core.errors import DistillError
+
+_SWITCH_LOCK = threading.RLock()
+"""Held while a model's layers are switched: a session's teacher (attention transfer) and the app's attention
+view may use the same model object at once, and interleaved switches would restore each other's settings."""
 
 
 @contextmanager
@@ -29,16 +34,17 @@ def attention_maps_from(model: Any, layers: list[int]) -> Iterator[None]:
     if any(m is None or not hasattr(m, "config") for m in modules):
         raise DistillError(f"{type(model).__name__}: attention maps are supported for Llama-style blocks (self_attn)")
     model_config = model.config
-    original = model_config._attn_implementation
-    saved = [module.config for module in modules]
-    try:
-        model_config._attn_implementation = "eager"  # the mask format every layer understands
-        for index, module in enumerate(modules):
-            layer_config = copy.copy(module.config)
-            layer_config._attn_implementation = "eager" if index in wanted else original
-            module.config = layer_config
-        yield
-    finally:
-        model_config._attn_implementation = original
-        for module, config in zip(modules, saved):
-            module.config = config
+    with _SWITCH_LOCK:
+        original = model_config._attn_implementation
+        saved = [module.config for module in modules]
+        try:
+            model_config._attn_implementation = "eager"  # the mask format every layer understands
+            for index, module in enumerate(modules):
+                layer_config = copy.copy(module.config)
+                layer_config._attn_implementation = "eager" if index in wanted else original
+                module.config = layer_config
+            yield
+        finally:
+            model_config._attn_implementation = original
+            for module, config in zip(modules, saved):
+                module.config = config

@@ -6,7 +6,9 @@
 
 Drives Debian's Chromium through Playwright: checks compatibility of the default pair (setup.png),
 shows the Distill tab's preset picker and Techniques knobs (distill-knobs.png), runs a session (the
-quickstart recipe, or --steps N; distill.png), probes dark knowledge (dark-knowledge.png), then
+quickstart recipe, or --steps N; distill.png), probes dark knowledge (dark-knowledge.png), shows the
+attention maps (attention.png), hidden-state similarity (similarity.png), the evaluation table and
+generations side by side (evaluate.png), then
 compares the Student size tab's default students with the same recipe (student-size.png; about
 3 minutes per student on 2 CPU cores), or plots an earlier sweep's students.json (--sizes-json).
 """
@@ -67,6 +69,26 @@ def main() -> None:
         page.locator("#probe-stats").get_by_text("student (after)").wait_for(timeout=180_000)
         time.sleep(2)
         page.screenshot(path=str(out / "dark-knowledge.png"), full_page=True)
+
+        page.get_by_role("tab", name="Attention").click()
+        page.locator("#attention-btn").click()
+        page.locator("#attention-note").get_by_text("Student (after)").wait_for(timeout=300_000)
+        time.sleep(2)
+        page.screenshot(path=str(out / "attention.png"), full_page=True)
+
+        page.get_by_role("tab", name="Similarity").click()
+        page.locator("#similarity-btn").click()
+        page.locator("#similarity-note").get_by_text("first token is left out").wait_for(timeout=300_000)
+        time.sleep(2)
+        page.screenshot(path=str(out / "similarity.png"), full_page=True)
+
+        page.get_by_role("tab", name="Evaluate").click()
+        page.locator("#evaluate-btn").click()
+        page.locator("#evaluate-table").get_by_text("keeps").wait_for(timeout=600_000)
+        page.locator("#generate-btn").click()
+        page.locator("#generate-view").get_by_text("student (after)").wait_for(timeout=600_000)
+        time.sleep(1)
+        page.screenshot(path=str(out / "evaluate.png"), full_page=True)
 
         if not args.skip_sizes:
             page.get_by_role("tab", name="Student size").click()

@@ -6,6 +6,7 @@ import inspect
 import json
 from pathlib import Path
 
+import numpy as np
 import plotly.graph_objects as go
 import pytest
 
@@ -425,26 +426,33 @@ def test_load_students_json_bad_file(tmp_path, content, expected):
 # ---- Dark knowledge --------------------------------------------------------------------------
 
 def test_dark_knowledge_before_any_session(tiny_teacher_dir):
-    tokens, note, bars, stats, strip = app.probe_dark_knowledge(
+    tokens, note, bars, stats, strip, wrong = app.probe_dark_knowledge(
         "I ate an apple", -1, 2.0, 5, str(tiny_teacher_dir), "layers:1", app.UserSession())
-    assert "No distillation session has run" in note
+    assert "No distillation session has run" in note and "appears here once a session" in note
     assert [t.name for t in bars.data] == ["teacher", "student (before)"]
     assert all(t.type == "bar" for t in bars.data)
     assert strip.data[0].type == "heatmap" and list(strip.data[0].y) == ["student (before)"]
     assert "| teacher |" in stats and "| student (before) |" in stats
     assert "<code" in tokens and "apple" in tokens
+    # the wrong answers: one line each, the teacher's column first; the stats count the shared ones
+    assert wrong.data and all(list(t.x) == [0, 1] for t in wrong.data)
+    assert list(wrong.layout.xaxis.ticktext) == ["teacher", "student (before)"]
+    assert "wrong answers in its own top" in stats and "| teacher | " in stats and "5/5" in stats
 
 
 def test_dark_knowledge_after_a_session(finished_session, tiny_teacher_dir):
     user, _, _ = finished_session
-    tokens, note, bars, stats, strip = app.probe_dark_knowledge(
+    tokens, note, bars, stats, strip, wrong = app.probe_dark_knowledge(
         "I ate an apple", 1, 4.0, 5, str(tiny_teacher_dir), "layers:1", user)
     assert [t.name for t in bars.data] == ["teacher", "student (before)", "student (after)"]
     assert list(strip.data[0].y) == ["student (before)", "student (after)"]
     assert "Student (after) is the last session's student" in note
-    assert "Position 1 of" in note and "rank of actual next token" in stats
+    assert "Position 1 of" in note and "rank of the actual next token" in stats
+    assert list(wrong.layout.xaxis.ticktext) == ["teacher", "student (before)", "student (after)"]
+    # student (before) is the student the session started from: its kept layer as an explicit spec
+    assert "student it started from (`layers:1`)" in note
     # another pair than the session's: no trained student, and the note says why
-    _, note, bars, _, _ = app.probe_dark_knowledge("I ate an", -1, 2.0, 5, str(tiny_teacher_dir), "layers:2", user)
+    _, note, bars, _, _, _ = app.probe_dark_knowledge("I ate an", -1, 2.0, 5, str(tiny_teacher_dir), "layers:2", user)
     assert len(bars.data) == 2 and "not the pair picked in Setup" in note
 
 
@@ -454,7 +462,220 @@ def test_dark_knowledge_after_a_session(finished_session, tiny_teacher_dir):
     ("I ate an", "abc", "position must be an integer"),
 ])
 def test_dark_knowledge_bad_input_shows_message(tiny_teacher_dir, text, position, expected):
-    tokens, note, bars, stats, strip = app.probe_dark_knowledge(
+    tokens, note, bars, stats, strip, wrong = app.probe_dark_knowledge(
         text, position, 2.0, 5, str(tiny_teacher_dir), "layers:1", app.UserSession())
     assert note.startswith("**Error:**") and expected in note
-    assert bars is None and strip is None
+    assert bars is None and strip is None and wrong is None
+
+
+# ---- the student the inspection tabs call "before" -------------------------------------------
+
+@pytest.mark.parametrize("summary, spec, expected", [
+    ({"student_layers_kept": [0, 1, 2, 27, 28, 29], "student_spec": "layers:6:angular"}, "layers:6:angular",
+     "layers:0,1,2,27,28,29"),
+    ({"student_layers_kept": [0, 1, 2, 27, 28, 29], "student_spec": "layers:6"}, "layers:6", "layers:6"),
+    ({"student_layers_kept": [0, 5], "student_spec": "layers:0,5"}, "layers:0,5", "layers:0,5"),
+    ({"student_layers_kept": None, "student_spec": "fresh:layers=2,hidden=64,heads=4"}, "x",
+     "fresh:layers=2,hidden=64,heads=4"),
+    (None, "runs/old/student", "runs/old/student"),
+])
+def test_initial_student_spec(summary, spec, expected):
+    assert app.initial_student_spec(summary, spec) == expected
+
+
+def test_before_student_is_the_one_the_session_started_from(finished_session, tiny_teacher_dir):
+    import torch
+
+    user, _, _ = finished_session
+    models = app.ModelSet(user, str(tiny_teacher_dir), "layers:1")
+    summary = json.loads((Path(user.last_run["out_dir"]) / "summary.json").read_text())
+    assert models.before.layers_kept == summary["student_layers_kept"]
+    assert models.layer_pairs() == [tuple(p) for p in summary["layer_map"]]
+    assert set(models.students) == {app.BEFORE, app.AFTER}
+    # untrained: its kept layer is still the teacher's; the trained one has moved
+    teacher_layer = models.teacher.model.model.layers[summary["student_layers_kept"][0]]
+    before_layer, after_layer = models.before.model.model.layers[0], models.after.model.layers[0]
+    name, weight = next(iter(teacher_layer.state_dict().items()))
+    assert torch.equal(before_layer.state_dict()[name], weight)
+    assert not torch.equal(after_layer.state_dict()[name], weight)
+
+
+# ---- Attention -------------------------------------------------------------------------------
+
+ATT_NOTE, ATT_MAPS, ATT_DIFF, ATT_ENTROPY = range(4)
+
+
+def heatmap_traces(fig) -> list:
+    return [t for t in fig.data if t.type == "heatmap"]
+
+
+def test_attention_before_any_session_defaults_to_the_layer_map(tiny_teacher_dir):
+    out = app.show_attention(app.ATTENTION_TEXT, -1, 0, -1, 0, False, str(tiny_teacher_dir), "layers:1",
+                             app.UserSession())
+    assert len(out) == 4 and "No distillation session has run" in out[ATT_NOTE]
+    # layers:1 keeps the teacher's last layer: the layer map's only pair is 0:3
+    assert "**Teacher layer 3, student layer 0** (the mapped pair `0:3`" in out[ATT_NOTE]
+    assert "teacher head 0, student head 0" in out[ATT_NOTE]
+    # empty boxes (an API call without them) mean the same
+    assert app.show_attention(app.ATTENTION_TEXT, None, None, None, None, False, str(tiny_teacher_dir), "layers:1",
+                              app.UserSession())[ATT_NOTE] == out[ATT_NOTE]
+    maps = out[ATT_MAPS]
+    assert [t.name for t in heatmap_traces(maps)] == ["teacher", "student (before)"]
+    assert [a.text for a in maps.layout.annotations][:2] == ["teacher · layer 3 · head 0",
+                                                             "student (before) · layer 0 · head 0"]
+    n = len(maps.layout.xaxis.ticktext)
+    assert "␣apple" in maps.layout.xaxis.ticktext and np.array(heatmap_traces(maps)[0].z, dtype=float).shape == (n, n)
+    assert out[ATT_DIFF].layout.annotations[0].text == "student (before) − teacher"
+    entropy = heatmap_traces(out[ATT_ENTROPY])
+    assert [np.array(t.z, dtype=float).shape for t in entropy] == [(4, 4), (1, 4)]
+
+
+def test_attention_after_a_session_picks_layers_heads_and_averages(finished_session, tiny_teacher_dir):
+    user, _, _ = finished_session
+    out = app.show_attention(app.ATTENTION_TEXT, 1, 2, 0, 3, False, str(tiny_teacher_dir), "layers:1", user)
+    assert "**Teacher layer 1, student layer 0** (not a mapped pair), teacher head 2, student head 3" in out[ATT_NOTE]
+    assert [t.name for t in heatmap_traces(out[ATT_MAPS])] == ["teacher", "student (before)", "student (after)"]
+    assert out[ATT_DIFF].layout.annotations[0].text == "student (after) − teacher"
+    assert "Student (after) is the last session's student" in out[ATT_NOTE]
+    probe = user.attention[1]
+    # another head: the cached probe is reused (no model runs), and averaging outlines whole layers
+    out = app.show_attention(app.ATTENTION_TEXT, 3, 0, 0, 0, True, str(tiny_teacher_dir), "layers:1", user)
+    assert user.attention[1] is probe
+    assert out[ATT_MAPS].layout.annotations[0].text == "teacher · layer 3 · heads averaged"
+    maps = probe["maps"]["teacher"]
+    z = np.array(heatmap_traces(out[ATT_MAPS])[0].z, dtype=float)
+    assert np.allclose(np.tril(z), np.tril(maps[3].mean(0)), equal_nan=True)
+    assert all(shape.x0 == -0.5 for shape in out[ATT_ENTROPY].layout.shapes)
+
+
+@pytest.mark.parametrize("text, teacher_layer, student_head, expected", [
+    ("", None, None, "probe text is empty"),
+    (app.ATTENTION_TEXT, 9, None, "the teacher layer 9 does not exist: it has layers 0..3"),
+    (app.ATTENTION_TEXT, None, 7, "the student head 7 does not exist: it has heads 0..3"),
+    (app.ATTENTION_TEXT, 1.5, None, "teacher layer must be an integer"),
+    ("word " * 200, None, None, "the attention view shows at most 96"),
+])
+def test_attention_bad_input_shows_message(tiny_teacher_dir, text, teacher_layer, student_head, expected):
+    out = app.show_attention(text, teacher_layer, None, None, student_head, False, str(tiny_teacher_dir),
+                             "layers:1", app.UserSession())
+    assert out[ATT_NOTE].startswith("**Error:**") and expected in out[ATT_NOTE]
+    assert out[ATT_MAPS] is None
+
+
+# ---- Similarity ------------------------------------------------------------------------------
+
+def test_similarity_before_any_session(tiny_teacher_dir):
+    note, cka, pairs, steps = app.show_similarity(app.similarity_text(), str(tiny_teacher_dir), "layers:1",
+                                                  app.UserSession())
+    assert "No distillation session has run" in note and "first token is left out" in note
+    (heatmap,) = heatmap_traces(cka)
+    assert np.array(heatmap.z, dtype=float).shape == (4, 1)  # teacher layers x student layers
+    # the copied last layer sees a different input: similar, not identical
+    assert [t.name for t in pairs.data] == ["student (before)"] and list(pairs.data[0].x) == ["0:3"]
+    assert "No snapshots yet" in steps.layout.annotations[0].text
+
+
+def test_similarity_after_a_session_shows_the_snapshots(finished_session, tiny_teacher_dir):
+    user, _, _ = finished_session
+    note, cka, pairs, steps = app.show_similarity(app.similarity_text(), str(tiny_teacher_dir), "layers:1", user)
+    assert [t.name for t in heatmap_traces(cka)] == ["student (before)", "student (after)"]
+    assert "trained no FitNets projection" in note
+    assert len(pairs.data) == 2  # CKA before and after; no cosine panel
+    probe_steps = [e["step"] for e in user.last_run["probes"]]
+    (line,) = steps.data  # one mapped pair
+    assert list(line.x) == probe_steps == [0, 3] and line.name == "0:3"
+    assert all(0 <= y <= 1 + 1e-9 for y in line.y)
+
+
+def test_similarity_with_fitnets_shows_the_cosine_after_projection(tiny_teacher_dir, runs_in_tmp):
+    user = app.UserSession()
+    drain(app.run_distillation(**ui_values(tiny_teacher_dir, steps=2, hidden_weight=1.0, hidden_loss="cosine"),
+                               user=user))
+    assert (Path(user.last_run["out_dir"]) / "fitnets_projection.safetensors").is_file()
+    note, cka, pairs, steps = app.show_similarity(app.similarity_text(), str(tiny_teacher_dir), "layers:1", user)
+    assert "Cosine after the run's FitNets projection" in note
+    cosine = [t for t in pairs.data if t.xaxis == "x2"]
+    assert [t.name for t in cosine] == ["student (after)"] and -1 <= cosine[0].y[0] <= 1
+
+
+def test_similarity_bad_text_shows_message(tiny_teacher_dir):
+    note, cka, pairs, steps = app.show_similarity("Hi", str(tiny_teacher_dir), "layers:1", app.UserSession())
+    assert note.startswith("**Error:**") and "at least 4 tokens" in note and cka is None
+
+
+# ---- Evaluate and generate -------------------------------------------------------------------
+
+def test_evaluate_before_any_session(tiny_teacher_dir):
+    note, table, rows = app.evaluate_students(str(tiny_teacher_dir), "layers:1", app.UserSession())
+    assert "No distillation session has run" in note
+    assert set(rows) == {"teacher", "student (before)"}
+    assert "| | teacher | student (before) |" in table
+    for label in ("held-out perplexity", "top-1 agreement", "KL(teacher ‖ model)", "parameters", "size on disk",
+                  "tokens/s"):
+        assert label in table
+    assert table.startswith("**The student (before) keeps") and "fewer parameters" in table
+
+
+def test_evaluate_after_a_session(finished_session, tiny_teacher_dir):
+    user, _, _ = finished_session
+    note, table, rows = app.evaluate_students(str(tiny_teacher_dir), "layers:1", user)
+    assert list(rows) == ["teacher", "student (before)", "student (after)"]
+    assert rows["student (after)"]["params"] == rows["student (before)"]["params"] < rows["teacher"]["params"]
+    assert all(row["tokens_per_s"] > 0 for row in rows.values())
+    kept = rows["teacher"]["ppl"] / rows["student (after)"]["ppl"]
+    assert table.startswith(f"**The student (after) keeps {kept:.0%} of the teacher's quality")
+
+
+def test_generate_side_by_side(finished_session, tiny_teacher_dir):
+    user, _, _ = finished_session
+    note, cards, outputs = app.generate_side_by_side("The river", 6, 3, str(tiny_teacher_dir), "layers:1", user)
+    assert list(outputs) == ["teacher", "student (before)", "student (after)"]
+    for name, runs in outputs.items():
+        assert set(runs) == {"greedy", "sampled"} and 0 < runs["greedy"]["new_tokens"] <= 6
+        assert runs["sampled"]["tokens_per_s"] > 0
+        assert name in cards
+    assert "sampled (seed 3)" in cards and "tokens/s" in cards
+    # the same seed gives the same sample
+    again = app.generate_side_by_side("The river", 6, 3, str(tiny_teacher_dir), "layers:1", user)[2]
+    assert again["teacher"]["sampled"]["text"] == outputs["teacher"]["sampled"]["text"]
+
+
+@pytest.mark.parametrize("prompt, new_tokens, expected", [
+    ("  ", 5, "prompt is empty"),
+    ("The river", 0, "new tokens must be between 1 and 512"),
+    ("The river", "many", "new tokens must be an integer"),
+])
+def test_generate_bad_input_shows_message(tiny_teacher_dir, prompt, new_tokens, expected):
+    note, cards, outputs = app.generate_side_by_side(prompt, new_tokens, 0, str(tiny_teacher_dir), "layers:1",
+                                                     app.UserSession())
+    assert note.startswith("**Error:**") and expected in note and outputs is None
+
+
+# ---- Export ----------------------------------------------------------------------------------
+
+def test_export_before_any_session_says_so():
+    note, archive, config = app.export_run(app.UserSession())
+    assert note.startswith("**Error:** no session has finished") and archive is None and config is None
+
+
+def test_export_zip_loads_and_config_reruns(finished_session, tmp_path, monkeypatch):
+    import zipfile
+
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    user, _, _ = finished_session
+    note, archive, config = app.export_run(user)
+    run_name = Path(user.last_run["out_dir"]).name
+    assert Path(archive).name == f"{run_name}-student.zip" and Path(config).name == f"{run_name}-config.yaml"
+    assert Path(archive).is_relative_to(tmp_path / "gradio")  # served from Gradio's cache without a copy
+    assert "from_pretrained" in note and "--config" in note
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp_path / "unzipped")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "unzipped" / f"{run_name}-student")
+    assert model.config.num_hidden_layers == 1
+    loaded = DistillConfig.from_yaml(config)
+    assert loaded.student == "layers:1" and loaded.steps == 3
+    # a second export replaces the first on disk
+    _, second, _ = app.export_run(user)
+    assert Path(second).is_file() and not Path(archive).exists()

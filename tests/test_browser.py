@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import app
+import visuals
 from tests.conftest import SAMPLE_TEXT
 from tests.test_app import fake_sweep  # noqa: F401  (a fixture)
 
@@ -20,7 +21,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync"]
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 API_NAMES = {"/compatibility", "/preset", "/layer_map", "/run_session", "/stop", "/size_sweep", "/size_plot",
-             "/dark_knowledge"}
+             "/dark_knowledge", "/attention", "/similarity", "/evaluate", "/generate", "/export"}
+TABS = {  # tab name -> an element each must render
+    "Setup": "#teacher-spec", "Distill": "#run-btn", "Student size": "#sweep-btn", "Dark knowledge": "#probe-btn",
+    "Attention": "#attention-btn", "Similarity": "#similarity-btn", "Evaluate": "#evaluate-btn",
+}
 
 if not Path(CHROMIUM).is_file() and os.environ.get("CI"):
     pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run installs it", pytrace=False)
@@ -68,6 +73,25 @@ def plot_traces(page, elem_id: str) -> list[str]:
     return locator.evaluate("el => el.data.map(t => t.name)")
 
 
+def visible_traces(page, elem_id: str) -> list[str]:
+    """plot_traces without the hatched causal-mask overlays of the attention figures."""
+    return [name for name in plot_traces(page, elem_id) if name != visuals.MASKED_NOTE]
+
+
+def plot_title(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id} .js-plotly-plot").evaluate("el => (el.layout.title || {}).text || ''")
+
+
+def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition") -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
 def set_dropdown(page, elem_id: str, value: str) -> None:
     """Type a custom value: blurring keeps it (Enter would pick the first preset that matches,
     e.g. layers:15 for layers:1)."""
@@ -90,6 +114,18 @@ def test_api_names_are_stable(server_url):
     values = client.predict("hinton", api_name="/preset")
     assert dict(zip(app.KNOBS, values)) == dict(zip(app.KNOBS, app.apply_preset("hinton")))
     assert values[-1].startswith("**hinton:**")
+    note, archive, config = client.predict(api_name="/export")  # a fresh API session has no run
+    assert note.startswith("**Error:** no session has finished") and archive is None and config is None
+    names = [p["parameter_name"] for p in endpoints["/attention"]["parameters"]]
+    assert names == ["text", "teacher_layer", "teacher_head", "student_layer", "student_head", "average_heads",
+                     "teacher_spec", "student_spec"]
+
+
+def test_every_tab_renders(page):
+    for name, selector in TABS.items():
+        page.get_by_role("tab", name=name).click()
+        page.locator(selector).first.wait_for(state="visible", timeout=30_000)
+    page.get_by_role("tab", name="Setup").click()
 
 
 def test_setup_distill_and_dark_knowledge_in_browser(page, tiny_teacher_dir):
@@ -151,3 +187,62 @@ def test_student_size_in_browser(page, fake_sweep):
                                                "student after distillation", "teacher"]
     assert "layers:3" in page.locator("#size-table").inner_text()
     page.screenshot(path=str(SHOTS / "4-student-size.png"), full_page=True)
+
+
+def test_inspection_tabs_in_browser(page):
+    """After the session above (same page, same user): the dark-knowledge temperature, Attention,
+    Similarity, Evaluate and generations, and the export, each with its figures and Learn text."""
+    # Dark knowledge: the temperature recomputes at once; the wrong-answer ranking is drawn
+    page.get_by_role("tab", name="Dark knowledge").click()
+    assert plot_traces(page, "wrong-plot")
+    box = page.locator("#probe-temperature input[type=number]")
+    box.fill("3")
+    box.press("Enter")
+    wait_until(lambda: "T=3" in plot_title(page, "bars-plot"), what="the bars at T=3")
+
+    # Attention: the layer map's last pair fills the empty boxes; three maps, difference, overview
+    page.get_by_role("tab", name="Attention").click()
+    page.get_by_text("Learn: reading attention maps").first.click()
+    page.get_by_text("what the eater ate").first.wait_for(timeout=10_000)
+    page.locator("#attention-btn").click()
+    page.locator("#attention-note").get_by_text("Student (after)").wait_for(timeout=60_000)
+    assert visible_traces(page, "attention-plot") == ["teacher", "student (before)", "student (after)"]
+    assert "Teacher layer 3, student layer 0" in page.locator("#attention-note").inner_text()  # the pair 0:3
+    assert visible_traces(page, "difference-plot") == ["difference"]
+    assert len(plot_traces(page, "entropy-plot")) == 3
+    # every figure can be saved: plotly's camera button shows on hover
+    page.locator("#attention-plot .js-plotly-plot").hover()
+    page.locator("#attention-plot .modebar-btn[data-title^='Download plot']").wait_for(
+        state="visible", timeout=10_000)
+    page.screenshot(path=str(SHOTS / "5-attention.png"), full_page=True)
+
+    # Similarity: CKA before and after, the mapped pairs, the snapshots of the session
+    page.get_by_role("tab", name="Similarity").click()
+    page.locator("#similarity-btn").click()
+    page.locator("#similarity-note").get_by_text("first token is left out").wait_for(timeout=60_000)
+    assert [n for n in plot_traces(page, "cka-plot") if not n.startswith("mapped")] == ["student (before)",
+                                                                                          "student (after)"]
+    assert plot_traces(page, "cka-steps-plot") == ["0:3"]
+    page.get_by_text("Learn: hidden-state similarity").first.click()
+    page.get_by_text("Davari et al. 2023").first.wait_for(timeout=10_000)
+    page.screenshot(path=str(SHOTS / "6-similarity.png"), full_page=True)
+
+    # Evaluate: the table and the trade sentence; generations side by side
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#evaluate-btn").click()
+    page.locator("#evaluate-table").get_by_text("keeps").wait_for(timeout=120_000)
+    table = page.locator("#evaluate-table").inner_text()
+    assert "student (after)" in table and "held-out perplexity" in table
+    page.locator("#generate-tokens input").fill("8")
+    page.locator("#generate-btn").click()
+    page.locator("#generate-view").get_by_text("student (after)").wait_for(timeout=120_000)
+    assert page.locator("#generate-view").inner_text().count("tokens/s") == 6  # 3 models x greedy, sampled
+    page.screenshot(path=str(SHOTS / "7-evaluate.png"), full_page=True)
+
+    # Export: the student's zip and the config, as downloads
+    page.get_by_role("tab", name="Distill").click()
+    page.locator("#export-btn").click()
+    page.locator("#export-note").get_by_text("Exported").wait_for(timeout=120_000)
+    assert page.locator("#export-zip a[download]").first.get_attribute("href").endswith("-student.zip")
+    assert page.locator("#export-config a[download]").first.get_attribute("href").endswith("-config.yaml")
+    page.locator("#export").first.screenshot(path=str(SHOTS / "8-export.png"))

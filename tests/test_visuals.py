@@ -6,7 +6,23 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from visuals import display_token, kl_strip, loss_curves, next_token_bars, size_quality_figure
+from visuals import (
+    MASKED_NOTE,
+    attention_difference,
+    attention_heatmaps,
+    cka_heatmaps,
+    display_token,
+    head_entropy_grid,
+    kl_strip,
+    loss_curves,
+    next_token_bars,
+    pair_cka_over_steps,
+    pair_similarity_bars,
+    size_quality_figure,
+    snapshots_to_series,
+    wrong_answer_ranking,
+    wrong_answer_ranks,
+)
 
 HISTORY = [
     {"kind": "step", "step": 1, "loss": 5.0, "kd_loss": 3.0, "ce_loss": 6.0, "lr": 1e-4,
@@ -226,3 +242,159 @@ def test_size_quality_empty() -> None:
     fig = size_quality_figure([])
     assert len(fig.data) == 0
     assert "No students yet — press Compare sizes" in _annotation_texts(fig)
+
+
+# --- attention -------------------------------------------------------------------------------
+
+TOKENS = ["I", " ate", " an", " apple"]
+
+
+def _causal(t: int, seed: int) -> np.ndarray:
+    """A random causal attention map: rows sum to 1, zeros above the diagonal."""
+    rng = np.random.default_rng(seed)
+    m = np.tril(rng.random((t, t)) + 0.05)
+    return m / m.sum(1, keepdims=True)
+
+
+def _heatmaps(fig: go.Figure) -> list:
+    return [t for t in fig.data if t.type == "heatmap"]
+
+
+def test_attention_heatmaps_panels_labels_and_shared_scale() -> None:
+    maps = {"teacher": _causal(4, 0), "student (before)": _causal(4, 1), "student (after)": _causal(4, 2)}
+    fig = attention_heatmaps(TOKENS, maps, titles=["teacher · layer 3", "before · layer 1", "after · layer 1"])
+    heatmaps = _heatmaps(fig)
+    assert len(heatmaps) == 3 and len(fig.data) == 6  # one heatmap and one hatched mask per panel
+    assert [a.text for a in fig.layout.annotations][:3] == ["teacher · layer 3", "before · layer 1", "after · layer 1"]
+    # one colour scale for every panel: 0 .. the largest weight outside the first (always 1) row
+    assert all(h.coloraxis == "coloraxis" for h in heatmaps)
+    expected_max = max(m[1:].max() for m in maps.values())
+    assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == pytest.approx(expected_max)
+    # token labels on both axes, query rows top to bottom
+    for axis in (fig.layout.xaxis, fig.layout.yaxis, fig.layout.xaxis3, fig.layout.yaxis3):
+        assert list(axis.ticktext) == ["I", "␣ate", "␣an", "␣apple"]
+    assert fig.layout.yaxis.range[0] > fig.layout.yaxis.range[1]  # reversed: row 0 on top
+    assert fig.layout.xaxis.title.text.startswith("key") and fig.layout.yaxis.title.text.startswith("query")
+
+
+def test_attention_heatmaps_mask_the_future() -> None:
+    m = _causal(4, 0)
+    fig = attention_heatmaps(TOKENS, {"teacher": m})
+    z = np.array(_heatmaps(fig)[0].z, dtype=float)  # None -> nan
+    assert z.shape == (4, 4)
+    assert np.isnan(z[np.triu_indices(4, k=1)]).all()
+    assert np.allclose(z[np.tril_indices(4)], m[np.tril_indices(4)])
+    masks = [t for t in fig.data if t.name == MASKED_NOTE]
+    assert len(masks) == 1 and masks[0].fill == "toself" and masks[0].fillpattern.shape == "/"
+    assert masks[0].showlegend  # the legend says what the hatching means
+
+
+def test_attention_heatmaps_reject_wrong_shapes() -> None:
+    with pytest.raises(ValueError, match="expected"):
+        attention_heatmaps(TOKENS, {"teacher": np.ones((3, 3))})
+    with pytest.raises(ValueError):
+        attention_heatmaps(TOKENS, {})
+
+
+def test_attention_difference_is_centred_on_zero() -> None:
+    a, b = _causal(4, 0), _causal(4, 1)
+    fig = attention_difference(TOKENS, a, b, ("student (after)", "teacher"))
+    (heatmap,) = _heatmaps(fig)
+    z = np.array(heatmap.z, dtype=float)
+    assert np.allclose(z[np.tril_indices(4)], (a - b)[np.tril_indices(4)])
+    assert np.isnan(z[0, 1])
+    assert heatmap.zmid == 0 and heatmap.zmin == -heatmap.zmax
+    assert heatmap.zmax == pytest.approx(np.abs(np.tril(a - b)).max())
+    assert fig.layout.annotations[0].text == "student (after) − teacher"
+    assert fig.layout.yaxis.range[0] > fig.layout.yaxis.range[1]
+
+
+def test_head_entropy_grid_small_multiples_and_selection() -> None:
+    rng = np.random.default_rng(0)
+    entropy = {"teacher": rng.random((6, 4)), "student (before)": rng.random((3, 4))}
+    fig = head_entropy_grid(entropy, {"teacher": (5, 2), "student (before)": (1, None)})
+    heatmaps = _heatmaps(fig)
+    assert [np.array(h.z, dtype=float).shape for h in heatmaps] == [(6, 4), (3, 4)]
+    assert [a.text for a in fig.layout.annotations][:2] == list(entropy)
+    assert fig.layout.xaxis.title.text == "head" and fig.layout.yaxis.title.text == "layer"
+    assert fig.layout.yaxis.range[0] > fig.layout.yaxis.range[1]  # layer 0 on top
+    assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == 1
+    one_head, whole_layer = fig.layout.shapes
+    assert (one_head.x0, one_head.x1, one_head.y0, one_head.y1) == (1.5, 2.5, 4.5, 5.5)
+    assert (whole_layer.x0, whole_layer.x1) == (-0.5, 3.5) and whole_layer.xref == "x2"
+
+
+# --- similarity ------------------------------------------------------------------------------
+
+def test_cka_heatmaps_axes_scale_and_mapped_pairs() -> None:
+    rng = np.random.default_rng(0)
+    cka = {"student (before)": rng.random((4, 2)), "student (after)": rng.random((4, 2))}
+    fig = cka_heatmaps(cka, [[0, 0], [1, 3]])
+    heatmaps = _heatmaps(fig)
+    assert len(heatmaps) == 2 and np.array(heatmaps[0].z, dtype=float).shape == (4, 2)  # teacher rows, student cols
+    assert fig.layout.xaxis.title.text == "student layer" and fig.layout.yaxis.title.text == "teacher layer"
+    assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == 1
+    marks = [t for t in fig.data if t.type == "scatter"]
+    assert len(marks) == 2 and [m.showlegend for m in marks] == [True, False]
+    assert list(marks[0].x) == [0, 1] and list(marks[0].y) == [0, 3]  # (student, teacher)
+    assert marks[0].customdata[1][0] == pytest.approx(cka["student (before)"][3, 1])
+
+
+def test_pair_similarity_bars_cka_and_cosine_panels() -> None:
+    pairs = [[0, 0], [1, 3]]
+    fig = pair_similarity_bars(pairs, {"student (before)": [0.5, 0.2], "student (after)": [0.6, 0.7]},
+                               {"student (after)": [0.9, 0.8]})
+    assert [(t.name, t.xaxis) for t in fig.data] == [("student (before)", "x"), ("student (after)", "x"),
+                                                      ("student (after)", "x2")]
+    assert list(fig.data[0].x) == ["0:0", "1:3"]
+    assert fig.layout.yaxis.title.text == "linear CKA" and fig.layout.yaxis2.title.text == "cosine similarity"
+    assert len(pair_similarity_bars(pairs, {"student": [0.1, 0.2]}).data) == 1
+    with pytest.raises(ValueError):
+        pair_similarity_bars(pairs, {"student": [0.1]})
+
+
+def test_pair_cka_over_steps_one_line_per_pair_and_the_mean() -> None:
+    fig = pair_cka_over_steps([0, 6, 12], [[0.2, 0.4], [0.3, 0.6], [0.5, 0.7]], [[0, 0], [1, 3]])
+    assert [t.name for t in fig.data] == ["0:0", "1:3", "mean of the pairs"]
+    assert list(fig.data[1].x) == [0, 6, 12] and list(fig.data[1].y) == [0.4, 0.6, 0.7]
+    assert list(fig.data[2].y) == pytest.approx([0.3, 0.45, 0.6])
+    assert fig.layout.xaxis.title.text == "step" and "CKA" in fig.layout.yaxis.title.text
+    assert tuple(fig.layout.yaxis.range) == (0, 1.02)
+    empty = pair_cka_over_steps([], [], [[0, 0]])
+    assert len(empty.data) == 1 and "No snapshots yet" in _annotation_texts(empty)[0]
+
+
+def test_snapshots_to_series_reads_probe_events() -> None:
+    events = [{"kind": "probe", "step": 0, "layer_pairs": [[0, 0], [1, 3]], "pair_cka": [0.9, 0.2]},
+              {"kind": "probe", "step": 6, "candidates": []},  # a teacher-cache session: no CKA
+              {"kind": "probe", "step": 12, "layer_pairs": [[0, 0], [1, 3]], "pair_cka": [0.95, 0.5]}]
+    assert snapshots_to_series(events) == ([0, 12], [[0.9, 0.2], [0.95, 0.5]], [[0, 0], [1, 3]])
+    assert snapshots_to_series([]) == ([], [], [])
+
+
+# --- wrong-answer ranking --------------------------------------------------------------------
+
+FRUIT = [" apple", " orange", " banana", " egg", " onion"]
+FRUIT_PROBS = {"teacher": [0.6, 0.2, 0.01, 0.1, 0.09], "student (before)": [0.1, 0.1, 0.5, 0.2, 0.1],
+               "student (after)": [0.5, 0.25, 0.02, 0.12, 0.11]}
+
+
+def test_wrong_answer_ranks_leave_out_the_actual_token() -> None:
+    result = wrong_answer_ranks(FRUIT, FRUIT_PROBS, " apple", top=3)
+    assert result["labels"] == [" orange", " egg", " onion"]  # the teacher's order of the wrong answers
+    assert result["ranks"]["teacher"] == [1, 2, 3]
+    assert result["ranks"]["student (after)"] == [1, 2, 3]
+    assert result["ranks"]["student (before)"] == [3, 2, 4]  # banana is its favourite wrong answer (ties by order)
+    assert result["n_wrong"] == 4
+    assert wrong_answer_ranks(FRUIT, FRUIT_PROBS, None)["n_wrong"] == 5  # end of text: every candidate is wrong
+
+
+def test_wrong_answer_ranking_bump_chart() -> None:
+    fig = wrong_answer_ranking(FRUIT, FRUIT_PROBS, " apple", top=4)
+    assert len(fig.data) == 4  # one line per wrong answer
+    orange = fig.data[0]
+    assert list(orange.x) == [0, 1, 2] and list(orange.y) == [1, 3, 1]
+    assert orange.text[0] == "1. ␣orange"
+    assert list(fig.layout.xaxis.ticktext) == list(FRUIT_PROBS)  # the teacher first
+    assert fig.layout.yaxis.range[0] > fig.layout.yaxis.range[1]  # rank 1 on top
+    assert "rank" in fig.layout.yaxis.title.text

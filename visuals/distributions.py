@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from .theme import MONO_FONT, apply_layout, model_color
@@ -111,4 +113,70 @@ def kl_strip(tokens: list[str], kl_by_model: dict[str, Sequence[float]], title: 
     fig.update_yaxes(autorange="reversed", title_text="model", showgrid=False)
     apply_layout(fig, title, height=max(240, 190 + 48 * len(names)))
     fig.update_layout(plot_bgcolor="#e6e6e6")  # shows through NaN cells and the row gaps
+    return fig
+
+
+def wrong_answer_ranks(labels: list[str], probs_by_model: dict[str, Sequence[float]], actual_label: str | None,
+                       top: int = 10) -> dict[str, Any]:
+    """The dark knowledge in ranks: the candidates other than the actual next token ("wrong answers"),
+    ranked by each model (1 = the wrong answer it finds most likely, among the candidates).
+
+    Returns labels (the teacher's `top` wrong answers, its most likely first), ranks[name] and
+    probs[name] for those labels, and n_wrong (how many wrong candidates were ranked)."""
+    if not probs_by_model:
+        raise ValueError("probs_by_model is empty")
+    probs = {name: np.nan_to_num(np.asarray(p, dtype=float).reshape(-1), nan=-1.0) for name, p in probs_by_model.items()}
+    for name, p in probs.items():
+        if p.shape != (len(labels),):
+            raise ValueError(f"{name!r}: {p.shape[0]} probabilities for {len(labels)} labels")
+    wrong = [i for i, label in enumerate(labels) if actual_label is None or label != actual_label]
+    ranks: dict[str, dict[int, int]] = {}
+    for name, p in probs.items():
+        order = sorted(wrong, key=lambda i: (-p[i], i))
+        ranks[name] = {index: rank for rank, index in enumerate(order, start=1)}
+    teacher = _teacher_key(list(probs))
+    shown = sorted(wrong, key=lambda i: ranks[teacher][i])[:top]
+    return {"labels": [labels[i] for i in shown],
+            "ranks": {name: [ranks[name][i] for i in shown] for name in probs},
+            "probs": {name: [float(probs[name][i]) for i in shown] for name in probs},
+            "n_wrong": len(wrong)}
+
+
+def wrong_answer_ranking(labels: list[str], probs_by_model: dict[str, Sequence[float]], actual_label: str | None,
+                         top: int = 10, title: str = "") -> go.Figure:
+    """A bump chart of the teacher's ranking of the wrong answers next to each student's: one column per
+    model (dict order, the teacher first), one line per wrong answer (the teacher's `top` most likely),
+    at its rank under each model (1 on top). Flat lines: the student ranks the wrong answers as the
+    teacher does, which is what soft targets teach; crossing lines: it does not."""
+    result = wrong_answer_ranks(labels, probs_by_model, actual_label, top)
+    names = list(probs_by_model)
+    teacher = _teacher_key(names)
+    names = [teacher] + [n for n in names if n != teacher]
+    xs = list(range(len(names)))
+    n = len(result["labels"])
+    colors = sample_colorscale("Plasma", [0.85 * i / max(1, n - 1) for i in range(n)]) if n else []
+    fig = go.Figure()
+    for i, label in enumerate(result["labels"]):
+        token = display_token(label)
+        ranks = [result["ranks"][name][i] for name in names]
+        probs = [result["probs"][name][i] for name in names]
+        text = [f"{ranks[0]}. {token}"] + [""] * (len(names) - 2) + ([f"{token} ({ranks[-1]})"] if len(names) > 1 else [])
+        fig.add_trace(go.Scatter(
+            x=xs, y=ranks, mode="lines+markers+text", name=token, showlegend=False,
+            line=dict(color=colors[i], width=2.5), marker=dict(size=11, color=colors[i], line=dict(color="white", width=1)),
+            text=text, textposition=["middle left"] + ["top center"] * (len(names) - 2) + ["middle right"],
+            textfont=dict(family=MONO_FONT, size=12, color=colors[i]), cliponaxis=False,
+            customdata=[[name, _percent(p)] for name, p in zip(names, probs)],
+            hovertemplate=f"{token}<br>%{{customdata[0]}}: rank %{{y}} among wrong answers, p = %{{customdata[1]}}"
+                          "<extra></extra>"))
+    worst = max([r for ranks in result["ranks"].values() for r in ranks] + [1])
+    apply_layout(fig, title, height=max(320, 150 + 26 * min(worst, 20)))
+    fig.update_xaxes(tickvals=xs, ticktext=names, range=[-0.9, len(names) - 1 + 0.9], showgrid=False, zeroline=False,
+                     side="top")
+    fig.update_yaxes(title_text="rank among the wrong answers (1 = most likely)", range=[worst + 0.7, 0.3],
+                     dtick=1 if worst <= 15 else 5, zeroline=False)
+    fig.update_layout(margin=dict(l=80, r=30))
+    if not n:
+        fig.add_annotation(text="No wrong answers among the candidates", xref="paper", yref="paper", x=0.5, y=0.5,
+                           showarrow=False, font=dict(size=16, color="#666"))
     return fig
