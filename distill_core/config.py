@@ -28,9 +28,27 @@ class DistillConfig:
     """Student model spec: any teacher spec, or one derived from the teacher: `layers:N`, `layers:0,5,9`, `fresh:layers=L,hidden=H,heads=A`."""
 
     corpus: str = "teacher-generated"
-    """Training text: `teacher-generated` (the teacher continues assets/prompts.txt; sequence-level KD), or a path to a UTF-8 text file."""
+    """Training text: `teacher-generated` (the teacher continues assets/prompts.txt; sequence-level KD), or a corpus file: UTF-8 .txt (paragraphs are documents), .jsonl/.json, .csv or .parquet (one document per row of `corpus_column`)."""
+    corpus_column: str = ""
+    """Text column of a .jsonl/.json/.csv/.parquet corpus file or of `hub_dataset` (empty: `text`, `content`, ... or the only text column)."""
     corpus_text: str = ""
-    """Pasted training text; when non-empty it is used instead of `corpus`."""
+    """Pasted training text; when non-empty it is used instead of `corpus` and `hub_dataset`."""
+    hub_dataset: str = ""
+    """Hugging Face dataset id for the training text, e.g. `wikitext`; when non-empty it is used instead of `corpus`. Needs the hub: offline it fails at once."""
+    hub_config: str = ""
+    """Configuration (subset) of `hub_dataset`, e.g. `wikitext-2-raw-v1`; empty: the dataset's default."""
+    hub_split: str = "train"
+    """Split of `hub_dataset` to read."""
+    hub_max_rows: int = 2000
+    """At most this many rows of `hub_dataset` are read (streamed, so a large dataset is not downloaded whole)."""
+    augment: str = ""
+    """Augmentation of the training text, comma-separated methods: word_swap, word_delete, word_substitute, word_split, char_keyboard, char_ocr, char_random, synonym (WordNet), back_translation (MarianMT, needs the hub or local models), teacher_substitute (TinyBERT-style, the teacher picks words); empty: none. The teacher labels the augmented copies like any text; held-out text is never augmented."""
+    augment_strength: float = 0.1
+    """Share of words (character noise: of words and of their letters) each augmentation method changes, in (0, 1]."""
+    augment_copies: int = 1
+    """Augmented copies of the training text per method."""
+    back_translation_models: str = "Helsinki-NLP/opus-mt-en-de,Helsinki-NLP/opus-mt-de-en"
+    """The two MarianMT models of back-translation (to German, back to English): hub ids or local folders, comma-separated."""
     prompts_file: str = str(ASSETS / "prompts.txt")
     """Prompts the teacher continues when `corpus` is `teacher-generated`."""
     generation_tokens: int = 96
@@ -105,7 +123,8 @@ class DistillConfig:
     # ---- validation -----------------------------------------------------------------
     def validate(self) -> None:
         """Raise DistillError naming the first field whose value cannot work."""
-        positive_ints = ["generation_tokens", "eval_max_tokens", "steps", "batch_size", "seq_len"]
+        positive_ints = ["generation_tokens", "eval_max_tokens", "steps", "batch_size", "seq_len", "hub_max_rows",
+                         "augment_copies"]
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -153,6 +172,14 @@ class DistillConfig:
                                "FitNets need its attention maps and hidden states at every step: turn one of them off")
         if self.seq_len > 8192:
             raise DistillError(f"seq_len {self.seq_len} exceeds the 8192-token context of the default models")
+        from distill_core.augment import parse_methods
+
+        parse_methods(self.augment)
+        if not _finite(self.augment_strength) or not 0.0 < self.augment_strength <= 1.0:
+            raise DistillError(f"augment_strength must be in (0, 1], got {self.augment_strength!r}")
+        if len([m for m in self.back_translation_models.split(",") if m.strip()]) != 2:
+            raise DistillError("back_translation_models must be two models, comma-separated (to German, back to "
+                               f"English), got {self.back_translation_models!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise DistillError(f"device must be auto, cpu or cuda, got {self.device!r}")
         for name in ["teacher", "student"]:
@@ -160,6 +187,19 @@ class DistillConfig:
                 raise DistillError(f"{name} spec is empty")
 
     # ---- (de)serialisation ----------------------------------------------------------
+    @property
+    def augment_methods(self) -> list[str]:
+        """The `augment` field as a list of method names."""
+        from distill_core.augment import parse_methods
+
+        return parse_methods(self.augment)
+
+    @property
+    def translation_models(self) -> tuple[str, str]:
+        """The `back_translation_models` field as (to German, back to English)."""
+        first, second = (m.strip() for m in self.back_translation_models.split(",") if m.strip())
+        return first, second
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -251,6 +291,8 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
                 raise ValueError
             return float(value)
         if annotation is str:
+            if isinstance(value, (list, tuple)):  # e.g. `augment: [synonym, word_swap]` in YAML
+                return ",".join(str(v).strip() for v in value)
             return "" if value is None else str(value)
     except (TypeError, ValueError):
         pass

@@ -54,6 +54,7 @@ from distill_core.layer_map import resolve_layer_map
 from distill_core.layer_select import NeedsTeacherNetwork
 from distill_core.teacher_cache import CachedTeacher, TeacherCache
 from distill_core.attention import attention_maps_from
+from distill_core.augment import augment_blocks
 from distill_core.losses import (
     FitNetsProjection,
     TopKTargets,
@@ -116,6 +117,14 @@ def load_corpus(config: DistillConfig, teacher: TeacherHandle) -> Iterator[tuple
     if config.corpus_text.strip():
         docs = split_documents(check_text(config.corpus_text, "pasted text"))
         yield f"pasted text ({len(config.corpus_text)} characters)", docs
+    elif config.hub_dataset.strip():
+        from distill_core.corpora import load_hub_dataset
+
+        yield f"Reading the Hugging Face dataset {config.hub_dataset} …", None
+        texts, info = load_hub_dataset(config.hub_dataset, config.hub_config or None, config.hub_split,
+                                       config.corpus_column or None, config.hub_max_rows)
+        yield (f"Hugging Face dataset {info['dataset']}" + (f" ({info['config']})" if info["config"] else "")
+               + f", split {info['split']}, column {info['column']}: {info['documents']} rows"), texts
     elif config.corpus == "teacher-generated":
         prompts = read_prompts(config.prompts_file)
         source = f"teacher-generated: {len(prompts)} prompts x {config.generation_tokens} new tokens"
@@ -132,7 +141,10 @@ def load_corpus(config: DistillConfig, teacher: TeacherHandle) -> Iterator[tuple
             else:
                 yield source, texts
     else:
-        yield f"file {Path(config.corpus).name}", split_documents(read_text_file(config.corpus, "corpus file"))
+        from distill_core.corpora import read_corpus_file
+
+        docs, info = read_corpus_file(config.corpus, config.corpus_column or None)
+        yield f"file {Path(config.corpus).name}" + (f", column {info['column']}" if "column" in info else ""), docs
 
 
 def _teacher_for_student(config: DistillConfig, teacher: TeacherHandle) -> LoadedModel:
@@ -243,11 +255,21 @@ def run_session(
                 yield emit("status", message=corpus_source)
         blocks = pack(tokenizer, docs, config.seq_len)
         train_blocks, val_blocks = train_heldout_split(blocks, HELDOUT_FRACTION, config.seed)
+        augmented = None
+        if config.augment_methods:  # after the split: only training blocks are augmented (augment_blocks)
+            for message, result in augment_blocks(tokenizer, train_blocks, config.augment_methods,
+                                                  config.augment_strength, config.augment_copies, config.seed,
+                                                  config.seq_len, teacher, config.translation_models):
+                if result is None:
+                    yield emit("status", message=message)
+                else:
+                    train_blocks, augmented = result
         eval_blocks = pack(tokenizer, split_documents(read_text_file(config.eval_text, "evaluation text")),
                            config.seq_len, max_tokens=config.eval_max_tokens, pad_last=True)
         yield emit("corpus", source=corpus_source, documents=len(docs), train_tokens=train_blocks.n_tokens,
                    val_tokens=val_blocks.n_tokens, eval_tokens=eval_blocks.n_tokens,
-                   epochs=round(config.steps * config.batch_size / max(1, len(train_blocks)), 2))
+                   epochs=round(config.steps * config.batch_size / max(1, len(train_blocks)), 2),
+                   augmented=augmented)
 
         cached: CachedTeacher | None = None
         if config.teacher_cache:
@@ -372,6 +394,7 @@ def run_session(
             "student_layers_kept": student.layers_kept,
             "layer_map": [list(pair) for pair in layer_pairs],
             "corpus": corpus_source,
+            "augmented": augmented,
             "teacher_loaded": teacher.loaded is not None,
             "teacher_cache": str(cached.path) if cached is not None else None,
             "steps_done": step,

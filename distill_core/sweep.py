@@ -202,17 +202,65 @@ def ablation_rows(config) -> list[tuple[str, Any]]:
     ]
 
 
-def ablation(config, out_dir: str | Path) -> Iterator[dict[str, Any]]:
-    """The technique ablation (`ablation_rows`), one session each in `out_dir/<name>`: yields every
-    session event with `"ablation": name` added, then `{"kind": "row", "row": row}` (name, ppl,
-    top1_agreement, kl_to_teacher, wall_s, ppl_before, teacher_ppl, error) and rewrites
+SMALL_CORPUS_SENTENCES = 300
+"""Sentences in the deliberately small training corpus of the augmentation ablation."""
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a text: split after . ! or ? followed by white space; those of fewer than three
+    words are left out."""
+    parts = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
+    return [p.strip() for p in parts if len(p.split()) >= 3]
+
+
+def small_corpus(config, sentences: int = SMALL_CORPUS_SENTENCES) -> Iterator[tuple[str, list[str] | None]]:
+    """A deliberately small training corpus: `sentences` sentences drawn (seeded by `config.seed`) from
+    the config's corpus (the teacher-generated one, a file, pasted text or a hub dataset, as a session
+    would load it). Yields progress messages, then (description, the sentences)."""
+    import random
+
+    import torch
+
+    from distill_core.session import TeacherHandle, load_corpus
+
+    if not isinstance(sentences, int) or sentences < 2:
+        raise DistillError(f"the small corpus needs at least 2 sentences, got {sentences!r}")
+    docs, source = None, ""
+    for source, docs in load_corpus(config, TeacherHandle(config, torch.device("cpu"))):
+        if docs is None:
+            yield source, None
+    pool = [s for doc in docs for s in split_sentences(doc)]
+    if len(pool) < 2:
+        raise DistillError(f"the corpus ({source}) has fewer than 2 sentences")
+    picked = sorted(random.Random(config.seed).sample(range(len(pool)), min(sentences, len(pool))))
+    yield f"{len(picked)} sentences of {source}", [pool[i] for i in picked]
+
+
+def augmentation_rows(config, methods: list[str] | str, sentences: list[str]) -> list[tuple[str, Any]]:
+    """Soft targets without and with augmentation (`methods`, at the config's strength and copies) on
+    the same small corpus (one sentence per document), same seed and steps."""
+    from distill_core.augment import parse_methods
+
+    methods = parse_methods(methods)
+    if not methods:
+        raise DistillError("the augmentation ablation needs at least one method, e.g. --augmentation synonym")
+    soft = dict(ablation_rows(config))["soft_target"].with_overrides(
+        {"corpus_text": "\n\n".join(sentences), "hub_dataset": "", "augment": ""})
+    return [("soft_target", soft), ("soft_target+augment", soft.with_overrides({"augment": ",".join(methods)}))]
+
+
+def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = None) -> Iterator[dict[str, Any]]:
+    """The technique ablation (`ablation_rows`, or the given (name, config) `rows`, e.g.
+    `augmentation_rows`), one session each in `out_dir/<name>`: yields every session event with
+    `"ablation": name` added, then `{"kind": "row", "row": row}` (name, ppl, top1_agreement,
+    kl_to_teacher, wall_s, ppl_before, teacher_ppl, error, augmented) and rewrites
     `out_dir/ablation.json`. A DistillError from a session (bad input) ends the ablation."""
     from distill_core.session import run_session
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name, row_config in ablation_rows(config):
+    rows_done = []
+    for name, row_config in rows if rows is not None else ablation_rows(config):
         final = None
         for ev in run_session(row_config, out / name):
             if ev["kind"] in _FINAL:
@@ -222,7 +270,7 @@ def ablation(config, out_dir: str | Path) -> Iterator[dict[str, Any]]:
         row = {"name": name, "ppl": summary["after"]["ppl"], "top1_agreement": summary["after"]["top1_agreement"],
                "kl_to_teacher": summary["after"]["kl_to_teacher"], "wall_s": summary["wall_s"],
                "ppl_before": summary["before"]["ppl"], "teacher_ppl": summary["teacher"]["ppl"],
-               "error": summary["error"]}
-        rows.append(row)
-        write_json_atomic(out / "ablation.json", rows)
+               "error": summary["error"], "augmented": summary.get("augmented")}
+        rows_done.append(row)
+        write_json_atomic(out / "ablation.json", rows_done)
         yield {"kind": "row", "elapsed_s": ev["elapsed_s"], "ablation": name, "row": row}
