@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_core.checkpoints import cache_dir, hub_reachable_within
-from distill_core.data import MAX_TEXT_BYTES, check_text, read_text_file, split_documents
+from distill_core.data import MAX_TEXT_BYTES, check_text, decode_text, read_text_file, split_documents
 from distill_core.errors import DistillError, first_line
 
 CORPUS_FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "json", ".json": "json",
@@ -63,13 +63,7 @@ def _checked_bytes(path: Path, fmt: str, what: str) -> bytes:
         if len(raw) < 12 or raw[:4] != b"PAR1" or raw[-4:] != b"PAR1":
             raise DistillError(f"{what} {path.name} is not a Parquet file (no PAR1 marker); export it again as Parquet")
         return raw
-    if b"\x00" in raw[:65536]:
-        raise DistillError(f"{what} {path.name} looks binary (it contains NUL bytes); upload plain UTF-8 text")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DistillError(f"{what} {path.name} is not UTF-8 (byte {exc.start} is invalid); save it as UTF-8") from None
-    check_text(text, f"{what} {path.name}")
+    check_text(decode_text(raw, f"{what} {path.name}"), f"{what} {path.name}")
     return raw
 
 

@@ -35,14 +35,17 @@ def read_text_file(path: str | Path, what: str = "text file") -> str:
     size = path.stat().st_size
     if size > MAX_TEXT_BYTES:
         raise DistillError(f"{what} {path.name} is {size / 2**20:.1f} MiB; the limit is {MAX_TEXT_BYTES // 2**20} MiB")
-    raw = path.read_bytes()
+    return check_text(decode_text(path.read_bytes(), f"{what} {path.name}"), f"{what} {path.name}")
+
+
+def decode_text(raw: bytes, what: str) -> str:
+    """UTF-8 (with or without a BOM) text from bytes, refusing binary data and other encodings."""
     if b"\x00" in raw[:65536]:
-        raise DistillError(f"{what} {path.name} looks binary (it contains NUL bytes); upload plain UTF-8 text")
+        raise DistillError(f"{what} looks binary (it contains NUL bytes); upload plain UTF-8 text")
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DistillError(f"{what} {path.name} is not UTF-8 (byte {exc.start} is invalid); save it as UTF-8") from None
-    return check_text(text, f"{what} {path.name}")
+        raise DistillError(f"{what} is not UTF-8 (byte {exc.start} is invalid); save it as UTF-8") from None
 
 
 def check_text(text: str, what: str = "text") -> str:
