@@ -4,11 +4,12 @@
     python app.py     # serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
 
 API names (gradio_client): compatibility, preset, layer_map, run_session, stop, size_sweep, size_plot,
-dark_knowledge, attention, similarity, evaluate, generate, export.
+dark_knowledge, attention, similarity, evaluate, generate, export, augment_preview.
 """
 
 from __future__ import annotations
 
+import difflib
 import html
 import json
 import math
@@ -23,10 +24,12 @@ from typing import Any
 import gradio as gr
 
 import visuals
-from distill_core import probes
-from distill_core.checkpoints import LoadedModel, compatibility_report, load_student, load_teacher
+from distill_core import augment as augmentation
+from distill_core import corpora, probes
+from distill_core.checkpoints import (LoadedModel, compatibility_report, load_student, load_teacher, load_tokenizer,
+                                      resolve_model)
 from distill_core.config import DistillConfig, field_help
-from distill_core.data import check_text
+from distill_core.data import cached_corpus, check_text, read_prompts, split_documents
 from distill_core.errors import DistillError, first_line
 from distill_core.layer_map import LAYER_MAP_SPECS, resolve_layer_map
 from distill_core.losses import ATTENTION_LOSSES, DIVERGENCES, HIDDEN_LOSSES
@@ -50,9 +53,18 @@ TEACHER_PRESETS = ["smollm2-135m", "HuggingFaceTB/SmolLM2-360M-Instruct"]
 STUDENT_PRESETS = ["layers:20", "layers:15", "layers:10", "layers:6", "fresh:layers=4,hidden=256,heads=4"]
 
 CORPUS_GENERATED = "Teacher-generated (default)"
-CORPUS_UPLOAD = "Upload a .txt file"
+CORPUS_UPLOAD = "Upload a file"
 CORPUS_PASTE = "Paste text"
-CORPUS_CHOICES = [CORPUS_GENERATED, CORPUS_UPLOAD, CORPUS_PASTE]
+CORPUS_HUB = "Hugging Face dataset"
+CORPUS_CHOICES = [CORPUS_GENERATED, CORPUS_UPLOAD, CORPUS_PASTE, CORPUS_HUB]
+DATA_INPUTS = ("corpus_column", "hub_dataset", "hub_config", "hub_split", "hub_max_rows", "augment",
+               "augment_strength", "augment_copies")
+"""The Data and augmentation section's fields after corpus_choice, upload, pasted, in the order of the handlers'
+parameters (each a DistillConfig field; None keeps the preset's value)."""
+PREVIEW_TEXTS = 3
+"""Texts the augmentation preview shows per method."""
+PREVIEW_WORDS = 60
+"""Each previewed text is cut to its first this-many words (the preview stays readable and quick)."""
 
 PROBE_TEXT = "I ate an"
 PLOT_INTERVAL_S = 1.0
@@ -415,22 +427,52 @@ def layer_map_if_known(teacher_spec: str, student_spec: str, spec: str) -> str:
 # ---------------------------------------------------------------------------------------
 # Distill: config from the UI, the streaming session
 # ---------------------------------------------------------------------------------------
-def config_from_ui(teacher: str, student: str, preset: str | None, corpus_choice: str, upload: str | None,
-                   pasted: str | None, **knobs: Any) -> DistillConfig:
-    """The preset's config (quickstart when none) with the UI's pair, knobs (every name in KNOBS) and corpus
-    applied; DistillConfig checks types and ranges. Fields without a knob keep the preset's values."""
-    if set(knobs) != set(KNOBS):
-        raise TypeError(f"config_from_ui needs exactly the knobs {KNOBS}; got {sorted(knobs)}")
-    overrides: dict[str, Any] = {"teacher": teacher or "", "student": student or "", **knobs,
-                                 "corpus": "teacher-generated", "corpus_text": ""}
+def data_overrides(corpus_choice: str, upload: str | None, pasted: str | None, corpus_column: str | None = None,
+                   hub_dataset: str | None = None, hub_config: str | None = None, hub_split: str | None = None,
+                   hub_max_rows: Any = None, augment: Any = None, augment_strength: Any = None,
+                   augment_copies: Any = None) -> dict[str, Any]:
+    """DistillConfig overrides for the corpus source and augmentation picked in the Distill tab's Data and
+    augmentation section. A value of None keeps the preset's."""
+    overrides: dict[str, Any] = {"corpus": "teacher-generated", "corpus_text": "", "hub_dataset": ""}
+    column = (corpus_column or "").strip()
     if corpus_choice == CORPUS_UPLOAD:
         if not upload:
-            raise DistillError("no file uploaded: choose a .txt file, or pick another corpus")
-        overrides["corpus"] = str(upload)
+            raise DistillError("no file uploaded: choose a file (.txt, .jsonl, .json, .csv, .parquet), "
+                               "or pick another corpus")
+        overrides.update(corpus=str(upload), corpus_column=column)
     elif corpus_choice == CORPUS_PASTE:
         overrides["corpus_text"] = check_text(pasted or "", "pasted text")
+    elif corpus_choice == CORPUS_HUB:
+        if not (hub_dataset or "").strip():
+            raise DistillError("no Hugging Face dataset id given: type one (like `wikitext`), or pick another corpus")
+        overrides.update(hub_dataset=hub_dataset.strip(), hub_config=(hub_config or "").strip(),
+                         hub_split=(hub_split or "").strip() or "train", corpus_column=column)
+        if hub_max_rows is not None:
+            overrides["hub_max_rows"] = hub_max_rows
     elif corpus_choice not in (None, "", CORPUS_GENERATED):
         raise DistillError(f"unknown corpus choice {corpus_choice!r}")
+    if augment is not None:
+        overrides["augment"] = ",".join(augment) if isinstance(augment, (list, tuple)) else str(augment)
+    if augment_strength is not None:
+        overrides["augment_strength"] = augment_strength
+    if augment_copies is not None:
+        overrides["augment_copies"] = augment_copies
+    return overrides
+
+
+def config_from_ui(teacher: str, student: str, preset: str | None, corpus_choice: str, upload: str | None,
+                   pasted: str | None, corpus_column: str | None = None, hub_dataset: str | None = None,
+                   hub_config: str | None = None, hub_split: str | None = None, hub_max_rows: Any = None,
+                   augment: Any = None, augment_strength: Any = None, augment_copies: Any = None,
+                   **knobs: Any) -> DistillConfig:
+    """The preset's config (quickstart when none) with the UI's pair, knobs (every name in KNOBS), corpus
+    source and augmentation (DATA_INPUTS; None keeps the preset's value) applied; DistillConfig checks types
+    and ranges. Fields without a knob keep the preset's values."""
+    if set(knobs) != set(KNOBS):
+        raise TypeError(f"config_from_ui needs exactly the knobs {KNOBS}; got {sorted(knobs)}")
+    data = data_overrides(corpus_choice, upload, pasted, corpus_column, hub_dataset, hub_config, hub_split,
+                          hub_max_rows, augment, augment_strength, augment_copies)
+    overrides: dict[str, Any] = {"teacher": teacher or "", "student": student or "", **knobs, **data}
     return preset_config(preset).with_overrides(overrides)
 
 
@@ -529,6 +571,8 @@ class RunView:
             c = self.corpus
             lines.append(f"Corpus: {c['source']}: {c['train_tokens']:,} training tokens "
                          f"({c['epochs']} epochs over {steps} steps), {c['eval_tokens']:,} held-out evaluation tokens.")
+            if c.get("augmented"):
+                lines.append(augmented_markdown(c["augmented"]))
         lines.append(f"Run folder: `{shown_path(self.out_dir)}`")
         return "  \n".join(lines)
 
@@ -567,7 +611,16 @@ class RunView:
         lines += [f"| {name} | {a} | {b} | {c} |" for name, a, b, c in rows]
         lines += ["", f"Final training loss {fmt_number(s['final_loss'])} · training {fmt_seconds(s['train_s'])} · "
                       f"total {fmt_seconds(s['wall_s'])} · corpus: {s['corpus']} · saved in `{shown_path(self.out_dir)}`"]
+        if s.get("augmented"):
+            lines += ["", augmented_markdown(s["augmented"])]
         return "\n".join(lines)
+
+
+def augmented_markdown(report: dict[str, Any]) -> str:
+    """One line from a session's `augmented` report: texts each augmenter produced, blocks and tokens added."""
+    counts = " · ".join(f"{method} {count:,}" for method, count in report.get("methods", {}).items())
+    return (f"Augmentation: {counts} new texts (changed copies of training text) → {report.get('blocks', 0):,} "
+            f"extra training blocks ({report.get('tokens', 0):,} tokens).")
 
 
 def run_distillation(teacher: str, student: str, preset: str | None,
@@ -575,15 +628,19 @@ def run_distillation(teacher: str, student: str, preset: str | None,
                      temperature: Any, kd_weight: Any, divergence: Any, jsd_beta: Any, skew_alpha: Any, top_k: Any,
                      teacher_cache: Any, attention_weight: Any, attention_loss: Any, hidden_weight: Any,
                      hidden_loss: Any, layer_map: Any, freeze_embeddings: Any, freeze_layers: Any,
-                     corpus_choice: str, upload: str | None, pasted: str | None, user: UserSession | None = None):
+                     corpus_choice: str, upload: str | None, pasted: str | None, corpus_column: str | None = None,
+                     hub_dataset: str | None = None, hub_config: str | None = None, hub_split: str | None = None,
+                     hub_max_rows: Any = None, augment: Any = None, augment_strength: Any = None,
+                     augment_copies: Any = None, user: UserSession | None = None):
     """Stream one session (api_name `run_session`). Yields, in order: status markdown, loss curves,
     probe snapshot, summary markdown, Run button, Stop button."""
     knobs = {name: value for name, value in locals().items() if name in KNOBS}  # the parameters named in KNOBS
+    data = {name: value for name, value in locals().items() if name in DATA_INPUTS}
     user = user if user is not None else UserSession()
     running = (gr.update(interactive=False), gr.update(interactive=True))
     idle = (gr.update(interactive=True), gr.update(interactive=False))
     try:
-        config = config_from_ui(teacher, student, preset, corpus_choice, upload, pasted, **knobs)
+        config = config_from_ui(teacher, student, preset, corpus_choice, upload, pasted, **data, **knobs)
         shape = pair_shape(config.teacher, config.student, load=False)
         if shape is not None:  # a pair already checked: a bad layer map fails now, not after the first evaluation
             resolve_layer_map(config.layer_map, *shape)
@@ -758,11 +815,15 @@ def run_size_sweep(specs: str, teacher: str, preset: str | None,
                    temperature: Any, kd_weight: Any, divergence: Any, jsd_beta: Any, skew_alpha: Any, top_k: Any,
                    teacher_cache: Any, attention_weight: Any, attention_loss: Any, hidden_weight: Any,
                    hidden_loss: Any, layer_map: Any, freeze_embeddings: Any, freeze_layers: Any,
-                   corpus_choice: str, upload: str | None, pasted: str | None, user: UserSession | None = None):
+                   corpus_choice: str, upload: str | None, pasted: str | None, corpus_column: str | None = None,
+                   hub_dataset: str | None = None, hub_config: str | None = None, hub_split: str | None = None,
+                   hub_max_rows: Any = None, augment: Any = None, augment_strength: Any = None,
+                   augment_copies: Any = None, user: UserSession | None = None):
     """Distil each student in `specs` with the Distill tab's recipe and plot size against quality
     (api_name `size_sweep`). Yields, in order: progress markdown, size/quality figure, table rows,
     Compare button, Stop button."""
     knobs = {name: value for name, value in locals().items() if name in KNOBS}  # the parameters named in KNOBS
+    data = {name: value for name, value in locals().items() if name in DATA_INPUTS}
     user = user if user is not None else UserSession()
     running = (gr.update(interactive=False), gr.update(interactive=True))
     idle = (gr.update(interactive=True), gr.update(interactive=False))
@@ -770,7 +831,7 @@ def run_size_sweep(specs: str, teacher: str, preset: str | None,
         from distill_core.sweep import student_sweep  # imported here: tests replace it
 
         spec_list = parse_specs(specs)
-        config = config_from_ui(teacher, spec_list[0], preset, corpus_choice, upload, pasted, **knobs)
+        config = config_from_ui(teacher, spec_list[0], preset, corpus_choice, upload, pasted, **data, **knobs)
     except DistillError as exc:
         gr.Warning(str(exc))
         yield error_markdown(str(exc)), gr.skip(), gr.skip(), *idle
@@ -829,8 +890,196 @@ def pair_markdown(teacher: str, student: str) -> str:
     return f"Teacher `{teacher or '—'}` → student `{student or '—'}` (change them in the **Setup** tab)."
 
 
-def corpus_visibility(choice: str) -> tuple[Any, Any]:
-    return gr.update(visible=choice == CORPUS_UPLOAD), gr.update(visible=choice == CORPUS_PASTE)
+def corpus_visibility(choice: str) -> tuple[Any, Any, Any, Any]:
+    """Visibility of the upload, the pasted text, the hub dataset fields and the text column picker."""
+    return (gr.update(visible=choice == CORPUS_UPLOAD), gr.update(visible=choice == CORPUS_PASTE),
+            gr.update(visible=choice == CORPUS_HUB), gr.update(visible=choice in (CORPUS_UPLOAD, CORPUS_HUB)))
+
+
+def augmenter_label(name: str) -> str:
+    """`name: what it does` for the augmenter picker (the description without its parenthesised credits)."""
+    spec = augmentation.AUGMENTERS[name]
+    short, depth = spec.description, 0
+    if short.endswith(")"):  # drop the trailing "(nlpaug ...)" credit
+        for i in range(len(short) - 1, 0, -1):
+            depth += {")": 1, "(": -1}.get(short[i], 0)
+            if depth == 0:
+                short = short[:i].rstrip()
+                break
+    return f"{name}: {short}" + ("" if spec.offline else " (needs the hub)")
+
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def teacher_tokenizer(teacher_spec: str) -> Any:
+    """The teacher's tokenizer (no model loaded), kept per spec."""
+    spec = (teacher_spec or "").strip()
+    if spec not in _TOKENIZERS:
+        _TOKENIZERS.clear()
+        _TOKENIZERS[spec] = load_tokenizer(resolve_model(spec))
+    return _TOKENIZERS[spec]
+
+
+def corpus_file_markdown(path: str, texts: list[str], info: dict[str, Any], stats: dict[str, Any] | None,
+                         seq_len: int) -> str:
+    name = Path(path).name
+    if info["format"] == "text":
+        read = f"**{name}**: text, {info['documents']:,} documents (paragraphs)"
+    else:
+        read = (f"**{name}**: {info['format'].upper()}, column `{info['column']}` of {len(info['columns'])} text "
+                f"column{'s' if len(info['columns']) != 1 else ''}, {info['rows']:,} rows"
+                + (f" ({info['empty_rows']:,} empty)" if info["empty_rows"] else "")
+                + f" → {info['documents']:,} documents")
+    read += f", {info['characters']:,} characters."
+    if stats is None:
+        return read
+    counts = (f"{stats['tokens']:,} tokens with the teacher's tokenizer = {stats['blocks']:,} blocks of {seq_len} "
+              f"({stats['train_blocks']:,} for training, {stats['val_blocks']:,} held out).")
+    if not stats["enough"]:
+        counts += " **Too short for a session:** it needs at least two blocks."
+    return f"{read}  \n{counts}"
+
+
+def inspect_corpus_file(path: str | None, column: str | None, teacher_spec: str, seq_len: Any) -> tuple[Any, str]:
+    """An uploaded corpus file: its text columns for the column picker, and what a session would read from it
+    (documents; tokens and blocks with the teacher's tokenizer), or the reason it cannot be read."""
+    if not path:  # e.g. a column typed for a hub dataset: nothing to inspect, keep it
+        return gr.skip(), ""
+    try:
+        columns = corpora.text_columns(path)
+    except DistillError as exc:
+        return gr.update(choices=[], value=None), error_markdown(str(exc))
+    column = column if column in columns else None
+    picker = gr.update(choices=columns, value=column)
+    try:
+        texts, info = corpora.read_corpus_file(path, column)
+    except DistillError as exc:
+        return picker, error_markdown(str(exc))
+    if info["format"] != "text":
+        picker = gr.update(choices=columns, value=info["column"])
+    try:
+        length = as_int(seq_len, "sequence length")
+        stats = corpora.corpus_stats(teacher_tokenizer(teacher_spec), texts, length)
+    except Exception as exc:  # no tokenizer (e.g. a bad teacher spec): the counts without tokens
+        return picker, f"{corpus_file_markdown(path, texts, info, None, 0)}  \n*No token counts: {one_line(exc)}*"
+    return picker, corpus_file_markdown(path, texts, info, stats, length)
+
+
+def preview_source_texts(config: DistillConfig, rows: int) -> tuple[list[str], str]:
+    """The first training texts of the config's corpus source, and a phrase naming them. For the
+    teacher-generated corpus: the cached corpus if it has been generated, else the prompts."""
+    if config.corpus_text.strip():
+        return split_documents(config.corpus_text), "the pasted text"
+    if config.hub_dataset.strip():
+        texts, info = corpora.load_hub_dataset(config.hub_dataset, config.hub_config or None, config.hub_split,
+                                               config.corpus_column or None, min(config.hub_max_rows, rows))
+        return texts, f"Hugging Face dataset `{config.hub_dataset}`, column `{info['column']}`"
+    if config.corpus != "teacher-generated":
+        texts, _ = corpora.read_corpus_file(config.corpus, config.corpus_column or None)
+        return texts, f"`{Path(config.corpus).name}`"
+    prompts = read_prompts(config.prompts_file)
+    generated = cached_corpus(resolve_model(config.teacher), prompts, config.generation_tokens, config.seed)
+    if generated is not None:
+        return generated, "the teacher-generated corpus"
+    return prompts, ("the prompts the teacher will continue (its corpus is not generated yet: a session writes it "
+                     "once, then it is cached)")
+
+
+def clip_words(text: str, words: int = PREVIEW_WORDS) -> str:
+    parts = text.split()
+    return text.strip() if len(parts) <= words else " ".join(parts[:words])
+
+
+def word_diff_html(original: str, augmented: str) -> tuple[str, str, int]:
+    """Both texts as HTML with the words that differ marked (struck out in the original, highlighted in
+    the augmented text), and how many words changed."""
+    old, new = original.split(), augmented.split()
+    left: list[str] = []
+    right: list[str] = []
+    changed = 0
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+        a, b = html.escape(" ".join(old[i1:i2])), html.escape(" ".join(new[j1:j2]))
+        if tag == "equal":
+            left.append(a)
+            right.append(b)
+            continue
+        changed += max(i2 - i1, j2 - j1)
+        if a:
+            left.append(f'<span style="background:#fecaca;color:#111;text-decoration:line-through">{a}</span>')
+        if b:
+            right.append(f'<mark style="background:#fde68a;color:#111">{b}</mark>')
+    return " ".join(left), " ".join(right), changed
+
+
+PREVIEW_STYLE = ("border-collapse:collapse;width:100%;font-size:0.9em;", "border:1px solid #d1d5db;padding:6px 8px;"
+                 "vertical-align:top;text-align:left")
+
+
+def preview_html(rows: list[dict[str, Any]]) -> str:
+    """The augmentation preview as an HTML table: method | original | augmented | note."""
+    table, cell = PREVIEW_STYLE
+    head = "".join(f'<th style="{cell}">{name}</th>' for name in ("method", "original", "augmented", "note"))
+    body: list[str] = []
+    spans: dict[str, int] = {}
+    for row in rows:
+        spans[row["method"]] = spans.get(row["method"], 0) + 1
+    shown: set[str] = set()
+    for row in rows:
+        method = row["method"]
+        cells = []
+        if method not in shown:
+            shown.add(method)
+            family = augmentation.AUGMENTERS[method].family
+            cells.append(f'<td rowspan="{spans[method]}" style="{cell}" data-method="{method}"><b>{method}</b><br>'
+                         f'<small>{html.escape(family)}</small></td>')
+        if row["error"]:
+            cells += [f'<td style="{cell}">{html.escape(row["original"])}</td>', f'<td style="{cell}">—</td>',
+                      f'<td style="{cell}"><b>failed:</b> {html.escape(row["error"])}</td>']
+        else:
+            left, right, changed = word_diff_html(row["original"], row["augmented"])
+            words = len(row["original"].split())
+            note = (f"{changed} of {words} words changed" if changed
+                    else "unchanged (too short, or no word this method can change)")
+            cells += [f'<td style="{cell}">{left}</td>', f'<td style="{cell}">{right}</td>',
+                      f'<td style="{cell}">{note}</td>']
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (f'<table class="augment-preview" style="{table}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def preview_augmentation(teacher: str, preset: str | None, seed: Any, corpus_choice: str, upload: str | None,
+                         pasted: str | None, corpus_column: str | None, hub_dataset: str | None,
+                         hub_config: str | None, hub_split: str | None, hub_max_rows: Any, augment: Any,
+                         augment_strength: Any, augment_copies: Any = None) -> tuple[str, str]:
+    """Each ticked augmenter applied to the first few training texts of the chosen corpus source (api_name
+    `augment_preview`), before any session. Returns a note (markdown) and the table (HTML: method, original,
+    augmented with the changed words marked, note); a method that fails shows its message in its row."""
+    methods = list(augment or [])
+    if not methods:
+        return "Tick at least one augmenter, then press **Preview augmentation**.", ""
+    try:
+        data = data_overrides(corpus_choice, upload, pasted, corpus_column, hub_dataset, hub_config, hub_split,
+                              hub_max_rows, methods, augment_strength, augment_copies)
+        config = preset_config(preset).with_overrides({"teacher": teacher or "", "seed": seed, **data})
+        texts, where = preview_source_texts(config, PREVIEW_TEXTS)
+        sample = [clip_words(t) for t in texts if t.strip()][:PREVIEW_TEXTS]
+        loaded = load_teacher(config.teacher) if "teacher_substitute" in config.augment_methods else None
+        rows = augmentation.preview(sample, config.augment_methods, config.augment_strength, config.seed,
+                                    teacher=loaded, n=PREVIEW_TEXTS, translation_models=config.translation_models)
+    except DistillError as exc:
+        return error_markdown(str(exc)), ""
+    except Exception as exc:  # e.g. out of memory loading the teacher: one line, and the app stays up
+        return error_markdown(one_line(exc)), ""
+    failed = sorted({row["method"] for row in rows if row["error"]})
+    note = (f"**Preview:** {len(config.augment_methods)} method{'s' if len(config.augment_methods) != 1 else ''} "
+            f"at strength {config.augment_strength:g} (seed {config.seed}) on the first {len(sample)} texts of "
+            f"{where}, each cut to its first {PREVIEW_WORDS} words. A session augments its training text the same "
+            f"way, {config.augment_copies} cop{'y' if config.augment_copies == 1 else 'ies'} per method; held-out "
+            "text is never augmented.")
+    if failed:
+        note += f"  \n**Failed:** {', '.join(failed)} (see its row); a session with it would stop with that message."
+    return note, preview_html(rows)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1384,16 +1633,50 @@ def build_app() -> gr.Blocks:
                                                          info=help_text.get("warmup_steps"), elem_id="warmup-steps")
                         knob["seed"] = gr.Number(defaults.seed, label="Seed", info=help_text.get("seed"),
                                                  elem_id="seed")
-                with gr.Column(scale=2):
-                    corpus_choice = gr.Radio(CORPUS_CHOICES, value=CORPUS_GENERATED, label="Training corpus",
-                                             info="Teacher-generated: the teacher continues assets/prompts.txt "
-                                                  "(sequence-level KD; generated once, then cached: the first time "
-                                                  "takes minutes on CPU).", elem_id="corpus-choice")
-                    upload = gr.File(label="Text file (.txt, UTF-8)", file_types=[".txt"], type="filepath",
-                                     visible=False, elem_id="corpus-upload")
-                    pasted = gr.Textbox(label="Training text", lines=8, max_lines=16, visible=False,
-                                        placeholder="Paste text here; blank lines separate documents.",
-                                        elem_id="corpus-paste")
+            with gr.Accordion("Data and augmentation", open=False, elem_id="data-augmentation"):
+                with gr.Row():
+                    with gr.Column():
+                        corpus_choice = gr.Radio(CORPUS_CHOICES, value=CORPUS_GENERATED, label="Training corpus",
+                                                 info="Teacher-generated: the teacher continues assets/prompts.txt "
+                                                      "(sequence-level KD; generated once, then cached: the first "
+                                                      "time takes minutes on CPU).", elem_id="corpus-choice")
+                        upload = gr.File(label="Corpus file (.txt, .jsonl, .json, .csv, .parquet; UTF-8)",
+                                         file_types=sorted(corpora.CORPUS_FORMATS), type="filepath",
+                                         visible=False, elem_id="corpus-upload")
+                        pasted = gr.Textbox(label="Training text", lines=8, max_lines=16, visible=False,
+                                            placeholder="Paste text here; blank lines separate documents.",
+                                            elem_id="corpus-paste")
+                        with gr.Group(visible=False, elem_id="corpus-hub") as hub_group:
+                            with gr.Row():
+                                hub_dataset = gr.Textbox(label="Dataset id", placeholder="wikitext",
+                                                         elem_id="hub-dataset")
+                                hub_config = gr.Textbox(label="Config (subset)", placeholder="wikitext-2-raw-v1",
+                                                        elem_id="hub-config")
+                            with gr.Row():
+                                hub_split = gr.Textbox(defaults.hub_split, label="Split", elem_id="hub-split")
+                                hub_max_rows = gr.Number(defaults.hub_max_rows, label="Rows read", precision=0,
+                                                         minimum=1, info=help_text.get("hub_max_rows"),
+                                                         elem_id="hub-max-rows")
+                        corpus_column = gr.Dropdown([], value=None, label="Text column", allow_custom_value=True,
+                                                    visible=False, info=help_text.get("corpus_column"),
+                                                    elem_id="corpus-column")
+                        corpus_md = gr.Markdown(elem_id="corpus-info")
+                    with gr.Column():
+                        augment_methods = gr.CheckboxGroup(
+                            [(augmenter_label(name), name) for name in augmentation.AUGMENTERS],
+                            value=defaults.augment_methods, label="Augmenters",
+                            info="Each adds changed copies of the training text (never of the held-out text); "
+                                 "the teacher labels them like any text.", elem_id="augment-methods")
+                        with gr.Row():
+                            augment_strength = gr.Slider(0.01, 1, value=defaults.augment_strength, step=0.01,
+                                                         label="Strength", info=help_text.get("augment_strength"),
+                                                         elem_id="augment-strength")
+                            augment_copies = gr.Number(defaults.augment_copies, label="Copies per method",
+                                                       precision=0, minimum=1, info=help_text.get("augment_copies"),
+                                                       elem_id="augment-copies")
+                        augment_btn = gr.Button("Preview augmentation", elem_id="augment-preview-btn")
+                augment_note = gr.Markdown(elem_id="augment-note")
+                augment_table = gr.HTML(elem_id="augment-preview")
             with gr.Accordion("Techniques", open=True, elem_id="techniques"):
                 with gr.Row():
                     with gr.Column():
@@ -1593,12 +1876,24 @@ def build_app() -> gr.Blocks:
             picker.change(pair_markdown, [teacher, student], pair_md, show_progress="hidden", **private)
             picker.change(layer_map_if_known, [teacher, student, knob["layer_map"]], layer_map_md,
                           show_progress="hidden", **private)
-        corpus_choice.change(corpus_visibility, corpus_choice, [upload, pasted], show_progress="hidden", **private)
+        corpus_choice.change(corpus_visibility, corpus_choice, [upload, pasted, hub_group, corpus_column],
+                             show_progress="hidden", **private)
+        upload.upload(inspect_corpus_file, [upload, corpus_column, teacher, knob["seq_len"]], [corpus_column, corpus_md],
+                      **private)
+        upload.clear(lambda: (gr.update(choices=[], value=None), ""), None, [corpus_column, corpus_md],
+                     show_progress="hidden", **private)
+        corpus_column.input(inspect_corpus_file, [upload, corpus_column, teacher, knob["seq_len"]],
+                            [corpus_column, corpus_md], **private)
+        data = [corpus_column, hub_dataset, hub_config, hub_split, hub_max_rows, augment_methods, augment_strength,
+                augment_copies]
+        augment_btn.click(preview_augmentation,
+                          [teacher, preset, knob["seed"], corpus_choice, upload, pasted, *data],
+                          [augment_note, augment_table], api_name="augment_preview")
         preset.input(apply_preset, preset, [*knobs, preset_md], api_name="preset", show_progress="hidden")
         knob["layer_map"].change(layer_map_markdown, [teacher, student, knob["layer_map"]], layer_map_md,
                                  api_name="layer_map", show_progress="minimal")
 
-        recipe = [preset, *knobs, corpus_choice, upload, pasted, user]
+        recipe = [preset, *knobs, corpus_choice, upload, pasted, *data, user]
         run_btn.click(run_distillation, [teacher, student, *recipe],
                       [status_md, loss_plot, probe_plot, summary_md, run_btn, stop_btn],
                       api_name="run_session", concurrency_limit=1, concurrency_id="distillation",

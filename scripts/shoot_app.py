@@ -3,8 +3,11 @@
     GRADIO_SERVER_PORT=7861 .venv/bin/python app.py &
     .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --out docs/screenshots [--steps N]
         [--sizes-json runs/<run>/students.json | --skip-sizes]
+    .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only augmentation   # about a minute
 
 Drives Debian's Chromium through Playwright: checks compatibility of the default pair (setup.png),
+previews every augmenter on the teacher-generated corpus (augmentation.png; --only augmentation takes
+just this one, with no session),
 shows the Distill tab's preset picker and Techniques knobs (distill-knobs.png), runs a session (the
 quickstart recipe, or --steps N; distill.png), probes dark knowledge (dark-knowledge.png), shows the
 attention maps (attention.png), hidden-state similarity (similarity.png), the evaluation table and
@@ -23,6 +26,31 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync"]
 
 
+def shoot_augmentation(page, out: Path, timeout_s: float = 300) -> None:
+    """Open the Distill tab's Data and augmentation section, tick every augmenter, preview them and
+    screenshot the section with its table (augmentation.png); then untick them and fold the section,
+    so a session that follows runs without augmentation."""
+    page.get_by_role("tab", name="Distill").click()
+    page.locator("#data-augmentation").get_by_text("Data and augmentation").first.click()
+    boxes = page.locator("#augment-methods input[type=checkbox]")
+    boxes.first.wait_for(timeout=30_000)
+    for i in range(boxes.count()):
+        boxes.nth(i).check()
+    page.locator("#augment-preview-btn").click()
+    page.locator("#augment-note").get_by_text("Preview:").wait_for(timeout=timeout_s * 1000)
+    time.sleep(1)
+    scroll = page.evaluate("window.scrollY")  # bounding boxes are relative to the viewport, clips to the page
+    top = page.locator("#data-augmentation").bounding_box()
+    table = page.locator("#augment-preview").bounding_box()
+    page.screenshot(path=str(out / "augmentation.png"), full_page=True,
+                    clip={"x": 0, "y": scroll + top["y"] - 8, "width": 1400,
+                          "height": table["y"] + table["height"] - top["y"] + 24})
+    for i in range(boxes.count()):
+        boxes.nth(i).uncheck()
+    page.locator("#data-augmentation").get_by_text("Data and augmentation").first.click()
+    time.sleep(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default="http://127.0.0.1:7860/")
@@ -32,6 +60,9 @@ def main() -> None:
     parser.add_argument("--sizes-json", default=None, help="plot this students.json instead of running a sweep")
     parser.add_argument("--skip-sizes", action="store_true", help="no Student size screenshot")
     parser.add_argument("--sizes-timeout", type=float, default=3600, help="seconds to wait for the sweep")
+    parser.add_argument("--teacher", default=None, help="type this teacher spec in Setup first (e.g. a tiny test model)")
+    parser.add_argument("--only", choices=["augmentation"], default=None,
+                        help="take only this screenshot (augmentation: no session, about a minute)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -40,10 +71,19 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(args.url)
         page.get_by_text("Distill Studio").first.wait_for(timeout=60_000)
+        if args.teacher:
+            box = page.locator("#teacher-spec input")
+            box.fill(args.teacher)
+            box.blur()
+        if args.only == "augmentation":
+            shoot_augmentation(page, out)
+            browser.close()
+            return
         page.get_by_role("button", name="Check compatibility").click()
         page.locator("#compat-report").get_by_text("same vocabulary").wait_for(timeout=180_000)
         page.screenshot(path=str(out / "setup.png"), full_page=True)
 
+        shoot_augmentation(page, out)
         page.get_by_role("tab", name="Distill").click()
         page.locator("#layer-map-pairs").get_by_text("layer pair").wait_for(timeout=180_000)
         if args.steps:

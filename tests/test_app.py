@@ -88,9 +88,11 @@ def test_config_from_ui_applies_values_over_quickstart(tiny_teacher_dir):
 
 def test_handlers_take_every_knob_in_order():
     params = list(inspect.signature(app.run_distillation).parameters)
-    assert params == ["teacher", "student", "preset", *app.KNOBS, "corpus_choice", "upload", "pasted", "user"]
+    data = ["corpus_choice", "upload", "pasted", *app.DATA_INPUTS]
+    assert params == ["teacher", "student", "preset", *app.KNOBS, *data, "user"]
     params = list(inspect.signature(app.run_size_sweep).parameters)
-    assert params == ["specs", "teacher", "preset", *app.KNOBS, "corpus_choice", "upload", "pasted", "user"]
+    assert params == ["specs", "teacher", "preset", *app.KNOBS, *data, "user"]
+    assert set(app.DATA_INPUTS) <= set(DistillConfig.__dataclass_fields__)
     # the knobs are the technique and training fields of DistillConfig
     assert set(app.KNOBS) <= set(DistillConfig.__dataclass_fields__)
     assert {"divergence", "jsd_beta", "skew_alpha", "top_k", "teacher_cache", "attention_weight", "attention_loss",
@@ -264,6 +266,124 @@ def test_run_session_bad_upload_shows_message(tiny_teacher_dir, tmp_path, conten
     values = ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_UPLOAD, upload=str(upload))
     final = drain(app.run_distillation(**values, user=app.UserSession()))[-1]
     assert final[STATUS].startswith("**Error:**") and expected in final[STATUS]
+
+
+# ---- Distill: data and augmentation ------------------------------------------------------------
+
+@pytest.fixture()
+def offline_cache(tmp_path, monkeypatch):
+    """No hub (load_hub_dataset and back-translation fail at once) and an empty cache (no generated corpus,
+    no cached augmentations)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path / "cache"))
+
+
+def preview_values(teacher_dir: Path, **changes):
+    values = dict(teacher=str(teacher_dir), preset="quickstart", seed=0, corpus_choice=app.CORPUS_PASTE, upload=None,
+                  pasted=SAMPLE_TEXT, corpus_column=None, hub_dataset="", hub_config="", hub_split="train",
+                  hub_max_rows=2000, augment=["word_swap"], augment_strength=0.3, augment_copies=1)
+    values.update(changes)
+    return values
+
+
+def test_config_from_ui_passes_the_corpus_source_and_augmentation(tiny_teacher_dir, tmp_path):
+    upload = tmp_path / "reviews.csv"
+    upload.write_text("title,review\nA,Good food.\n", encoding="utf-8")
+    config = app.config_from_ui(**ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_UPLOAD, upload=str(upload),
+                                            corpus_column="review", augment=["synonym", "word_swap"],
+                                            augment_strength=0.25, augment_copies=2.0))
+    assert config.corpus == str(upload) and config.corpus_column == "review" and config.corpus_text == ""
+    assert config.augment_methods == ["synonym", "word_swap"] and config.augment_strength == 0.25
+    assert config.augment_copies == 2 and isinstance(config.augment_copies, int)
+    config = app.config_from_ui(**ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_HUB, hub_dataset=" wikitext ",
+                                            hub_config="wikitext-2-raw-v1", hub_split="", hub_max_rows=50.0,
+                                            corpus_column="text", augment=[]))
+    assert (config.hub_dataset, config.hub_config, config.hub_split, config.hub_max_rows, config.corpus_column) == (
+        "wikitext", "wikitext-2-raw-v1", "train", 50, "text")
+    assert config.corpus == "teacher-generated" and config.augment == ""
+    with pytest.raises(DistillError, match="no Hugging Face dataset id"):
+        app.config_from_ui(**ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_HUB, hub_dataset=" "))
+    with pytest.raises(DistillError, match="unknown augmentation method"):
+        app.config_from_ui(**ui_values(tiny_teacher_dir, augment=["nope"]))
+
+
+def test_augment_preview_shows_every_method_on_the_tiny_teacher(tiny_teacher_dir, offline_cache):
+    methods = ["word_swap", "word_delete", "char_keyboard", "teacher_substitute", "back_translation"]
+    note, table = app.preview_augmentation(**preview_values(tiny_teacher_dir, augment=methods))
+    assert note.startswith("**Preview:** 5 methods at strength 0.3") and "the pasted text" in note
+    assert "**Failed:** back_translation" in note
+    for method in methods:
+        assert f'data-method="{method}"' in table
+    rows = table.split("<tr>")[2:]  # after the header row
+    assert len(rows) == 4 * app.PREVIEW_TEXTS + 1  # back-translation offline: one row with its message
+    assert "<mark" in table and "words changed" in table
+    assert "failed:</b>" in table and "unreachable" in table
+
+
+def test_augment_preview_teacher_generated_previews_the_prompts(tiny_teacher_dir, offline_cache):
+    note, table = app.preview_augmentation(**preview_values(tiny_teacher_dir, corpus_choice=app.CORPUS_GENERATED,
+                                                            augment=["word_delete"]))
+    assert "the prompts the teacher will continue" in note  # nothing generated in the empty cache
+    first_prompt = app.read_prompts(app.quickstart_config().prompts_file)[0]
+    assert first_prompt.split()[0] in table
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"augment": []}, "Tick at least one augmenter"),
+    ({"pasted": "  "}, "pasted text is empty"),
+    ({"augment_strength": 0}, "augment_strength must be in (0, 1]"),
+    ({"corpus_choice": app.CORPUS_HUB, "hub_dataset": "wikitext"}, "the hub is unreachable"),
+])
+def test_augment_preview_bad_input_shows_message(tiny_teacher_dir, offline_cache, changes, expected):
+    note, table = app.preview_augmentation(**preview_values(tiny_teacher_dir, **changes))
+    assert expected in note and table == ""
+
+
+def test_upload_csv_fills_the_column_picker_and_counts_tokens(tiny_teacher_dir, tmp_path):
+    upload = tmp_path / "reviews.csv"
+    rows = [f"Title {i},\"The soup was warm and the bread was fresh, said guest number {i}.\"" for i in range(60)]
+    upload.write_text("title,review\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    picker, note = app.inspect_corpus_file(str(upload), None, str(tiny_teacher_dir), 32)
+    assert picker["choices"] in (["title", "review"], [("title", "title"), ("review", "review")])
+    assert note.startswith("**Error:**") and "several text columns" in note  # the user picks one
+    picker, note = app.inspect_corpus_file(str(upload), "review", str(tiny_teacher_dir), 32)
+    assert picker["value"] == "review"
+    assert "CSV, column `review` of 2 text columns, 60 rows → 60 documents" in note
+    assert "tokens with the teacher's tokenizer" in note and "blocks of 32" in note
+    config = app.config_from_ui(**ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_UPLOAD, upload=str(upload),
+                                            corpus_column="review"))
+    assert config.corpus_column == "review"
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("corpus.csv", b"\x00\x01binary\x00", "looks binary"),
+    ("corpus.txt", b"", "is empty"),
+    ("corpus.xlsx", b"PK\x03\x04", "unknown file type '.xlsx'"),
+    ("corpus.parquet", b"not parquet", "is not a Parquet file"),
+])
+def test_upload_bad_file_shows_message(tiny_teacher_dir, tmp_path, name, content, expected):
+    upload = tmp_path / name
+    upload.write_bytes(content)
+    _, note = app.inspect_corpus_file(str(upload), None, str(tiny_teacher_dir), 32)
+    assert note.startswith("**Error:**") and expected in note
+
+
+def test_run_session_hub_dataset_offline_shows_the_engines_message(tiny_teacher_dir, offline_cache, runs_in_tmp):
+    values = ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_HUB, hub_dataset="wikitext",
+                       hub_config="wikitext-2-raw-v1")
+    final = drain(app.run_distillation(**values, user=app.UserSession()))[-1]
+    assert final[STATUS].startswith("**Error:**") and "the hub is unreachable" in final[STATUS]
+    assert final[RUN_BTN]["interactive"] is True
+
+
+def test_run_session_reports_what_each_augmenter_produced(tiny_teacher_dir, offline_cache, runs_in_tmp):
+    values = ui_values(tiny_teacher_dir, augment=["word_swap", "char_ocr"], augment_strength=0.3)
+    final = drain(app.run_distillation(**values, user=app.UserSession()))[-1]
+    summary = json.loads(next(runs_in_tmp.glob("*/summary.json")).read_text())
+    counts = summary["augmented"]["methods"]
+    assert set(counts) == {"word_swap", "char_ocr"} and all(n > 0 for n in counts.values())
+    line = f"Augmentation: word_swap {counts['word_swap']:,} · char_ocr {counts['char_ocr']:,} new texts"
+    assert line in final[STATUS] and line in final[SUMMARY]
 
 
 # ---- Student size ----------------------------------------------------------------------------

@@ -21,7 +21,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync"]
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 API_NAMES = {"/compatibility", "/preset", "/layer_map", "/run_session", "/stop", "/size_sweep", "/size_plot",
-             "/dark_knowledge", "/attention", "/similarity", "/evaluate", "/generate", "/export"}
+             "/dark_knowledge", "/attention", "/similarity", "/evaluate", "/generate", "/export",
+             "/augment_preview"}
 TABS = {  # tab name -> an element each must render
     "Setup": "#teacher-spec", "Distill": "#run-btn", "Student size": "#sweep-btn", "Dark knowledge": "#probe-btn",
     "Attention": "#attention-btn", "Similarity": "#similarity-btn", "Evaluate": "#evaluate-btn",
@@ -110,7 +111,7 @@ def test_api_names_are_stable(server_url):
     assert client.predict(api_name="/stop").startswith("**Stop requested:**")
     # run_session takes the pair, the preset and every knob by name (the State is not part of the API)
     names = [p["parameter_name"] for p in endpoints["/run_session"]["parameters"]]
-    assert names == ["teacher", "student", "preset", *app.KNOBS, "corpus_choice", "upload", "pasted"]
+    assert names == ["teacher", "student", "preset", *app.KNOBS, "corpus_choice", "upload", "pasted", *app.DATA_INPUTS]
     values = client.predict("hinton", api_name="/preset")
     assert dict(zip(app.KNOBS, values)) == dict(zip(app.KNOBS, app.apply_preset("hinton")))
     assert values[-1].startswith("**hinton:**")
@@ -153,8 +154,13 @@ def test_setup_distill_and_dark_knowledge_in_browser(page, tiny_teacher_dir):
     page.screenshot(path=str(SHOTS / "2-distill-knobs.png"), full_page=True)
     for elem_id, value in (("steps", "3"), ("batch-size", "4"), ("seq-len", "32")):
         page.locator(f"#{elem_id} input").fill(value)
+    page.get_by_text("Data and augmentation").first.click()
     page.get_by_label(app.CORPUS_PASTE).check()
     page.locator("#corpus-paste textarea").fill(SAMPLE_TEXT)
+    page.locator("#augment-methods").get_by_label("word_swap", exact=False).check()
+    page.locator("#augment-preview-btn").click()
+    page.locator("#augment-preview").get_by_text("words changed").first.wait_for(timeout=60_000)
+    page.locator("#augment-methods").get_by_label("word_swap", exact=False).uncheck()
     page.locator("#run-btn").click()
     summary = page.locator("#run-summary")
     summary.get_by_text("Before / after").wait_for(timeout=120_000)
