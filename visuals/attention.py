@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .distributions import display_token
-from .theme import MONO_FONT, apply_layout
+from .theme import MONO_FONT, apply_layout, as_matrices
 
 MASKED_NOTE = "masked: a token cannot attend to later tokens"
 MASK_FILL = dict(shape="/", bgcolor="#f0f0f0", fgcolor="#b5b5b5", size=7, solidity=0.25)
@@ -148,15 +148,8 @@ def head_entropy_grid(entropy: dict[str, Sequence], selected: dict[str, tuple[in
     attention entropy (0: every query looks at one key; 1: spread evenly over every key it can see).
     Layer 0 on top. selected: name -> (layer, head) outlined, or (layer, None) for a whole layer
     (head-averaged)."""
-    if not entropy:
-        raise ValueError("entropy is empty")
-    names = list(entropy)
-    grids = {}
-    for name in names:
-        grid = np.asarray(entropy[name], dtype=float)
-        if grid.ndim != 2:
-            raise ValueError(f"{name!r}: entropy of shape {grid.shape}; expected (layers, heads)")
-        grids[name] = grid
+    grids = as_matrices(entropy, "layers, heads")
+    names = list(grids)
     finite = np.concatenate([g[np.isfinite(g)].ravel() for g in grids.values()])
     cmax = max(1.0, float(finite.max())) if finite.size else 1.0
     max_layers = max(g.shape[0] for g in grids.values())

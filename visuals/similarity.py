@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from .theme import STUDENT_AFTER, apply_layout, model_color
+from .theme import STUDENT_AFTER, apply_layout, as_matrices, model_color
 
 CKA_SCALE = "Viridis"
 PAIR_MARK = "mapped pair (student:teacher)"
@@ -28,15 +28,8 @@ def cka_heatmaps(cka: dict[str, Sequence], layer_pairs: Sequence[Sequence[int]] 
     """One heatmap per student (dict order): linear CKA between every teacher layer (y, layer 0 at the
     bottom) and every student layer (x), on one 0..1 colour scale. The mapped (student, teacher) pairs
     are outlined. cka: name -> (teacher_layers, student_layers) matrix."""
-    if not cka:
-        raise ValueError("cka is empty")
-    names = list(cka)
-    mats = {}
-    for name in names:
-        m = np.asarray(cka[name], dtype=float)
-        if m.ndim != 2:
-            raise ValueError(f"{name!r}: CKA matrix of shape {m.shape}; expected (teacher layers, student layers)")
-        mats[name] = m
+    mats = as_matrices(cka, "teacher layers, student layers")
+    names = list(mats)
     pairs = [(int(s), int(t)) for s, t in (layer_pairs or [])]
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.07)
     for col, name in enumerate(names, start=1):

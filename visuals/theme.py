@@ -40,3 +40,19 @@ def apply_layout(fig: go.Figure, title: str = "", height: int = 420) -> go.Figur
         hoverlabel=dict(font=dict(family=FONT_FAMILY, size=12)),
     )
     return fig
+
+
+def as_matrices(named: dict, expected: str) -> dict:
+    """name -> 2-D float array, in dict order; ValueError naming the first entry that is not 2-D
+    (`expected` says which axes it should have) or an empty dict."""
+    import numpy as np
+
+    if not named:
+        raise ValueError("nothing to plot: no model's values were given")
+    matrices = {}
+    for name, values in named.items():
+        matrix = np.asarray(values, dtype=float)
+        if matrix.ndim != 2:
+            raise ValueError(f"{name!r}: values of shape {matrix.shape}; expected ({expected})")
+        matrices[name] = matrix
+    return matrices
