@@ -1,4 +1,4 @@
-"""Command line: python -m distill_core info | distill | evaluate | ablate
+"""Command line: python -m distill_core info | distill | evaluate | ablate | bench
 
 Exit codes: 0 success; 2 bad input (a one-line reason on stderr); 1 an unexpected failure;
 130 a distillation stopped by Ctrl-C (the student so far is saved).
@@ -189,6 +189,27 @@ def _ctrl_c_stops(stop: threading.Event):
         signal.signal(signal.SIGINT, previous)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from distill_core.bench import run_bench
+    from distill_core.config import DistillConfig
+
+    if args.repeats < 1:
+        raise DistillError(f"--repeats must be at least 1, got {args.repeats}")
+    config = DistillConfig.from_yaml(args.config).with_overrides(args.set or [])
+    result = run_bench(config, repeats=args.repeats)
+    print(f"device {result['device']}; {config.teacher} -> {config.student}; batch {config.batch_size} x {config.seq_len}; "
+          f"engine settings {result['engine_settings']}; median of {args.repeats} steps after a warm-up")
+    print(f"{'loop':<10} {'step_s':>8} {'tokens/s':>10} {'peak_mb':>9}")
+    for name in ("reference", "engine"):
+        print(f"{name:<10} {result[name + '_step_s']:>8.3f} {result[name + '_tokens_per_s']:>10.1f} "
+              f"{result[name + '_peak_mb']:>9.1f}")
+    print(f"speedup {result['speedup']:.2f}x, memory ratio {result['memory_ratio']:.2f}")
+    keys = ("device", "engine_tokens_per_s", "reference_tokens_per_s", "speedup", "engine_peak_mb",
+            "reference_peak_mb", "memory_ratio")
+    print(json.dumps({key: result[key] for key in keys}))
+    return 0
+
+
 def _log_event(event: dict) -> None:
     kind, t = event["kind"], f"[{event['elapsed_s']:7.1f}s]"
     if kind == "status":
@@ -256,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     ablate.add_argument("--speed-tokens", type=int, default=32, help=argparse.SUPPRESS)
     ablate.set_defaults(func=cmd_ablate)
+
+    bench = sub.add_parser("bench", help="time the engine's step against a plain reference loop, same shapes and data")
+    bench.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "assets" / "configs" / "quickstart.yaml"),
+                       help="the pair, shapes and engine settings (default: the quickstart session)")
+    bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed steps per loop after one warm-up (default 5)")
+    bench.set_defaults(func=cmd_bench)
 
     evaluate = sub.add_parser("evaluate", help="held-out perplexity, agreement, KL and speed of a student against its teacher")
     evaluate.add_argument("--teacher", required=True)
