@@ -104,23 +104,16 @@ def main() -> None:
         time.sleep(2)
         page.screenshot(path=str(out / "distill.png"), full_page=True)
 
-        page.get_by_role("tab", name="Dark knowledge").click()
-        page.locator("#probe-btn").click()
-        page.locator("#probe-stats").get_by_text("student (after)").wait_for(timeout=180_000)
-        time.sleep(2)
-        page.screenshot(path=str(out / "dark-knowledge.png"), full_page=True)
-
-        page.get_by_role("tab", name="Attention").click()
-        page.locator("#attention-btn").click()
-        page.locator("#attention-note").get_by_text("Student (after)").wait_for(timeout=300_000)
-        time.sleep(2)
-        page.screenshot(path=str(out / "attention.png"), full_page=True)
-
-        page.get_by_role("tab", name="Similarity").click()
-        page.locator("#similarity-btn").click()
-        page.locator("#similarity-note").get_by_text("first token is left out").wait_for(timeout=300_000)
-        time.sleep(2)
-        page.screenshot(path=str(out / "similarity.png"), full_page=True)
+        for tab, button, result, text, timeout_s, picture in [
+            ("Dark knowledge", "#probe-btn", "#probe-stats", "student (after)", 180, "dark-knowledge.png"),
+            ("Attention", "#attention-btn", "#attention-note", "Student (after)", 300, "attention.png"),
+            ("Similarity", "#similarity-btn", "#similarity-note", "first token is left out", 300, "similarity.png"),
+        ]:
+            page.get_by_role("tab", name=tab).click()
+            page.locator(button).click()
+            page.locator(result).get_by_text(text).wait_for(timeout=timeout_s * 1000)
+            time.sleep(2)
+            page.screenshot(path=str(out / picture), full_page=True)
 
         page.get_by_role("tab", name="Evaluate").click()
         page.locator("#evaluate-btn").click()
