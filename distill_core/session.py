@@ -199,8 +199,9 @@ def _save_student(student: LoadedModel, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temporary file next to `path`, then rename it over `path`."""
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     tmp.replace(path)
 
@@ -415,7 +416,7 @@ def run_session(
             _save_student(student, out / "student")
             if projection is not None:  # part of the run, not of the exported student
                 save_file(projection.state_dict(), str(out / "fitnets_projection.safetensors"))
-            _write_json(out / "summary.json", summary)
+            write_json_atomic(out / "summary.json", summary)
         kind = "error" if error else ("stopped" if stopped else "done")
         yield emit(kind, summary=summary, message=error or ("stopped at step %d" % step if stopped else "done"),
                    out_dir=str(out) if out else None, student_dir=str(out / "student") if out else None)

@@ -9,7 +9,6 @@ far, written atomically) after every row, so an interrupted sweep keeps what it 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_core.errors import DistillError, first_line
+from distill_core.session import write_json_atomic
 
 STUDENT_ROW_KEYS = ("spec", "params", "ppl_before", "ppl", "top1_agreement", "kl_to_teacher", "tokens_per_s",
                     "teacher_params", "teacher_ppl", "teacher_tokens_per_s", "wall_s", "error")
@@ -27,13 +27,6 @@ ABLATION_WEIGHTS = {"attention_weight": 1.0, "hidden_weight": 1.0}
 """Technique weights an ablation row uses when the config leaves that technique off."""
 
 _FINAL = ("done", "stopped", "error")
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary file next to `path`, then rename it over `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    tmp.replace(path)
 
 
 def safe_name(spec: str) -> str:
