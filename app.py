@@ -348,7 +348,20 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(f"- **Layer map** (`auto`, for attention transfer and FitNets; student:teacher): "
                      f"{pairs_text(report['layer_map'])}")
     lines += [f"- **Student:** {note}" for note in s.get("notes") or []]
+    if report.get("memory"):
+        lines.append(memory_line(report["memory"]))
     return "\n".join(lines)
+
+
+def memory_line(memory: dict[str, Any]) -> str:
+    """The memory estimate of a session (`distill_core.memory.fit_report`) as one verdict line."""
+    gb = memory["estimate_gb"]
+    batch, length = memory["batch"]
+    parts = ", ".join(f"{name.replace('_', ' ')} {gb[name]:.2f}" for name in
+                      ("teacher_weights", "student_weights", "gradients", "optimizer", "activations", "logits"))
+    verdict = "fits ✓" if memory["fits"] else f"⚠ {memory['warning']}"
+    return (f"- **Memory** (a session of {batch} × {length} tokens on {memory['device']}): about {gb['total']:.2f} GB "
+            f"of {memory['device_gb']:.1f} GB {memory['device_memory']}, {verdict} ({parts} GB)")
 
 
 def check_compatibility(teacher_spec: str, student_spec: str) -> tuple[str, dict[str, Any] | None]:

@@ -17,6 +17,9 @@ from pathlib import Path
 from distill_core.errors import DistillError, first_line
 
 
+QUICKSTART = Path(__file__).resolve().parent.parent / "assets" / "configs" / "quickstart.yaml"
+
+
 def _quiet_libraries() -> None:
     import os
     import warnings
@@ -32,9 +35,12 @@ def _quiet_libraries() -> None:
 def cmd_info(args: argparse.Namespace) -> int:
     from distill_core.checkpoints import compatibility_report, load_student, load_teacher
 
+    from distill_core.config import DistillConfig
+
+    config = DistillConfig(teacher=args.teacher, student=args.student).with_overrides(args.set or [])
     teacher = load_teacher(args.teacher)
     student = load_student(args.student, teacher)
-    print(json.dumps(compatibility_report(teacher, student), indent=2))
+    print(json.dumps(compatibility_report(teacher, student, config), indent=2))
     return 0
 
 
@@ -190,19 +196,29 @@ def _ctrl_c_stops(stop: threading.Event):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from distill_core.bench import run_bench
+    import torch
+
+    from distill_core.bench import GPU_DEFAULTS, run_bench
     from distill_core.config import DistillConfig
 
     if args.repeats < 1:
         raise DistillError(f"--repeats must be at least 1, got {args.repeats}")
-    config = DistillConfig.from_yaml(args.config).with_overrides(args.set or [])
-    result = run_bench(config, repeats=args.repeats)
-    print(f"device {result['device']}; {config.teacher} -> {config.student}; batch {config.batch_size} x {config.seq_len}; "
+    config = DistillConfig.from_yaml(args.config or QUICKSTART)
+    shapes = args.shapes
+    on_gpu = config.device != "cpu" and torch.cuda.is_available()
+    if on_gpu and args.config is None:  # the GPU comparison: 360M -> 135M shapes, 16 x 1024 tokens
+        shapes = shapes or "smollm2-360m>135m"
+        config = config.with_overrides(GPU_DEFAULTS)
+    config = config.with_overrides(args.set or [])
+    result = run_bench(config, repeats=args.repeats, shapes=shapes)
+    print(f"device {result['device']}; {result['teacher']} ({result['teacher_params'] / 1e6:.1f} M) -> "
+          f"{result['student']} ({result['student_params'] / 1e6:.1f} M); batch {config.batch_size} x {config.seq_len}; "
           f"engine settings {result['engine_settings']}; median of {args.repeats} steps after a warm-up")
-    print(f"{'loop':<10} {'step_s':>8} {'tokens/s':>10} {'peak_mb':>9}")
-    for name in ("reference", "engine"):
-        print(f"{name:<10} {result[name + '_step_s']:>8.3f} {result[name + '_tokens_per_s']:>10.1f} "
-              f"{result[name + '_peak_mb']:>9.1f}")
+    print(f"{'loop':<16} {'step_s':>8} {'tokens/s':>10} {'peak_mb':>9} {'TFLOP/s':>8} {'MFU':>6}")
+    for name, row in result["rows"].items():
+        mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "-"
+        print(f"{name:<16} {row['step_s']:>8.3f} {row['tokens_per_s']:>10.1f} {row['peak_mb']:>9.1f} "
+              f"{row['tflops']:>8.2f} {mfu:>6}")
     print(f"speedup {result['speedup']:.2f}x, memory ratio {result['memory_ratio']:.2f}")
     keys = ("device", "engine_tokens_per_s", "reference_tokens_per_s", "speedup", "engine_peak_mb",
             "reference_peak_mb", "memory_ratio")
@@ -244,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print a JSON compatibility report for a teacher/student pair")
     info.add_argument("--teacher", required=True, help="teacher spec, e.g. smollm2-135m")
     info.add_argument("--student", required=True, help="student spec, e.g. layers:20")
+    info.add_argument("--set", action="append", metavar="KEY=VALUE",
+                      help="session settings the memory estimate uses, e.g. batch_size=16 seq_len=1024")
     info.set_defaults(func=cmd_info)
 
     distill = sub.add_parser("distill", help="run a distillation session")
@@ -279,8 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.set_defaults(func=cmd_ablate)
 
     bench = sub.add_parser("bench", help="time the engine's step against a plain reference loop, same shapes and data")
-    bench.add_argument("--config", default=str(Path(__file__).resolve().parent.parent / "assets" / "configs" / "quickstart.yaml"),
-                       help="the pair, shapes and engine settings (default: the quickstart session)")
+    bench.add_argument("--config", default=None,
+                       help="the pair, shapes and engine settings (default: the quickstart session; on a GPU, the "
+                            "SmolLM2-360M -> 135M shapes at batch 16 x 1024)")
+    bench.add_argument("--shapes", default=None, help="random-weight models of these shapes instead of the config's "
+                       "pair: smollm2-360m>135m or tiny")
     bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     bench.add_argument("--repeats", type=int, default=5, help="timed steps per loop after one warm-up (default 5)")
     bench.set_defaults(func=cmd_bench)

@@ -6,9 +6,17 @@ mixed with cross-entropy, every student parameter trained with AdamW. The engine
 `session._train_step` with the config's settings (frozen teacher-copied embeddings, the shared
 frozen prefix, top-k targets from the teacher cache when the config asks for them).
 
-Each variant: a warm-up step (excluded), then `repeats` timed steps; the median step time gives
-tokens/s. Peak memory: CUDA max allocated on a GPU, else the process's resident memory sampled
-during the variant's steps, above what it was before the variant started.
+On a GPU the reference runs under bf16 autocast with fused AdamW (a fair plain loop), the engine with
+its GPU path (bf16 teacher in inference mode, bf16 autocast, the chunked output-layer loss, fused
+AdamW), and once more with `compile` (each decoder layer torch.compiled). Liger-Kernel is not wired in.
+
+Each variant: a warm-up step (excluded; with compile it also compiles), then `repeats` timed steps;
+the median step time gives tokens/s. Peak memory: on a GPU the peak of allocated memory during the
+variant's steps (weights, optimizer state, activations, logits: everything live); on CPU the process's
+resident memory sampled during the variant's steps, above what it was before they started (so the
+models' weights, loaded before, are left out). MFU (GPU): model FLOPs per token (2 x teacher
+parameters for its forward + 6 x student parameters for forward and backward) x tokens/s over the
+card's dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -22,14 +30,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from distill_core.checkpoints import load_student, load_teacher
+from distill_core.checkpoints import LoadedModel, load_student, load_teacher
 from distill_core.config import DistillConfig
+from distill_core.errors import DistillError
 from distill_core.data import Blocks
 from distill_core.losses import shift_for_next_token, teacher_topk
 
 
 class PeakMemory:
-    """Peak memory above the starting point while the block runs (MB)."""
+    """Peak memory while the block runs (MB): on a GPU all allocated memory at its peak, on CPU the
+    resident memory's peak above its level at the start."""
 
     def __init__(self, device: torch.device):
         self.device, self.peak_mb = device, 0.0
@@ -38,7 +48,6 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
         else:
             self.start = self._rss()
             self.peak = self.start
@@ -60,7 +69,7 @@ class PeakMemory:
     def __exit__(self, *exc: Any) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-            self.peak_mb = (torch.cuda.max_memory_allocated() - self.start) / 2**20
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
         else:
             self.running = False
             self.sampler.join()
@@ -82,77 +91,181 @@ def _time_steps(step: Callable[[], Any], repeats: int, device: torch.device) -> 
 
 
 def reference_step(teacher: Any, student: Any, optimizer: torch.optim.Optimizer, batch: Blocks,
-                   temperature: float, kd_weight: float) -> float:
+                   temperature: float, kd_weight: float, autocast: torch.dtype | None = None) -> float:
     """One step of the plain loop (see the module docstring)."""
+    from distill_core.session import _autocast
+
     ids, attn = batch.input_ids.to(student.device), batch.attention_mask.to(student.device)
     labels, mask = shift_for_next_token(ids, attn)
-    with torch.no_grad():
-        t_logits = teacher(input_ids=ids, attention_mask=attn).logits.float()
-    s_logits = student(input_ids=ids, attention_mask=attn).logits.float()
-    m = mask.bool()
-    t = temperature
-    kd = F.kl_div(F.log_softmax(s_logits[m] / t, -1), F.log_softmax(t_logits[m] / t, -1), log_target=True,
-                  reduction="batchmean") * t * t
-    ce = F.cross_entropy(s_logits[m], labels[m])
-    loss = kd_weight * kd + (1 - kd_weight) * ce
+    with _autocast(student.device, autocast):
+        with torch.no_grad():
+            t_logits = teacher(input_ids=ids, attention_mask=attn).logits.float()
+        s_logits = student(input_ids=ids, attention_mask=attn).logits.float()
+        m = mask.bool()
+        t = temperature
+        kd = F.kl_div(F.log_softmax(s_logits[m] / t, -1), F.log_softmax(t_logits[m] / t, -1), log_target=True,
+                      reduction="batchmean") * t * t
+        ce = F.cross_entropy(s_logits[m], labels[m])
+        loss = kd_weight * kd + (1 - kd_weight) * ce
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.item()
 
 
-def run_bench(config: DistillConfig, repeats: int = 5, seed: int = 0) -> dict[str, Any]:
-    """Both loops on one random batch of the config's shapes; returns the measured figures."""
-    from distill_core.session import SharedPrefix, _prepare_trainable, _train_step, resolve_device
+SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # SmolLM2-360M and SmolLM2-135M (their config.json values), random weights: speed needs only the shapes
+    "smollm2-360m>135m": (
+        dict(vocab_size=49152, hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15,
+             num_key_value_heads=5, tie_word_embeddings=True, max_position_embeddings=8192, rope_theta=100000.0),
+        dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+             num_key_value_heads=3, tie_word_embeddings=True, max_position_embeddings=8192, rope_theta=100000.0),
+    ),
+    # for tests: the same code path in seconds
+    "tiny": (
+        dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+             num_key_value_heads=2, tie_word_embeddings=True),
+        dict(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, tie_word_embeddings=True),
+    ),
+}
+"""Teacher and student shapes the bench can build from configs (`--shapes`)."""
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
-    teacher = load_teacher(config.teacher)
-    teacher.model.to(device)
-    vocab = teacher.model.config.vocab_size
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (config.batch_size, config.seq_len), generator=generator)
-    batch = Blocks(ids, torch.ones_like(ids))
-    tokens = batch.n_tokens
+GPU_DEFAULTS = {"batch_size": 16, "seq_len": 1024, "temperature": 2.0, "kd_weight": 0.5, "freeze_embeddings": False}
+"""What `bench` sets on a GPU over the config unless told otherwise: the 360M -> 135M comparison's batch
+(16 x 1024 tokens), forward KL at T = 2 mixed with CE, every student parameter trained (like the reference)."""
 
-    # reference: every parameter of a fresh copy of the student trained, full logits, F.kl_div
-    ref_student = load_student(config.student, teacher, seed=config.seed).model.to(device)
-    ref_student.train()
-    for p in ref_student.parameters():
-        p.requires_grad_(True)
-    ref_opt = torch.optim.AdamW(ref_student.parameters(), lr=config.learning_rate)
-    with PeakMemory(device) as ref_mem:
-        ref_times = _time_steps(lambda: reference_step(teacher.model, ref_student, ref_opt, batch,
-                                                       config.temperature, config.kd_weight), repeats, device)
-    del ref_student, ref_opt
+PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100 PCIe": 756.0e12, "H100": 989.4e12, "A100": 312.0e12, "L4": 121.0e12,
+                   "A10G": 125.0e12, "T4": 65.0e12}
+"""Dense bf16 tensor-core peak by GPU name (vendor datasheets, without sparsity), for MFU."""
 
-    # engine: the session's own step with the config's settings
-    student = load_student(config.student, teacher, seed=config.seed)
-    student.model.to(device)
+
+def peak_flops(device_name: str) -> float | None:
+    for name, flops in PEAK_BF16_FLOPS.items():  # most specific first (H100 PCIe before H100)
+        if name in device_name:
+            return flops
+    return None
+
+
+def build_shapes(name: str, device: torch.device, seed: int = 0) -> tuple[LoadedModel, Callable[[], LoadedModel]]:
+    """A random-weight teacher of the named shapes, and a factory of fresh students."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if name not in SHAPES:
+        raise DistillError(f"unknown --shapes {name!r}; choose one of {', '.join(SHAPES)}")
+    teacher_kwargs, student_kwargs = SHAPES[name]
+    torch.manual_seed(seed)
+    teacher = LoadedModel(LlamaForCausalLM(LlamaConfig(**teacher_kwargs)).to(device), None, f"{name} teacher",
+                          "random weights")
+
+    def student() -> LoadedModel:
+        torch.manual_seed(seed + 1)
+        return LoadedModel(LlamaForCausalLM(LlamaConfig(**student_kwargs)).to(device), None, f"{name} student",
+                           "random weights")
+
+    return teacher, student
+
+
+def _engine_variant(teacher: LoadedModel, make_student: Callable[[], LoadedModel], config: DistillConfig,
+                    batch: Blocks, device: torch.device, repeats: int) -> tuple[list[float], float]:
+    """The session's own step with the config's settings: step times and peak memory."""
+    from distill_core.session import SharedPrefix, _prepare_trainable, _train_step, prepare_teacher
+
+    prepare_teacher(teacher, config, device)
+    student = make_student()
     trainable = _prepare_trainable(student, config)
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, fused=device.type == "cuda")
     targets = None
     if config.teacher_cache:  # what the cache holds: the teacher's top-k at T, computed beforehand
         with torch.no_grad():
-            logits = teacher.model(input_ids=ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
+            ids, attn = batch.input_ids.to(device), batch.attention_mask.to(device)
+            logits = teacher.model(input_ids=ids, attention_mask=attn).logits
             targets = teacher_topk(torch.log_softmax(logits.float() / config.temperature, -1), config.top_k)
     shared = None if targets is not None else SharedPrefix.create(teacher, student, config, batch)
-    with PeakMemory(device) as engine_mem:
-        engine_times = _time_steps(lambda: _train_step(teacher, student, batch, config, optimizer, device, shared,
-                                                       targets=targets), repeats, device)
-    ref_s, engine_s = statistics.median(ref_times), statistics.median(engine_times)
+    with PeakMemory(device) as mem:
+        times = _time_steps(lambda: _train_step(teacher, student, batch, config, optimizer, device, shared,
+                                                targets=targets), repeats, device)
+    return times, mem.peak_mb
+
+
+def run_bench(config: DistillConfig, repeats: int = 5, seed: int = 0, shapes: str | None = None) -> dict[str, Any]:
+    """The reference loop and the engine (and on a GPU the engine with compiled layers) on one random
+    batch of the config's shapes; returns the measured figures. `shapes` builds random-weight models of
+    the named shapes (`SHAPES`) instead of loading the config's pair."""
+    from distill_core.checkpoints import count_parameters
+    from distill_core.session import autocast_dtype, resolve_device
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    if shapes:
+        teacher, make_student = build_shapes(shapes, device, seed)
+    else:
+        teacher = load_teacher(config.teacher)
+        teacher.model.to(device)
+
+        def make_student() -> LoadedModel:
+            student = load_student(config.student, teacher, seed=config.seed)
+            student.model.to(device)
+            return student
+    vocab = teacher.model.config.vocab_size
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (config.batch_size, config.seq_len), generator=generator)
+    batch = Blocks(ids, torch.ones_like(ids))
+    tokens = batch.n_tokens
+    dtype = autocast_dtype(config, device)
+
+    # reference: every parameter of a fresh student trained, full logits, F.kl_div (bf16 autocast on a GPU)
+    ref_student = make_student().model
+    ref_student.train()
+    ref_student.requires_grad_(True)
+    ref_opt = torch.optim.AdamW(ref_student.parameters(), lr=config.learning_rate, fused=device.type == "cuda")
+    with PeakMemory(device) as ref_mem:
+        ref_times = _time_steps(lambda: reference_step(teacher.model, ref_student, ref_opt, batch, config.temperature,
+                                                       config.kd_weight, dtype), repeats, device)
+    student_params = count_parameters(ref_student)
+    teacher_params = count_parameters(teacher.model)
+    del ref_student, ref_opt
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+    variants = {"engine": config}
+    if device.type == "cuda" and not config.compile:
+        variants["engine+compile"] = config.with_overrides({"compile": True})
+    rows = {"reference": {"step_s": statistics.median(ref_times), "peak_mb": ref_mem.peak_mb}}
+    for name, variant in variants.items():
+        times, peak = _engine_variant(teacher, make_student, variant, batch, device, repeats)
+        rows[name] = {"step_s": statistics.median(times), "peak_mb": peak}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # model FLOPs per token: teacher forward 2P, student forward + backward 6P (no teacher with a cache)
+    flops_per_token = 6 * student_params + (0 if config.teacher_cache else 2 * teacher_params)
+    device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    peak = peak_flops(device_name) if device.type == "cuda" else None
+    for row in rows.values():
+        row["tokens_per_s"] = tokens / row["step_s"]
+        row["tflops"] = row["tokens_per_s"] * flops_per_token / 1e12
+        row["mfu"] = row["tokens_per_s"] * flops_per_token / peak if peak else None
+    ref, engine = rows["reference"], rows["engine"]
     return {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-        "teacher": config.teacher, "student": config.student,
+        "device": device_name,
+        "teacher": f"shapes {shapes}" if shapes else config.teacher,
+        "student": f"shapes {shapes}" if shapes else config.student,
+        "teacher_params": teacher_params, "student_params": student_params,
         "batch": [config.batch_size, config.seq_len],
-        "engine_settings": {"freeze_embeddings": config.freeze_embeddings, "freeze_layers": config.freeze_layers,
-                            "shared_prefix": shared is not None, "teacher_cache": targets is not None,
-                            "top_k": config.top_k},
-        "reference_step_s": ref_s, "engine_step_s": engine_s,
-        "reference_tokens_per_s": tokens / ref_s, "engine_tokens_per_s": tokens / engine_s,
-        "speedup": ref_s / engine_s,
-        "reference_peak_mb": ref_mem.peak_mb, "engine_peak_mb": engine_mem.peak_mb,
-        "memory_ratio": engine_mem.peak_mb / ref_mem.peak_mb if ref_mem.peak_mb > 0 else float("nan"),
+        "engine_settings": {"precision": "bf16" if dtype == torch.bfloat16 else "fp32",
+                            "loss_chunk_tokens": config.loss_chunk_tokens,
+                            "freeze_embeddings": config.freeze_embeddings, "freeze_layers": config.freeze_layers,
+                            "teacher_cache": config.teacher_cache, "top_k": config.top_k,
+                            "gradient_checkpointing": config.gradient_checkpointing, "compile": config.compile},
+        "rows": rows,
+        "flops_per_token": flops_per_token,
+        "reference_step_s": ref["step_s"], "engine_step_s": engine["step_s"],
+        "reference_tokens_per_s": ref["tokens_per_s"], "engine_tokens_per_s": engine["tokens_per_s"],
+        "speedup": ref["step_s"] / engine["step_s"],
+        "reference_peak_mb": ref["peak_mb"], "engine_peak_mb": engine["peak_mb"],
+        "memory_ratio": engine["peak_mb"] / ref["peak_mb"] if ref["peak_mb"] > 0 else float("nan"),
+        "engine_mfu": engine["mfu"], "reference_mfu": ref["mfu"],
         "repeats": repeats,
     }

@@ -598,8 +598,9 @@ def describe(loaded: LoadedModel) -> dict[str, Any]:
     }
 
 
-def compatibility_report(teacher: LoadedModel, student: LoadedModel) -> dict[str, Any]:
-    """What a teacher/student pair shares and which techniques apply to it."""
+def compatibility_report(teacher: LoadedModel, student: LoadedModel, config: Any = None) -> dict[str, Any]:
+    """What a teacher/student pair shares, which techniques apply to it, and the memory a session
+    with `config` (default: the default config's batch, length and settings) would need on its device."""
     t_fp, s_fp = vocab_fingerprint(teacher.tokenizer), vocab_fingerprint(student.tokenizer)
     same_vocab = t_fp == s_fp
     t_desc, s_desc = describe(teacher), describe(student)
@@ -625,4 +626,12 @@ def compatibility_report(teacher: LoadedModel, student: LoadedModel) -> dict[str
         "layer_map": [list(pair) for pair in resolve_layer_map(
             "auto", s_desc["layers"], t_desc["layers"], student.layers_kept)],
     }
+    from distill_core.config import DistillConfig
+    from distill_core.memory import session_fit, trainable_count
+    from distill_core.session import resolve_device
+
+    config = config or DistillConfig()
+    report["memory"] = session_fit(config, teacher.model.config, student.model.config, t_desc["params"],
+                                   s_desc["params"], trainable_count(student.model, config),
+                                   resolve_device(config.device))
     return report

@@ -116,6 +116,14 @@ class DistillConfig:
     """`auto` (CUDA when available, else CPU), `cpu` or `cuda`."""
     threads: int = 0
     """CPU threads for torch (0 keeps torch's default)."""
+    precision: str = "auto"
+    """Arithmetic: auto (on a CUDA GPU with bf16: bf16 autocast over fp32 master weights, the frozen teacher held in bf16; fp32 on CPU), fp32, or bf16 (autocast on any device)."""
+    loss_chunk_tokens: int = 1024
+    """Positions per chunk when the output layers and the loss are computed: the (positions x vocabulary) logits of teacher and student are never whole in memory, and only counted positions are scored. 0 computes full logits for the whole batch."""
+    gradient_checkpointing: bool = False
+    """Recompute the student's layer activations during backward instead of keeping them: less memory for long sequences, about a third more compute."""
+    compile: bool = False
+    """torch.compile each decoder layer of teacher and student (pays on a GPU after a warm-up of a few steps; slow to start on CPU)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -129,7 +137,7 @@ class DistillConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise DistillError(f"{name} must be a positive integer, got {value!r}")
-        for name in ["top_k", "freeze_layers", "warmup_steps", "eval_every", "probe_every", "log_every", "threads", "seed"]:
+        for name in ["top_k", "loss_chunk_tokens", "freeze_layers", "warmup_steps", "eval_every", "probe_every", "log_every", "threads", "seed"]:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise DistillError(f"{name} must be a non-negative integer, got {value!r}")
@@ -180,6 +188,8 @@ class DistillConfig:
         if len([m for m in self.back_translation_models.split(",") if m.strip()]) != 2:
             raise DistillError("back_translation_models must be two models, comma-separated (to German, back to "
                                f"English), got {self.back_translation_models!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise DistillError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise DistillError(f"device must be auto, cpu or cuda, got {self.device!r}")
         for name in ["teacher", "student"]:

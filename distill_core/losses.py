@@ -19,6 +19,10 @@ def _upcast(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.dtype == torch.float64 else logits.float()
 
 
+def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _masked_mean(per_position: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean of a (batch, seq) tensor over positions where mask is 1."""
     if mask is None:
@@ -86,6 +90,11 @@ class TopKTargets:
         """(..., k + 1) log-probabilities: the k tokens, then the tail bucket."""
         return torch.cat([self.logp, self.tail], -1)
 
+    def take(self, key: "torch.Tensor | slice") -> "TopKTargets":
+        """The same targets at the positions `key` selects (a boolean mask over the leading
+        dimensions, or a slice of the first)."""
+        return TopKTargets(self.indices[key], self.logp[key], self.tail[key])
+
 
 def teacher_topk(teacher_logp: torch.Tensor, k: int) -> TopKTargets:
     """Top-k of the teacher's log-probabilities (..., vocab) and the log-mass of the rest."""
@@ -123,6 +132,29 @@ def topk_buckets(teacher_logp: torch.Tensor, student_logp: torch.Tensor, k: int)
     return targets.buckets(), student_buckets(student_logp, targets.indices)
 
 
+def soft_target_per_position(
+    student_logits: torch.Tensor,
+    teacher_logits: "torch.Tensor | TopKTargets",
+    temperature: float = 1.0,
+    kind: str = "forward_kl",
+    top_k: int = 0,
+    jsd_beta: float = 0.5,
+    skew_alpha: float = 0.1,
+) -> torch.Tensor:
+    """T^2 D(p_T, q_T) at every position (...,): the terms `soft_target_loss` averages."""
+    t = float(temperature)
+    # (..., vocab) log-probabilities at temperature T
+    student_logp = F.log_softmax(_upcast(student_logits) / t, dim=-1)
+    if isinstance(teacher_logits, TopKTargets):  # from the teacher cache, already at temperature T
+        teacher_logp = teacher_logits.buckets().to(student_logp.dtype)
+        student_logp = student_buckets(student_logp, teacher_logits.indices)  # (..., k + 1)
+    else:
+        teacher_logp = F.log_softmax(_upcast(teacher_logits) / t, dim=-1)
+        if top_k:
+            teacher_logp, student_logp = topk_buckets(teacher_logp, student_logp, top_k)  # (..., k + 1)
+    return divergence(teacher_logp, student_logp, kind, jsd_beta, skew_alpha) * (t * t)
+
+
 def soft_target_loss(
     student_logits: torch.Tensor,
     teacher_logits: "torch.Tensor | TopKTargets",
@@ -144,18 +176,9 @@ def soft_target_loss(
     top-k at this temperature), which gives the same value as top_k = k on the live logits.
     Computed in at least fp32 whatever the logits' dtype.
     """
-    t = float(temperature)
-    # (batch, seq, vocab) log-probabilities at temperature T
-    student_logp = F.log_softmax(_upcast(student_logits) / t, dim=-1)
-    if isinstance(teacher_logits, TopKTargets):  # from the teacher cache, already at temperature T
-        teacher_logp = teacher_logits.buckets().to(student_logp.dtype)
-        student_logp = student_buckets(student_logp, teacher_logits.indices)  # (batch, seq, k + 1)
-    else:
-        teacher_logp = F.log_softmax(_upcast(teacher_logits) / t, dim=-1)
-        if top_k:
-            teacher_logp, student_logp = topk_buckets(teacher_logp, student_logp, top_k)  # (batch, seq, k + 1)
-    per_position = divergence(teacher_logp, student_logp, kind, jsd_beta, skew_alpha)  # (batch, seq)
-    return _masked_mean(per_position, mask) * (t * t)
+    per_position = soft_target_per_position(student_logits, teacher_logits, temperature, kind, top_k, jsd_beta,
+                                            skew_alpha)  # (batch, seq)
+    return _masked_mean(per_position, mask)
 
 
 def soft_target_kl(
@@ -200,6 +223,131 @@ def distillation_loss(
     kd = soft_target_loss(student_logits, teacher_logits, temperature, mask, divergence_kind, top_k, jsd_beta, skew_alpha)
     ce = hard_label_ce(student_logits, labels, mask)
     total = kd_weight * kd + (1.0 - kd_weight) * ce
+    return LossTerms(total, {"kd_loss": kd, "ce_loss": ce})
+
+
+class OutputHead:
+    """A model's output layer as (weight, bias): logits = hidden @ weight.T + bias. Only plain
+    linear heads qualify (no logit soft-capping or scaling, which some architectures add)."""
+
+    def __init__(self, model: torch.nn.Module):
+        head = model.get_output_embeddings()
+        self.weight, self.bias = head.weight, head.bias
+
+    @staticmethod
+    def supported(model: torch.nn.Module) -> bool:
+        config = model.config
+        head = model.get_output_embeddings()
+        return (isinstance(head, torch.nn.Linear)
+                and not getattr(config, "final_logit_softcapping", None)
+                and getattr(config, "logit_scale", None) in (None, 1, 1.0))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.weight, self.bias)
+
+
+class _ChunkedHeadLoss(torch.autograd.Function):
+    """The loss of a linear output head, computed `chunk` positions at a time: each chunk's logits
+    (chunk, vocab) are made, scored, differentiated and dropped before the next, so the (n, vocab)
+    logits of the whole batch never exist (the idea of Liger-Kernel's fused linear losses, Hsu et
+    al. 2024, written with torch autograd for any loss of the logits). The gradients of the hidden
+    states and of the head are computed in the forward pass and scaled by the incoming gradient in
+    backward, so nothing is recomputed.
+
+    loss_of_logits(logits (m, vocab), start, end) -> (total, *terms): sums over the chunk's
+    positions; the result is each summed over chunks and divided by n.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, loss_of_logits, chunk):  # noqa: D401 - autograd API
+        n = hidden.shape[0]
+        wants = ctx.needs_input_grad[:3]
+        grad_hidden = torch.zeros_like(hidden) if wants[0] else None
+        # the head's gradient is summed over chunks in at least fp32
+        grad_weight = torch.zeros_like(weight, dtype=_at_least_fp32(weight.dtype)) if wants[1] else None
+        grad_bias = torch.zeros_like(bias, dtype=_at_least_fp32(bias.dtype)) if wants[2] else None
+        sums = None
+        with torch.enable_grad():
+            w = weight.detach().requires_grad_(wants[1])
+            b = bias.detach().requires_grad_(wants[2]) if bias is not None else None
+            for start in range(0, n, chunk):
+                end = min(n, start + chunk)
+                h = hidden[start:end].detach().requires_grad_(wants[0])
+                results = loss_of_logits(F.linear(h, w, b), start, end)
+                total = results[0] / n
+                inputs = [x for x, want in ((h, wants[0]), (w, wants[1]), (b, wants[2])) if want]
+                if inputs:
+                    grads = iter(torch.autograd.grad(total, inputs))
+                    if wants[0]:
+                        grad_hidden[start:end] = next(grads)
+                    if wants[1]:
+                        grad_weight += next(grads)
+                    if wants[2]:
+                        grad_bias += next(grads)
+                values = torch.stack([r.detach().to(_at_least_fp32(r.dtype)) for r in results])
+                sums = values if sums is None else sums + values
+        ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight, grad_bias) if g is not None))
+        ctx.wants, ctx.weight_dtype = wants, weight.dtype
+        outputs = tuple(sums / n)
+        ctx.mark_non_differentiable(*outputs[1:])
+        return outputs
+
+    @staticmethod
+    def backward(ctx, grad_total, *_):
+        saved = iter(ctx.saved_tensors)
+        grads = [next(saved) * grad_total if want else None for want in ctx.wants]
+        grads[1] = grads[1].to(ctx.weight_dtype) if grads[1] is not None else None
+        return (*grads, None, None)
+
+
+def chunked_distillation_loss(
+    student_hidden: torch.Tensor,
+    student_head: OutputHead,
+    teacher: "tuple[torch.Tensor, OutputHead] | TopKTargets",
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float,
+    kd_weight: float,
+    divergence_kind: str = "forward_kl",
+    top_k: int = 0,
+    jsd_beta: float = 0.5,
+    skew_alpha: float = 0.1,
+    chunk_tokens: int = 1024,
+) -> LossTerms:
+    """`distillation_loss` from the models' last hidden states instead of their logits, over the
+    counted positions `chunk_tokens` at a time (see `_ChunkedHeadLoss`): equal to it up to float
+    rounding, at a peak memory of one chunk's logits instead of the batch's.
+
+    student_hidden: (batch, seq, width) after the final norm; teacher: its last hidden states
+    (batch, seq, teacher_width) with its head, or its cached top-k targets (batch, seq, k).
+    """
+    keep = mask.bool()  # (batch, seq)
+    hidden = student_hidden[keep]  # (n, width)
+    target = labels[keep]  # (n,)
+    if isinstance(teacher, TopKTargets):
+        cached = teacher.take(keep)
+        teacher_logits_of = cached.take
+    else:
+        teacher_hidden, teacher_head = teacher[0][keep].detach(), teacher[1]
+
+        def teacher_logits_of(rows: slice) -> torch.Tensor:
+            with torch.no_grad():
+                return teacher_head.logits(teacher_hidden[rows])
+
+    t, alpha = float(temperature), float(kd_weight)
+
+    def loss_of_logits(logits: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, ...]:
+        rows = slice(start, end)
+        kd = soft_target_per_position(logits, teacher_logits_of(rows), t, divergence_kind, top_k, jsd_beta,
+                                      skew_alpha).sum()
+        ce = F.cross_entropy(_upcast(logits), target[rows], reduction="sum")
+        return alpha * kd + (1.0 - alpha) * ce, kd, ce
+
+    if hidden.shape[0] == 0:  # nothing counted: a zero loss that still reaches every parameter
+        zero = student_hidden.sum() * 0.0
+        return LossTerms(zero, {"kd_loss": zero.detach(), "ce_loss": zero.detach()})
+    weight, bias = student_head.weight, student_head.bias
+    total, kd, ce = _ChunkedHeadLoss.apply(hidden, weight, bias, loss_of_logits, max(1, int(chunk_tokens)))
     return LossTerms(total, {"kd_loss": kd, "ce_loss": ce})
 
 

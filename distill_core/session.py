@@ -52,11 +52,14 @@ from distill_core.errors import DistillError, first_line
 from distill_core.evaluate import compare, score, teacher_reference
 from distill_core.layer_map import resolve_layer_map
 from distill_core.layer_select import NeedsTeacherNetwork
+from distill_core.memory import session_fit
 from distill_core.teacher_cache import CachedTeacher, TeacherCache
 from distill_core.attention import attention_maps_from
 from distill_core.augment import augment_blocks
 from distill_core.losses import (
     FitNetsProjection,
+    OutputHead,
+    chunked_distillation_loss,
     TopKTargets,
     attention_transfer_loss,
     distillation_loss,
@@ -91,6 +94,7 @@ class TeacherHandle:
         if self.loaded is None:
             self.loaded = load_teacher(self.config.teacher)
             self.loaded.model.to(self.device)
+            prepare_teacher(self.loaded, self.config, self.device)
         return self.loaded
 
     def resolve(self) -> ResolvedModel:
@@ -178,11 +182,11 @@ class PairSimilarity:
                 "pair_cka": [probes.linear_cka(states[s][self.keep], self.teacher[t]) for s, t in self.pairs]}
 
 
-def _teacher_num_layers(resolved: ResolvedModel) -> int:
+def _teacher_config(resolved: ResolvedModel) -> Any:
+    """The teacher's transformers config, read without loading its weights."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(resolved.target, local_files_only=resolved.local_only,
-                                      trust_remote_code=False).num_hidden_layers
+    return AutoConfig.from_pretrained(resolved.target, local_files_only=resolved.local_only, trust_remote_code=False)
 
 
 def _save_student(student: LoadedModel, target: Path) -> None:
@@ -299,7 +303,7 @@ def run_session(
         student.model.to(device)
         probe_teacher = teacher.loaded if teacher.loaded is not None else cached.as_teacher(tokenizer, config.teacher)
         n_teacher_layers = (teacher.loaded.model.config.num_hidden_layers if teacher.loaded is not None
-                            else _teacher_num_layers(teacher.resolve()))
+                            else _teacher_config(teacher.resolve()).num_hidden_layers)
         layer_pairs = resolve_layer_map(config.layer_map, student.model.config.num_hidden_layers,
                                         n_teacher_layers, student.layers_kept)
         tracker = PairSimilarity(teacher.loaded, eval_blocks, layer_pairs) if teacher.loaded is not None else None
@@ -340,6 +344,11 @@ def run_session(
         if shared_prefix is not None:
             yield emit("status", message=f"Student layers 0-{config.freeze_layers - 1} are frozen copies of the "
                        "teacher's: each step reuses the teacher's hidden states there (exact, faster)")
+        memory = session_fit(config, teacher.loaded.model.config if teacher.loaded is not None else
+                             _teacher_config(teacher.resolve()), student.model.config, teacher_params, student_params,
+                             sum(p.numel() for p in trainable), device, teacher_loaded=teacher.loaded is not None)
+        if memory["warning"]:
+            yield emit("status", message=f"Warning: {memory['warning']}", warning=memory["warning"])
         optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
                                       fused=device.type == "cuda")
         from transformers import get_cosine_schedule_with_warmup
@@ -408,6 +417,7 @@ def run_session(
             "eval_tokens": before["tokens"],
             "teacher": {"ppl": before["teacher_ppl"], "params": teacher_params},
             "student": {"params": student_params, "trainable_params": sum(p.numel() for p in trainable)},
+            "memory_estimate_gb": memory["estimate_gb"]["total"],
             "before": _eval_summary(before),
             "after": _eval_summary(after),
         }
@@ -440,6 +450,10 @@ def _prepare_trainable(student: LoadedModel, config: DistillConfig) -> list[torc
         raise DistillError(f"freeze_layers={config.freeze_layers} would freeze all {len(layers)} student layers")
     for layer in layers[: config.freeze_layers]:
         layer.requires_grad_(False)
+    if config.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    if config.compile:
+        compile_layers(model)
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -467,26 +481,66 @@ class SharedPrefix:
             ids, attn = probe.input_ids[:1].to(student.model.device), probe.attention_mask[:1].to(student.model.device)
             hidden = teacher.model(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states[k]
             full = student.model(input_ids=ids, attention_mask=attn).logits
-            shared = prefix.upper_logits(hidden, attn)
+            shared = prefix.upper(hidden, attn)
         return prefix if torch.allclose(full, shared, atol=1e-4, rtol=1e-4) else None
 
-    def upper_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Student logits (b, t, vocab) from the hidden state (b, t, h) entering its layer K."""
+    def upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor, final_hidden: bool = False) -> torch.Tensor:
+        """From the hidden state (b, t, h) entering the student's layer K: its logits (b, t, vocab), or
+        with `final_hidden` its last hidden states (b, t, h) before the output layer."""
         layers = getattr(self.parent, self.attr)
         config = self.model.config
         n = config.num_hidden_layers
         setattr(self.parent, self.attr, torch.nn.ModuleList(list(layers)[self.k :]))
         config.num_hidden_layers = n - self.k
+        model = self.model.base_model if final_hidden else self.model
         try:
-            return self.model(inputs_embeds=hidden, attention_mask=attention_mask, use_cache=False).logits
+            out = model(inputs_embeds=hidden, attention_mask=attention_mask, use_cache=False)
         finally:
             setattr(self.parent, self.attr, layers)
             config.num_hidden_layers = n
+        return out.last_hidden_state if final_hidden else out.logits
 
 
 def _maps_if(enabled: bool, model: Any, layers: list[int]):
     """attention_maps_from(model, layers) when attention transfer is on, else nothing."""
     return attention_maps_from(model, layers) if enabled else contextlib.nullcontext()
+
+
+def autocast_dtype(config: DistillConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 when the session computes in bf16 (see `DistillConfig.precision`), else None (fp32)."""
+    if config.precision == "fp32":
+        return None
+    if config.precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise DistillError("precision bf16 was asked for but this GPU does not support bf16; use fp32")
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def prepare_teacher(teacher: LoadedModel, config: DistillConfig, device: torch.device) -> None:
+    """The frozen teacher for training: in bf16 when the session computes in bf16 on a GPU (half the
+    memory, no per-step weight casts), its layers compiled when asked."""
+    teacher.model.eval().requires_grad_(False)
+    if device.type == "cuda" and autocast_dtype(config, device) == torch.bfloat16:
+        teacher.model.to(torch.bfloat16)
+    if config.compile:
+        compile_layers(teacher.model)
+
+
+def compile_layers(model: Any) -> None:
+    """torch.compile each decoder layer in place (same code for every layer: one compilation)."""
+    for layer in decoder_layers(model):
+        layer.compile()
+
+
+def _uses_chunked_loss(config: DistillConfig, teacher: LoadedModel | None, student: LoadedModel,
+                       targets: TopKTargets | None) -> bool:
+    return (config.loss_chunk_tokens > 0 and OutputHead.supported(student.model)
+            and (targets is not None or OutputHead.supported(teacher.model)))
 
 
 def _train_step(teacher: LoadedModel | None, student: LoadedModel, batch: Blocks, config: DistillConfig,
@@ -495,46 +549,63 @@ def _train_step(teacher: LoadedModel | None, student: LoadedModel, batch: Blocks
                 layer_pairs: list[tuple[int, int]] | None = None,
                 targets: TopKTargets | None = None) -> dict[str, float] | None:
     """One step: teacher forward (no grad) or its cached top-k `targets`, student forward, loss,
-    backward, clip, update. Returns the loss terms, or None (and no update) when the loss is not finite."""
+    backward, clip, update. Returns the loss terms, or None (and no update) when the loss is not finite.
+
+    With `loss_chunk_tokens` (the default) both models run without their output layer and
+    `chunked_distillation_loss` applies the heads chunk by chunk; else full logits are made."""
     input_ids = batch.input_ids.to(device)  # (b, t)
     attention_mask = batch.attention_mask.to(device)  # (b, t)
     labels, mask = shift_for_next_token(input_ids, attention_mask)
     want_hidden = projection is not None
     want_attention = config.attention_weight > 0
     pairs = layer_pairs or []
-    if targets is not None:  # the teacher cache: no teacher forward at all
-        teacher_logits, teacher_out = targets, None
-    else:
-        with torch.no_grad(), _maps_if(want_attention, teacher.model, [t for _, t in pairs]):
-            teacher_out = teacher.model(input_ids=input_ids, attention_mask=attention_mask,
-                                        output_hidden_states=shared_prefix is not None or want_hidden,
-                                        output_attentions=want_attention)
-        teacher_logits = teacher_out.logits  # (b, t, vocab)
-    if shared_prefix is not None:
-        student_logits = shared_prefix.upper_logits(teacher_out.hidden_states[shared_prefix.k], attention_mask)
-    else:
-        with _maps_if(want_attention, student.model, [s for s, _ in pairs]):
-            student_out = student.model(input_ids=input_ids, attention_mask=attention_mask,
-                                        output_hidden_states=want_hidden, output_attentions=want_attention)
-        student_logits = student_out.logits  # (b, t, vocab)
-    loss = distillation_loss(student_logits, teacher_logits, labels, mask, config.temperature, config.kd_weight,
-                             config.divergence, config.top_k, config.jsd_beta, config.skew_alpha)
-    total, terms = loss.total, dict(loss.terms)
-    if projection is not None:
-        # hidden_states[i + 1] is the output of layer i: (b, t, width)
-        hint = fitnets_loss([student_out.hidden_states[s + 1] for s, _ in layer_pairs],
-                            [teacher_out.hidden_states[t + 1] for _, t in layer_pairs],
-                            projection, config.hidden_loss, mask)
-        total = total + config.hidden_weight * hint
-        terms["fitnets_loss"] = hint
-    if want_attention:
-        # maps come back in increasing layer order: (b, heads, t, t) for each mapped layer
-        t_maps = dict(zip(sorted({t for _, t in pairs}), teacher_out.attentions))
-        s_maps = dict(zip(sorted({s for s, _ in pairs}), student_out.attentions))
-        transfer = attention_transfer_loss([s_maps[s] for s, _ in pairs], [t_maps[t] for _, t in pairs],
-                                           config.attention_loss, attention_mask)
-        total = total + config.attention_weight * transfer
-        terms["attention_loss"] = transfer
+    chunked = _uses_chunked_loss(config, teacher, student, targets)
+    dtype = autocast_dtype(config, device)
+    with _autocast(device, dtype):
+        if targets is not None:  # the teacher cache: no teacher forward at all
+            teacher_source, teacher_out = targets, None
+        else:
+            teacher_model = teacher.model.base_model if chunked else teacher.model
+            with torch.inference_mode(not (want_hidden or want_attention or shared_prefix)), torch.no_grad(), \
+                    _maps_if(want_attention, teacher.model, [t for _, t in pairs]):
+                teacher_out = teacher_model(input_ids=input_ids, attention_mask=attention_mask,
+                                            output_hidden_states=shared_prefix is not None or want_hidden,
+                                            output_attentions=want_attention, use_cache=False)
+            # (b, t, vocab) logits, or (b, t, width) final hidden states with the output layer
+            teacher_source = ((teacher_out.last_hidden_state, OutputHead(teacher.model)) if chunked
+                              else teacher_out.logits)
+        if shared_prefix is not None:
+            student_final = shared_prefix.upper(teacher_out.hidden_states[shared_prefix.k], attention_mask, chunked)
+        else:
+            student_model = student.model.base_model if chunked else student.model
+            with _maps_if(want_attention, student.model, [s for s, _ in pairs]):
+                student_out = student_model(input_ids=input_ids, attention_mask=attention_mask,
+                                            output_hidden_states=want_hidden, output_attentions=want_attention,
+                                            use_cache=False)
+            student_final = student_out.last_hidden_state if chunked else student_out.logits
+        if chunked:
+            loss = chunked_distillation_loss(student_final, OutputHead(student.model), teacher_source, labels, mask,
+                                             config.temperature, config.kd_weight, config.divergence, config.top_k,
+                                             config.jsd_beta, config.skew_alpha, config.loss_chunk_tokens)
+        else:
+            loss = distillation_loss(student_final, teacher_source, labels, mask, config.temperature, config.kd_weight,
+                                     config.divergence, config.top_k, config.jsd_beta, config.skew_alpha)
+        total, terms = loss.total, dict(loss.terms)
+        if projection is not None:
+            # hidden_states[i + 1] is the output of layer i: (b, t, width)
+            hint = fitnets_loss([student_out.hidden_states[s + 1] for s, _ in layer_pairs],
+                                [teacher_out.hidden_states[t + 1] for _, t in layer_pairs],
+                                projection, config.hidden_loss, mask)
+            total = total + config.hidden_weight * hint
+            terms["fitnets_loss"] = hint
+        if want_attention:
+            # maps come back in increasing layer order: (b, heads, t, t) for each mapped layer
+            t_maps = dict(zip(sorted({t for _, t in pairs}), teacher_out.attentions))
+            s_maps = dict(zip(sorted({s for s, _ in pairs}), student_out.attentions))
+            transfer = attention_transfer_loss([s_maps[s] for s, _ in pairs], [t_maps[t] for _, t in pairs],
+                                               config.attention_loss, attention_mask)
+            total = total + config.attention_weight * transfer
+            terms["attention_loss"] = transfer
     if not torch.isfinite(total):
         optimizer.zero_grad(set_to_none=True)
         return None

@@ -26,3 +26,22 @@ def test_bench_with_the_teacher_cache_targets(tiny_config, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "'teacher_cache': True" in out
     assert main(["bench", "--config", str(config), "--repeats", "0"]) == 2
+
+
+def test_bench_on_random_weight_shapes(tiny_config, tmp_path, capsys):
+    """--shapes builds the models from configs (the GPU comparison's path, here with tiny shapes)."""
+    from distill_core.bench import SHAPES, peak_flops
+
+    config = tmp_path / "bench.yaml"
+    tiny_config.with_overrides({"batch_size": 2, "seq_len": 16, "freeze_embeddings": False}).to_yaml(config)
+    assert main(["bench", "--config", str(config), "--shapes", "tiny", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "shapes tiny" in lines[0] and json.loads(lines[-1])["speedup"] > 0
+    rows = [line.split()[0] for line in lines[2:-2]]
+    assert rows == ["reference", "engine"]  # on CPU: no compiled variant, no MFU
+    assert lines[2].split()[-1] == "-"
+    t, s = SHAPES["tiny"]
+    assert t["hidden_size"] == 64 and s["hidden_size"] == 32
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12 and peak_flops("NVIDIA H200") == 989.4e12
+    assert peak_flops("Some other card") is None
+    assert main(["bench", "--config", str(config), "--shapes", "nope"]) == 2

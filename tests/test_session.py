@@ -60,8 +60,10 @@ def test_stop_between_steps_saves_the_student(tiny_config, tmp_path):
     assert (tmp_path / "student" / "config.json").is_file()
 
 
-def test_nan_loss_stops_and_keeps_last_good_student(tiny_config, tmp_path, monkeypatch):
-    real = session_module.distillation_loss
+@pytest.mark.parametrize("loss_fn, chunk", [("chunked_distillation_loss", 1024), ("distillation_loss", 0)],
+                         ids=["chunked", "full-logits"])
+def test_nan_loss_stops_and_keeps_last_good_student(tiny_config, tmp_path, monkeypatch, loss_fn, chunk):
+    real = getattr(session_module, loss_fn)
     calls = {"n": 0}
 
     def sometimes_nan(*args, **kwargs):
@@ -71,8 +73,8 @@ def test_nan_loss_stops_and_keeps_last_good_student(tiny_config, tmp_path, monke
             out.total = out.total * float("nan")
         return out
 
-    monkeypatch.setattr(session_module, "distillation_loss", sometimes_nan)
-    events = run_all(tiny_config, tmp_path)
+    monkeypatch.setattr(session_module, loss_fn, sometimes_nan)
+    events = run_all(tiny_config.with_overrides({"loss_chunk_tokens": chunk}), tmp_path)
     assert events[-1]["kind"] == "error"
     assert "NaN" in events[-1]["message"] and "step 2" in events[-1]["message"]
     assert events[-1]["summary"]["steps_done"] == 2
