@@ -333,6 +333,28 @@ def test_hub_defaults_only_with_the_hub(monkeypatch):
     assert hosting.use_hub_defaults() is True  # no bundled teacher, but the hub answers
 
 
+def front_matter() -> dict:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert match, "README.md must start with the Spaces YAML front matter"
+    return yaml.safe_load(match.group(1))
+
+
+def test_readme_front_matter_configures_the_space():
+    meta = front_matter()
+    pinned = re.search(r"^gradio==(\S+)$", (REPO / "requirements.txt").read_text(encoding="utf-8"), re.M).group(1)
+    assert meta["sdk"] == "gradio" and str(meta["sdk_version"]) == pinned
+    assert (REPO / meta["app_file"]).is_file() and meta["app_file"] == "app.py"
+    assert meta["suggested_hardware"] in ("cpu-basic", "cpu-upgrade", "t4-small", "t4-medium", "l4x1", "a10g-small")
+    assert meta["title"] and meta["emoji"]
+
+
+def test_packages_txt_has_the_makefiles_wordnet():
+    wanted = re.search(r"^WORDNET_PACKAGES := (.+)$", (REPO / "Makefile").read_text(encoding="utf-8"), re.M).group(1)
+    listed = (REPO / "packages.txt").read_text(encoding="utf-8").split()
+    assert set(wanted.split()) <= set(listed)
+
+
 def test_app_shows_and_enforces_the_public_limits(public, monkeypatch):
     import app
 
