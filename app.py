@@ -25,9 +25,9 @@ import gradio as gr
 
 import visuals
 from distill_core import augment as augmentation
-from distill_core import corpora, probes
-from distill_core.checkpoints import (LoadedModel, compatibility_report, load_student, load_teacher, load_tokenizer,
-                                      resolve_model)
+from distill_core import corpora, hosting, probes
+from distill_core.checkpoints import (LoadedModel, compatibility_report, load_saved_model, load_student, load_teacher,
+                                      load_tokenizer, resolve_model)
 from distill_core.config import DistillConfig, field_help
 from distill_core.data import cached_corpus, check_text, read_prompts, split_documents
 from distill_core.errors import DistillError, first_line
@@ -50,7 +50,10 @@ KNOBS = TRAINING_KNOBS + TECHNIQUE_KNOBS
 `preset` endpoint's outputs."""
 
 TEACHER_PRESETS = ["smollm2-135m", "HuggingFaceTB/SmolLM2-360M-Instruct"]
-STUDENT_PRESETS = ["layers:20", "layers:15", "layers:10", "layers:6", "fresh:layers=4,hidden=256,heads=4"]
+STUDENT_PRESETS = ["layers:20", "layers:15", "layers:10", "layers:6", "fresh:layers=4,hidden=256,heads=4",
+                   "HuggingFaceTB/SmolLM2-135M-Instruct"]
+SESSION_GPU_S = 300
+"""How long a session or a size sweep may hold a ZeroGPU GPU (spaces.GPU duration, seconds)."""
 
 CORPUS_GENERATED = "Teacher-generated (default)"
 CORPUS_UPLOAD = "Upload a file"
@@ -273,9 +276,7 @@ class UserSession:
             return None
         student_dir = str(Path(self.last_run["out_dir"]) / "student")
         if self._trained is None or self._trained[0] != student_dir:
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(student_dir)
+            model = load_saved_model(student_dir)
             model.eval()
             self._trained = (student_dir, model)
         return self._trained[1]
@@ -885,6 +886,7 @@ def load_size_rows(path: str | None) -> tuple[Any, Any, Any]:
     try:
         if not path:
             raise DistillError("no file: choose a students.json written by Compare sizes")
+        hosting.check_readable(path, "sweep file")
         try:
             rows = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -1588,12 +1590,42 @@ def export_run(user: UserSession | None = None):
 
 
 # ---------------------------------------------------------------------------------------
+# hosting: the starting pair, public mode's limits
+# ---------------------------------------------------------------------------------------
+def default_pair(defaults: DistillConfig) -> tuple[str, str]:
+    """The Setup tab's starting teacher and student: the hub pair (SmolLM2-360M -> SmolLM2-135M) where the
+    hub is there (hosting.use_hub_defaults: on Spaces, or without the bundled teacher but online), else
+    the quickstart's offline pair."""
+    return hosting.HUB_DEFAULT_PAIR if hosting.use_hub_defaults() else (defaults.teacher, defaults.student)
+
+
+def cap(name: str) -> int | None:
+    """A public-mode cap (hosting.PublicLimits) for a control's maximum; None outside public mode."""
+    return getattr(hosting.public_limits(), name) if hosting.public_mode() else None
+
+
+def public_note() -> str:
+    """Public mode's limits in a few lines for the top of the page; '' outside public mode."""
+    if not hosting.public_mode():
+        return ""
+    c = hosting.public_limits()
+    return (f"**Public mode.** Models: the bundled `smollm2-135m`, Hugging Face model ids (up to "
+            f"{c.model_params / 1e6:,.0f} M parameters) and students derived from the teacher; no local paths. "
+            f"Sessions: at most {c.steps} steps, batch {c.batch_size}, sequences of {c.seq_len} tokens, "
+            f"{c.eval_max_tokens} held-out tokens, {c.hub_max_rows:,} dataset rows, {c.augment_copies} augmented "
+            f"copies, {c.sweep_students} students per size sweep. Files: uploads of at most {c.upload_mb} MiB. "
+            f"Texts and prompts: at most {c.text_chars:,} characters, {c.new_tokens} new tokens.")
+
+
+# ---------------------------------------------------------------------------------------
 # layout and wiring
 # ---------------------------------------------------------------------------------------
 def build_app() -> gr.Blocks:
     defaults = quickstart_config()
+    teacher_default, student_default = default_pair(defaults)
     help_text = field_help()
     private = {"api_visibility": "private"}
+    gpu = hosting.spaces_gpu(SESSION_GPU_S)  # ZeroGPU on Spaces; the identity elsewhere
 
     with gr.Blocks(title="Distill Studio") as demo:
         user = gr.State(UserSession())
@@ -1605,11 +1637,12 @@ def build_app() -> gr.Blocks:
             "(**Attention**), how alike their layers are (**Similarity**), and what the student kept of the teacher "
             "(**Evaluate**)."
         )
+        gr.Markdown(public_note(), visible=hosting.public_mode(), elem_id="public-note")
         with gr.Tab("Setup", id="setup"):
             with gr.Row():
-                teacher = gr.Dropdown(TEACHER_PRESETS, value=defaults.teacher, label="Teacher", allow_custom_value=True,
+                teacher = gr.Dropdown(TEACHER_PRESETS, value=teacher_default, label="Teacher", allow_custom_value=True,
                                       info=help_text.get("teacher"), elem_id="teacher-spec")
-                student = gr.Dropdown(STUDENT_PRESETS, value=defaults.student, label="Student", allow_custom_value=True,
+                student = gr.Dropdown(STUDENT_PRESETS, value=student_default, label="Student", allow_custom_value=True,
                                       info=help_text.get("student"), elem_id="student-spec")
             with gr.Accordion("Learn: what is knowledge distillation?", open=False):
                 gr.Markdown(LEARN_SETUP)
@@ -1620,7 +1653,7 @@ def build_app() -> gr.Blocks:
                 report_json = gr.JSON(label="compatibility report")
 
         with gr.Tab("Distill", id="distill"):
-            pair_md = gr.Markdown(pair_markdown(defaults.teacher, defaults.student), elem_id="pair-note")
+            pair_md = gr.Markdown(pair_markdown(teacher_default, student_default), elem_id="pair-note")
             with gr.Accordion("Learn: what a session does, and what to look for", open=False):
                 gr.Markdown(LEARN_DISTILL)
             knob: dict[str, Any] = {}  # DistillConfig field -> its component
@@ -1634,11 +1667,13 @@ def build_app() -> gr.Blocks:
                     gr.Markdown("#### Training")
                     with gr.Row():
                         knob["steps"] = gr.Number(defaults.steps, label="Steps", info=help_text.get("steps"),
-                                                  elem_id="steps")
+                                                  maximum=cap("steps"), elem_id="steps")
                         knob["batch_size"] = gr.Number(defaults.batch_size, label="Batch size",
-                                                       info=help_text.get("batch_size"), elem_id="batch-size")
+                                                       info=help_text.get("batch_size"), maximum=cap("batch_size"),
+                                                       elem_id="batch-size")
                         knob["seq_len"] = gr.Number(defaults.seq_len, label="Sequence length",
-                                                    info=help_text.get("seq_len"), elem_id="seq-len")
+                                                    info=help_text.get("seq_len"), maximum=cap("seq_len"),
+                                                    elem_id="seq-len")
                     with gr.Row():
                         knob["learning_rate"] = gr.Number(defaults.learning_rate, label="Learning rate",
                                                           info=help_text.get("learning_rate"), elem_id="learning-rate")
@@ -1668,7 +1703,8 @@ def build_app() -> gr.Blocks:
                             with gr.Row():
                                 hub_split = gr.Textbox(defaults.hub_split, label="Split", elem_id="hub-split")
                                 hub_max_rows = gr.Number(defaults.hub_max_rows, label="Rows read", precision=0,
-                                                         minimum=1, info=help_text.get("hub_max_rows"),
+                                                         minimum=1, maximum=cap("hub_max_rows"),
+                                                         info=help_text.get("hub_max_rows"),
                                                          elem_id="hub-max-rows")
                         corpus_column = gr.Dropdown([], value=None, label="Text column", allow_custom_value=True,
                                                     visible=False, info=help_text.get("corpus_column"),
@@ -1685,7 +1721,8 @@ def build_app() -> gr.Blocks:
                                                          label="Strength", info=help_text.get("augment_strength"),
                                                          elem_id="augment-strength")
                             augment_copies = gr.Number(defaults.augment_copies, label="Copies per method",
-                                                       precision=0, minimum=1, info=help_text.get("augment_copies"),
+                                                       precision=0, minimum=1, maximum=cap("augment_copies"),
+                                                       info=help_text.get("augment_copies"),
                                                        elem_id="augment-copies")
                         augment_btn = gr.Button("Preview augmentation", elem_id="augment-preview-btn")
                 augment_note = gr.Markdown(elem_id="augment-note")
@@ -1741,7 +1778,7 @@ def build_app() -> gr.Blocks:
                         knob["layer_map"] = gr.Dropdown(list(LAYER_MAP_SPECS), value=defaults.layer_map,
                                                         allow_custom_value=True, label="Layer map (or pairs s:t,…)",
                                                         info=help_text.get("layer_map"), elem_id="layer-map")
-                        layer_map_md = gr.Markdown(layer_map_if_known(defaults.teacher, defaults.student,
+                        layer_map_md = gr.Markdown(layer_map_if_known(teacher_default, student_default,
                                                                       defaults.layer_map), elem_id="layer-map-pairs")
             with gr.Row():
                 run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
@@ -1871,8 +1908,8 @@ def build_app() -> gr.Blocks:
             gr.Markdown("### Generations side by side")
             with gr.Row(equal_height=True):
                 generate_prompt = gr.Textbox(GENERATE_PROMPT, label="Prompt", scale=3, elem_id="generate-prompt")
-                generate_tokens = gr.Number(40, label="New tokens", precision=0, minimum=1, maximum=512, scale=1,
-                                            elem_id="generate-tokens")
+                generate_tokens = gr.Number(40, label="New tokens", precision=0, minimum=1,
+                                            maximum=cap("new_tokens") or 512, scale=1, elem_id="generate-tokens")
                 generate_seed = gr.Number(0, label="Seed (sampling)", precision=0, scale=1, elem_id="generate-seed")
             generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn")
             generate_note = gr.Markdown(elem_id="generate-note")
@@ -1907,13 +1944,13 @@ def build_app() -> gr.Blocks:
                                  api_name="layer_map", show_progress="minimal")
 
         recipe = [preset, *knobs, corpus_choice, upload, pasted, *data, user]
-        run_btn.click(run_distillation, [teacher, student, *recipe],
+        run_btn.click(gpu(run_distillation), [teacher, student, *recipe],
                       [status_md, loss_plot, probe_plot, summary_md, run_btn, stop_btn],
                       api_name="run_session", concurrency_limit=1, concurrency_id="distillation",
                       show_progress="hidden")
         stop_btn.click(request_stop, user, status_md, api_name="stop", show_progress="hidden")
 
-        sweep_btn.click(run_size_sweep, [sweep_specs, teacher, *recipe],
+        sweep_btn.click(gpu(run_size_sweep), [sweep_specs, teacher, *recipe],
                         [sweep_md, size_plot, size_rows, sweep_btn, sweep_stop_btn],
                         api_name="size_sweep", concurrency_limit=1, concurrency_id="distillation",
                         show_progress="hidden")
@@ -1952,8 +1989,15 @@ def build_app() -> gr.Blocks:
     return demo
 
 
+def launch_options() -> dict[str, Any]:
+    """`launch` arguments: host and port (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT), and in public mode the
+    upload size cap, which Gradio enforces before a file reaches a handler."""
+    options: dict[str, Any] = {"server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                               "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860"))}
+    if hosting.public_mode():
+        options["max_file_size"] = hosting.public_limits().upload_mb * 2**20
+    return options
+
+
 if __name__ == "__main__":
-    build_app().queue().launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-    )
+    build_app().queue().launch(**launch_options())

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from distill_core import hosting
 from distill_core.checkpoints import cache_dir, hub_reachable_within
 from distill_core.errors import DistillError, first_line
 
@@ -386,6 +387,7 @@ def resolve_translation_models(models: tuple[str, str] | list[str] | None = None
     resolved: list[str] = []
     online: bool | None = None
     for name in (str(n).strip() for n in names):
+        hosting.check_model_spec(name, "back-translation model")
         path = Path(name).expanduser()
         if path.is_dir() and (path / "config.json").is_file():
             resolved.append(str(path))

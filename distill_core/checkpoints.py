@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from distill_core import hosting
 from distill_core.errors import DistillError, first_line
 from distill_core.layer_map import resolve_layer_map
 
@@ -153,9 +154,14 @@ def select_layers(num_teacher_layers: int, count: int) -> list[int]:
 # ---------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------
+def hub_offline() -> bool:
+    """Whether Hugging Face's offline mode is set (HF_HUB_OFFLINE)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
 def hub_reachable(timeout: float = 1.5) -> bool:
     """Whether the Hugging Face hub answers at all; False at once when offline mode is set."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    if hub_offline():
         return False
     try:
         with socket.create_connection((HUB_HOST, 443), timeout=timeout):
@@ -226,22 +232,66 @@ def convert_gguf(gguf_path: Path) -> Path:
     return target
 
 
-def _load_pretrained(path_or_id: str, *, local_only: bool, attn_implementation: str) -> tuple[Any, Any]:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+def hub_options(local_only: bool = True) -> dict[str, Any]:
+    """The keyword arguments of every config, tokenizer and model `from_pretrained` here: local files
+    only or the hub, and the operator's `trust_remote_code` (off unless DISTILL_TRUST_REMOTE_CODE=1,
+    never in public mode: distill_core/hosting.py)."""
+    return {"local_files_only": local_only, "trust_remote_code": hosting.trust_remote_code()}
 
-    kwargs = {"local_files_only": local_only, "trust_remote_code": False}
+
+WEIGHT_OPTIONS = {"weights_only": True}
+"""Extra keyword arguments of every model `from_pretrained` here: safetensors files load as they are, and
+a pickled checkpoint (pytorch_model.bin) only through `torch.load(weights_only=True)`, which unpickles
+tensors and plain containers and refuses any other object, so a checkpoint cannot run code when loaded."""
+
+
+def load_config(path_or_id: str, local_only: bool = True) -> Any:
+    """A model's config (no weights), with `hub_options`."""
+    from transformers import AutoConfig
+
     try:
-        config = AutoConfig.from_pretrained(path_or_id, **kwargs)
+        return AutoConfig.from_pretrained(path_or_id, **hub_options(local_only))
     except Exception as exc:
         raise DistillError(f"cannot load model config for {path_or_id!r}: {first_line(exc, 300) or type(exc).__name__}") from None
+
+
+def load_saved_model(folder: str | Path) -> Any:
+    """An fp32 causal LM saved on this machine (e.g. a session's student), loaded like any other model
+    here: `hub_options` and `WEIGHT_OPTIONS`."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **hub_options(True),
+                                                **WEIGHT_OPTIONS)
+
+
+def parameter_count(config: Any) -> int:
+    """Parameters of a causal LM built from `config`, counted on the meta device (no memory, no weights)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=hosting.trust_remote_code())
+    return count_parameters(model)
+
+
+def check_model_size(config: Any, name: str) -> None:
+    """In public mode, refuse a model over the model_params cap before any weights are loaded."""
+    if hosting.public_mode():
+        hosting.check_cap("model_params", parameter_count(config), f"the parameter count of {name}")
+
+
+def _load_pretrained(path_or_id: str, *, local_only: bool, attn_implementation: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = load_config(path_or_id, local_only)
     if getattr(config, "is_encoder_decoder", False) or not _is_causal_lm(config):
         arch = ", ".join(getattr(config, "architectures", None) or [config.model_type])
         raise DistillError(f"{path_or_id!r} is not a causal language model ({arch}); pick a decoder-only LM")
+    check_model_size(config, repr(path_or_id))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id, **hub_options(local_only))
         model = AutoModelForCausalLM.from_pretrained(
-            path_or_id, dtype=torch.float32, attn_implementation=attn_implementation, **kwargs
-        )
+            path_or_id, dtype=torch.float32, attn_implementation=attn_implementation,
+            **hub_options(local_only), **WEIGHT_OPTIONS)
     except Exception as exc:
         raise DistillError(f"cannot load {path_or_id!r}: {first_line(exc, 300) or type(exc).__name__}") from None
     return model, tokenizer
@@ -283,16 +333,26 @@ class ResolvedModel:
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+def check_spec_allowed(spec: str, what: str = "model spec") -> None:
+    """In public mode (distill_core/hosting.py), refuse a spec that is a local path; the bundled teacher
+    and students derived from the teacher are always allowed."""
+    spec = spec.strip()
+    if spec.lower() != BUNDLED_TEACHER and not is_derived_spec(spec):
+        hosting.check_model_spec(spec, what)
+
+
 def resolve_model(spec: str) -> ResolvedModel:
     """Resolve a (non-derived) model spec to a directory or hub id, converting a GGUF file once.
 
-    Offline, a spec that is not on this machine fails at once with a message saying so.
+    Offline, a spec that is not on this machine fails at once with a message saying so. In public mode
+    (distill_core/hosting.py) a local path is refused.
     """
     spec = spec.strip()
     if not spec:
         raise DistillError("model spec is empty")
     if is_derived_spec(spec):
         raise DistillError(f"{spec!r} derives a student from a teacher; it cannot be a teacher itself")
+    check_spec_allowed(spec)
     if spec.lower() == BUNDLED_TEACHER:
         gguf = bundled_gguf_path()
         if gguf is not None:
@@ -341,7 +401,7 @@ def load_tokenizer(resolved: ResolvedModel) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(resolved.target, local_files_only=resolved.local_only, trust_remote_code=False)
+        tok = AutoTokenizer.from_pretrained(resolved.target, **hub_options(resolved.local_only))
     except Exception as exc:
         raise DistillError(f"cannot load the tokenizer of {resolved.spec!r}: {first_line(exc, 300) or type(exc).__name__}") from None
     if tok.pad_token_id is None:
@@ -362,6 +422,7 @@ _TEACHERS: dict[tuple[str, str], LoadedModel] = {}
 
 def load_teacher(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
     """Load a teacher, kept in memory for the next call (teachers are never modified)."""
+    check_spec_allowed(spec, "teacher spec")  # before the memory: a teacher loaded earlier is no exception
     key = (spec.strip(), attn_implementation)
     with _LOCK:
         cached = _TEACHERS.get(key)
@@ -450,6 +511,7 @@ def derive_student(teacher: LoadedModel, spec: str, seed: int = 0, attn_implemen
             config.intermediate_size = int(round(ratio * args["hidden"] / 64)) * 64 or 64
         if getattr(config, "layer_types", None):
             config.layer_types = [config.layer_types[0]] * args["layers"]
+        check_model_size(config, f"the student {spec!r}")
         student = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn_implementation)
         keep = None
         notes = ["random initialisation (fresh), teacher's architecture family and tokenizer"]
@@ -492,13 +554,12 @@ class TeacherWeights:
 
     def __init__(self, resolved: ResolvedModel):
         from safetensors.torch import load_file
-        from transformers import AutoConfig
 
         folder = Path(resolved.target)
         files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
         if not files:
             raise DistillError(f"{resolved.spec!r} has no local safetensors weights to derive a student from")
-        self.config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        self.config = load_config(str(folder))
         self._state: dict[str, torch.Tensor] = {}
         for file in files:
             self._state.update(load_file(str(file)))

@@ -195,6 +195,9 @@ class DistillConfig:
         for name in ["teacher", "student"]:
             if not str(getattr(self, name)).strip():
                 raise DistillError(f"{name} spec is empty")
+        from distill_core.hosting import check_public
+
+        check_public(self)  # public mode (DISTILL_PUBLIC): caps, no local model paths, files only from uploads
 
     # ---- (de)serialisation ----------------------------------------------------------
     @property

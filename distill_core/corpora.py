@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_core.checkpoints import cache_dir, hub_reachable_within
-from distill_core.data import MAX_TEXT_BYTES, check_text, decode_text, read_text_file, split_documents
+from distill_core.data import MAX_TEXT_BYTES, check_text, checked_file, decode_text, read_text_file, split_documents
 from distill_core.errors import DistillError, first_line
 
 CORPUS_FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "json", ".json": "json",
@@ -51,11 +51,7 @@ def corpus_format(path: str | Path) -> str:
 
 def _checked_bytes(path: Path, fmt: str, what: str) -> bytes:
     """The file's bytes after the checks every format shares (and the text ones: no NUL, UTF-8)."""
-    if not path.is_file():
-        raise DistillError(f"{what} not found: {path}")
-    size = path.stat().st_size
-    if size > MAX_TEXT_BYTES:
-        raise DistillError(f"{what} {path.name} is {size / 2**20:.1f} MiB; the limit is {MAX_TEXT_BYTES // 2**20} MiB")
+    size = checked_file(path, what).stat().st_size
     if size == 0:
         raise DistillError(f"{what} {path.name} is empty")
     raw = path.read_bytes()

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria
 
+from distill_core import hosting
 from distill_core.checkpoints import LoadedModel, cache_dir
 from distill_core.errors import DistillError
 
@@ -27,14 +28,22 @@ MAX_TEXT_BYTES = 20 * 1024 * 1024
 """Largest text file a session reads (20 MiB)."""
 
 
-def read_text_file(path: str | Path, what: str = "text file") -> str:
-    """Read a UTF-8 text file, refusing missing, empty, binary, non-UTF-8 and oversized files."""
+def checked_file(path: str | Path, what: str) -> Path:
+    """A file a session may read: it exists, is at most MAX_TEXT_BYTES and, in public mode, lies in the
+    upload area or assets/ within the upload cap (hosting.check_readable)."""
     path = Path(path)
+    hosting.check_readable(path, what)
     if not path.is_file():
         raise DistillError(f"{what} not found: {path}")
     size = path.stat().st_size
     if size > MAX_TEXT_BYTES:
         raise DistillError(f"{what} {path.name} is {size / 2**20:.1f} MiB; the limit is {MAX_TEXT_BYTES // 2**20} MiB")
+    return path
+
+
+def read_text_file(path: str | Path, what: str = "text file") -> str:
+    """Read a UTF-8 text file, refusing missing, empty, binary, non-UTF-8 and oversized files."""
+    path = checked_file(path, what)
     return check_text(decode_text(path.read_bytes(), f"{what} {path.name}"), f"{what} {path.name}")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from distill_core import hosting
 from distill_core.checkpoints import count_parameters
 from distill_core.errors import DistillError
 from distill_core.data import Blocks
@@ -123,8 +124,10 @@ def generate(model: Any, tokenizer: Any, prompt: str, new_tokens: int = 40, samp
     from distill_core.data import check_text
 
     check_text(prompt, "prompt")
+    hosting.check_text_size(prompt, "prompt")
     if not 1 <= new_tokens <= 512:
         raise DistillError(f"new tokens must be between 1 and 512, got {new_tokens}")
+    hosting.check_cap("new_tokens", new_tokens, "new tokens")
     was_training = model.training
     model.eval()
     enc = tokenizer(prompt, return_tensors="pt").to(model.device)

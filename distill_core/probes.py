@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from distill_core import hosting
 from distill_core.checkpoints import LoadedModel
 from distill_core.data import check_text
 from distill_core.errors import DistillError
@@ -22,6 +23,7 @@ MAX_PROBE_TOKENS = 512
 
 def encode(tokenizer: Any, text: str) -> torch.Tensor:
     check_text(text, "probe text")
+    hosting.check_text_size(text, "probe text")
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]  # (1, t)
     if ids.shape[1] > MAX_PROBE_TOKENS:
         ids = ids[:, :MAX_PROBE_TOKENS]

@@ -30,6 +30,7 @@ from distill_core.checkpoints import (
     count_parameters,
     decoder_layers,
     is_derived_spec,
+    load_config,
     load_student,
     load_teacher,
     load_tokenizer,
@@ -184,9 +185,7 @@ class PairSimilarity:
 
 def _teacher_config(resolved: ResolvedModel) -> Any:
     """The teacher's transformers config, read without loading its weights."""
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(resolved.target, local_files_only=resolved.local_only, trust_remote_code=False)
+    return load_config(resolved.target, resolved.local_only)
 
 
 def _save_student(student: LoadedModel, target: Path) -> None:

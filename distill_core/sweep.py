@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from distill_core import hosting
 from distill_core.errors import DistillError, first_line
 from distill_core.session import write_json_atomic
 
@@ -83,17 +84,13 @@ def _teacher_line(config, device, speed_tokens: int) -> dict[str, Any]:
 
 def _student_speed(student_dir: Path, device, speed_tokens: int) -> float | None:
     """Greedy-decoding tokens/s of the student a session saved (None when it saved none)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from distill_core.checkpoints import ResolvedModel, load_saved_model, load_tokenizer
     from distill_core.evaluate import generation_speed
 
     if not (student_dir / "config.json").is_file():
         return None
-    model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(student_dir)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model = load_saved_model(student_dir).to(device).eval()
+    tokenizer = load_tokenizer(ResolvedModel(str(student_dir), str(student_dir), f"saved student {student_dir}"))
     try:
         return generation_speed(model, tokenizer, new_tokens=speed_tokens)
     finally:
@@ -119,6 +116,7 @@ def student_sweep(config, specs: list[str], out_dir: str | Path,
     specs = [s.strip() for s in specs if s and s.strip()]
     if not specs:
         raise DistillError("a student sweep needs at least one student spec")
+    hosting.check_cap("sweep_students", len(specs), "the number of students in the sweep")
     if speed_tokens < 1:
         raise DistillError(f"speed_tokens must be a positive integer, got {speed_tokens!r}")
     config.validate()

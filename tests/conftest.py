@@ -9,6 +9,8 @@ import pytest
 import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+for _hosting_variable in ("DISTILL_PUBLIC", "SPACE_ID", "DISTILL_TRUST_REMOTE_CODE", "DISTILL_HUB_DEFAULTS"):
+    os.environ.pop(_hosting_variable, None)  # the tests load local models: not public mode (distill_core/hosting.py)
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_TEXT = (REPO / "assets" / "texts" / "sample_user_corpus.txt").read_text(encoding="utf-8")

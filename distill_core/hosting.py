@@ -1,0 +1,236 @@
+"""Operator settings for hosting Distill Studio where strangers can reach it (e.g. Hugging Face Spaces).
+
+Read from the environment, here and nowhere else, by the engine itself, so that the app, the CLI and
+the Python API obey them alike:
+
+- `DISTILL_TRUST_REMOTE_CODE=1` lets transformers run the Python code a model repository ships
+  (`trust_remote_code`). Off unless the operator sets it, and ignored in public mode, where any
+  visitor could name a repository whose code would then run on the host.
+- `DISTILL_PUBLIC=1` (or `0`) turns public mode on (off). Default: on when `SPACE_ID` is set (Hugging
+  Face Spaces sets it), off otherwise. In public mode
+  * model specs that are local paths (a directory, a .gguf file) are refused; the bundled
+    `smollm2-135m`, Hugging Face model ids and students derived from the teacher (`layers:...`,
+    `fresh:...`) stay allowed;
+  * files named by a config or a request (corpus, eval_text, prompts_file, an evaluation text, an
+    uploaded sweep) are read only from the upload area (`upload_dir`, Gradio's upload folder) and the
+    project's `assets/`;
+  * the caps of `PublicLimits` apply (steps, batch, length, upload size, generation, model size, ...);
+    `DISTILL_CAP_<NAME>` changes one (e.g. `DISTILL_CAP_STEPS=500`).
+- `DISTILL_HUB_DEFAULTS=1` (or `0`): the app's Setup tab starts from the hub pair `HUB_DEFAULT_PAIR`
+  instead of the bundled offline one. Default: on on Spaces, and when the bundled teacher's package is
+  missing but the hub answers; see `use_hub_defaults`.
+
+`spaces_gpu` is the `spaces.GPU` decorator (ZeroGPU) when the `spaces` package is importable, the
+identity otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from distill_core.config import ASSETS
+from distill_core.errors import DistillError
+
+try:  # imported early (before any CUDA work), as ZeroGPU asks; absent outside Spaces
+    import spaces as _SPACES
+except ImportError:
+    _SPACES = None
+
+HUB_DEFAULT_PAIR = ("HuggingFaceTB/SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
+"""The Setup tab's teacher and student when the hub is there (same tokenizer, 362 M -> 135 M parameters)."""
+
+
+@dataclass(frozen=True)
+class PublicLimits:
+    """The caps of public mode: what one visitor may ask of the host. Each applies to the config field
+    (or request value) of the same name; `DISTILL_CAP_<NAME>` (a positive integer) overrides one."""
+
+    steps: int = 200
+    """Optimizer steps of a session (the quickstart takes 22)."""
+    batch_size: int = 16
+    """Sequences per step."""
+    seq_len: int = 256
+    """Tokens per training sequence."""
+    eval_max_tokens: int = 2048
+    """Held-out tokens scored in each evaluation."""
+    generation_tokens: int = 128
+    """New tokens the teacher writes per prompt for the teacher-generated corpus."""
+    hub_max_rows: int = 5000
+    """Rows read from a Hugging Face dataset."""
+    augment_copies: int = 2
+    """Augmented copies of the training text per method."""
+    upload_mb: int = 10
+    """Size of an uploaded or read file, and of pasted training text, in MiB."""
+    new_tokens: int = 128
+    """New tokens per continuation in the Evaluate tab's side-by-side generation."""
+    text_chars: int = 4000
+    """Characters of a probe text or a generation prompt."""
+    sweep_students: int = 4
+    """Students in one size sweep."""
+    model_params: int = 1_000_000_000
+    """Parameters of a teacher or student (counted from its config before any weights are loaded)."""
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """A boolean environment variable: 1/true/yes/on or 0/false/no/off; unset or empty: `default`.
+    Anything else is an error (a typo in a security setting must not silently mean off)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise DistillError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
+def on_spaces() -> bool:
+    """Running on Hugging Face Spaces (which sets SPACE_ID)."""
+    return bool(os.environ.get("SPACE_ID", "").strip())
+
+
+def public_mode() -> bool:
+    """Public mode: DISTILL_PUBLIC, by default on when running on Spaces."""
+    return env_flag("DISTILL_PUBLIC", default=on_spaces())
+
+
+def trust_remote_code() -> bool:
+    """Whether transformers may run a model repository's own code: only when the operator sets
+    DISTILL_TRUST_REMOTE_CODE=1, and never in public mode."""
+    return env_flag("DISTILL_TRUST_REMOTE_CODE") and not public_mode()
+
+
+def public_limits() -> PublicLimits:
+    """The caps, with the operator's DISTILL_CAP_<NAME> overrides applied."""
+    values: dict[str, int] = {}
+    for item in fields(PublicLimits):
+        variable = f"DISTILL_CAP_{item.name.upper()}"
+        raw = os.environ.get(variable, "").strip()
+        if raw:
+            if not raw.isdigit() or int(raw) < 1:
+                raise DistillError(f"{variable} must be a positive integer, got {raw!r}")
+            values[item.name] = int(raw)
+    return PublicLimits(**values)
+
+
+def check_cap(name: str, value: int | float, what: str | None = None) -> None:
+    """In public mode, refuse `value` above the cap `name` of PublicLimits with a message naming the cap."""
+    if not public_mode():
+        return
+    cap = getattr(public_limits(), name)
+    if value > cap:
+        raise DistillError(f"{what or name} is {value:,}; public mode allows at most {cap:,} (the {name} cap; "
+                           f"the operator sets it with DISTILL_CAP_{name.upper()})")
+
+
+def check_text_size(text: str, what: str) -> None:
+    """In public mode, refuse a text longer than the `text_chars` cap (a probe text, a prompt)."""
+    check_cap("text_chars", len(text or ""), f"the length of the {what} (characters)")
+
+
+def _check_bytes(size: int, what: str) -> None:
+    limits = public_limits()
+    if size > limits.upload_mb * 2**20:
+        raise DistillError(f"{what} is {size / 2**20:.1f} MiB; public mode allows at most {limits.upload_mb} MiB "
+                           "(the upload_mb cap; the operator sets it with DISTILL_CAP_UPLOAD_MB)")
+
+
+# ---------------------------------------------------------------------------------------
+# files
+# ---------------------------------------------------------------------------------------
+def upload_dir() -> Path:
+    """The upload area: Gradio's upload folder (GRADIO_TEMP_DIR, else <system temp>/gradio), where it
+    keeps the files visitors upload. The same rule as gradio.utils.get_upload_folder, without gradio."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+def readable_roots() -> list[Path]:
+    """The folders public mode reads files from: the upload area and the project's assets/."""
+    return [upload_dir(), ASSETS.resolve()]
+
+
+def check_readable(path: str | Path, what: str) -> None:
+    """In public mode, refuse a file outside the upload area and assets/ (symbolic links and `..`
+    resolved first), or one larger than the upload_mb cap. Outside public mode: nothing."""
+    if not public_mode():
+        return
+    resolved = Path(path).expanduser().resolve()
+    if not any(resolved.is_relative_to(root) for root in readable_roots()):
+        raise DistillError(f"{what} {str(path)!r} is not an uploaded file: in public mode files are read only from "
+                           "the upload area and the app's assets/ (upload the file instead)")
+    if resolved.is_file():
+        _check_bytes(resolved.stat().st_size, f"{what} {resolved.name}")
+
+
+def is_local_model_spec(spec: str) -> bool:
+    """Whether a (non-derived, non-bundled) model spec names something on this machine: a path
+    (./, /, ~, more than one '/', a backslash), a .gguf file, or anything that exists here."""
+    spec = spec.strip()
+    path = Path(spec).expanduser()
+    return (spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+            or path.suffix.lower() == ".gguf" or path.exists())
+
+
+def check_model_spec(spec: str, what: str = "model spec") -> None:
+    """In public mode, refuse a model spec that is a local path (checkpoints.check_spec_allowed lets the
+    bundled teacher and derived students through before this)."""
+    if public_mode() and is_local_model_spec(spec):
+        raise DistillError(f"{what} {spec.strip()!r} is a local path; public mode loads no models from this "
+                           "machine's files: use the bundled smollm2-135m, a Hugging Face model id, or a student "
+                           "derived from the teacher (layers:N, fresh:...)")
+
+
+def check_public(config: Any) -> None:
+    """Every public-mode rule that a DistillConfig can break, checked before anything runs (called by
+    DistillConfig.validate): the caps, local model specs, files outside the upload area."""
+    if not public_mode():
+        return
+    from distill_core.checkpoints import check_spec_allowed
+
+    for name in ("steps", "batch_size", "seq_len", "eval_max_tokens", "generation_tokens", "hub_max_rows",
+                 "augment_copies"):
+        check_cap(name, getattr(config, name))
+    _check_bytes(len(config.corpus_text.encode("utf-8")), "the pasted training text")
+    for name in ("teacher", "student"):
+        check_spec_allowed(str(getattr(config, name)), f"{name} spec")
+    for name in ("corpus", "prompts_file", "eval_text"):
+        value = str(getattr(config, name)).strip()
+        if name == "corpus" and value in ("", "teacher-generated"):
+            continue
+        check_readable(value, name)
+    for model in config.back_translation_models.split(","):
+        if model.strip():
+            check_model_spec(model, "back-translation model")
+
+
+# ---------------------------------------------------------------------------------------
+# Spaces
+# ---------------------------------------------------------------------------------------
+def spaces_gpu(duration: int = 60) -> Callable[[Callable], Callable]:
+    """A decorator for GPU work: `spaces.GPU(duration=...)` when the `spaces` package is importable
+    (on ZeroGPU hardware it attaches a GPU while the function runs; elsewhere it has no effect), the
+    identity otherwise."""
+    if _SPACES is None:
+        return lambda function: function
+    return _SPACES.GPU(duration=duration)
+
+
+def use_hub_defaults() -> bool:
+    """Whether the app starts from HUB_DEFAULT_PAIR: DISTILL_HUB_DEFAULTS when set; else on Spaces; else
+    when the bundled teacher's package is missing and the hub answers (one check of at most 1.8 s, made
+    only then). Never with HF_HUB_OFFLINE set: offline, startup never waits for the network."""
+    from distill_core.checkpoints import bundled_gguf_path, hub_offline, hub_reachable_within
+
+    if hub_offline():
+        return False
+    explicit = os.environ.get("DISTILL_HUB_DEFAULTS", "").strip()
+    if explicit:
+        return env_flag("DISTILL_HUB_DEFAULTS")
+    if on_spaces():
+        return True
+    return bundled_gguf_path() is None and hub_reachable_within()
