@@ -41,7 +41,7 @@ from distill_core.checkpoints import (
     resolve_model,
 )
 from distill_core.config import DistillConfig
-from distill_core import resume as checkpoints
+from distill_core import resume as training_checkpoint
 from distill_core.data import (
     Blocks,
     batch_indices,
@@ -242,13 +242,15 @@ def run_session(
     if resume:
         if out_dir is None:
             raise DistillError("resuming needs the stopped session's output folder")
-        checkpoint = checkpoints.check_resumable(Path(out_dir), config)
+        checkpoint = training_checkpoint.check_resumable(Path(out_dir), config)
     out = Path(out_dir) if out_dir is not None and procs.is_main else None  # only the main process writes
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         config.to_yaml(out / "config.yaml")
         if checkpoint is not None:
-            checkpoints.trim_metrics(out / "metrics.jsonl", checkpoint.step)
+            training_checkpoint.trim_metrics(out / "metrics.jsonl", checkpoint.step)
+        else:  # a new run in an old run's folder: that run's checkpoint is not this one's
+            training_checkpoint.remove(out)
         metrics_file = (out / "metrics.jsonl").open("a" if checkpoint is not None else "w", encoding="utf-8")
     else:
         metrics_file = None
@@ -395,9 +397,9 @@ def run_session(
             """Write OUT/checkpoint at `step`; a failed write keeps the previous checkpoint and the run goes on."""
             nonlocal saved_step
             try:
-                path = checkpoints.save(out, step=step, last_loss=last_loss, config=config, model=student.model,
-                                        projection=projection, optimizer=optimizer, scheduler=scheduler, rng=rng,
-                                        before=before)
+                path = training_checkpoint.save(
+                    out, step=step, last_loss=last_loss, config=config, model=student.model, projection=projection,
+                    optimizer=optimizer, scheduler=scheduler, rng=rng, before=before)
             except Exception as exc:  # disk full, permissions: not worth the session
                 return emit("status", message=f"the checkpoint of step {step} could not be written ({type(exc).__name__}: "
                             f"{first_line(exc, 200)}); the previous one is kept")
@@ -411,7 +413,7 @@ def run_session(
                    + (f" over {procs.world} processes ({procs.backend})" if procs.distributed else ""))
         while step < config.steps and not procs.any(stop.is_set()):
             if out is not None:
-                rng_top = checkpoints.rng_state()  # what a checkpoint of this step needs if the step fails
+                rng_top = training_checkpoint.rng_state()  # what a checkpoint of this step needs if the step fails
             index = next(batch_iter)
             local_index = procs.shard(index)  # this process's share of the batch (all of it in one process)
             batch = train_blocks.select(local_index)
@@ -446,10 +448,10 @@ def run_session(
             if config.probe_every and step % config.probe_every == 0 and step < config.steps:
                 yield snapshot(step)
             if out is not None and config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-                yield save_checkpoint(checkpoints.rng_state())
+                yield save_checkpoint(training_checkpoint.rng_state())
 
         if out is not None and step < config.steps and step > saved_step:  # stopped or failed: keep where it got to
-            yield save_checkpoint(rng_top if error else checkpoints.rng_state())
+            yield save_checkpoint(rng_top if error else training_checkpoint.rng_state())
         student.model.eval()
         yield emit("status", message="Evaluating the student after distillation …")
         after = compare(None, student.model, eval_blocks, reference=reference)
@@ -476,8 +478,8 @@ def run_session(
             "stopped_early": stopped,
             "error": error,
             "resumed_from_step": checkpoint.step if checkpoint is not None else None,
-            "checkpoint": (str(out / checkpoints.DIRNAME) if out is not None and stopped
-                           and (out / checkpoints.DIRNAME).is_dir() else None),
+            "checkpoint": (str(out / training_checkpoint.DIRNAME) if out is not None and stopped
+                           and (out / training_checkpoint.DIRNAME).is_dir() else None),
             "distributed": distributed,
             "final_loss": last_loss,
             "wall_s": round(time.perf_counter() - started, 2),
@@ -495,7 +497,7 @@ def run_session(
                 save_file(projection.state_dict(), str(out / "fitnets_projection.safetensors"))
             write_json_atomic(out / "summary.json", summary)
             if not stopped and not error:  # complete: nothing left to resume
-                checkpoints.remove(out)
+                training_checkpoint.remove(out)
         kind = "error" if error else ("stopped" if stopped else "done")
         yield emit(kind, summary=summary, message=error or ("stopped at step %d" % step if stopped else "done"),
                    out_dir=str(out) if out else None, student_dir=str(out / "student") if out else None)

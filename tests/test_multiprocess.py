@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from distill_core.distributed import state_checksum
@@ -66,4 +67,4 @@ def test_batch_size_must_split_over_the_processes():
     Processes().check_batch_size(3)  # one process: anything goes
     with pytest.raises(DistillError, match="batch_size 3 does not split evenly over 2 processes"):
         Processes(world=2).check_batch_size(3)
-    assert Processes(world=2, rank=1).shard(__import__("torch").arange(6)).tolist() == [1, 3, 5]
+    assert Processes(world=2, rank=1).shard(torch.arange(6)).tolist() == [1, 3, 5]

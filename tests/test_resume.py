@@ -47,16 +47,31 @@ def step_losses(path):
     return {m["step"]: m["loss"] for m in step_lines(path)}
 
 
-@pytest.fixture()
-def config(tiny_config):
-    # 10 steps: cosine schedule, eval at 4 and 8, a periodic checkpoint at 3 and 6
-    return tiny_config.with_overrides({"steps": 10, "eval_every": 4, "probe_every": 0, "checkpoint_every": 3})
+@pytest.fixture(scope="module")
+def config(tiny_teacher_dir):
+    """tiny_config's session, 10 steps: cosine schedule, eval at 4 and 8, periodic checkpoints at 3 and 6."""
+    from distill_core.config import DistillConfig
+    from tests.conftest import SAMPLE_TEXT
+
+    return DistillConfig(
+        teacher=str(tiny_teacher_dir), student="layers:2", corpus_text=SAMPLE_TEXT, steps=10, batch_size=4,
+        seq_len=32, learning_rate=3e-3, warmup_steps=1, eval_every=4, probe_every=0, eval_max_tokens=128,
+        freeze_embeddings=False, seed=0, checkpoint_every=3,
+    )
 
 
-def test_stopped_and_resumed_run_matches_an_uninterrupted_one(config, tmp_path):
-    full = run_all(config, tmp_path / "full")
-    assert full[-1]["kind"] == "done"
-    assert not (tmp_path / "full" / "checkpoint").exists()  # a completed run leaves no checkpoint
+@pytest.fixture(scope="module")
+def full(config, tmp_path_factory):
+    """The uninterrupted run: (its folder, its events)."""
+    out = tmp_path_factory.mktemp("full")
+    events = run_all(config, out)
+    assert events[-1]["kind"] == "done"
+    assert not (out / "checkpoint").exists()  # a completed run leaves no checkpoint
+    return out, events
+
+
+def test_stopped_and_resumed_run_matches_an_uninterrupted_one(config, full, tmp_path):
+    full_dir, full = full
 
     out = tmp_path / "stopped"
     first = run_stopping_at(config, out, 5)  # not on a checkpoint_every multiple: the stop writes its own
@@ -78,22 +93,22 @@ def test_stopped_and_resumed_run_matches_an_uninterrupted_one(config, tmp_path):
     assert b["final_loss"] == a["final_loss"] and b["after"] == a["after"]
     from safetensors.torch import load_file
 
-    full_weights = load_file(tmp_path / "full" / "student" / "model.safetensors")
+    full_weights = load_file(full_dir / "student" / "model.safetensors")
     resumed_weights = load_file(out / "student" / "model.safetensors")
     assert all(torch.equal(full_weights[k], resumed_weights[k]) for k in full_weights)
 
     # metrics.jsonl: the earlier lines kept, every step once, the same losses as the uninterrupted run
     assert logged_steps(out) == list(range(1, 11))
-    assert step_losses(out) == pytest.approx(step_losses(tmp_path / "full"), rel=REL)
+    assert step_losses(out) == pytest.approx(step_losses(full_dir), rel=REL)
     assert not (out / "checkpoint").exists()
     with pytest.raises(DistillError, match="already finished"):
         run_all(config, out, resume=True)
 
 
-def test_resume_after_a_kill_drops_steps_logged_after_the_checkpoint(config, tmp_path):
+def test_resume_after_a_kill_drops_steps_logged_after_the_checkpoint(config, full, tmp_path):
     """A process killed at step 5 leaves the periodic checkpoint of step 3 and metrics up to step 5:
     the resumed run continues at 3 and logs 4 and 5 once."""
-    full = run_all(config, tmp_path / "full")
+    full_dir, full = full
     out = tmp_path / "killed"
     events = []
     for event in run_session(config, out):
@@ -107,7 +122,7 @@ def test_resume_after_a_kill_drops_steps_logged_after_the_checkpoint(config, tmp
     second = run_all(config, out, resume=True)
     assert second[-1]["summary"]["resumed_from_step"] == 3
     assert logged_steps(out) == list(range(1, 11))
-    assert step_losses(out) == pytest.approx(step_losses(tmp_path / "full"), rel=REL)
+    assert step_losses(out) == pytest.approx(step_losses(full_dir), rel=REL)
     assert second[-1]["summary"]["after"] == full[-1]["summary"]["after"]
 
 
@@ -152,6 +167,11 @@ def test_a_leftover_temporary_folder_does_not_replace_a_good_checkpoint(config, 
     assert events[-1]["kind"] == "stopped"
     assert checkpoints.load(out).step == 3
     assert not tmp.exists() and not (out / "checkpoint.old").exists()
+    # a new (not resumed) run in the folder drops the old run's checkpoint as it starts
+    fresh = run_session(config, out)
+    next(fresh)
+    assert not (out / "checkpoint").exists()
+    fresh.close()
 
 
 def test_clear_errors(config, tmp_path):
@@ -159,6 +179,8 @@ def test_clear_errors(config, tmp_path):
         run_all(config, tmp_path / "empty", resume=True)
     out = tmp_path / "run"
     run_stopping_at(config, out, 2)
+    state = torch.load(out / "checkpoint" / "training_state.pt", weights_only=True)  # no pickled objects
+    assert {"optimizer", "scheduler", "rng"} <= set(state) and state["scheduler"]["last_epoch"] == 2
     with pytest.raises(DistillError, match=r"differs from the checkpoint's in learning_rate"):
         run_all(config.with_overrides({"learning_rate": 1e-3}), out, resume=True)
     with pytest.raises(DistillError, match=r"differs from the checkpoint's in steps"):
@@ -178,11 +200,3 @@ def test_clear_errors(config, tmp_path):
     events = run_all(config.with_overrides({"eval_every": 0, "log_every": 2}), run, resume=True)
     assert events[-1]["kind"] == "done"
     assert [e["step"] for e in events if e["kind"] == "step"] == [4, 6, 8, 10]
-
-
-def test_training_state_loads_with_weights_only(config, tmp_path):
-    out = tmp_path / "run"
-    run_stopping_at(config, out, 2)
-    state = torch.load(out / "checkpoint" / "training_state.pt", weights_only=True)
-    assert {"optimizer", "scheduler", "rng"} <= set(state)
-    assert state["scheduler"]["last_epoch"] == 2
