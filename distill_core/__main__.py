@@ -62,21 +62,52 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from distill_core.config import DistillConfig
+    from distill_core.distributed import is_main_process
     from distill_core.session import run_session
 
-    config = DistillConfig.from_yaml(args.config).with_overrides(args.set or [])
+    if args.resume is not None:
+        if args.config is not None or args.out is not None:
+            raise DistillError("--resume DIR reads DIR/config.yaml and writes to DIR: leave out --config and --out")
+        out = Path(args.resume)
+        config = _resume_config(out, args.set or [])
+    else:
+        if args.config is None or args.out is None:
+            raise DistillError("distill needs --config FILE and --out DIR (or --resume DIR to continue a stopped run)")
+        out = Path(args.out)
+        config = DistillConfig.from_yaml(args.config).with_overrides(args.set or [])
+    main_process = is_main_process()  # under accelerate launch only rank 0 prints
     stop = threading.Event()
     final = None
-    with _ctrl_c_stops(stop):
-        for event in run_session(config, args.out, stop):
-            _log_event(event)
+    with _ctrl_c_stops(stop, quiet=not main_process):
+        for event in run_session(config, out, stop, resume=args.resume is not None):
+            if main_process:
+                _log_event(event)
             if event["kind"] in ("done", "stopped", "error"):
                 final = event
+    if not main_process:
+        return 2 if final["kind"] == "error" else (130 if final["kind"] == "stopped" else 0)
     print(json.dumps(final["summary"], indent=2))
     if final["kind"] == "error":
         print(f"error: {final['message']}", file=sys.stderr)
         return 2
     return 130 if final["kind"] == "stopped" else 0
+
+
+def _resume_config(out: Path, overrides: list[str]):
+    """The config of the stopped run in OUT, with `--set` overrides limited to the fields a resumed
+    run may change (config.RESUME_FIELDS)."""
+    from distill_core.config import RESUME_FIELDS, DistillConfig
+
+    if not out.is_dir():
+        raise DistillError(f"--resume: no such folder: {out}")
+    if not (out / "config.yaml").is_file():
+        raise DistillError(f"--resume: {out} is not a session folder ({out / 'config.yaml'} is missing)")
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if "=" in item and key not in RESUME_FIELDS:
+            raise DistillError(f"--set {key}=... cannot be used with --resume: a resumed run trains exactly as the "
+                               f"checkpoint's; only {', '.join(RESUME_FIELDS)} may change")
+    return DistillConfig.from_yaml(out / "config.yaml").with_overrides(overrides)
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -179,13 +210,14 @@ def _student_sweep(config, specs: list[str], out: Path, speed_tokens: int) -> in
 
 
 @contextlib.contextmanager
-def _ctrl_c_stops(stop: threading.Event):
+def _ctrl_c_stops(stop: threading.Event, quiet: bool = False):
     """While inside: the first Ctrl-C sets `stop` (the session stops after its step and saves), a
     second one aborts."""
     def on_interrupt(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
-        print("\nstopping after this step (Ctrl-C again to abort without saving) …", file=sys.stderr)
+        if not quiet:
+            print("\nstopping after this step (Ctrl-C again to abort without saving) …", file=sys.stderr)
         stop.set()
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
@@ -254,6 +286,8 @@ def _log_event(event: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from distill_core.config import RESUME_FIELDS
+
     parser = argparse.ArgumentParser(prog="python -m distill_core", description="Distill Studio engine")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -264,10 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="session settings the memory estimate uses, e.g. batch_size=16 seq_len=1024")
     info.set_defaults(func=cmd_info)
 
-    distill = sub.add_parser("distill", help="run a distillation session")
-    distill.add_argument("--config", required=True, help="YAML config, e.g. assets/configs/quickstart.yaml")
-    distill.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
-    distill.add_argument("--out", required=True, help="output directory (student/, config.yaml, metrics.jsonl, summary.json)")
+    distill = sub.add_parser(
+        "distill", help="run a distillation session",
+        description="Run a session: --config FILE --out DIR; or continue a stopped one from its checkpoint: "
+        "--resume DIR. Runs unchanged under `accelerate launch --multi_gpu --num_processes N -m distill_core "
+        "distill ...` (data-parallel; gloo on CPUs).")
+    distill.add_argument("--config", help="YAML config, e.g. assets/configs/quickstart.yaml")
+    distill.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable); "
+                         "with --resume only " + ", ".join(RESUME_FIELDS))
+    distill.add_argument("--out", help="output directory (student/, config.yaml, metrics.jsonl, summary.json, "
+                         "checkpoint/ while a run is unfinished)")
+    distill.add_argument("--resume", metavar="DIR", help="continue the stopped run in DIR (its config.yaml and "
+                         "checkpoint/) at its saved step, appending to its metrics.jsonl")
     distill.set_defaults(func=cmd_distill)
 
     ablate = sub.add_parser(

@@ -19,6 +19,12 @@ from distill_core.errors import DistillError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
+RESUME_FIELDS = ("log_every", "eval_every", "probe_every", "probe_text", "checkpoint_every", "threads", "device")
+"""Config fields that may differ between a training checkpoint and the run that resumes it (`distill
+--resume DIR --set ...`, or an edited DIR/config.yaml): they change what is logged, probed and saved,
+or where it runs, not what is trained. Every other field (`steps` too: the learning-rate schedule is
+built on it) must stay as the checkpoint was written."""
+
 
 @dataclass
 class DistillConfig:
@@ -109,6 +115,8 @@ class DistillConfig:
     """Text whose next-token distribution is probed during the session."""
     log_every: int = 1
     """Log step metrics every this many steps."""
+    checkpoint_every: int = 100
+    """Write a training checkpoint (OUT/checkpoint: trainable weights, optimizer and schedule state, data position, random states) every this many steps, and always when a session stops or fails, so that `distill --resume OUT` can continue it; 0: only when it stops or fails. Removed when the session completes."""
 
     seed: int = 0
     """Random seed for student initialisation, data order and sampling."""
@@ -137,7 +145,8 @@ class DistillConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise DistillError(f"{name} must be a positive integer, got {value!r}")
-        for name in ["top_k", "loss_chunk_tokens", "freeze_layers", "warmup_steps", "eval_every", "probe_every", "log_every", "threads", "seed"]:
+        for name in ["top_k", "loss_chunk_tokens", "freeze_layers", "warmup_steps", "eval_every", "probe_every",
+                     "log_every", "threads", "seed", "checkpoint_every"]:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise DistillError(f"{name} must be a non-negative integer, got {value!r}")

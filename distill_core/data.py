@@ -206,13 +206,21 @@ def train_heldout_split(blocks: Blocks, heldout_fraction: float, seed: int) -> t
     return blocks.select(order[n_heldout:]), blocks.select(order[:n_heldout])
 
 
-def batch_indices(n_blocks: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    """Endless shuffled batches of block indices: each epoch visits every block once, in a seeded order."""
+def batch_indices(n_blocks: int, batch_size: int, seed: int, start: int = 0) -> Iterator[torch.Tensor]:
+    """Endless shuffled batches of block indices: each epoch visits every block once, in a seeded order.
+
+    `start` skips that many batches (a resumed session continues at its step): the same sequence
+    from batch `start` on, without building the skipped batches."""
     generator = torch.Generator().manual_seed(seed)
+    starts = range(0, n_blocks - batch_size + 1 if n_blocks >= batch_size else 1, batch_size)
+    skip_epochs, skip = divmod(start, len(starts))
+    for _ in range(skip_epochs):  # each epoch draws exactly one permutation
+        torch.randperm(n_blocks, generator=generator)
     while True:
         order = torch.randperm(n_blocks, generator=generator)
-        for start in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
-            yield order[start : start + batch_size]
+        for first in starts[skip:]:
+            yield order[first : first + batch_size]
+        skip = 0
 
 
 def batches(blocks: Blocks, batch_size: int, seed: int) -> Iterator[Blocks]:

@@ -4,7 +4,12 @@
         ...  # event["kind"] in status | corpus | eval | step | probe | done | stopped | error
 
 Every event is a JSON-able dict. Step and eval events also go to OUT/metrics.jsonl as they
-happen, so nothing is lost when a session stops or fails half way.
+happen, so nothing is lost when a session stops or fails half way. A training checkpoint
+(OUT/checkpoint, see distill_core.resume) is written every `checkpoint_every` steps and when the
+session stops or fails; `run_session(config, out_dir, stop, resume=True)` continues from it.
+
+Under `accelerate launch` (several processes, DDP; see distill_core.distributed) every process runs
+this generator; each trains on its share of every batch and only the main process writes files.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from distill_core.checkpoints import (
     resolve_model,
 )
 from distill_core.config import DistillConfig
+from distill_core import resume as training_checkpoint
 from distill_core.data import (
     Blocks,
     batch_indices,
@@ -49,6 +55,7 @@ from distill_core.data import (
     generate_corpus,
     train_heldout_split,
 )
+from distill_core.distributed import Processes, all_processes, state_checksum
 from distill_core.errors import DistillError, first_line
 from distill_core.evaluate import compare, score, teacher_reference
 from distill_core.layer_map import resolve_layer_map
@@ -221,17 +228,33 @@ def run_session(
     config: DistillConfig,
     out_dir: str | Path | None = None,
     stop: threading.Event | None = None,
+    resume: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Run one distillation session, yielding events. Raises DistillError on bad input before
     training starts; a failure during training ends with an `error` event after the last good
-    student has been saved."""
+    student has been saved.
+
+    With `resume`, continue the stopped session in `out_dir` from its checkpoint (same config but
+    for `config.RESUME_FIELDS`): its metrics.jsonl is kept up to the checkpoint's step and appended
+    to, and the summary says `resumed_from_step`."""
     config.validate()
     stop = stop or threading.Event()
-    out = Path(out_dir) if out_dir is not None else None
+    procs = Processes.current(config.device)
+    procs.check_batch_size(config.batch_size)
+    checkpoint = None
+    if resume:
+        if out_dir is None:
+            raise DistillError("resuming needs the stopped session's output folder")
+        checkpoint = training_checkpoint.check_resumable(Path(out_dir), config)
+    out = Path(out_dir) if out_dir is not None and procs.is_main else None  # only the main process writes
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         config.to_yaml(out / "config.yaml")
-        metrics_file = (out / "metrics.jsonl").open("w", encoding="utf-8")
+        if checkpoint is not None:
+            training_checkpoint.trim_metrics(out / "metrics.jsonl", checkpoint.step)
+        else:  # a new run in an old run's folder: that run's checkpoint is not this one's
+            training_checkpoint.remove(out)
+        metrics_file = (out / "metrics.jsonl").open("a" if checkpoint is not None else "w", encoding="utf-8")
     else:
         metrics_file = None
     started = time.perf_counter()
@@ -246,7 +269,9 @@ def run_session(
     try:
         if config.threads:
             torch.set_num_threads(config.threads)
-        device = resolve_device(config.device)
+        device = procs.device if procs.distributed else resolve_device(config.device)
+        if not procs.is_main:  # the main process fills the shared caches (corpus, teacher cache, ...) first
+            procs.barrier()
         teacher = TeacherHandle(config, device)
         if not config.teacher_cache:
             yield emit("status", message=f"Loading teacher {config.teacher} …")
@@ -300,6 +325,8 @@ def run_session(
             student = load_student(config.student, teacher.get(), seed=config.seed,
                                    calibration=docs, calibration_source=corpus_source)
         student.model.to(device)
+        if procs.is_main:
+            procs.barrier()
         probe_teacher = teacher.loaded if teacher.loaded is not None else cached.as_teacher(tokenizer, config.teacher)
         n_teacher_layers = (teacher.loaded.model.config.num_hidden_layers if teacher.loaded is not None
                             else _teacher_config(teacher.resolve()).num_hidden_layers)
@@ -314,7 +341,6 @@ def run_session(
                 event.update(tracker.measure(student))
             return emit("probe", step=step, **event)
 
-        yield emit("status", message="Evaluating the student before distillation …")
         student_params = count_parameters(student.model)
         if cached is not None:
             reference, teacher_params = cached.reference, cached.teacher_params
@@ -322,9 +348,13 @@ def run_session(
             reference = teacher_reference(teacher.loaded.model, eval_blocks)
             teacher_params = count_parameters(teacher.loaded.model)
         val_blocks = val_blocks.select(slice(0, MAX_VAL_BLOCKS))
-        before = compare(None, student.model, eval_blocks, reference=reference)
-        yield emit("eval", step=0, **_periodic_eval(student, eval_blocks, val_blocks, before))
-        yield snapshot(0)
+        if checkpoint is None:
+            yield emit("status", message="Evaluating the student before distillation …")
+            before = compare(None, student.model, eval_blocks, reference=reference)
+            yield emit("eval", step=0, **_periodic_eval(student, eval_blocks, val_blocks, before))
+            yield snapshot(0)
+        else:  # measured by the run that wrote the checkpoint, on the same student before training
+            before = checkpoint.state["before"]
 
         trainable = _prepare_trainable(student, config)
         projection = None
@@ -338,7 +368,8 @@ def run_session(
             yield emit("status", message="Attention transfer on layer pairs (student:teacher) "
                        + ", ".join(f"{s}:{t}" for s, t in layer_pairs))
         layer_wise = projection is not None or config.attention_weight > 0
-        shared_prefix = (None if layer_wise or cached is not None
+        # the shared prefix calls the student with swapped layers, past the DDP wrapper: one process only
+        shared_prefix = (None if layer_wise or cached is not None or procs.distributed
                          else SharedPrefix.create(teacher.loaded, student, config, train_blocks))
         if shared_prefix is not None:
             yield emit("status", message=f"Student layers 0-{config.freeze_layers - 1} are frozen copies of the "
@@ -353,20 +384,53 @@ def run_session(
         from transformers import get_cosine_schedule_with_warmup
 
         scheduler = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, config.steps), config.steps)
-        batch_iter = batch_indices(len(train_blocks), config.batch_size, config.seed)
+        start = 0
+        if checkpoint is not None:
+            checkpoint.restore(student.model, projection, optimizer, scheduler)
+            start = checkpoint.step
+        forward_model = procs.wrap(student.model)  # DDP under accelerate launch, else the student itself
+        after_backward = ((lambda: procs.average_gradients(projection.parameters()))
+                          if procs.distributed and projection is not None else None)
+        batch_iter = batch_indices(len(train_blocks), config.batch_size, config.seed, start=start)
         torch.manual_seed(config.seed)
+        if checkpoint is not None:
+            checkpoint.restore_rng()
 
-        step, last_loss, error = 0, math.nan, None
+        step, last_loss, error = start, math.nan, None
+        if checkpoint is not None:
+            last_loss = checkpoint.state["last_loss"]
+        saved_step, rng_top = start, None
+
+        def save_checkpoint(rng: dict[str, Any]) -> dict[str, Any]:
+            """Write OUT/checkpoint at `step`; a failed write keeps the previous checkpoint and the run goes on."""
+            nonlocal saved_step
+            try:
+                path = training_checkpoint.save(
+                    out, step=step, last_loss=last_loss, config=config, model=student.model, projection=projection,
+                    optimizer=optimizer, scheduler=scheduler, rng=rng, before=before)
+            except Exception as exc:  # disk full, permissions: not worth the session
+                return emit("status", message=f"the checkpoint of step {step} could not be written ({type(exc).__name__}: "
+                            f"{first_line(exc, 200)}); the previous one is kept")
+            saved_step = step
+            return emit("status", message=f"checkpoint of step {step} written to {path}")
+
         train_started = time.perf_counter()
-        yield emit("status", message=f"Distilling: {config.steps} steps of {config.batch_size} x {config.seq_len} tokens")
-        while step < config.steps and not stop.is_set():
+        if checkpoint is not None:
+            yield emit("status", message=f"Resuming at step {start} of {config.steps} from {checkpoint.path}")
+        yield emit("status", message=f"Distilling: {config.steps} steps of {config.batch_size} x {config.seq_len} tokens"
+                   + (f" over {procs.world} processes ({procs.backend})" if procs.distributed else ""))
+        while step < config.steps and not procs.any(stop.is_set()):
+            if out is not None:
+                rng_top = training_checkpoint.rng_state()  # what a checkpoint of this step needs if the step fails
             index = next(batch_iter)
-            batch = train_blocks.select(index)
+            local_index = procs.shard(index)  # this process's share of the batch (all of it in one process)
+            batch = train_blocks.select(local_index)
             step_start = time.perf_counter()
             try:
                 terms = _train_step(teacher.loaded, student, batch, config, optimizer, device, shared_prefix,
                                     projection, layer_pairs,
-                                    targets=cached.targets(index, device) if cached is not None else None)
+                                    targets=cached.targets(local_index, device) if cached is not None else None,
+                                    student_forward=forward_model, after_backward=after_backward)
             except RuntimeError as exc:  # out of memory, or a kernel failure: keep what was learnt
                 optimizer.zero_grad(set_to_none=True)
                 oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
@@ -379,8 +443,9 @@ def run_session(
                 break
             scheduler.step()
             step += 1
+            terms = procs.mean(terms)  # the shards' losses averaged (the terms themselves in one process)
             last_loss = terms["loss"]
-            tokens = batch.n_tokens
+            tokens = int(train_blocks.attention_mask[index].sum())  # the whole batch, over all processes
             elapsed_train = time.perf_counter() - train_started
             if step % config.log_every == 0 or step == config.steps:
                 yield emit("step", step=step, steps=config.steps, **terms, lr=scheduler.get_last_lr()[0],
@@ -390,13 +455,23 @@ def run_session(
                 yield emit("eval", step=step, **_periodic_eval(student, eval_blocks, val_blocks))
             if config.probe_every and step % config.probe_every == 0 and step < config.steps:
                 yield snapshot(step)
+            if out is not None and config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+                yield save_checkpoint(training_checkpoint.rng_state())
 
+        if out is not None and step < config.steps and step > saved_step:  # stopped or failed: keep where it got to
+            yield save_checkpoint(rng_top if error else training_checkpoint.rng_state())
         student.model.eval()
         yield emit("status", message="Evaluating the student after distillation …")
         after = compare(None, student.model, eval_blocks, reference=reference)
         yield emit("eval", step=step, **_periodic_eval(student, eval_blocks, val_blocks, after))
         yield snapshot(step)
         stopped = step < config.steps
+        distributed = None
+        if procs.distributed:
+            sums = procs.gather(state_checksum(student.model)
+                                + (f"+{state_checksum(projection)}" if projection is not None else ""))
+            distributed = {"processes": procs.world, "backend": procs.backend, "student_sha256": sums,
+                           "ranks_agree": len(set(sums)) == 1}
         summary = {
             "teacher_spec": config.teacher,
             "student_spec": config.student,
@@ -410,6 +485,10 @@ def run_session(
             "steps": config.steps,
             "stopped_early": stopped,
             "error": error,
+            "resumed_from_step": checkpoint.step if checkpoint is not None else None,
+            "checkpoint": (str(out / training_checkpoint.DIRNAME) if out is not None and stopped
+                           and (out / training_checkpoint.DIRNAME).is_dir() else None),
+            "distributed": distributed,
             "final_loss": last_loss,
             "wall_s": round(time.perf_counter() - started, 2),
             "train_s": round(time.perf_counter() - train_started, 2),
@@ -426,6 +505,8 @@ def run_session(
             if projection is not None:  # part of the run, not of the exported student
                 save_file(projection.state_dict(), str(out / "fitnets_projection.safetensors"))
             write_json_atomic(out / "summary.json", summary)
+            if not stopped and not error:  # complete: nothing left to resume
+                training_checkpoint.remove(out)
         kind = "error" if error else ("stopped" if stopped else "done")
         yield emit(kind, summary=summary, message=error or ("stopped at step %d" % step if stopped else "done"),
                    out_dir=str(out) if out else None, student_dir=str(out / "student") if out else None)
@@ -546,19 +627,24 @@ def _train_step(teacher: LoadedModel | None, student: LoadedModel, batch: Blocks
                 optimizer: torch.optim.Optimizer, device: torch.device,
                 shared_prefix: SharedPrefix | None = None, projection: FitNetsProjection | None = None,
                 layer_pairs: list[tuple[int, int]] | None = None,
-                targets: TopKTargets | None = None) -> dict[str, float] | None:
+                targets: TopKTargets | None = None, student_forward: torch.nn.Module | None = None,
+                after_backward: Any = None) -> dict[str, float] | None:
     """One step: teacher forward (no grad) or its cached top-k `targets`, student forward, loss,
     backward, clip, update. Returns the loss terms, or None (and no update) when the loss is not finite.
 
     With `loss_chunk_tokens` (the default) both models run without their output layer and
-    `chunked_distillation_loss` applies the heads chunk by chunk; else full logits are made."""
+    `chunked_distillation_loss` applies the heads chunk by chunk; else full logits are made.
+    `student_forward` is the module the student's forward goes through (the DDP wrapper under
+    accelerate launch; default the student model); `after_backward()`, when given, runs right after
+    backward (averages gradients that DDP does not see)."""
     input_ids = batch.input_ids.to(device)  # (b, t)
     attention_mask = batch.attention_mask.to(device)  # (b, t)
     labels, mask = shift_for_next_token(input_ids, attention_mask)
     want_hidden = projection is not None
     want_attention = config.attention_weight > 0
     pairs = layer_pairs or []
-    chunked = _uses_chunked_loss(config, teacher, student, targets)
+    # under DDP the student's forward must go through its wrapper, which returns full logits
+    chunked = student_forward is None and _uses_chunked_loss(config, teacher, student, targets)
     dtype = autocast_dtype(config, device)
     with _autocast(device, dtype):
         if targets is not None:  # the teacher cache: no teacher forward at all
@@ -576,7 +662,7 @@ def _train_step(teacher: LoadedModel | None, student: LoadedModel, batch: Blocks
         if shared_prefix is not None:
             student_final = shared_prefix.upper(teacher_out.hidden_states[shared_prefix.k], attention_mask, chunked)
         else:
-            student_model = student.model.base_model if chunked else student.model
+            student_model = student.model.base_model if chunked else (student_forward or student.model)
             with _maps_if(want_attention, student.model, [s for s, _ in pairs]):
                 student_out = student_model(input_ids=input_ids, attention_mask=attention_mask,
                                             output_hidden_states=want_hidden, output_attentions=want_attention,
@@ -605,11 +691,13 @@ def _train_step(teacher: LoadedModel | None, student: LoadedModel, batch: Blocks
                                                config.attention_loss, attention_mask)
             total = total + config.attention_weight * transfer
             terms["attention_loss"] = transfer
-    if not torch.isfinite(total):
+    if not all_processes(torch.isfinite(total)):  # under DDP: skipped in every process or in none
         optimizer.zero_grad(set_to_none=True)
         return None
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    if after_backward is not None:
+        after_backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip if config.grad_clip > 0 else float("inf"))
     if not torch.isfinite(grad_norm):

@@ -117,3 +117,35 @@ def test_ablate_students_bad_list(tiny_config, tmp_path):
     result = cli("ablate", "--config", str(config_path), "--eval-text", str(REPO / "assets" / "texts" / "heldout.txt"),
                  "--out", str(tmp_path / "x"), "--students", " ; ")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: the student list is empty")
+
+
+def test_distill_resume(tiny_config, tmp_path):
+    import threading
+
+    from distill_core.session import run_session
+
+    config = tiny_config.with_overrides(["steps=4", "eval_every=0", "probe_every=0"])
+    out = tmp_path / "run"
+    stop = threading.Event()
+    for event in run_session(config, out, stop):
+        if event["kind"] == "step" and event["step"] == 2:
+            stop.set()
+    assert (out / "checkpoint" / "state.json").is_file()
+
+    refused = cli("distill", "--resume", str(out), "--set", "steps=8")
+    assert refused.returncode == 2 and "--set steps=... cannot be used with --resume" in refused.stderr
+    both = cli("distill", "--resume", str(out), "--out", str(out))
+    assert both.returncode == 2 and "leave out --config and --out" in both.stderr
+    missing = cli("distill", "--resume", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
+
+    result = cli("distill", "--resume", str(out), "--set", "log_every=2")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["resumed_from_step"] == 2 and summary["steps_done"] == 4 and not summary["stopped_early"]
+    assert "Resuming at step 2 of 4" in result.stderr
+    metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if m["kind"] == "step"] == [1, 2, 4]  # log_every=2 after the resume
+    assert yaml.safe_load((out / "config.yaml").read_text())["log_every"] == 2
+    again = cli("distill", "--resume", str(out))
+    assert again.returncode == 2 and "already finished" in again.stderr.strip().splitlines()[-1]
