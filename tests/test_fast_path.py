@@ -162,3 +162,29 @@ def test_bf16_autocast_step_is_close_to_fp32(tiny_models, tiny_config):
     assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.05)
     assert bf16["loss"] != fp32["loss"]  # it really computed in bf16
     assert all(p.dtype == torch.float32 for p in after.values())  # master weights stay fp32
+
+
+def test_compiled_layers_give_the_same_steps():
+    """compile=True: every decoder layer of teacher and student torch.compiled; three steps match eager."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from distill_core.checkpoints import LoadedModel
+    from distill_core.config import DistillConfig
+    from distill_core.session import prepare_teacher
+
+    torch.manual_seed(0)
+    shapes = dict(vocab_size=256, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    teacher = LoadedModel(LlamaForCausalLM(LlamaConfig(hidden_size=64, **shapes)), None, "teacher", "config")
+    student = LoadedModel(LlamaForCausalLM(LlamaConfig(hidden_size=32, **shapes)), None, "student", "config")
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(6))
+    batch = Blocks(ids, torch.ones_like(ids))
+    losses = {}
+    for compiled in (False, True):
+        config = DistillConfig(teacher="t", student="s", compile=compiled, freeze_embeddings=False)
+        t, s = copy.deepcopy(teacher), copy.deepcopy(student)
+        prepare_teacher(t, config, torch.device("cpu"))
+        optimizer = torch.optim.SGD(_prepare_trainable(s, config), lr=0.1)
+        losses[compiled] = [_train_step(t, s, batch, config, optimizer, torch.device("cpu"))["loss"] for _ in range(3)]
+        layer = s.model.model.layers[0]
+        assert (getattr(layer, "_compiled_call_impl", None) is not None) == compiled
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
