@@ -314,7 +314,7 @@ def resolve_model(spec: str) -> ResolvedModel:
         raise DistillError(f"local model path not found: {spec_to_load}")
     if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?", spec_to_load):
         raise DistillError(f"{spec!r} is not a valid model spec (bundled name, hub id, directory or .gguf file)")
-    online = hub_reachable()
+    online = hub_reachable_within()
     return ResolvedModel(spec, spec_to_load, f"Hugging Face hub {spec_to_load}" + ("" if online else " (local cache)"),
                          local_only=not online)
 
@@ -329,11 +329,25 @@ def load_model(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
         if not resolved.source.endswith("(local cache)"):
             raise
         raise DistillError(
-            f"unknown model spec {resolved.spec!r}: not the bundled teacher ({BUNDLED_TEACHER}), not a local "
-            f"directory or .gguf file, not in the local Hugging Face cache, and the hub is unreachable "
-            f"(offline)"
+            f"unknown model spec {resolved.spec!r}{_did_you_mean(resolved.spec)}: not the bundled teacher "
+            f"({BUNDLED_TEACHER}), not a local directory or .gguf file, not in the local Hugging Face cache, and the "
+            f"hub is unreachable (offline)"
         ) from exc
     return _finish(LoadedModel(model, tok, resolved.spec, resolved.source))
+
+
+KNOWN_SPECS = (BUNDLED_TEACHER, BUNDLED_HUB_ID, "HuggingFaceTB/SmolLM2-360M-Instruct")
+"""Specs a misspelling is compared with, for the "did you mean" of an unknown spec."""
+
+
+def _did_you_mean(spec: str) -> str:
+    """` (did you mean 'smollm2-135m'?)` for a spec close to a known one (a typo), else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(spec.strip().lower(), [s.lower() for s in KNOWN_SPECS], n=1, cutoff=0.75)
+    if not close or close[0] == spec.strip().lower():
+        return ""
+    return f" (did you mean {next(s for s in KNOWN_SPECS if s.lower() == close[0])!r}?)"
 
 
 def load_tokenizer(resolved: ResolvedModel) -> Any:

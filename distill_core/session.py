@@ -48,7 +48,7 @@ from distill_core.data import (
     generate_corpus,
     train_heldout_split,
 )
-from distill_core.errors import DistillError, first_line
+from distill_core.errors import DistillError, describe_failure
 from distill_core.evaluate import compare, score, teacher_reference
 from distill_core.layer_map import resolve_layer_map
 from distill_core.layer_select import NeedsTeacherNetwork
@@ -350,7 +350,8 @@ def run_session(
 
         step, last_loss, error = 0, math.nan, None
         train_started = time.perf_counter()
-        yield emit("status", message=f"Distilling: {config.steps} steps of {config.batch_size} x {config.seq_len} tokens")
+        yield emit("status", message=f"Distilling: {config.steps} steps of {config.batch_size} x {config.seq_len} tokens",
+                   training=True)  # the first event of the training loop (callers may stop before it: nothing to save)
         while step < config.steps and not stop.is_set():
             index = next(batch_iter)
             batch = train_blocks.select(index)
@@ -359,11 +360,12 @@ def run_session(
                 terms = _train_step(teacher.loaded, student, batch, config, optimizer, device, shared_prefix,
                                     projection, layer_pairs,
                                     targets=cached.targets(index, device) if cached is not None else None)
-            except RuntimeError as exc:  # out of memory, or a kernel failure: keep what was learnt
+            except (RuntimeError, MemoryError) as exc:  # out of memory, or a kernel failure: keep what was learnt
                 optimizer.zero_grad(set_to_none=True)
-                oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-                advice = "out of memory: lower batch_size or seq_len" if oom else f"{type(exc).__name__}: {first_line(exc, 200)}"
-                error = f"step {step + 1} failed ({advice}); the session stopped and kept the student of step {step}"
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()  # the failed step's activations: the evaluation below needs room
+                error = (f"step {step + 1} failed ({describe_failure(exc)[:300]}); the session stopped and kept the "
+                         f"student of step {step}")
                 break
             if terms is None:
                 error = (f"the loss became NaN or infinite at step {step + 1} (learning rate "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,13 +47,34 @@ def tiny_teacher_dir(tmp_path_factory, bundled_dir) -> Path:
     return path
 
 
-@pytest.fixture()
-def tiny_config(tiny_teacher_dir, tmp_path):
-    """A seconds-long session config on the tiny teacher with pasted text (no generation)."""
+def tiny_session_config(teacher_dir: Path, **changes):
+    """A seconds-long session config on a tiny teacher with pasted text (no generation), with `changes`."""
     from distill_core.config import DistillConfig
 
-    return DistillConfig(
-        teacher=str(tiny_teacher_dir), student="layers:2", corpus_text=SAMPLE_TEXT, steps=12, batch_size=4,
+    values = dict(
+        teacher=str(teacher_dir), student="layers:2", corpus_text=SAMPLE_TEXT, steps=12, batch_size=4,
         seq_len=32, learning_rate=3e-3, warmup_steps=1, eval_every=4, probe_every=6, eval_max_tokens=128,
         freeze_embeddings=False, seed=0,
     )
+    return DistillConfig(**{**values, **changes})
+
+
+@pytest.fixture()
+def tiny_config(tiny_teacher_dir, tmp_path):
+    """A seconds-long session config on the tiny teacher with pasted text (no generation)."""
+    return tiny_session_config(tiny_teacher_dir)
+
+
+@contextlib.contextmanager
+def served_app(runs: Path) -> Iterator[str]:
+    """The app served on a free local port (app.serve, not blocking) with its run folders under `runs`;
+    yields its URL for gradio_client or a browser, and stops it afterwards."""
+    import app
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DISTILL_STUDIO_RUNS", str(runs))
+        demo, url = app.serve(block=False, quiet=True)
+        try:
+            yield url
+        finally:
+            demo.close()
