@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -31,20 +30,9 @@ def bundled_dir() -> Path:
 def tiny_teacher_dir(tmp_path_factory, bundled_dir) -> Path:
     """A 4-layer, 64-wide Llama with the real SmolLM2 tokenizer, saved like any checkpoint.
     Initialised wide (std 0.3) so that its next-token distributions are peaked, not uniform."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from distill_core.tiny import build_tiny_teacher
 
-    tokenizer = AutoTokenizer.from_pretrained(bundled_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, initializer_range=0.3,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    path = tmp_path_factory.mktemp("tiny_teacher")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return build_tiny_teacher(bundled_dir, tmp_path_factory.mktemp("tiny_teacher"))
 
 
 def tiny_session_config(teacher_dir: Path, **changes):

@@ -104,7 +104,9 @@ def run_folders(server) -> set[Path]:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, bundled_dir) -> dict[str, Path]:
     """The bad models and uploads the cases name as `@name`."""
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from distill_core.tiny import build_tiny_teacher
 
     root = tmp_path_factory.mktemp("bad-inputs")
     found: dict[str, Path] = {}
@@ -137,12 +139,8 @@ def files(tmp_path_factory, bundled_dir) -> dict[str, Path]:
     found["bert"] = bert
     tokenizer = AutoTokenizer.from_pretrained(bundled_dir)
     tokenizer.add_tokens(["<extra-a>", "<extra-b>"])  # the teacher's vocabulary plus two tokens
-    other = root / "other-tokenizer"
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                 max_position_embeddings=512)).save_pretrained(other)
-    tokenizer.save_pretrained(other)
-    found["other-tokenizer"] = other
+    tokenizer.save_pretrained(root / "other-vocabulary")
+    found["other-tokenizer"] = build_tiny_teacher(root / "other-vocabulary", root / "other-tokenizer", layers=2)
     return found
 
 
