@@ -26,8 +26,8 @@ import gradio as gr
 import visuals
 from distill_core import augment as augmentation
 from distill_core import corpora, probes
-from distill_core.checkpoints import (LoadedModel, compatibility_report, load_student, load_teacher, load_tokenizer,
-                                      resolve_model)
+from distill_core.checkpoints import (LoadedModel, compatibility_report, load_saved_model, load_student, load_teacher,
+                                      load_tokenizer, resolve_model)
 from distill_core.config import DistillConfig, field_help
 from distill_core.data import cached_corpus, check_text, read_prompts, split_documents
 from distill_core.errors import DistillError, describe_failure, first_line
@@ -280,11 +280,7 @@ class UserSession:
             return None
         student_dir = str(Path(self.last_run["out_dir"]) / "student")
         if self._trained is None or self._trained[0] != student_dir:
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(student_dir)
-            model.eval()
-            self._trained = (student_dir, model)
+            self._trained = (student_dir, load_saved_model(student_dir))
         return self._trained[1]
 
 

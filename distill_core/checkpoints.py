@@ -185,6 +185,24 @@ def bundled_gguf_path() -> Path | None:
 
 
 _LOCK = threading.Lock()
+MODEL_LOCK = threading.RLock()
+"""Held while transformers builds a model (from_pretrained, from_config), which is not thread-safe: with
+transformers 5.24, four threads loading a tied-embedding checkpoint at once left the output layer of every copy
+on the meta device ("Cannot copy out of meta tensor" at its first forward pass), and a model built next to a
+load can come out uninitialised. The app builds models for several users' requests at once. Taken before
+`_LOCK`, never inside it."""
+
+
+def one_build_at_a_time(fn):
+    """Decorator: `fn` builds transformers models, so it runs under MODEL_LOCK."""
+    import functools
+
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with MODEL_LOCK:
+            return fn(*args, **kwargs)
+
+    return locked
 
 
 def _converted_dir(gguf_path: Path) -> Path:
@@ -205,7 +223,7 @@ def convert_gguf(gguf_path: Path) -> Path:
     target = _converted_dir(gguf_path)
     if (target / "config.json").is_file():
         return target
-    with _LOCK:
+    with MODEL_LOCK:
         if (target / "config.json").is_file():
             return target
         folder, name = str(gguf_path.parent), gguf_path.name
@@ -226,6 +244,7 @@ def convert_gguf(gguf_path: Path) -> Path:
     return target
 
 
+@one_build_at_a_time
 def _load_pretrained(path_or_id: str, *, local_only: bool, attn_implementation: str) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -350,6 +369,14 @@ def _did_you_mean(spec: str) -> str:
     return f" (did you mean {next(s for s in KNOWN_SPECS if s.lower() == close[0])!r}?)"
 
 
+@one_build_at_a_time
+def load_saved_model(path: str | Path) -> Any:
+    """A causal LM saved by a session (its student folder), fp32, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+
+
 def load_tokenizer(resolved: ResolvedModel) -> Any:
     """Only the tokenizer of a resolved model (no weights), with a pad token."""
     from transformers import AutoTokenizer
@@ -381,13 +408,18 @@ def load_teacher(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
         cached = _TEACHERS.get(key)
     if cached is not None:
         return cached
-    loaded = load_model(spec, attn_implementation)
-    for p in loaded.model.parameters():
-        p.requires_grad_(False)
-    with _LOCK:
-        if len(_TEACHERS) >= 2:
-            _TEACHERS.pop(next(iter(_TEACHERS)))
-        _TEACHERS[key] = loaded
+    with MODEL_LOCK:  # one load per teacher: several users asking at once wait for it and share it
+        with _LOCK:
+            cached = _TEACHERS.get(key)
+        if cached is not None:
+            return cached
+        loaded = load_model(spec, attn_implementation)
+        for p in loaded.model.parameters():
+            p.requires_grad_(False)
+        with _LOCK:
+            if len(_TEACHERS) >= 2:
+                _TEACHERS.pop(next(iter(_TEACHERS)))
+            _TEACHERS[key] = loaded
     return loaded
 
 
@@ -403,6 +435,7 @@ def decoder_layers(model: Any) -> torch.nn.ModuleList:
     raise DistillError(f"cannot find the {n} decoder layers of {type(model).__name__}")
 
 
+@one_build_at_a_time
 def derive_student(teacher: LoadedModel, spec: str, seed: int = 0, attn_implementation: str = "sdpa", *,
                    calibration: list[str] | None = None, calibration_source: str | None = None) -> LoadedModel:
     """Build a student from the teacher: a layer subset with copied weights, or a fresh model.

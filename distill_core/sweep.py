@@ -83,14 +83,14 @@ def _teacher_line(config, device, speed_tokens: int) -> dict[str, Any]:
 
 def _student_speed(student_dir: Path, device, speed_tokens: int) -> float | None:
     """Greedy-decoding tokens/s of the student a session saved (None when it saved none)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from distill_core.checkpoints import load_saved_model
     from distill_core.evaluate import generation_speed
 
     if not (student_dir / "config.json").is_file():
         return None
-    model = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).to(device).eval()
+    model = load_saved_model(student_dir).to(device)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -142,3 +142,27 @@ def test_views_answer_while_a_run_trains_and_users_stay_apart(server, tiny_teach
     assert [seed for seed, _ in session_log] == [0, 0, 7, 7]
     # the looker never ran a session: nothing to export
     assert looker.predict(api_name="/export")[0].startswith("**Error:** no session has finished")
+
+
+def test_models_loaded_by_several_users_at_once_are_whole(tiny_teacher_dir, tmp_path):
+    """transformers is not thread-safe while it builds a model: four loads at once left every copy's tied output
+    layer on the meta device. The engine builds one model at a time (checkpoints.MODEL_LOCK)."""
+    from distill_core.checkpoints import derive_student, load_model, load_saved_model
+
+    teacher = load_model(str(tiny_teacher_dir))
+    builders = [lambda: load_model(str(tiny_teacher_dir)).model, lambda: load_saved_model(tiny_teacher_dir),
+                lambda: derive_student(teacher, "fresh:layers=1,hidden=32,heads=2").model,
+                lambda: load_model(str(tiny_teacher_dir)).model] * 2
+    models: list = [None] * len(builders)
+
+    def build(i: int) -> None:
+        models[i] = builders[i]()
+
+    threads = [threading.Thread(target=build, args=(i,)) for i in range(len(builders))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for model in models:
+        assert not [name for name, p in model.named_parameters() if p.is_meta]
+        assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
