@@ -723,8 +723,10 @@ def request_stop(user: UserSession | None = None) -> str:
     if user is None or not user.running:
         return NOTHING_TO_STOP
     user.stop.set()
-    gr.Info("Stopping after the current step; the student will be evaluated and saved.")
-    return "**Stop requested:** finishing the current step, then evaluating and saving the student …"
+    gr.Info("Stopping after the current step; the student will be evaluated and saved (before training has "
+            "started: the session just ends).")
+    return ("**Stop requested:** finishing the current step, then evaluating and saving the student (before "
+            "training has started, the session just ends, with nothing saved) …")
 
 
 # ---------------------------------------------------------------------------------------
