@@ -30,7 +30,7 @@ from distill_core.checkpoints import (LoadedModel, compatibility_report, load_sa
                                       load_tokenizer, resolve_model)
 from distill_core.config import DistillConfig, field_help
 from distill_core.data import cached_corpus, check_text, read_prompts, split_documents
-from distill_core.errors import DistillError, first_line
+from distill_core.errors import DistillError, describe_failure, first_line
 from distill_core.layer_map import LAYER_MAP_SPECS, resolve_layer_map
 from distill_core.losses import ATTENTION_LOSSES, DIVERGENCES, HIDDEN_LOSSES
 from distill_core.session import run_session
@@ -68,6 +68,10 @@ PREVIEW_TEXTS = 3
 """Texts the augmentation preview shows per method."""
 PREVIEW_WORDS = 60
 """Each previewed text is cut to its first this-many words (the preview stays readable and quick)."""
+
+DISTILLATION_QUEUE = "distillation"
+"""Gradio concurrency id of run_session and size_sweep, with a limit of 1: one distillation at a time per app
+(one device); other users wait in the queue and see their position (README, Several users)."""
 
 PROBE_TEXT = "I ate an"
 PLOT_INTERVAL_S = 1.0
@@ -247,8 +251,8 @@ def preset_config(name: str | None) -> DistillConfig:
 
 
 def one_line(exc: BaseException) -> str:
-    """An unexpected exception as one readable line (e.g. out of memory)."""
-    return f"{type(exc).__name__}: {first_line(exc) or 'no message'}"
+    """An unexpected exception as one readable line; out of memory says what to do (`describe_failure`)."""
+    return describe_failure(exc)
 
 
 def error_markdown(message: str) -> str:
@@ -257,10 +261,13 @@ def error_markdown(message: str) -> str:
 
 class UserSession:
     """Per-browser-session state, held in gr.State: the stop flag of this user's running session and
-    the last session it finished (the inspection tabs' "student (after)")."""
+    the last session it finished (the inspection tabs' "student (after)"). Each browser tab, and each
+    gradio_client Client, is one such session; nothing here is shared between users (see README, Several
+    users)."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
+        self.running = False  # a session or sweep of this user is running (not merely queued)
         self.last_run: dict[str, Any] | None = None  # out_dir, teacher, student, probes (the session's probe events)
         self._trained: tuple[str, Any] | None = None  # (student dir, model) loaded for probing
         self.attention: tuple[tuple, dict[str, Any]] | None = None  # (key, probe result): the last attention probe
@@ -276,9 +283,7 @@ class UserSession:
             return None
         student_dir = str(Path(self.last_run["out_dir"]) / "student")
         if self._trained is None or self._trained[0] != student_dir:
-            model = load_saved_model(student_dir)
-            model.eval()
-            self._trained = (student_dir, model)
+            self._trained = (student_dir, load_saved_model(student_dir))
         return self._trained[1]
 
 
@@ -529,9 +534,12 @@ class RunView:
         self.final: dict[str, Any] | None = None
         self.failure: str | None = None
         self.stop_requested = False
+        self.training = False  # the engine has entered its training loop
+        self.stopped_before_training = False  # Stop came before the training loop: nothing trained, nothing saved
 
     def add(self, event: dict[str, Any]) -> None:
         kind = event["kind"]
+        self.training = self.training or kind == "step" or bool(event.get("training"))
         if kind in ("step", "eval"):
             self.history.append(event)
         if kind == "step":
@@ -552,13 +560,15 @@ class RunView:
 
     @property
     def finished(self) -> bool:
-        return self.final is not None or self.failure is not None
+        return self.final is not None or self.failure is not None or self.stopped_before_training
 
     def status_markdown(self) -> str:
         steps = self.config.steps
         lines: list[str] = []
         if self.failure:
             lines.append(error_markdown(self.failure))
+        elif self.stopped_before_training:
+            lines.append("**Stopped** before training started: nothing was trained or saved (earlier runs are kept).")
         elif self.final is not None:
             summary = self.final["summary"]
             done = summary["steps_done"]
@@ -587,7 +597,8 @@ class RunView:
                          f"({c['epochs']} epochs over {steps} steps), {c['eval_tokens']:,} held-out evaluation tokens.")
             if c.get("augmented"):
                 lines.append(augmented_markdown(c["augmented"]))
-        lines.append(f"Run folder: `{shown_path(self.out_dir)}`")
+        if self.out_dir.exists():  # a session that ends before training leaves no folder
+            lines.append(f"Run folder: `{shown_path(self.out_dir)}`")
         return "  \n".join(lines)
 
     def loss_figure(self) -> Any:
@@ -666,10 +677,35 @@ def run_distillation(teacher: str, student: str, preset: str | None,
     out_dir = new_run_dir()
     view = RunView(config, out_dir)
     user.stop.clear()
-    yield view.status_markdown(), view.loss_figure(), gr.update(visible=False), "", *running
-    last_plot = last_yield = time.monotonic()
+    user.running = True
     try:
-        for event in run_session(config, out_dir, user.stop):
+        yield view.status_markdown(), view.loss_figure(), gr.update(visible=False), "", *running
+        yield from stream_session(config, out_dir, view, user, running)
+    finally:
+        user.running = False
+    if (out_dir / "student").is_dir():
+        user.last_run = {"out_dir": str(out_dir), "teacher": config.teacher, "student": config.student,
+                         "probes": view.probes}
+    elif view.final is None:
+        shutil.rmtree(out_dir, ignore_errors=True)  # failed or stopped before training: nothing worth keeping
+    probe = gr.update(value=view.probe_figure(), visible=True) if view.last_probe else gr.skip()
+    yield view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), *idle
+
+
+def stream_session(config: DistillConfig, out_dir: Path, view: RunView, user: UserSession, running: tuple):
+    """The engine's session events into `view`, yielding the Distill tab's updates as they come (at most every
+    STATUS_INTERVAL_S for steps, the curves at most every PLOT_INTERVAL_S). A Stop before the training loop
+    (loading, writing the corpus, the first evaluation) ends the session at the engine's next event without
+    training or saving anything; once training runs, the engine stops after the current step and saves the
+    student. Failures end up in `view` (the app stays up)."""
+    last_plot = last_yield = time.monotonic()
+    events = run_session(config, out_dir, user.stop)
+    try:
+        for event in events:
+            if user.stop.is_set() and not view.training and not event.get("training"):
+                events.close()  # still loading, preparing or evaluating: end it here
+                view.stopped_before_training = True
+                return
             view.add(event)
             view.stop_requested = user.stop.is_set()
             if view.finished:
@@ -691,23 +727,22 @@ def run_distillation(teacher: str, student: str, preset: str | None,
         gr.Warning(one_line(exc))
         view.fail(one_line(exc))
 
-    if (out_dir / "student").is_dir():
-        user.last_run = {"out_dir": str(out_dir), "teacher": config.teacher, "student": config.student,
-                         "probes": view.probes}
-    elif view.final is None:
-        shutil.rmtree(out_dir, ignore_errors=True)  # failed before training: nothing worth keeping
-    probe = gr.update(value=view.probe_figure(), visible=True) if view.last_probe else gr.skip()
-    yield view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), *idle
+
+NOTHING_TO_STOP = ("Nothing is running in this browser session, so there is nothing to stop (a session waiting in "
+                   "the queue can be stopped once it starts).")
 
 
 def request_stop(user: UserSession | None = None) -> str:
-    """Ask this user's running session to stop after the current step (api_name `stop`); the engine
-    then evaluates and saves the student."""
-    if user is None:
-        return "No session to stop."
+    """Ask this user's running session or sweep to stop after the current step (api_name `stop`); the engine
+    then evaluates and saves the student (before the first step: nothing is trained or saved). Only this
+    user's own session; nothing happens when none is running."""
+    if user is None or not user.running:
+        return NOTHING_TO_STOP
     user.stop.set()
-    gr.Info("Stopping after the current step; the student will be evaluated and saved.")
-    return "**Stop requested:** finishing the current step, then evaluating and saving the student …"
+    gr.Info("Stopping after the current step; the student will be evaluated and saved (before training has "
+            "started: the session just ends).")
+    return ("**Stop requested:** finishing the current step, then evaluating and saving the student (before "
+            "training has started, the session just ends, with nothing saved) …")
 
 
 # ---------------------------------------------------------------------------------------
@@ -854,9 +889,10 @@ def run_size_sweep(specs: str, teacher: str, preset: str | None,
     out_dir = new_run_dir()
     view = SweepView(spec_list, config.steps, out_dir)
     user.stop.clear()
-    yield view.status_markdown(), view.figure(), view.table(), *running
-    last_yield = time.monotonic()
+    user.running = True
     try:
+        yield view.status_markdown(), view.figure(), view.table(), *running
+        last_yield = time.monotonic()
         for event in student_sweep(config, spec_list, out_dir, user.stop):
             view.add(event)
             view.stop_requested = user.stop.is_set()
@@ -873,6 +909,8 @@ def run_size_sweep(specs: str, teacher: str, preset: str | None,
     except Exception as exc:  # e.g. out of memory: one line, and the app stays up
         gr.Warning(one_line(exc))
         view.fail(one_line(exc))
+    finally:
+        user.running = False
     view.ended = True
     view.stop_requested = user.stop.is_set()
     if not view.rows:
@@ -930,10 +968,12 @@ _TOKENIZERS: dict[str, Any] = {}
 def teacher_tokenizer(teacher_spec: str) -> Any:
     """The teacher's tokenizer (no model loaded), kept per spec."""
     spec = (teacher_spec or "").strip()
-    if spec not in _TOKENIZERS:
+    tokenizer = _TOKENIZERS.get(spec)
+    if tokenizer is None:  # a local, not a second lookup: another user's request may clear the dict meanwhile
+        tokenizer = load_tokenizer(resolve_model(spec))
         _TOKENIZERS.clear()
-        _TOKENIZERS[spec] = load_tokenizer(resolve_model(spec))
-    return _TOKENIZERS[spec]
+        _TOKENIZERS[spec] = tokenizer
+    return tokenizer
 
 
 def corpus_file_markdown(path: str, texts: list[str], info: dict[str, Any], stats: dict[str, Any] | None,
@@ -1946,14 +1986,14 @@ def build_app() -> gr.Blocks:
         recipe = [preset, *knobs, corpus_choice, upload, pasted, *data, user]
         run_btn.click(gpu(run_distillation), [teacher, student, *recipe],
                       [status_md, loss_plot, probe_plot, summary_md, run_btn, stop_btn],
-                      api_name="run_session", concurrency_limit=1, concurrency_id="distillation",
-                      show_progress="hidden")
+                      api_name="run_session", concurrency_limit=1, concurrency_id=DISTILLATION_QUEUE,
+                      show_progress="minimal", show_progress_on=status_md)  # shows "queue: 2/3" while waiting
         stop_btn.click(request_stop, user, status_md, api_name="stop", show_progress="hidden")
 
         sweep_btn.click(gpu(run_size_sweep), [sweep_specs, teacher, *recipe],
                         [sweep_md, size_plot, size_rows, sweep_btn, sweep_stop_btn],
-                        api_name="size_sweep", concurrency_limit=1, concurrency_id="distillation",
-                        show_progress="hidden")
+                        api_name="size_sweep", concurrency_limit=1, concurrency_id=DISTILLATION_QUEUE,
+                        show_progress="minimal", show_progress_on=sweep_md)
         sweep_stop_btn.click(request_stop, user, sweep_md, show_progress="hidden", **private)
         sweep_file.upload(load_size_rows, sweep_file, [sweep_md, size_plot, size_rows], api_name="size_plot")
 
@@ -1990,14 +2030,33 @@ def build_app() -> gr.Blocks:
 
 
 def launch_options() -> dict[str, Any]:
-    """`launch` arguments: host and port (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT), and in public mode the
-    upload size cap, which Gradio enforces before a file reaches a handler."""
-    options: dict[str, Any] = {"server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                               "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860"))}
+    """Extra `launch` arguments: in public mode the upload size cap, which Gradio enforces before a file
+    reaches a handler."""
+    options: dict[str, Any] = {}
     if hosting.public_mode():
         options["max_file_size"] = hosting.public_limits().upload_mb * 2**20
     return options
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def serve(host: str = "127.0.0.1", port: int | None = None, block: bool = True, quiet: bool = False
+          ) -> tuple[gr.Blocks, str]:
+    """Build the app, queue it and serve it on host:port (None: a free port). With `block` this returns when
+    the server stops; without, at once (tests, scripts/load_test.py: `demo.close()` stops it). Returns the
+    Blocks and the app's URL."""
+    port = free_port(host) if port is None else port
+    demo = build_app().queue()
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=quiet, **launch_options())
+    return demo, f"http://{host}:{port}/"
+
+
 if __name__ == "__main__":
-    build_app().queue().launch(**launch_options())
+    serve(os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), int(os.environ.get("GRADIO_SERVER_PORT", "7860")))

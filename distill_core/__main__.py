@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from distill_core.errors import DistillError, first_line
+from distill_core.errors import DistillError, describe_failure
 
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "assets" / "configs" / "quickstart.yaml"
@@ -369,9 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # one line, not a traceback, for anything unforeseen (e.g. out of memory)
-        message = first_line(exc) or type(exc).__name__
-        print(f"error: {type(exc).__name__}: {message}", file=sys.stderr)
+    except Exception as exc:  # one line, not a traceback, for anything unforeseen (out of memory: what to do)
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
         return 1
 
 

@@ -191,6 +191,24 @@ def bundled_gguf_path() -> Path | None:
 
 
 _LOCK = threading.Lock()
+MODEL_LOCK = threading.RLock()
+"""Held while transformers builds a model (from_pretrained, from_config), which is not thread-safe: with
+transformers 5.24, four threads loading a tied-embedding checkpoint at once left the output layer of every copy
+on the meta device ("Cannot copy out of meta tensor" at its first forward pass), and a model built next to a
+load can come out uninitialised. The app builds models for several users' requests at once. Taken before
+`_LOCK`, never inside it."""
+
+
+def one_build_at_a_time(fn):
+    """Decorator: `fn` builds transformers models, so it runs under MODEL_LOCK."""
+    import functools
+
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with MODEL_LOCK:
+            return fn(*args, **kwargs)
+
+    return locked
 
 
 def _converted_dir(gguf_path: Path) -> Path:
@@ -211,7 +229,7 @@ def convert_gguf(gguf_path: Path) -> Path:
     target = _converted_dir(gguf_path)
     if (target / "config.json").is_file():
         return target
-    with _LOCK:
+    with MODEL_LOCK:
         if (target / "config.json").is_file():
             return target
         folder, name = str(gguf_path.parent), gguf_path.name
@@ -255,13 +273,14 @@ def load_config(path_or_id: str, local_only: bool = True) -> Any:
         raise DistillError(f"cannot load model config for {path_or_id!r}: {first_line(exc, 300) or type(exc).__name__}") from None
 
 
+@one_build_at_a_time
 def load_saved_model(folder: str | Path) -> Any:
     """An fp32 causal LM saved on this machine (e.g. a session's student), loaded like any other model
-    here: `hub_options` and `WEIGHT_OPTIONS`."""
+    here (`hub_options`, `WEIGHT_OPTIONS`, one build at a time), in eval mode."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **hub_options(True),
-                                                **WEIGHT_OPTIONS)
+                                                **WEIGHT_OPTIONS).eval()
 
 
 def parameter_count(config: Any) -> int:
@@ -279,6 +298,7 @@ def check_model_size(config: Any, name: str) -> None:
         hosting.check_cap("model_params", parameter_count(config), f"the parameter count of {name}")
 
 
+@one_build_at_a_time
 def _load_pretrained(path_or_id: str, *, local_only: bool, attn_implementation: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -374,7 +394,7 @@ def resolve_model(spec: str) -> ResolvedModel:
         raise DistillError(f"local model path not found: {spec_to_load}")
     if not re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?", spec_to_load):
         raise DistillError(f"{spec!r} is not a valid model spec (bundled name, hub id, directory or .gguf file)")
-    online = hub_reachable()
+    online = hub_reachable_within()
     return ResolvedModel(spec, spec_to_load, f"Hugging Face hub {spec_to_load}" + ("" if online else " (local cache)"),
                          local_only=not online)
 
@@ -389,11 +409,25 @@ def load_model(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
         if not resolved.source.endswith("(local cache)"):
             raise
         raise DistillError(
-            f"unknown model spec {resolved.spec!r}: not the bundled teacher ({BUNDLED_TEACHER}), not a local "
-            f"directory or .gguf file, not in the local Hugging Face cache, and the hub is unreachable "
-            f"(offline)"
+            f"unknown model spec {resolved.spec!r}{_did_you_mean(resolved.spec)}: not the bundled teacher "
+            f"({BUNDLED_TEACHER}), not a local directory or .gguf file, not in the local Hugging Face cache, and the "
+            f"hub is unreachable (offline)"
         ) from exc
     return _finish(LoadedModel(model, tok, resolved.spec, resolved.source))
+
+
+KNOWN_SPECS = (BUNDLED_TEACHER, BUNDLED_HUB_ID, "HuggingFaceTB/SmolLM2-360M-Instruct")
+"""Specs a misspelling is compared with, for the "did you mean" of an unknown spec."""
+
+
+def _did_you_mean(spec: str) -> str:
+    """` (did you mean 'smollm2-135m'?)` for a spec close to a known one (a typo), else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(spec.strip().lower(), [s.lower() for s in KNOWN_SPECS], n=1, cutoff=0.75)
+    if not close or close[0] == spec.strip().lower():
+        return ""
+    return f" (did you mean {next(s for s in KNOWN_SPECS if s.lower() == close[0])!r}?)"
 
 
 def load_tokenizer(resolved: ResolvedModel) -> Any:
@@ -428,13 +462,18 @@ def load_teacher(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
         cached = _TEACHERS.get(key)
     if cached is not None:
         return cached
-    loaded = load_model(spec, attn_implementation)
-    for p in loaded.model.parameters():
-        p.requires_grad_(False)
-    with _LOCK:
-        if len(_TEACHERS) >= 2:
-            _TEACHERS.pop(next(iter(_TEACHERS)))
-        _TEACHERS[key] = loaded
+    with MODEL_LOCK:  # one load per teacher: several users asking at once wait for it and share it
+        with _LOCK:
+            cached = _TEACHERS.get(key)
+        if cached is not None:
+            return cached
+        loaded = load_model(spec, attn_implementation)
+        for p in loaded.model.parameters():
+            p.requires_grad_(False)
+        with _LOCK:
+            if len(_TEACHERS) >= 2:
+                _TEACHERS.pop(next(iter(_TEACHERS)))
+            _TEACHERS[key] = loaded
     return loaded
 
 
@@ -450,6 +489,7 @@ def decoder_layers(model: Any) -> torch.nn.ModuleList:
     raise DistillError(f"cannot find the {n} decoder layers of {type(model).__name__}")
 
 
+@one_build_at_a_time
 def derive_student(teacher: LoadedModel, spec: str, seed: int = 0, attn_implementation: str = "sdpa", *,
                    calibration: list[str] | None = None, calibration_source: str | None = None) -> LoadedModel:
     """Build a student from the teacher: a layer subset with copied weights, or a fresh model.

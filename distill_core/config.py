@@ -18,6 +18,11 @@ import yaml
 from distill_core.errors import DistillError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+UPPER_LIMITS = {"steps": 1_000_000, "batch_size": 4096, "generation_tokens": 4096, "eval_max_tokens": 1_000_000,
+                "hub_max_rows": 1_000_000, "augment_copies": 100}
+"""Largest values the integer fields accept: beyond these a value is a typo (an extra zero or two), not a plan."""
+MIN_TEMPERATURE = 0.01
+"""Smallest temperature accepted: below it the scaled logits overflow and the loss becomes NaN."""
 
 RESUME_FIELDS = ("log_every", "eval_every", "probe_every", "probe_text", "checkpoint_every", "threads", "device")
 """Config fields that may differ between a training checkpoint and the run that resumes it (`distill
@@ -145,6 +150,9 @@ class DistillConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise DistillError(f"{name} must be a positive integer, got {value!r}")
+        for name, limit in UPPER_LIMITS.items():
+            if getattr(self, name) > limit:
+                raise DistillError(f"{name} {getattr(self, name)} is too large (use at most {limit:,})")
         for name in ["top_k", "loss_chunk_tokens", "freeze_layers", "warmup_steps", "eval_every", "probe_every",
                      "log_every", "threads", "seed", "checkpoint_every"]:
             value = getattr(self, name)
@@ -160,6 +168,9 @@ class DistillConfig:
             raise DistillError(f"learning_rate {self.learning_rate} is far too large (use at most 1.0)")
         if self.temperature > 100:
             raise DistillError(f"temperature {self.temperature} is too large (use at most 100)")
+        if self.temperature < MIN_TEMPERATURE:
+            raise DistillError(f"temperature {self.temperature} is too small (use at least {MIN_TEMPERATURE}; "
+                               "1 is the models' own distribution)")
         if not _finite(self.kd_weight) or not 0.0 <= self.kd_weight <= 1.0:
             raise DistillError(f"kd_weight must be between 0 and 1, got {self.kd_weight!r}")
         from distill_core.losses import DIVERGENCES

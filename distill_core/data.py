@@ -98,11 +98,12 @@ def generate_corpus(
     chunks = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
     decode_steps = [0]  # decode steps done in the current chunk, counted from generate's worker thread
     outcome: dict[str, Any] = {}
+    abandoned = threading.Event()  # set when this generator is closed early (a Stop): the writer ends at once
 
     class CountSteps(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
             decode_steps[0] += 1
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            return torch.full((input_ids.shape[0],), abandoned.is_set(), dtype=torch.bool, device=input_ids.device)
 
     def write_all() -> None:
         tok, model = teacher.tokenizer, teacher.model
@@ -112,6 +113,8 @@ def generate_corpus(
         texts: list[str] = []
         try:
             for index, chunk in enumerate(chunks):
+                if abandoned.is_set():
+                    return
                 decode_steps[0] = 0
                 outcome["chunk"] = index
                 enc = tok(chunk, return_tensors="pt", padding=True).to(model.device)
@@ -129,11 +132,15 @@ def generate_corpus(
 
     worker = threading.Thread(target=write_all, name="teacher-corpus", daemon=True)
     worker.start()
-    while worker.is_alive():
-        worker.join(report_every_s)
-        if worker.is_alive():
-            done = outcome.get("chunk", 0) * new_tokens + min(decode_steps[0], new_tokens)
-            yield done / (len(chunks) * new_tokens), None
+    try:
+        while worker.is_alive():
+            worker.join(report_every_s)
+            if worker.is_alive():
+                done = outcome.get("chunk", 0) * new_tokens + min(decode_steps[0], new_tokens)
+                yield done / (len(chunks) * new_tokens), None
+    finally:
+        if worker.is_alive():  # closed while writing: stop the teacher after its current token; nothing is cached
+            abandoned.set()
     if "error" in outcome:
         raise outcome["error"]
     texts = outcome["texts"]
@@ -193,14 +200,16 @@ def pack(tokenizer: Any, texts: list[str], seq_len: int, max_tokens: int | None 
         last_mask[0, :rest] = 1
         ids, mask = torch.cat([ids, last]), torch.cat([mask, last_mask])
     if ids.shape[0] == 0:
-        raise DistillError(f"the text has only {len(stream)} tokens, fewer than one block of seq_len={seq_len}")
+        raise DistillError(f"the text has only {len(stream)} tokens, fewer than one block of seq_len={seq_len}: "
+                           "give more text or a smaller seq_len")
     return Blocks(ids, mask)
 
 
 def train_heldout_split(blocks: Blocks, heldout_fraction: float, seed: int) -> tuple[Blocks, Blocks]:
     """Shuffle blocks with the seed and hold out a fraction (at least one block) for validation."""
     if len(blocks) < 2:
-        raise DistillError("the corpus is too small: it needs at least two blocks (one to train, one held out)")
+        raise DistillError("the corpus is too small: it needs at least two blocks (one to train, one held out); "
+                           "give more text or a smaller seq_len")
     order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
     n_heldout = max(1, int(round(len(blocks) * heldout_fraction)))
     return blocks.select(order[n_heldout:]), blocks.select(order[:n_heldout])

@@ -56,7 +56,7 @@ from distill_core.data import (
     train_heldout_split,
 )
 from distill_core.distributed import Processes, all_processes, state_checksum
-from distill_core.errors import DistillError, first_line
+from distill_core.errors import DistillError, describe_failure, first_line
 from distill_core.evaluate import compare, score, teacher_reference
 from distill_core.layer_map import resolve_layer_map
 from distill_core.layer_select import NeedsTeacherNetwork
@@ -418,7 +418,8 @@ def run_session(
         if checkpoint is not None:
             yield emit("status", message=f"Resuming at step {start} of {config.steps} from {checkpoint.path}")
         yield emit("status", message=f"Distilling: {config.steps} steps of {config.batch_size} x {config.seq_len} tokens"
-                   + (f" over {procs.world} processes ({procs.backend})" if procs.distributed else ""))
+                   + (f" over {procs.world} processes ({procs.backend})" if procs.distributed else ""),
+                   training=True)  # the first event of the training loop (callers may stop before it: nothing to save)
         while step < config.steps and not procs.any(stop.is_set()):
             if out is not None:
                 rng_top = training_checkpoint.rng_state()  # what a checkpoint of this step needs if the step fails
@@ -431,11 +432,12 @@ def run_session(
                                     projection, layer_pairs,
                                     targets=cached.targets(local_index, device) if cached is not None else None,
                                     student_forward=forward_model, after_backward=after_backward)
-            except RuntimeError as exc:  # out of memory, or a kernel failure: keep what was learnt
+            except (RuntimeError, MemoryError) as exc:  # out of memory, or a kernel failure: keep what was learnt
                 optimizer.zero_grad(set_to_none=True)
-                oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-                advice = "out of memory: lower batch_size or seq_len" if oom else f"{type(exc).__name__}: {first_line(exc, 200)}"
-                error = f"step {step + 1} failed ({advice}); the session stopped and kept the student of step {step}"
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()  # the failed step's activations: the evaluation below needs room
+                error = (f"step {step + 1} failed ({describe_failure(exc)[:300]}); the session stopped and kept the "
+                         f"student of step {step}")
                 break
             if terms is None:
                 error = (f"the loss became NaN or infinite at step {step + 1} (learning rate "

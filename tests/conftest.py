@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 for _hosting_variable in ("DISTILL_PUBLIC", "SPACE_ID", "DISTILL_TRUST_REMOTE_CODE", "DISTILL_HUB_DEFAULTS"):
@@ -31,29 +32,39 @@ def bundled_dir() -> Path:
 def tiny_teacher_dir(tmp_path_factory, bundled_dir) -> Path:
     """A 4-layer, 64-wide Llama with the real SmolLM2 tokenizer, saved like any checkpoint.
     Initialised wide (std 0.3) so that its next-token distributions are peaked, not uniform."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from distill_core.tiny import build_tiny_teacher
 
-    tokenizer = AutoTokenizer.from_pretrained(bundled_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, initializer_range=0.3,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    return build_tiny_teacher(bundled_dir, tmp_path_factory.mktemp("tiny_teacher"))
+
+
+def tiny_session_config(teacher_dir: Path, **changes):
+    """A seconds-long session config on a tiny teacher with pasted text (no generation), with `changes`."""
+    from distill_core.config import DistillConfig
+
+    values = dict(
+        teacher=str(teacher_dir), student="layers:2", corpus_text=SAMPLE_TEXT, steps=12, batch_size=4,
+        seq_len=32, learning_rate=3e-3, warmup_steps=1, eval_every=4, probe_every=6, eval_max_tokens=128,
+        freeze_embeddings=False, seed=0,
     )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    path = tmp_path_factory.mktemp("tiny_teacher")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return DistillConfig(**{**values, **changes})
 
 
 @pytest.fixture()
 def tiny_config(tiny_teacher_dir, tmp_path):
     """A seconds-long session config on the tiny teacher with pasted text (no generation)."""
-    from distill_core.config import DistillConfig
+    return tiny_session_config(tiny_teacher_dir)
 
-    return DistillConfig(
-        teacher=str(tiny_teacher_dir), student="layers:2", corpus_text=SAMPLE_TEXT, steps=12, batch_size=4,
-        seq_len=32, learning_rate=3e-3, warmup_steps=1, eval_every=4, probe_every=6, eval_max_tokens=128,
-        freeze_embeddings=False, seed=0,
-    )
+
+@contextlib.contextmanager
+def served_app(runs: Path) -> Iterator[str]:
+    """The app served on a free local port (app.serve, not blocking) with its run folders under `runs`;
+    yields its URL for gradio_client or a browser, and stops it afterwards."""
+    import app
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DISTILL_STUDIO_RUNS", str(runs))
+        demo, url = app.serve(block=False, quiet=True)
+        try:
+            yield url
+        finally:
+            demo.close()

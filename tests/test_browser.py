@@ -6,14 +6,13 @@ Screenshots go to artifacts/screenshots/."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
 import app
 import visuals
-from tests.conftest import SAMPLE_TEXT
+from tests.conftest import SAMPLE_TEXT, served_app
 from tests.test_app import fake_sweep  # noqa: F401  (a fixture)
 
 CHROMIUM = "/usr/bin/chromium"
@@ -36,23 +35,10 @@ if not Path(CHROMIUM).is_file():
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_url(tiny_teacher_dir, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DISTILL_STUDIO_RUNS", str(tmp_path_factory.mktemp("runs")))
-        demo = app.build_app().queue()
-        port = free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-        try:
-            yield f"http://127.0.0.1:{port}/"
-        finally:
-            demo.close()
+    with served_app(tmp_path_factory.mktemp("runs")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +94,7 @@ def test_api_names_are_stable(server_url):
     client = Client(server_url, verbose=False)
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert API_NAMES <= set(endpoints)
-    assert client.predict(api_name="/stop").startswith("**Stop requested:**")
+    assert client.predict(api_name="/stop") == app.NOTHING_TO_STOP  # nothing runs in a fresh API session
     # run_session takes the pair, the preset and every knob by name (the State is not part of the API)
     names = [p["parameter_name"] for p in endpoints["/run_session"]["parameters"]]
     assert names == ["teacher", "student", "preset", *app.KNOBS, "corpus_choice", "upload", "pasted", *app.DATA_INPUTS]

@@ -1,0 +1,168 @@
+"""Several users at once against one served app (README, "Several users"): distillations run one at a time
+through Gradio's queue (one shared concurrency id) while the others wait and see their position; each user's
+runs and results are their own; the inspection views answer while a run trains. Users are gradio_client
+Clients (each one browser session, its own UserSession) on tiny models. Overlap is checked from the order of
+events, never from durations."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import app
+from distill_core.config import DistillConfig
+from tests.conftest import served_app
+from tests.test_catalogue import api_values, start_long_run, wait_for
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers")
+client_module = pytest.importorskip("gradio_client")
+Status = pytest.importorskip("gradio_client.utils").Status
+
+USERS = 4
+
+
+@pytest.fixture(scope="module")
+def server(tiny_teacher_dir, tmp_path_factory):
+    with served_app(tmp_path_factory.mktemp("runs")) as url:
+        yield url
+
+
+@pytest.fixture()
+def session_log(monkeypatch) -> list[tuple[int, str]]:
+    """(seed, "start" | "end") of every session the app runs, in the order they happen (app.run_session
+    wrapped; the app serves from this process)."""
+    log: list[tuple[int, str]] = []
+    lock, real = threading.Lock(), app.run_session
+
+    def logged(config, out_dir, stop=None):
+        with lock:
+            log.append((config.seed, "start"))
+        try:
+            yield from real(config, out_dir, stop)
+        finally:
+            with lock:
+                log.append((config.seed, "end"))
+
+    monkeypatch.setattr(app, "run_session", logged)
+    return log
+
+
+def run_name(status: str) -> str:
+    """The run folder a session's final status names."""
+    return status.split("Run folder: `")[1].split("`")[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def test_the_app_declares_one_distillation_lane():
+    """run_session and size_sweep share one concurrency id with a limit of 1 and show the queue position on
+    their status line; every inspection view has its own lane (Gradio's default limit of 1 per handler)."""
+    fns = {fn.api_name: fn for fn in app.build_app().fns.values() if fn.api_name}
+    for name, status_elem in (("run_session", "run-status"), ("size_sweep", "sweep-status")):
+        fn = fns[name]
+        assert (fn.concurrency_id, fn.concurrency_limit) == (app.DISTILLATION_QUEUE, 1)
+        assert fn.show_progress == "minimal" and [b.elem_id for b in fn.show_progress_on] == [status_elem]
+    views = [fns[name].concurrency_id for name in ("dark_knowledge", "attention", "similarity", "evaluate",
+                                                   "generate", "compatibility", "export")]
+    assert len(set(views)) == len(views) and app.DISTILLATION_QUEUE not in views
+
+
+def test_four_users_distil_one_at_a_time_and_each_gets_their_own(server, tiny_teacher_dir, session_log):
+    clients = [client_module.Client(server, verbose=False) for _ in range(USERS)]
+    jobs = [client.submit(**api_values(tiny_teacher_dir, steps=3, seed=seed), api_name="/run_session")
+            for seed, client in enumerate(clients)]
+    seen: list[set[tuple[str, int | None]]] = [set() for _ in jobs]  # (status code, queue rank) each job showed
+    deadline = time.monotonic() + 600
+    while not all(job.done() for job in jobs):
+        assert time.monotonic() < deadline, "the four sessions did not finish"
+        for job, statuses in zip(jobs, seen):
+            status = job.status()
+            statuses.add((status.code.name, status.rank))
+        time.sleep(0.02)
+    finals = [job.result()[0] for job in jobs]
+    assert all(final.startswith("**Done:** 3/3 steps") for final in finals), finals
+
+    # one at a time: every session ended before the next one started
+    assert [kind for _, kind in session_log] == ["start", "end"] * USERS
+    assert [seed for seed, _ in session_log[::2]] == [seed for seed, _ in session_log[1::2]]
+    assert sorted(seed for seed, _ in session_log[::2]) == list(range(USERS))
+    # the others waited in the queue and saw their position (0-based rank: the last one was third in line)
+    queued = [statuses for statuses in seen if any(code == "IN_QUEUE" for code, _ in statuses)]
+    assert len(queued) >= USERS - 1
+    assert max(rank for statuses in seen for code, rank in statuses if code == "IN_QUEUE" and rank is not None) \
+        == USERS - 2
+
+    # each user's results are their own: their run, their student, their config (seed)
+    names = [run_name(final) for final in finals]
+    assert len(set(names)) == USERS
+    for seed, (client, name) in enumerate(zip(clients, names)):
+        note, archive, config = client.predict(api_name="/export")
+        assert note.startswith("Exported the student of `") and name in note and Path(archive).name == f"{name}-student.zip"
+        assert DistillConfig.from_yaml(config).seed == seed
+        probe_note = client.predict("I ate an", -1, 1.0, 5, str(tiny_teacher_dir), "layers:1",
+                                    api_name="/dark_knowledge")[1]
+        assert [other for other in names if other in probe_note] == [name]
+
+
+def test_views_answer_while_a_run_trains_and_users_stay_apart(server, tiny_teacher_dir, session_log):
+    trainer, looker, waiter = (client_module.Client(server, verbose=False) for _ in range(3))
+    job = start_long_run(trainer, tiny_teacher_dir)  # 500 steps: it trains until stopped
+
+    # another user's inspection views answer while it trains, with that user's models only
+    teacher = str(tiny_teacher_dir)
+    calls = [
+        (("I ate an", -1, 1.0, 5, teacher, "layers:1"), "/dark_knowledge", 1),
+        ((app.ATTENTION_TEXT, -1, 0, -1, 0, False, teacher, "layers:1"), "/attention", 0),
+        ((app.similarity_text(), teacher, "layers:1"), "/similarity", 0),
+        (("The river", 4, 0, teacher, "layers:1"), "/generate", 0),
+        ((teacher, "layers:1"), "/compatibility", 0),
+    ]
+    for args, endpoint, note_index in calls:
+        note = looker.predict(*args, api_name=endpoint)[note_index]
+        assert not note.startswith("**Error:**"), (endpoint, note)
+        if endpoint != "/compatibility":
+            assert "No distillation session has run in this browser session yet" in note
+        assert not job.done(), f"{endpoint} answered only after the run ended"
+
+    # a second distillation waits in the queue, first in line, until the first one ends
+    waiting = waiter.submit(**api_values(tiny_teacher_dir, steps=2, seed=7), api_name="/run_session")
+    wait_for(lambda: waiting.status().code == Status.IN_QUEUE, "the second session to queue")
+    assert waiting.status().rank == 0
+
+    # the looker's Stop is not the trainer's: it says nothing runs for it, and the run goes on
+    assert looker.predict(api_name="/stop") == app.NOTHING_TO_STOP
+    steps_before = len(job.outputs())
+    wait_for(lambda: len(job.outputs()) >= steps_before + 3 or job.done(), "the run to go on")
+    assert not job.done()
+    assert trainer.predict(api_name="/stop").startswith("**Stop requested:**")
+    assert job.result()[0].startswith("**Stopped** at step ")
+    assert waiting.result()[0].startswith("**Done:** 2/2 steps")
+    assert [kind for _, kind in session_log] == ["start", "end", "start", "end"]
+    assert [seed for seed, _ in session_log] == [0, 0, 7, 7]
+    # the looker never ran a session: nothing to export
+    assert looker.predict(api_name="/export")[0].startswith("**Error:** no session has finished")
+
+
+def test_models_loaded_by_several_users_at_once_are_whole(tiny_teacher_dir, tmp_path):
+    """transformers is not thread-safe while it builds a model: four loads at once left every copy's tied output
+    layer on the meta device. The engine builds one model at a time (checkpoints.MODEL_LOCK)."""
+    from distill_core.checkpoints import derive_student, load_model, load_saved_model
+
+    teacher = load_model(str(tiny_teacher_dir))
+    builders = [lambda: load_model(str(tiny_teacher_dir)).model, lambda: load_saved_model(tiny_teacher_dir),
+                lambda: derive_student(teacher, "fresh:layers=1,hidden=32,heads=2").model,
+                lambda: load_model(str(tiny_teacher_dir)).model] * 2
+    models: list = [None] * len(builders)
+
+    def build(i: int) -> None:
+        models[i] = builders[i]()
+
+    threads = [threading.Thread(target=build, args=(i,)) for i in range(len(builders))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for model in models:
+        assert not [name for name, p in model.named_parameters() if p.is_meta]
+        assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
