@@ -77,10 +77,11 @@ class Processes:
         """This process's share of a batch's block indices (the whole batch in a single process)."""
         return index[self.rank :: self.world] if self.distributed else index
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model to call for training forwards: the DDP wrapper (gradients all-reduced during
-        backward) in a group, else the model itself. Call it after requires_grad is set."""
-        return self.accelerator.prepare_model(model) if self.distributed else model
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module | None:
+        """The module training forwards must go through: the DDP wrapper (gradients all-reduced during
+        backward) in a group; None in a single process (the step calls the model's parts itself, e.g.
+        for the chunked output-layer loss). Call it after requires_grad is set."""
+        return self.accelerator.prepare_model(model) if self.distributed else None
 
     def barrier(self) -> None:
         if self.distributed:

@@ -388,7 +388,7 @@ def run_session(
         if checkpoint is not None:
             checkpoint.restore(student.model, projection, optimizer, scheduler)
             start = checkpoint.step
-        forward_model = procs.wrap(student.model)  # DDP under accelerate launch, else the student itself
+        forward_model = procs.wrap(student.model)  # DDP under accelerate launch, else None
         after_backward = ((lambda: procs.average_gradients(projection.parameters()))
                           if procs.distributed and projection is not None else None)
         batch_iter = batch_indices(len(train_blocks), config.batch_size, config.seed, start=start)
