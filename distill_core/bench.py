@@ -239,14 +239,16 @@ def run_bench(config: DistillConfig, repeats: int = 5, seed: int = 0, shapes: st
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    # model FLOPs per token: teacher forward 2P, student forward + backward 6P (no teacher with a cache)
-    flops_per_token = 6 * student_params + (0 if config.teacher_cache else 2 * teacher_params)
+    # model FLOPs per token: teacher forward 2P, student forward + backward 6P (the engine runs no teacher
+    # when it reads the teacher cache; the reference always does)
+    flops_per_token = {name: 6 * student_params + (0 if name != "reference" and config.teacher_cache
+                                                   else 2 * teacher_params) for name in rows}
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     peak = peak_flops(device_name) if device.type == "cuda" else None
-    for row in rows.values():
+    for name, row in rows.items():
         row["tokens_per_s"] = tokens / row["step_s"]
-        row["tflops"] = row["tokens_per_s"] * flops_per_token / 1e12
-        row["mfu"] = row["tokens_per_s"] * flops_per_token / peak if peak else None
+        row["tflops"] = row["tokens_per_s"] * flops_per_token[name] / 1e12
+        row["mfu"] = row["tokens_per_s"] * flops_per_token[name] / peak if peak else None
     ref, engine = rows["reference"], rows["engine"]
     return {
         "device": device_name,
