@@ -61,8 +61,8 @@ def main() -> None:
     parser.add_argument("--skip-sizes", action="store_true", help="no Student size screenshot")
     parser.add_argument("--sizes-timeout", type=float, default=3600, help="seconds to wait for the sweep")
     parser.add_argument("--teacher", default=None, help="type this teacher spec in Setup first (e.g. a tiny test model)")
-    parser.add_argument("--only", choices=["augmentation"], default=None,
-                        help="take only this screenshot (augmentation: no session, about a minute)")
+    parser.add_argument("--only", choices=["augmentation", "setup"], default=None,
+                        help="take only this screenshot (no session: augmentation about a minute, setup seconds)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,6 +82,9 @@ def main() -> None:
         page.get_by_role("button", name="Check compatibility").click()
         page.locator("#compat-report").get_by_text("same vocabulary").wait_for(timeout=180_000)
         page.screenshot(path=str(out / "setup.png"), full_page=True)
+        if args.only == "setup":
+            browser.close()
+            return
 
         shoot_augmentation(page, out)
         page.get_by_role("tab", name="Distill").click()
