@@ -389,17 +389,21 @@ def test_export_before_any_session(tiny_teacher_dir, server, earlier, tmp_path):
 
 def nan_loss_at(monkeypatch, step: int) -> None:
     """The training loss of the `step`-th step (counted from the next session on) becomes NaN, as a too high
-    learning rate makes it (the config refuses rates above 1.0, at which a tiny Llama stays finite)."""
-    real, calls = session_module.distillation_loss, {"n": 0}
+    learning rate makes it (the config refuses rates above 1.0, at which a tiny Llama stays finite). Both loss
+    paths of the step are poisoned: the chunked one (the default) and the full-logits one."""
+    calls = {"n": 0}
 
-    def loss(*args, **kwargs):
-        out = real(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == step:
-            out.total = out.total * NAN
-        return out
+    def poisoned(real):
+        def loss(*args, **kwargs):
+            out = real(*args, **kwargs)
+            calls["n"] += 1
+            if calls["n"] == step:
+                out.total = out.total * NAN
+            return out
+        return loss
 
-    monkeypatch.setattr(session_module, "distillation_loss", loss)
+    for name in ("distillation_loss", "chunked_distillation_loss"):
+        monkeypatch.setattr(session_module, name, poisoned(getattr(session_module, name)))
 
 
 def oom_at(monkeypatch, step: int) -> None:
