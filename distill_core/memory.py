@@ -106,19 +106,10 @@ def fit_report(estimate: dict[str, float], device: torch.device) -> dict[str, An
 
 def trainable_count(model: Any, config: Any) -> int:
     """Parameters a session with `config` trains (see `session._prepare_trainable`), without changing the model."""
-    from distill_core.checkpoints import decoder_layers
+    from distill_core.session import frozen_parameters
 
-    frozen = set()
-    if config.freeze_embeddings:
-        frozen |= {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
-    for layer in list(decoder_layers(model))[: config.freeze_layers]:
-        frozen |= {id(p) for p in layer.parameters()}
-    seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) not in seen and id(p) not in frozen:
-            total += p.numel()
-        seen.add(id(p))
-    return total
+    frozen = frozen_parameters(model, config)
+    return sum(p.numel() for p in model.parameters() if id(p) not in frozen)  # parameters(): tied ones once
 
 
 def session_fit(config: Any, teacher_config: Any, student_config: Any, teacher_params: int, student_params: int,

@@ -517,21 +517,29 @@ def run_session(
             metrics_file.close()
 
 
+def frozen_parameters(model: Any, config: DistillConfig) -> set[int]:
+    """ids of the parameters a session with `config` keeps fixed: with freeze_embeddings the
+    (teacher-copied) input embeddings and output layer (tied in SmolLM2: one 49152 x 576 matrix),
+    and every parameter of the first `freeze_layers` decoder layers."""
+    frozen = set()
+    if config.freeze_embeddings:
+        frozen |= {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    for layer in list(decoder_layers(model))[: config.freeze_layers]:
+        frozen |= {id(p) for p in layer.parameters()}
+    return frozen
+
+
 def _prepare_trainable(student: LoadedModel, config: DistillConfig) -> list[torch.nn.Parameter]:
-    """Trainable parameters; with freeze_embeddings the (teacher-copied) input embeddings and
-    output layer stay fixed (tied in SmolLM2: one 49152 x 576 matrix)."""
+    """Set which parameters train (all but `frozen_parameters`), switch on activation checkpointing and
+    compilation when asked, and return the trainable parameters."""
     model = student.model
     model.train()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    if config.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
-        model.get_output_embeddings().weight.requires_grad_(False)
     layers = decoder_layers(model)
     if config.freeze_layers >= len(layers):
         raise DistillError(f"freeze_layers={config.freeze_layers} would freeze all {len(layers)} student layers")
-    for layer in layers[: config.freeze_layers]:
-        layer.requires_grad_(False)
+    frozen = frozen_parameters(model, config)
+    for p in model.parameters():
+        p.requires_grad_(id(p) not in frozen)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
     if config.compile:
