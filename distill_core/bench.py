@@ -166,13 +166,14 @@ def build_shapes(name: str, device: torch.device, seed: int = 0) -> tuple[Loaded
     return teacher, student
 
 
-def _engine_variant(teacher: LoadedModel, make_student: Callable[[], LoadedModel], config: DistillConfig,
-                    batch: Blocks, device: torch.device, repeats: int) -> tuple[list[float], float]:
-    """The session's own step with the config's settings: step times and peak memory."""
+def engine_step(teacher: LoadedModel, student: LoadedModel, config: DistillConfig, batch: Blocks,
+                device: torch.device) -> Callable[[], Any]:
+    """The session's own training step with the config's settings on `batch`, ready to call: the teacher
+    prepared as a session prepares it, the student's trainable parameters set, AdamW, the teacher cache's
+    targets (computed here, as the cache would hold them) and the shared prefix when the config has them."""
     from distill_core.session import SharedPrefix, _prepare_trainable, _train_step, prepare_teacher
 
     prepare_teacher(teacher, config, device)
-    student = make_student()
     trainable = _prepare_trainable(student, config)
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, fused=device.type == "cuda")
     targets = None
@@ -182,9 +183,15 @@ def _engine_variant(teacher: LoadedModel, make_student: Callable[[], LoadedModel
             logits = teacher.model(input_ids=ids, attention_mask=attn).logits
             targets = teacher_topk(torch.log_softmax(logits.float() / config.temperature, -1), config.top_k)
     shared = None if targets is not None else SharedPrefix.create(teacher, student, config, batch)
+    return lambda: _train_step(teacher, student, batch, config, optimizer, device, shared, targets=targets)
+
+
+def _engine_variant(teacher: LoadedModel, make_student: Callable[[], LoadedModel], config: DistillConfig,
+                    batch: Blocks, device: torch.device, repeats: int) -> tuple[list[float], float]:
+    """`engine_step` on a fresh student: step times and peak memory."""
+    step = engine_step(teacher, make_student(), config, batch, device)
     with PeakMemory(device) as mem:
-        times = _time_steps(lambda: _train_step(teacher, student, batch, config, optimizer, device, shared,
-                                                targets=targets), repeats, device)
+        times = _time_steps(step, repeats, device)
     return times, mem.peak_mb
 
 

@@ -19,17 +19,11 @@ from torch.profiler import ProfilerActivity, profile, record_function
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from distill_core.__main__ import QUICKSTART  # noqa: E402
+from distill_core.bench import engine_step  # noqa: E402
 from distill_core.checkpoints import load_student, load_teacher  # noqa: E402
 from distill_core.config import DistillConfig  # noqa: E402
 from distill_core.data import Blocks  # noqa: E402
-from distill_core.losses import teacher_topk  # noqa: E402
-from distill_core.session import (  # noqa: E402
-    SharedPrefix,
-    _prepare_trainable,
-    _train_step,
-    prepare_teacher,
-    resolve_device,
-)
+from distill_core.session import resolve_device  # noqa: E402
 
 
 def main() -> None:
@@ -43,22 +37,11 @@ def main() -> None:
     device = resolve_device(config.device)
     teacher = load_teacher(config.teacher)
     teacher.model.to(device)
-    prepare_teacher(teacher, config, device)
     student = load_student(config.student, teacher, seed=config.seed)
     student.model.to(device)
-    optimizer = torch.optim.AdamW(_prepare_trainable(student, config), lr=config.learning_rate)
     ids = torch.randint(0, teacher.model.config.vocab_size, (config.batch_size, config.seq_len),
                         generator=torch.Generator().manual_seed(0))
-    batch = Blocks(ids, torch.ones_like(ids))
-    targets = None
-    if config.teacher_cache:
-        with torch.no_grad():
-            logits = teacher.model(input_ids=ids.to(device)).logits
-        targets = teacher_topk(torch.log_softmax(logits.float() / config.temperature, -1), config.top_k)
-    shared = None if targets is not None else SharedPrefix.create(teacher, student, config, batch)
-
-    def step() -> None:
-        _train_step(teacher, student, batch, config, optimizer, device, shared, targets=targets)
+    step = engine_step(teacher, student, config, Blocks(ids, torch.ones_like(ids)), device)
 
     step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
