@@ -287,7 +287,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
                 values = torch.stack([r.detach().to(_at_least_fp32(r.dtype)) for r in results])
                 sums = values if sums is None else sums + values
         ctx.save_for_backward(*(g for g in (grad_hidden, grad_weight, grad_bias) if g is not None))
-        ctx.wants, ctx.weight_dtype = wants, weight.dtype
+        ctx.wants, ctx.dtypes = wants, (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         outputs = tuple(sums / n)
         ctx.mark_non_differentiable(*outputs[1:])
         return outputs
@@ -295,8 +295,8 @@ class _ChunkedHeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total, *_):
         saved = iter(ctx.saved_tensors)
-        grads = [next(saved) * grad_total if want else None for want in ctx.wants]
-        grads[1] = grads[1].to(ctx.weight_dtype) if grads[1] is not None else None
+        # each gradient in its input's dtype (the head's were summed in at least fp32)
+        grads = [(next(saved) * grad_total).to(dtype) if want else None for want, dtype in zip(ctx.wants, ctx.dtypes)]
         return (*grads, None, None)
 
 

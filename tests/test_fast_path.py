@@ -188,3 +188,18 @@ def test_compiled_layers_give_the_same_steps():
         layer = s.model.model.layers[0]
         assert (getattr(layer, "_compiled_call_impl", None) is not None) == compiled
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
+def test_chunked_loss_gives_each_gradient_in_its_parameters_dtype():
+    """bf16 weights (no fp32 master copy): the head's gradients, summed over chunks in fp32, come back bf16."""
+    student, teacher = _tiny_pair(bias=True)
+    student, teacher = student.to(torch.bfloat16), teacher.to(torch.bfloat16)
+    ids = torch.randint(0, 101, (2, 7), generator=torch.Generator().manual_seed(7))
+    labels, mask = shift_for_next_token(ids, torch.ones_like(ids))
+    hidden = student.model(input_ids=ids).last_hidden_state
+    t_hidden = teacher.model(input_ids=ids).last_hidden_state.detach()
+    loss = chunked_distillation_loss(hidden, OutputHead(student), (t_hidden, OutputHead(teacher)), labels, mask,
+                                     2.0, 0.5, chunk_tokens=4)
+    loss.total.backward()
+    assert student.lm_head.weight.grad.dtype == torch.bfloat16 and student.lm_head.bias.grad.dtype == torch.bfloat16
+    assert torch.isfinite(student.lm_head.bias.grad.float()).all() and student.lm_head.bias.grad.abs().sum() > 0
