@@ -1,5 +1,9 @@
 """Command line: python -m distill_core info | distill | evaluate | ablate | bench
 
+Every config field is an option of `distill`, `ablate` and `bench` (`--steps 30`, `--divergence jsd`), with
+the docstring its field has in config.py as help: `python -m distill_core distill --help` lists them all.
+`--set key=value` does the same for any field.
+
 Exit codes: 0 success; 2 bad input (a one-line reason on stderr); 1 an unexpected failure;
 130 a distillation stopped by Ctrl-C (the student so far is saved).
 """
@@ -8,143 +12,156 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
+from typing import Any
 
-from distill_core.errors import DistillError, describe_failure
+import torch
+from transformers.utils import logging as hf_logging
 
+from distill_core import api
+from distill_core.api import DistillConfig, DistillError
 
-QUICKSTART = Path(__file__).resolve().parent.parent / "assets" / "configs" / "quickstart.yaml"
+QUICKSTART = api.CONFIGS / "quickstart.yaml"
 
 
 def _quiet_libraries() -> None:
-    import os
-    import warnings
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore")
-    from transformers.utils import logging as hf_logging
-
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
 
+# ---------------------------------------------------------------------------------------
+# the config schema as options
+# ---------------------------------------------------------------------------------------
+def add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One option per DistillConfig field (`--batch-size` or `--batch_size`), its docstring as help; the
+    fields in `skip` are options of the command already."""
+    group = parser.add_argument_group(
+        "config fields", "each overrides the --config file's value (as --set KEY=VALUE does); bools take true/false")
+    docs = api.field_help()
+    for item in dataclasses.fields(DistillConfig):
+        if item.name in skip:
+            continue
+        default = item.default
+        choices = api.CHOICES.get(item.name)
+        kind = getattr(type(default), "__name__", "value")
+        help_text = f"{docs.get(item.name, '')} ({kind}, default {default!r})".replace("%", "%%")
+        group.add_argument(f"--{item.name.replace('_', '-')}", *([f"--{item.name}"] if "_" in item.name else []),
+                           dest=f"field_{item.name}", default=argparse.SUPPRESS, choices=choices,
+                           metavar=item.name.upper() if choices is None else None, help=help_text)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given as options: field name -> the option's text (DistillConfig coerces it)."""
+    return {name.removeprefix("field_"): value for name, value in vars(args).items() if name.startswith("field_")}
+
+
+def config_from(args: argparse.Namespace, path: str | Path, *extra: str) -> DistillConfig:
+    """The YAML config at `path` with --set and the field options applied (field options win)."""
+    config = DistillConfig.from_yaml(path).with_overrides([*(args.set or []), *extra])
+    fields = config_overrides(args)
+    return config.with_overrides(fields) if fields else config
+
+
+# ---------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
-    from distill_core.checkpoints import compatibility_report, load_student, load_teacher
-
-    from distill_core.config import DistillConfig
-
     config = DistillConfig(teacher=args.teacher, student=args.student).with_overrides(args.set or [])
-    teacher = load_teacher(args.teacher)
-    student = load_student(args.student, teacher)
-    print(json.dumps(compatibility_report(teacher, student, config), indent=2))
+    print(json.dumps(api.check_pair(args.teacher, args.student, config), indent=2))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from distill_core.checkpoints import load_student, load_teacher
-    from distill_core.data import pack, read_text_file, split_documents
-    from distill_core.evaluate import evaluate_pair
-
     if args.max_tokens < 2:
         raise DistillError(f"--max-tokens must be at least 2, got {args.max_tokens}")
-    text = read_text_file(args.text, "evaluation text")
-    teacher = load_teacher(args.teacher)
-    student = load_student(args.student, teacher)
-    blocks = pack(teacher.tokenizer, split_documents(text), args.seq_len, max_tokens=args.max_tokens, pad_last=True)
-    report = evaluate_pair(teacher.model, student.model, teacher.tokenizer, blocks)
-    print(json.dumps(report, indent=2))
+    api.read_text_file(args.text, "evaluation text")  # a bad file fails before any model loads
+    teacher = api.load_teacher(args.teacher)
+    student = api.load_student(args.student, teacher)
+    config = DistillConfig(teacher=args.teacher, eval_text=args.text, eval_max_tokens=args.max_tokens,
+                           seq_len=args.seq_len)
+    blocks = api.heldout_blocks(config, teacher.tokenizer)
+    print(json.dumps(api.evaluate_pair(teacher.model, student.model, teacher.tokenizer, blocks), indent=2))
     return 0
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from distill_core.config import DistillConfig
-    from distill_core.distributed import is_main_process
-    from distill_core.session import run_session
-
     if args.resume is not None:
         if args.config is not None or args.out is not None:
             raise DistillError("--resume DIR reads DIR/config.yaml and writes to DIR: leave out --config and --out")
         out = Path(args.resume)
-        config = _resume_config(out, args.set or [])
+        config = _resume_config(out, args)
     else:
         if args.config is None or args.out is None:
             raise DistillError("distill needs --config FILE and --out DIR (or --resume DIR to continue a stopped run)")
         out = Path(args.out)
-        config = DistillConfig.from_yaml(args.config).with_overrides(args.set or [])
-    main_process = is_main_process()  # under accelerate launch only rank 0 prints
+        config = config_from(args, args.config)
+    main_process = api.is_main_process()  # under accelerate launch only rank 0 prints
     stop = threading.Event()
     final = None
     with _ctrl_c_stops(stop, quiet=not main_process):
-        for event in run_session(config, out, stop, resume=args.resume is not None):
+        for event in api.run_session(config, out, stop, resume=args.resume is not None):
             if main_process:
                 _log_event(event)
-            if event["kind"] in ("done", "stopped", "error"):
+            if event["kind"] in api.FINAL_KINDS:
                 final = event
-    if not main_process:
-        return 2 if final["kind"] == "error" else (130 if final["kind"] == "stopped" else 0)
-    print(json.dumps(final["summary"], indent=2))
-    if final["kind"] == "error":
-        print(f"error: {final['message']}", file=sys.stderr)
-        return 2
-    return 130 if final["kind"] == "stopped" else 0
+    code = 2 if final["kind"] == "error" else (130 if final["kind"] == "stopped" else 0)
+    if main_process:
+        print(json.dumps(final["summary"], indent=2))
+        if final["kind"] == "error":
+            print(f"error: {final['message']}", file=sys.stderr)
+    return code
 
 
-def _resume_config(out: Path, overrides: list[str]):
-    """The config of the stopped run in OUT, with `--set` overrides limited to the fields a resumed
-    run may change (config.RESUME_FIELDS)."""
-    from distill_core.config import RESUME_FIELDS, DistillConfig
-
+def _resume_config(out: Path, args: argparse.Namespace) -> DistillConfig:
+    """The config of the stopped run in OUT, with overrides limited to the fields a resumed run may change
+    (config.RESUME_FIELDS)."""
     if not out.is_dir():
         raise DistillError(f"--resume: no such folder: {out}")
     if not (out / "config.yaml").is_file():
         raise DistillError(f"--resume: {out} is not a session folder ({out / 'config.yaml'} is missing)")
-    for item in overrides:
-        key = item.split("=", 1)[0].strip()
-        if "=" in item and key not in RESUME_FIELDS:
-            raise DistillError(f"--set {key}=... cannot be used with --resume: a resumed run trains exactly as the "
-                               f"checkpoint's; only {', '.join(RESUME_FIELDS)} may change")
-    return DistillConfig.from_yaml(out / "config.yaml").with_overrides(overrides)
+    names = [item.split("=", 1)[0].strip() for item in args.set or [] if "=" in item] + list(config_overrides(args))
+    for name in names:
+        if name not in api.RESUME_FIELDS:
+            raise DistillError(f"--set {name}=... cannot be used with --resume: a resumed run trains exactly as the "
+                               f"checkpoint's; only {', '.join(api.RESUME_FIELDS)} may change")
+    return config_from(args, out / "config.yaml")
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from distill_core.config import DistillConfig
-    from distill_core.data import read_text_file
-    from distill_core.sweep import parse_student_list
-
-    specs = parse_student_list(args.students) if args.students is not None else None  # fail before training
+    specs = api.parse_student_list(args.students) if args.students is not None else None  # fail before training
     if specs is not None and args.augmentation is not None:
         raise DistillError("--students and --augmentation are separate sweeps; give one of them")
     if args.small_corpus is not None and args.augmentation is None:
         raise DistillError("--small-corpus goes with --augmentation METHODS")
-    read_text_file(args.eval_text, "evaluation text")
-    config = DistillConfig.from_yaml(args.config).with_overrides([*(args.set or []), f"eval_text={args.eval_text}"])
+    api.read_text_file(args.eval_text, "evaluation text")
+    config = config_from(args, args.config, f"eval_text={args.eval_text}")
     if specs is not None:
         return _student_sweep(config, specs, Path(args.out), args.speed_tokens)
-    from distill_core.sweep import SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, small_corpus
-
     plan = None
     if args.augmentation is not None:
-        from distill_core.augment import parse_methods
-
-        methods = parse_methods(args.augmentation)  # fail before any corpus is loaded
+        methods = api.parse_methods(args.augmentation)  # fail before any corpus is loaded
         if not methods:
             raise DistillError("--augmentation needs at least one method, e.g. synonym,teacher_substitute")
-        for message, sentences in small_corpus(config, args.small_corpus or SMALL_CORPUS_SENTENCES):
+        for message, sentences in api.small_corpus(config, args.small_corpus or api.SMALL_CORPUS_SENTENCES):
             print(f"small corpus: {message}", file=sys.stderr, flush=True)
-        plan = augmentation_rows(config, methods, sentences)
-
+        plan = api.augmentation_rows(config, methods, sentences)
     rows, last_name = [], None
-    for event in ablation(config, args.out, plan):
+    for event in api.ablation(config, args.out, plan):
         if event["ablation"] != last_name:
             print(f"== {event['ablation']} ==", file=sys.stderr, flush=True)
             last_name = event["ablation"]
         if event["kind"] == "row":
             rows.append(event["row"])
-        elif event["kind"] in ("status", "done", "stopped", "error"):
+        elif event["kind"] in ("status", *api.FINAL_KINDS):
             _log_event(event)
     width = max([12, *(len(row["name"]) for row in rows)])
     print(f"{'name':<{width}} {'ppl':>9} {'top1_agreement':>15} {'kl_to_teacher':>14} {'wall_s':>8}")
@@ -172,13 +189,11 @@ def _student_table_line(values: dict | None = None) -> str:
     return " ".join(cells)
 
 
-def _student_sweep(config, specs: list[str], out: Path, speed_tokens: int) -> int:
-    from distill_core.sweep import student_sweep
-
+def _student_sweep(config: DistillConfig, specs: list[str], out: Path, speed_tokens: int) -> int:
     stop = threading.Event()
     rows, teacher, last_spec = [], None, None
     with _ctrl_c_stops(stop):
-        for event in student_sweep(config, specs, out, stop, speed_tokens=speed_tokens):
+        for event in api.student_sweep(config, specs, out, stop, speed_tokens=speed_tokens):
             kind, spec = event["kind"], event.get("student")
             if spec is not None and spec != last_spec:
                 print(f"== {spec} ==", file=sys.stderr, flush=True)
@@ -190,8 +205,18 @@ def _student_sweep(config, specs: list[str], out: Path, speed_tokens: int) -> in
             elif kind == "teacher":
                 teacher = event
                 _log_event({**event, "kind": "status"})
-            elif kind in ("status", "done", "stopped", "error"):
+            elif kind in ("status", *api.FINAL_KINDS):
                 _log_event(event)
+    _print_size_table(config, teacher, rows)
+    if stop.is_set():
+        return 130
+    if rows and all(row["params"] is None for row in rows):
+        print("error: no student of the sweep could be built (see the table)", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _print_size_table(config: DistillConfig, teacher: dict | None, rows: list[dict]) -> None:
     print(_student_table_line())
     if teacher is not None:
         print(_student_table_line({"spec": f"teacher {config.teacher}", "params_M": teacher["teacher_params"] / 1e6,
@@ -201,12 +226,6 @@ def _student_sweep(config, specs: list[str], out: Path, speed_tokens: int) -> in
             print(f"{row['spec']:<34} error: {row['error']}")
             continue
         print(_student_table_line({**row, "params_M": row["params"] / 1e6}) + (f"  ({row['error']})" if row["error"] else ""))
-    if stop.is_set():
-        return 130
-    if rows and all(row["params"] is None for row in rows):
-        print("error: no student of the sweep could be built (see the table)", file=sys.stderr)
-        return 2
-    return 0
 
 
 @contextlib.contextmanager
@@ -228,11 +247,6 @@ def _ctrl_c_stops(stop: threading.Event, quiet: bool = False):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import torch
-
-    from distill_core.bench import GPU_DEFAULTS, run_bench
-    from distill_core.config import DistillConfig
-
     if args.repeats < 1:
         raise DistillError(f"--repeats must be at least 1, got {args.repeats}")
     config = DistillConfig.from_yaml(args.config or QUICKSTART)
@@ -240,9 +254,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     on_gpu = config.device != "cpu" and torch.cuda.is_available()
     if on_gpu and args.config is None:  # the GPU comparison: 360M -> 135M shapes, 16 x 1024 tokens
         shapes = shapes or "smollm2-360m>135m"
-        config = config.with_overrides(GPU_DEFAULTS)
+        config = config.with_overrides(api.GPU_DEFAULTS)
     config = config.with_overrides(args.set or [])
-    result = run_bench(config, repeats=args.repeats, shapes=shapes)
+    config = config.with_overrides(config_overrides(args)) if config_overrides(args) else config
+    result = api.run_bench(config, repeats=args.repeats, shapes=shapes)
     print(f"device {result['device']}; {result['teacher']} ({result['teacher_params'] / 1e6:.1f} M) -> "
           f"{result['student']} ({result['student_params'] / 1e6:.1f} M); batch {config.batch_size} x {config.seq_len}; "
           f"engine settings {result['engine_settings']}; median of {args.repeats} steps after a warm-up")
@@ -258,39 +273,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_event(event: dict) -> None:
-    kind, t = event["kind"], f"[{event['elapsed_s']:7.1f}s]"
+# ---------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------
+def event_line(event: dict) -> str:
+    """A session event as one log line."""
+    kind = event["kind"]
     if kind == "status":
-        line = event["message"]
-    elif kind == "corpus":
+        return event["message"]
+    if kind == "corpus":
         line = (f"corpus: {event['source']}; {event['train_tokens']} training tokens, {event['val_tokens']} "
                 f"held out, {event['eval_tokens']} evaluation tokens, {event['epochs']} epochs")
         if event.get("augmented"):
             made = ", ".join(f"{m} {n}" for m, n in event["augmented"]["methods"].items())
             line += f"; augmented texts: {made} ({event['augmented']['tokens']} of the training tokens)"
-    elif kind == "step":
+        return line
+    if kind == "step":
         terms = " ".join(f"{k.removesuffix('_loss')} {v:.3f}" for k, v in event.items() if k.endswith("_loss"))
-        line = (f"step {event['step']:>4}/{event['steps']}  loss {event['loss']:.3f} ({terms})  "
+        return (f"step {event['step']:>4}/{event['steps']}  loss {event['loss']:.3f} ({terms})  "
                 f"lr {event['lr']:.2e}  {event['tokens_per_s']:.0f} tok/s  eta {event['eta_s']:.0f}s")
-    elif kind == "eval":
-        line = f"eval @ step {event['step']}: held-out ppl {event['held_out_ppl']:.1f}, corpus validation ppl {event['val_ppl']:.1f}"
+    if kind == "eval":
+        line = (f"eval @ step {event['step']}: held-out ppl {event['held_out_ppl']:.1f}, corpus validation ppl "
+                f"{event['val_ppl']:.1f}")
         if "kl_to_teacher" in event:
             line += f", top-1 agreement {event['top1_agreement']:.3f}, KL to teacher {event['kl_to_teacher']:.3f}"
-    elif kind == "probe":
+        return line
+    if kind == "probe":
         pairs = ", ".join(f"{c!r} {t:.2f}/{s:.2f}" for c, t, s in
                           list(zip(event["candidates"], event["teacher_probs"], event["student_probs"]))[:4])
-        line = f"probe {event['text']!r} (teacher/student at T={event['temperature']:g}): {pairs}"
-    else:
-        line = f"{kind}: {event.get('message', '')}" + (f" -> {event['out_dir']}" if event.get("out_dir") else "")
-    print(f"{t} {line}", file=sys.stderr, flush=True)
+        return f"probe {event['text']!r} (teacher/student at T={event['temperature']:g}): {pairs}"
+    return f"{kind}: {event.get('message', '')}" + (f" -> {event['out_dir']}" if event.get("out_dir") else "")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from distill_core.config import RESUME_FIELDS
+def _log_event(event: dict) -> None:
+    print(f"[{event['elapsed_s']:7.1f}s] {event_line(event)}", file=sys.stderr, flush=True)
 
-    parser = argparse.ArgumentParser(prog="python -m distill_core", description="Distill Studio engine")
-    sub = parser.add_subparsers(dest="command", required=True)
 
+# ---------------------------------------------------------------------------------------
+# the parser
+# ---------------------------------------------------------------------------------------
+def _add_info(sub: Any) -> None:
     info = sub.add_parser("info", help="print a JSON compatibility report for a teacher/student pair")
     info.add_argument("--teacher", required=True, help="teacher spec, e.g. smollm2-135m")
     info.add_argument("--student", required=True, help="student spec, e.g. layers:20")
@@ -298,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="session settings the memory estimate uses, e.g. batch_size=16 seq_len=1024")
     info.set_defaults(func=cmd_info)
 
+
+def _add_distill(sub: Any) -> None:
     distill = sub.add_parser(
         "distill", help="run a distillation session",
         description="Run a session: --config FILE --out DIR; or continue a stopped one from its checkpoint: "
@@ -305,13 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
         "distill ...` (data-parallel; gloo on CPUs).")
     distill.add_argument("--config", help="YAML config, e.g. assets/configs/quickstart.yaml")
     distill.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable); "
-                         "with --resume only " + ", ".join(RESUME_FIELDS))
+                         "with --resume only " + ", ".join(api.RESUME_FIELDS))
     distill.add_argument("--out", help="output directory (student/, config.yaml, metrics.jsonl, summary.json, "
                          "checkpoint/ while a run is unfinished)")
     distill.add_argument("--resume", metavar="DIR", help="continue the stopped run in DIR (its config.yaml and "
                          "checkpoint/) at its saved step, appending to its metrics.jsonl")
+    add_config_options(distill)
     distill.set_defaults(func=cmd_distill)
 
+
+def _add_ablate(sub: Any) -> None:
     ablate = sub.add_parser(
         "ablate", help="same seed, data and steps: ce_only, soft_target, attention, fitnets, all; or, with "
         "--students, the config's recipe on several student sizes",
@@ -336,8 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "--augmentation, drawn from the config's corpus (default 300)")
     ablate.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     ablate.add_argument("--speed-tokens", type=int, default=32, help=argparse.SUPPRESS)
+    add_config_options(ablate, skip=("eval_text",))
     ablate.set_defaults(func=cmd_ablate)
 
+
+def _add_bench_and_evaluate(sub: Any) -> None:
     bench = sub.add_parser("bench", help="time the engine's step against a plain reference loop, same shapes and data")
     bench.add_argument("--config", default=None,
                        help="the pair, shapes and engine settings (default: the quickstart session; on a GPU, the "
@@ -346,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "pair: smollm2-360m>135m or tiny")
     bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     bench.add_argument("--repeats", type=int, default=5, help="timed steps per loop after one warm-up (default 5)")
+    add_config_options(bench)
     bench.set_defaults(func=cmd_bench)
 
     evaluate = sub.add_parser("evaluate", help="held-out perplexity, agreement, KL and speed of a student against its teacher")
@@ -355,6 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-tokens", type=int, default=1024, help="score at most this many tokens (default 1024)")
     evaluate.add_argument("--seq-len", type=int, default=256, help=argparse.SUPPRESS)
     evaluate.set_defaults(func=cmd_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m distill_core", description="Distill Studio engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_info(sub)
+    _add_distill(sub)
+    _add_ablate(sub)
+    _add_bench_and_evaluate(sub)
     return parser
 
 
@@ -370,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one line, not a traceback, for anything unforeseen (out of memory: what to do)
-        print(f"error: {describe_failure(exc)}", file=sys.stderr)
+        print(f"error: {api.describe_failure(exc)}", file=sys.stderr)
         return 1
 
 

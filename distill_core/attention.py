@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from distill_core.checkpoints import decoder_layers
+from distill_core.models import decoder_layers
 from distill_core.errors import DistillError
 
 _SWITCH_LOCK = threading.RLock()

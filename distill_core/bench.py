@@ -2,8 +2,8 @@
 
 The reference is what a first distillation script does: HF forward passes of teacher and student,
 full-vocabulary logits in fp32, `F.kl_div` on temperature-softened log-probabilities (T^2 scaled)
-mixed with cross-entropy, every student parameter trained with AdamW. The engine runs
-`session._train_step` with the config's settings (frozen teacher-copied embeddings, the shared
+mixed with cross-entropy, every student parameter trained with AdamW. The engine runs the session's
+own step (`step.DistillStep`) with the config's settings (frozen teacher-copied embeddings, the shared
 frozen prefix, top-k targets from the teacher cache when the config asks for them).
 
 On a GPU the reference runs under bf16 autocast with fused AdamW (a fair plain loop), the engine with
@@ -21,6 +21,7 @@ card's dense bf16 peak.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import threading
 import time
@@ -29,12 +30,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from distill_core.checkpoints import LoadedModel, load_student, load_teacher
 from distill_core.config import DistillConfig
-from distill_core.errors import DistillError
 from distill_core.data import Blocks
+from distill_core.device import autocast, autocast_dtype, resolve_device, teacher_dtype
+from distill_core.errors import DistillError
 from distill_core.losses import shift_for_next_token, teacher_topk
+from distill_core.models import MODELS, LoadedModel, compile_layers, count_parameters
+from distill_core.step import DistillStep, SharedPrefix, make_optimizer, prepare_student
+from distill_core.students import load_student
 
 
 class PeakMemory:
@@ -91,13 +96,11 @@ def _time_steps(step: Callable[[], Any], repeats: int, device: torch.device) -> 
 
 
 def reference_step(teacher: Any, student: Any, optimizer: torch.optim.Optimizer, batch: Blocks,
-                   temperature: float, kd_weight: float, autocast: torch.dtype | None = None) -> float:
+                   temperature: float, kd_weight: float, autocast_to: torch.dtype | None = None) -> float:
     """One step of the plain loop (see the module docstring)."""
-    from distill_core.session import _autocast
-
     ids, attn = batch.input_ids.to(student.device), batch.attention_mask.to(student.device)
     labels, mask = shift_for_next_token(ids, attn)
-    with _autocast(student.device, autocast):
+    with autocast(student.device, autocast_to):
         with torch.no_grad():
             t_logits = teacher(input_ids=ids, attention_mask=attn).logits.float()
         s_logits = student(input_ids=ids, attention_mask=attn).logits.float()
@@ -149,8 +152,6 @@ def peak_flops(device_name: str) -> float | None:
 
 def build_shapes(name: str, device: torch.device, seed: int = 0) -> tuple[LoadedModel, Callable[[], LoadedModel]]:
     """A random-weight teacher of the named shapes, and a factory of fresh students."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     if name not in SHAPES:
         raise DistillError(f"unknown --shapes {name!r}; choose one of {', '.join(SHAPES)}")
     teacher_kwargs, student_kwargs = SHAPES[name]
@@ -166,16 +167,23 @@ def build_shapes(name: str, device: torch.device, seed: int = 0) -> tuple[Loaded
     return teacher, student
 
 
+def engine_teacher(teacher: LoadedModel, config: DistillConfig, device: torch.device) -> LoadedModel:
+    """The teacher as a session holds it (models.ModelCache): eval, no gradients, in the session's teacher
+    dtype, its layers compiled when asked; a copy, so the reference loop's teacher stays as it was."""
+    model = copy.deepcopy(teacher.model).to(device=device, dtype=teacher_dtype(config, device))
+    model.eval().requires_grad_(False)
+    if config.compile:
+        compile_layers(model)
+    return LoadedModel(model, teacher.tokenizer, teacher.spec, teacher.source, teacher.layers_kept)
+
+
 def engine_step(teacher: LoadedModel, student: LoadedModel, config: DistillConfig, batch: Blocks,
                 device: torch.device) -> Callable[[], Any]:
-    """The session's own training step with the config's settings on `batch`, ready to call: the teacher
-    prepared as a session prepares it, the student's trainable parameters set, AdamW, the teacher cache's
-    targets (computed here, as the cache would hold them) and the shared prefix when the config has them."""
-    from distill_core.session import SharedPrefix, _prepare_trainable, _train_step, prepare_teacher
-
-    prepare_teacher(teacher, config, device)
-    trainable = _prepare_trainable(student, config)
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, fused=device.type == "cuda")
+    """The session's own training step (`step.DistillStep`) with the config's settings on `batch`, ready
+    to call: the student's trainable parameters set, AdamW, the teacher cache's targets (computed here,
+    as the cache would hold them) and the shared prefix when the config has them. `teacher` as a session
+    holds it (`engine_teacher`)."""
+    optimizer = make_optimizer(prepare_student(student, config), config, device)
     targets = None
     if config.teacher_cache:  # what the cache holds: the teacher's top-k at T, computed beforehand
         with torch.no_grad():
@@ -183,33 +191,45 @@ def engine_step(teacher: LoadedModel, student: LoadedModel, config: DistillConfi
             logits = teacher.model(input_ids=ids, attention_mask=attn).logits
             targets = teacher_topk(torch.log_softmax(logits.float() / config.temperature, -1), config.top_k)
     shared = None if targets is not None else SharedPrefix.create(teacher, student, config, batch)
-    return lambda: _train_step(teacher, student, batch, config, optimizer, device, shared, targets=targets)
+    step = DistillStep(config, teacher, student, optimizer, shared_prefix=shared)
+    return lambda: step(batch, targets)
 
 
 def _engine_variant(teacher: LoadedModel, make_student: Callable[[], LoadedModel], config: DistillConfig,
                     batch: Blocks, device: torch.device, repeats: int) -> tuple[list[float], float]:
     """`engine_step` on a fresh student: step times and peak memory."""
-    step = engine_step(teacher, make_student(), config, batch, device)
+    step = engine_step(engine_teacher(teacher, config, device), make_student(), config, batch, device)
     with PeakMemory(device) as mem:
         times = _time_steps(step, repeats, device)
     return times, mem.peak_mb
+
+
+def _reference_variant(teacher: LoadedModel, make_student: Callable[[], LoadedModel], config: DistillConfig,
+                       batch: Blocks, device: torch.device, repeats: int) -> tuple[list[float], float, int]:
+    """The plain loop on a fresh student, every parameter trained (bf16 autocast on a GPU): step times,
+    peak memory and the student's parameter count."""
+    student = make_student().model
+    student.train()
+    student.requires_grad_(True)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, fused=device.type == "cuda")
+    dtype = autocast_dtype(config, device)
+    with PeakMemory(device) as memory:
+        times = _time_steps(lambda: reference_step(teacher.model, student, optimizer, batch, config.temperature,
+                                                   config.kd_weight, dtype), repeats, device)
+    return times, memory.peak_mb, count_parameters(student)  # the student goes when this returns
 
 
 def run_bench(config: DistillConfig, repeats: int = 5, seed: int = 0, shapes: str | None = None) -> dict[str, Any]:
     """The reference loop and the engine (and on a GPU the engine with compiled layers) on one random
     batch of the config's shapes; returns the measured figures. `shapes` builds random-weight models of
     the named shapes (`SHAPES`) instead of loading the config's pair."""
-    from distill_core.checkpoints import count_parameters
-    from distill_core.session import autocast_dtype, resolve_device
-
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     if shapes:
         teacher, make_student = build_shapes(shapes, device, seed)
     else:
-        teacher = load_teacher(config.teacher)
-        teacher.model.to(device)
+        teacher = MODELS.teacher(config.teacher, device)  # fp32, on the device (a copy off the CPU)
 
         def make_student() -> LoadedModel:
             student = load_student(config.student, teacher, seed=config.seed)
@@ -222,24 +242,15 @@ def run_bench(config: DistillConfig, repeats: int = 5, seed: int = 0, shapes: st
     tokens = batch.n_tokens
     dtype = autocast_dtype(config, device)
 
-    # reference: every parameter of a fresh student trained, full logits, F.kl_div (bf16 autocast on a GPU)
-    ref_student = make_student().model
-    ref_student.train()
-    ref_student.requires_grad_(True)
-    ref_opt = torch.optim.AdamW(ref_student.parameters(), lr=config.learning_rate, fused=device.type == "cuda")
-    with PeakMemory(device) as ref_mem:
-        ref_times = _time_steps(lambda: reference_step(teacher.model, ref_student, ref_opt, batch, config.temperature,
-                                                       config.kd_weight, dtype), repeats, device)
-    student_params = count_parameters(ref_student)
+    ref_times, ref_peak, student_params = _reference_variant(teacher, make_student, config, batch, device, repeats)
     teacher_params = count_parameters(teacher.model)
-    del ref_student, ref_opt
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
     variants = {"engine": config}
     if device.type == "cuda" and not config.compile:
         variants["engine+compile"] = config.with_overrides({"compile": True})
-    rows = {"reference": {"step_s": statistics.median(ref_times), "peak_mb": ref_mem.peak_mb}}
+    rows = {"reference": {"step_s": statistics.median(ref_times), "peak_mb": ref_peak}}
     for name, variant in variants.items():
         times, peak = _engine_variant(teacher, make_student, variant, batch, device, repeats)
         rows[name] = {"step_s": statistics.median(times), "peak_mb": peak}

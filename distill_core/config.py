@@ -7,17 +7,30 @@ applies `key=value` strings (the CLI's `--set`) with type checking.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
 
+from distill_core.augment_methods import parse_methods
 from distill_core.errors import DistillError
+from distill_core.hosting import check_public
+from distill_core.layer_map import LAYER_MAP_SPECS
+from distill_core.losses import ATTENTION_LOSSES, DIVERGENCES, HIDDEN_LOSSES
+from distill_core.paths import ASSETS
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+CHOICES: dict[str, tuple[str, ...]] = {"divergence": DIVERGENCES, "attention_loss": ATTENTION_LOSSES,
+                                       "hidden_loss": HIDDEN_LOSSES, "precision": PRECISIONS, "device": DEVICES}
+"""The values a choice field accepts (the UI's dropdowns and the CLI's choices come from here)."""
+SUGGESTIONS: dict[str, tuple[str, ...]] = {"layer_map": LAYER_MAP_SPECS}
+"""Named values of a free-form field (layer_map also takes explicit pairs like 0:0,5:12)."""
 UPPER_LIMITS = {"steps": 1_000_000, "batch_size": 4096, "generation_tokens": 4096, "eval_max_tokens": 1_000_000,
                 "hub_max_rows": 1_000_000, "augment_copies": 100}
 """Largest values the integer fields accept: beyond these a value is a typo (an extra zero or two), not a plan."""
@@ -144,6 +157,22 @@ class DistillConfig:
     # ---- validation -----------------------------------------------------------------
     def validate(self) -> None:
         """Raise DistillError naming the first field whose value cannot work."""
+        self._validate_integers()
+        self._validate_numbers()
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise DistillError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        self._validate_combinations()
+        parse_methods(self.augment)
+        if len([m for m in self.back_translation_models.split(",") if m.strip()]) != 2:
+            raise DistillError("back_translation_models must be two models, comma-separated (to German, back to "
+                               f"English), got {self.back_translation_models!r}")
+        for name in ["teacher", "student"]:
+            if not str(getattr(self, name)).strip():
+                raise DistillError(f"{name} spec is empty")
+        check_public(self)  # public mode (DISTILL_PUBLIC): caps, no local model paths, files only from uploads
+
+    def _validate_integers(self) -> None:
         positive_ints = ["generation_tokens", "eval_max_tokens", "steps", "batch_size", "seq_len", "hub_max_rows",
                          "augment_copies"]
         for name in positive_ints:
@@ -160,6 +189,10 @@ class DistillConfig:
                 raise DistillError(f"{name} must be a non-negative integer, got {value!r}")
         if self.log_every < 1:
             raise DistillError(f"log_every must be at least 1, got {self.log_every!r}")
+        if self.seq_len > 8192:
+            raise DistillError(f"seq_len {self.seq_len} exceeds the 8192-token context of the default models")
+
+    def _validate_numbers(self) -> None:
         for name in ["learning_rate", "temperature"]:
             value = getattr(self, name)
             if not _finite(value) or value <= 0:
@@ -173,58 +206,29 @@ class DistillConfig:
                                "1 is the models' own distribution)")
         if not _finite(self.kd_weight) or not 0.0 <= self.kd_weight <= 1.0:
             raise DistillError(f"kd_weight must be between 0 and 1, got {self.kd_weight!r}")
-        from distill_core.losses import DIVERGENCES
-
-        if self.divergence not in DIVERGENCES:
-            raise DistillError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {self.divergence!r}")
         if not _finite(self.jsd_beta) or not 0.0 < self.jsd_beta < 1.0:
             raise DistillError(f"jsd_beta must be strictly between 0 and 1, got {self.jsd_beta!r}")
         if not _finite(self.skew_alpha) or not 0.0 <= self.skew_alpha < 1.0:
             raise DistillError(f"skew_alpha must be in [0, 1), got {self.skew_alpha!r}")
-        from distill_core.losses import ATTENTION_LOSSES, HIDDEN_LOSSES
-
-        if self.attention_loss not in ATTENTION_LOSSES:
-            raise DistillError(f"attention_loss must be one of {', '.join(ATTENTION_LOSSES)}, got {self.attention_loss!r}")
-
-        if self.hidden_loss not in HIDDEN_LOSSES:
-            raise DistillError(f"hidden_loss must be one of {', '.join(HIDDEN_LOSSES)}, got {self.hidden_loss!r}")
         for name in ["weight_decay", "grad_clip", "hidden_weight", "attention_weight"]:
             value = getattr(self, name)
             if not _finite(value) or value < 0:
                 raise DistillError(f"{name} must be a non-negative finite number, got {value!r}")
+        if not _finite(self.augment_strength) or not 0.0 < self.augment_strength <= 1.0:
+            raise DistillError(f"augment_strength must be in (0, 1], got {self.augment_strength!r}")
+
+    def _validate_combinations(self) -> None:
         if self.teacher_cache and self.top_k < 1:
             raise DistillError("teacher_cache needs top_k > 0 (the whole distribution is too large to keep: one "
                                "vocabulary-wide row per token); set top_k, e.g. 64")
         if self.teacher_cache and (self.attention_weight > 0 or self.hidden_weight > 0):
             raise DistillError("teacher_cache keeps only the teacher's output distribution; attention transfer and "
                                "FitNets need its attention maps and hidden states at every step: turn one of them off")
-        if self.seq_len > 8192:
-            raise DistillError(f"seq_len {self.seq_len} exceeds the 8192-token context of the default models")
-        from distill_core.augment import parse_methods
-
-        parse_methods(self.augment)
-        if not _finite(self.augment_strength) or not 0.0 < self.augment_strength <= 1.0:
-            raise DistillError(f"augment_strength must be in (0, 1], got {self.augment_strength!r}")
-        if len([m for m in self.back_translation_models.split(",") if m.strip()]) != 2:
-            raise DistillError("back_translation_models must be two models, comma-separated (to German, back to "
-                               f"English), got {self.back_translation_models!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise DistillError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise DistillError(f"device must be auto, cpu or cuda, got {self.device!r}")
-        for name in ["teacher", "student"]:
-            if not str(getattr(self, name)).strip():
-                raise DistillError(f"{name} spec is empty")
-        from distill_core.hosting import check_public
-
-        check_public(self)  # public mode (DISTILL_PUBLIC): caps, no local model paths, files only from uploads
 
     # ---- (de)serialisation ----------------------------------------------------------
     @property
     def augment_methods(self) -> list[str]:
         """The `augment` field as a list of method names."""
-        from distill_core.augment import parse_methods
-
         return parse_methods(self.augment)
 
     @property
@@ -283,9 +287,6 @@ class DistillConfig:
 
 def field_help() -> dict[str, str]:
     """Field name -> the docstring written under it (for UI tooltips and `--help`)."""
-    import ast
-    import inspect
-
     tree = ast.parse(inspect.getsource(DistillConfig))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}

@@ -1,5 +1,6 @@
-"""Corpus sources besides the teacher-generated one: a file (.txt, .jsonl/.json, .csv, .parquet) and a
-Hugging Face dataset id; token counts of a corpus before a session.
+"""A session's training text from its source (`load_corpus`): pasted text, a Hugging Face dataset, a file
+(.txt, .jsonl/.json, .csv, .parquet) or the teacher-generated corpus (teacher_corpus.py); token counts of a
+corpus before a session, and the first texts of a source for a preview.
 
     texts, info = read_corpus_file("reviews.csv", column="review")   # one document per row
     text_columns("reviews.csv")                                       # ['title', 'review'] for a picker
@@ -20,12 +21,18 @@ import json
 import math
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distill_core.checkpoints import cache_dir, hub_reachable_within
-from distill_core.data import MAX_TEXT_BYTES, check_text, checked_file, decode_text, read_text_file, split_documents
+from distill_core.config import DistillConfig
+from distill_core.data import (HELDOUT_FRACTION, check_text, checked_file, decode_text, read_prompts,
+                               read_text_file, split_documents)
 from distill_core.errors import DistillError, first_line
+from distill_core.hub import hub_reachable_within
+from distill_core.models import LazyTeacher, resolve_model
+from distill_core.paths import cache_dir
+from distill_core.teacher_corpus import cached_corpus, generate_corpus
 
 CORPUS_FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "json", ".json": "json",
                   ".csv": "csv", ".parquet": "parquet"}
@@ -221,8 +228,6 @@ def corpus_stats(tokenizer: Any, texts: list[str], seq_len: int, heldout_fractio
     `documents`, `tokens`, `blocks`, and the split into `train_blocks`/`val_blocks` with their tokens
     (the session holds out `heldout_fraction` of the blocks, at least one). For a preview before a run;
     the session's `corpus` event reports the same counts."""
-    from distill_core.session import HELDOUT_FRACTION
-
     fraction = HELDOUT_FRACTION if heldout_fraction is None else heldout_fraction
     tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)
     blocks = tokens // seq_len
@@ -230,3 +235,60 @@ def corpus_stats(tokenizer: Any, texts: list[str], seq_len: int, heldout_fractio
     return {"documents": len(texts), "tokens": tokens, "blocks": blocks, "train_blocks": blocks - val,
             "val_blocks": val, "train_tokens": (blocks - val) * seq_len, "val_tokens": val * seq_len,
             "enough": blocks >= 2}
+
+
+def load_corpus(config: DistillConfig, teacher: LazyTeacher) -> Iterator[tuple[str, list[str] | None]]:
+    """A session's training documents from the config's source. Yields progress messages as (message,
+    None), then (description of the source, the documents)."""
+    if config.corpus_text.strip():
+        docs = split_documents(check_text(config.corpus_text, "pasted text"))
+        yield f"pasted text ({len(config.corpus_text)} characters)", docs
+    elif config.hub_dataset.strip():
+        yield f"Reading the Hugging Face dataset {config.hub_dataset} …", None
+        texts, info = load_hub_dataset(config.hub_dataset, config.hub_config or None, config.hub_split,
+                                       config.corpus_column or None, config.hub_max_rows)
+        yield (f"Hugging Face dataset {info['dataset']}" + (f" ({info['config']})" if info["config"] else "")
+               + f", split {info['split']}, column {info['column']}: {info['documents']} rows"), texts
+    elif config.corpus == "teacher-generated":
+        yield from _teacher_generated(config, teacher)
+    else:
+        docs, info = read_corpus_file(config.corpus, config.corpus_column or None)
+        yield f"file {Path(config.corpus).name}" + (f", column {info['column']}" if "column" in info else ""), docs
+
+
+def _teacher_generated(config: DistillConfig, teacher: LazyTeacher) -> Iterator[tuple[str, list[str] | None]]:
+    prompts = read_prompts(config.prompts_file)
+    source = f"teacher-generated: {len(prompts)} prompts x {config.generation_tokens} new tokens"
+    texts = cached_corpus(teacher.identity(), prompts, config.generation_tokens, config.seed)
+    if texts is not None:
+        yield source, texts
+        return
+    if teacher.loaded is None:
+        yield f"Loading teacher {config.teacher} to write the corpus …", None
+    for fraction, texts in generate_corpus(teacher.get(), prompts, config.generation_tokens, config.seed):
+        if texts is None:
+            yield (f"The teacher is writing its corpus, {len(prompts)} continuations (once; then cached): "
+                   f"{fraction:.0%} …"), None
+        else:
+            yield source, texts
+
+
+def first_texts(config: DistillConfig, rows: int) -> tuple[list[str], str]:
+    """The first training texts of the config's corpus source, and a phrase naming them, for a preview
+    before any session. For the teacher-generated corpus: the cached corpus if it has been written, else
+    the prompts (no model is loaded)."""
+    if config.corpus_text.strip():
+        return split_documents(config.corpus_text), "the pasted text"
+    if config.hub_dataset.strip():
+        texts, info = load_hub_dataset(config.hub_dataset, config.hub_config or None, config.hub_split,
+                                       config.corpus_column or None, min(config.hub_max_rows, rows))
+        return texts, f"Hugging Face dataset `{config.hub_dataset}`, column `{info['column']}`"
+    if config.corpus != "teacher-generated":
+        texts, _ = read_corpus_file(config.corpus, config.corpus_column or None)
+        return texts, f"`{Path(config.corpus).name}`"
+    prompts = read_prompts(config.prompts_file)
+    generated = cached_corpus(resolve_model(config.teacher), prompts, config.generation_tokens, config.seed)
+    if generated is not None:
+        return generated, "the teacher-generated corpus"
+    return prompts, ("the prompts the teacher will continue (its corpus is not generated yet: a session writes it "
+                     "once, then it is cached)")

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from distill_core import hosting
-from distill_core.checkpoints import count_parameters
+from distill_core.models import count_parameters
 from distill_core.errors import DistillError
-from distill_core.data import Blocks
+from distill_core.data import Blocks, check_text
 from distill_core.losses import shift_for_next_token
 
 SPEED_PROMPT = "The history of the city begins"
@@ -121,8 +121,6 @@ def generate(model: Any, tokenizer: Any, prompt: str, new_tokens: int = 40, samp
     """One continuation of `prompt`: greedy, or sampled (temperature, top-p) from `seed`, so that
     several models sampled with the same seed are compared on equal terms. Returns the new text,
     how many tokens it has and the decoding speed."""
-    from distill_core.data import check_text
-
     check_text(prompt, "prompt")
     hosting.check_text_size(prompt, "prompt")
     if not 1 <= new_tokens <= 512:

@@ -32,8 +32,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from distill_core.config import ASSETS
 from distill_core.errors import DistillError
+from distill_core.hub import bundled_gguf_path, hub_offline, hub_reachable_within
+from distill_core.paths import ASSETS
+from distill_core.specs import is_bundled, is_derived_spec
 
 try:  # imported early (before any CUDA work), as ZeroGPU asks; absent outside Spaces
     import spaces as _SPACES
@@ -177,12 +179,19 @@ def is_local_model_spec(spec: str) -> bool:
 
 
 def check_model_spec(spec: str, what: str = "model spec") -> None:
-    """In public mode, refuse a model spec that is a local path (checkpoints.check_spec_allowed lets the
-    bundled teacher and derived students through before this)."""
+    """In public mode, refuse a model spec that is a local path (`check_spec_allowed` lets the bundled
+    teacher and derived students through before this)."""
     if public_mode() and is_local_model_spec(spec):
         raise DistillError(f"{what} {spec.strip()!r} is a local path; public mode loads no models from this "
                            "machine's files: use the bundled smollm2-135m, a Hugging Face model id, or a student "
                            "derived from the teacher (layers:N, fresh:...)")
+
+
+def check_spec_allowed(spec: str, what: str = "model spec") -> None:
+    """In public mode, refuse a spec that is a local path; the bundled teacher and students derived from
+    the teacher are always allowed."""
+    if not is_bundled(spec) and not is_derived_spec(spec):
+        check_model_spec(spec, what)
 
 
 def check_public(config: Any) -> None:
@@ -190,8 +199,6 @@ def check_public(config: Any) -> None:
     DistillConfig.validate): the caps, local model specs, files outside the upload area."""
     if not public_mode():
         return
-    from distill_core.checkpoints import check_spec_allowed
-
     for name in ("steps", "batch_size", "seq_len", "eval_max_tokens", "generation_tokens", "hub_max_rows",
                  "augment_copies"):
         check_cap(name, getattr(config, name))
@@ -224,8 +231,6 @@ def use_hub_defaults() -> bool:
     """Whether the app starts from HUB_DEFAULT_PAIR: DISTILL_HUB_DEFAULTS when set; else on Spaces; else
     when the bundled teacher's package is missing and the hub answers (one check of at most 1.8 s, made
     only then). Never with HF_HUB_OFFLINE set: offline, startup never waits for the network."""
-    from distill_core.checkpoints import bundled_gguf_path, hub_offline, hub_reachable_within
-
     if hub_offline():
         return False
     explicit = os.environ.get("DISTILL_HUB_DEFAULTS", "").strip()

@@ -37,7 +37,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from distill_core.checkpoints import LoadedModel, cache_dir, decoder_layers
+from distill_core.models import LoadedModel, decoder_layers
+from distill_core.paths import cache_dir
 from distill_core.data import pack, split_documents
 from distill_core.errors import DistillError
 

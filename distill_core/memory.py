@@ -24,6 +24,9 @@ from typing import Any
 
 import torch
 
+from distill_core.device import autocast_dtype
+from distill_core.step import frozen_parameters
+
 HEADROOM = 0.9
 """Warn when the estimate exceeds this share of the device's memory."""
 LOGIT_COPIES_FULL = 5
@@ -105,9 +108,7 @@ def fit_report(estimate: dict[str, float], device: torch.device) -> dict[str, An
 
 
 def trainable_count(model: Any, config: Any) -> int:
-    """Parameters a session with `config` trains (see `session._prepare_trainable`), without changing the model."""
-    from distill_core.session import frozen_parameters
-
+    """Parameters a session with `config` trains (see `step.prepare_student`), without changing the model."""
     frozen = frozen_parameters(model, config)
     return sum(p.numel() for p in model.parameters() if id(p) not in frozen)  # parameters(): tied ones once
 
@@ -115,8 +116,6 @@ def trainable_count(model: Any, config: Any) -> int:
 def session_fit(config: Any, teacher_config: Any, student_config: Any, teacher_params: int, student_params: int,
                 trainable_params: int, device: torch.device, teacher_loaded: bool = True) -> dict[str, Any]:
     """`fit_report` for a session's config (its batch, length, precision and memory settings)."""
-    from distill_core.session import autocast_dtype
-
     bf16 = autocast_dtype(config, device) == torch.bfloat16
     estimate = estimate_training_memory(
         teacher_config, student_config, teacher_params, student_params, trainable_params, config.batch_size,

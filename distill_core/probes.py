@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from distill_core import hosting
-from distill_core.checkpoints import LoadedModel
+from distill_core.attention import attention_maps_from
+from distill_core.models import LoadedModel, decoder_layers
 from distill_core.data import check_text
 from distill_core.errors import DistillError
 
@@ -133,9 +134,6 @@ def next_token_snapshot(teacher: LoadedModel, student: LoadedModel, text: str, t
 def attention_maps(model: Any, input_ids: torch.Tensor) -> np.ndarray:
     """Every layer's attention weights for one text: (layers, heads, t, t), query rows first.
     Row i holds how much query token i attends to each key token j <= i (causal: j > i is 0)."""
-    from distill_core.attention import attention_maps_from
-    from distill_core.checkpoints import decoder_layers
-
     n_layers = len(decoder_layers(model))
     was_training = model.training
     model.eval()

@@ -9,6 +9,7 @@ far, written atomically) after every row, so an interrupted sweep keeps what it 
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 import threading
 import time
@@ -16,9 +17,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from distill_core import hosting
+from distill_core.augment_methods import parse_methods
+from distill_core.config import DistillConfig
+from distill_core.corpora import load_corpus
+from distill_core.data import heldout_blocks
+from distill_core.device import resolve_device
 from distill_core.errors import DistillError, first_line
-from distill_core.session import write_json_atomic
+from distill_core.evaluate import generation_speed, score
+from distill_core.models import MODELS, LazyTeacher, ResolvedModel, count_parameters, load_saved_model, load_tokenizer
+from distill_core.session import FINAL_KINDS, run_session, write_json_atomic
 
 STUDENT_ROW_KEYS = ("spec", "params", "ppl_before", "ppl", "top1_agreement", "kl_to_teacher", "tokens_per_s",
                     "teacher_params", "teacher_ppl", "teacher_tokens_per_s", "wall_s", "error")
@@ -27,7 +37,6 @@ STUDENT_ROW_KEYS = ("spec", "params", "ppl_before", "ppl", "top1_agreement", "kl
 ABLATION_WEIGHTS = {"attention_weight": 1.0, "hidden_weight": 1.0}
 """Technique weights an ablation row uses when the config leaves that technique off."""
 
-_FINAL = ("done", "stopped", "error")
 
 
 def safe_name(spec: str) -> str:
@@ -40,53 +49,17 @@ def safe_name(spec: str) -> str:
     return name
 
 
-_SPEC_PREFIXES = ("layers:", "fresh:")
-
-
-def parse_student_list(text: str) -> list[str]:
-    """`layers:10,layers:15,layers:20` -> three specs. A comma starts a new spec unless what follows
-    it continues the spec before (`layers:0,5,9`: more layer indices; `fresh:layers=2,hidden=32,
-    heads=2`: more key=value pairs). A list that contains `;` is split at `;` only (for specs that
-    hold commas of their own, e.g. paths)."""
-    if ";" in text:
-        specs = [part.strip() for part in text.split(";")]
-    else:
-        specs = []
-        for part in (p.strip() for p in text.split(",")):
-            previous = specs[-1] if specs else ""
-            continues = (previous.startswith("layers:") and re.fullmatch(r"\d+", part)
-                         and re.fullmatch(r"layers:\s*\d+(\s*,\s*\d+)*", previous)) or (
-                previous.startswith("fresh:") and re.fullmatch(r"[a-z_]+\s*=.*", part))
-            if continues:
-                specs[-1] = f"{previous},{part}"
-            else:
-                specs.append(part)
-    specs = [s for s in specs if s]
-    if not specs:
-        raise DistillError("the student list is empty; give specs like layers:10,layers:15,layers:20")
-    return specs
-
-
 def _teacher_line(config, device, speed_tokens: int) -> dict[str, Any]:
     """The teacher's parameters, held-out perplexity (the sessions' evaluation text and packing) and
     greedy-decoding speed, measured in this process on the sessions' device."""
-    from distill_core.checkpoints import count_parameters, load_teacher
-    from distill_core.data import pack, read_text_file, split_documents
-    from distill_core.evaluate import generation_speed, score
-
-    teacher = load_teacher(config.teacher)
-    teacher.model.to(device)
-    blocks = pack(teacher.tokenizer, split_documents(read_text_file(config.eval_text, "evaluation text")),
-                  config.seq_len, max_tokens=config.eval_max_tokens, pad_last=True)
+    teacher = MODELS.teacher(config.teacher, device)  # the views' teacher on the CPU, a copy elsewhere
+    blocks = heldout_blocks(config, teacher.tokenizer)
     return {"params": count_parameters(teacher.model), "ppl": score(teacher.model, blocks)["ppl"],
             "tokens_per_s": generation_speed(teacher.model, teacher.tokenizer, new_tokens=speed_tokens)}
 
 
 def _student_speed(student_dir: Path, device, speed_tokens: int) -> float | None:
     """Greedy-decoding tokens/s of the student a session saved (None when it saved none)."""
-    from distill_core.checkpoints import ResolvedModel, load_saved_model, load_tokenizer
-    from distill_core.evaluate import generation_speed
-
     if not (student_dir / "config.json").is_file():
         return None
     model = load_saved_model(student_dir).to(device).eval()
@@ -109,10 +82,6 @@ def student_sweep(config, specs: list[str], out_dir: str | Path,
     A student that fails (a bad spec, or an error during its session) gets a row with `error` and
     the sweep goes on; `stop` ends the sweep once the current session has stopped (its row is kept,
     with error "stopped at step k" and no speed)."""
-    import torch
-
-    from distill_core.session import resolve_device, run_session
-
     specs = [s.strip() for s in specs if s and s.strip()]
     if not specs:
         raise DistillError("a student sweep needs at least one student spec")
@@ -147,33 +116,38 @@ def student_sweep(config, specs: list[str], out_dir: str | Path,
         while name in used:
             name += "_"
         used.add(name)
-        run_dir = out / name
-        row = dict.fromkeys(STUDENT_ROW_KEYS)
-        row.update(spec=spec, teacher_params=teacher["params"], teacher_ppl=teacher["ppl"],
-                   teacher_tokens_per_s=teacher["tokens_per_s"])
-        t0 = time.perf_counter()
-        final = None
-        try:
-            for ev in run_session(config.with_overrides({"student": spec}), run_dir, stop):
-                if ev["kind"] in _FINAL:
-                    final = ev
-                yield {**ev, "student": spec}
-            summary = final["summary"]
-            row.update(params=summary["student"]["params"], ppl_before=summary["before"]["ppl"],
-                       ppl=summary["after"]["ppl"], top1_agreement=summary["after"]["top1_agreement"],
-                       kl_to_teacher=summary["after"]["kl_to_teacher"], wall_s=summary["wall_s"],
-                       teacher_ppl=summary["teacher"]["ppl"],
-                       error=None if final["kind"] == "done" else final["message"])
-            if not stop.is_set():  # a stopped sweep ends without the extra measurement
-                yield event("status", student=spec, message=f"Measuring the generation speed of {spec} …")
-                row["tokens_per_s"] = _student_speed(run_dir / "student", device, speed_tokens)
-        except DistillError as exc:
-            row.update(error=str(exc), wall_s=round(time.perf_counter() - t0, 2))
-        except Exception as exc:  # an unforeseen failure ends this row, not the sweep
-            row.update(error=f"{type(exc).__name__}: {first_line(exc, 300)}", wall_s=round(time.perf_counter() - t0, 2))
+        row = yield from _student_row(config, spec, out / name, stop, teacher, device, speed_tokens, event)
         rows.append(row)
         write_json_atomic(out / "students.json", rows)
         yield event("row", row=row, student=spec)
+
+
+def _student_row(config: DistillConfig, spec: str, run_dir: Path, stop: Any, teacher: dict[str, Any],
+                 device: torch.device, speed_tokens: int, event: Any) -> Any:
+    """One student's session (its events tagged with the spec) and generation speed; returns its row."""
+    row = dict.fromkeys(STUDENT_ROW_KEYS)
+    row.update(spec=spec, teacher_params=teacher["params"], teacher_ppl=teacher["ppl"],
+               teacher_tokens_per_s=teacher["tokens_per_s"])
+    t0 = time.perf_counter()
+    final = None
+    try:
+        for ev in run_session(config.with_overrides({"student": spec}), run_dir, stop):
+            if ev["kind"] in FINAL_KINDS:
+                final = ev
+            yield {**ev, "student": spec}
+        summary = final["summary"]
+        row.update(params=summary["student"]["params"], ppl_before=summary["before"]["ppl"],
+                   ppl=summary["after"]["ppl"], top1_agreement=summary["after"]["top1_agreement"],
+                   kl_to_teacher=summary["after"]["kl_to_teacher"], wall_s=summary["wall_s"],
+                   teacher_ppl=summary["teacher"]["ppl"], error=None if final["kind"] == "done" else final["message"])
+        if not stop.is_set():  # a stopped sweep ends without the extra measurement
+            yield event("status", student=spec, message=f"Measuring the generation speed of {spec} …")
+            row["tokens_per_s"] = _student_speed(run_dir / "student", device, speed_tokens)
+    except DistillError as exc:
+        row.update(error=str(exc), wall_s=round(time.perf_counter() - t0, 2))
+    except Exception as exc:  # an unforeseen failure ends this row, not the sweep
+        row.update(error=f"{type(exc).__name__}: {first_line(exc, 300)}", wall_s=round(time.perf_counter() - t0, 2))
+    return row
 
 
 def ablation_rows(config) -> list[tuple[str, Any]]:
@@ -208,16 +182,10 @@ def small_corpus(config, sentences: int = SMALL_CORPUS_SENTENCES) -> Iterator[tu
     """A deliberately small training corpus: `sentences` sentences drawn (seeded by `config.seed`) from
     the config's corpus (the teacher-generated one, a file, pasted text or a hub dataset, as a session
     would load it). Yields progress messages, then (description, the sentences)."""
-    import random
-
-    import torch
-
-    from distill_core.session import TeacherHandle, load_corpus
-
     if not isinstance(sentences, int) or sentences < 2:
         raise DistillError(f"the small corpus needs at least 2 sentences, got {sentences!r}")
     docs, source = None, ""
-    for source, docs in load_corpus(config, TeacherHandle(config, torch.device("cpu"))):
+    for source, docs in load_corpus(config, LazyTeacher(config.teacher, torch.device("cpu"))):
         if docs is None:
             yield source, None
     pool = [s for doc in docs for s in split_sentences(doc)]
@@ -230,8 +198,6 @@ def small_corpus(config, sentences: int = SMALL_CORPUS_SENTENCES) -> Iterator[tu
 def augmentation_rows(config, methods: list[str] | str, sentences: list[str]) -> list[tuple[str, Any]]:
     """Soft targets without and with augmentation (`methods`, at the config's strength and copies) on
     the same small corpus (one sentence per document), same seed and steps."""
-    from distill_core.augment import parse_methods
-
     methods = parse_methods(methods)
     if not methods:
         raise DistillError("the augmentation ablation needs at least one method, e.g. --augmentation synonym")
@@ -246,15 +212,13 @@ def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = N
     `"ablation": name` added, then `{"kind": "row", "row": row}` (name, ppl, top1_agreement,
     kl_to_teacher, wall_s, ppl_before, teacher_ppl, error, augmented) and rewrites
     `out_dir/ablation.json`. A DistillError from a session (bad input) ends the ablation."""
-    from distill_core.session import run_session
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows_done = []
     for name, row_config in rows if rows is not None else ablation_rows(config):
         final = None
         for ev in run_session(row_config, out / name):
-            if ev["kind"] in _FINAL:
+            if ev["kind"] in FINAL_KINDS:
                 final = ev
             yield {**ev, "ablation": name}
         summary = final["summary"]

@@ -36,7 +36,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from distill_core.checkpoints import LoadedModel, ResolvedModel, cache_dir, count_parameters
+from distill_core.models import LoadedModel, ResolvedModel, count_parameters
+from distill_core.paths import cache_dir
 from distill_core.data import Blocks
 from distill_core.evaluate import teacher_reference
 from distill_core.losses import TopKTargets, teacher_topk

@@ -1,5 +1,5 @@
-"""Where the time of one distillation step goes: torch.profiler over the engine's `_train_step` with a
-config's settings (default: the quickstart session), after a warm-up step.
+"""Where the time of one distillation step goes: torch.profiler over the engine's own step
+(`distill_core.step.DistillStep`, through `bench.engine_step`) with a config's settings (default: the quickstart session), after a warm-up step.
 
     .venv/bin/python scripts/profile_step.py [--config FILE] [--set key=value ...] [--steps 2] [--rows 15]
 
@@ -18,12 +18,15 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from distill_core.__main__ import QUICKSTART  # noqa: E402
-from distill_core.bench import engine_step  # noqa: E402
-from distill_core.checkpoints import load_student, load_teacher  # noqa: E402
+from distill_core.bench import engine_step, engine_teacher  # noqa: E402
 from distill_core.config import DistillConfig  # noqa: E402
 from distill_core.data import Blocks  # noqa: E402
-from distill_core.session import resolve_device  # noqa: E402
+from distill_core.device import resolve_device  # noqa: E402
+from distill_core.models import load_teacher  # noqa: E402
+from distill_core.paths import CONFIGS  # noqa: E402
+from distill_core.students import load_student  # noqa: E402
+
+QUICKSTART = CONFIGS / "quickstart.yaml"
 
 
 def main() -> None:
@@ -35,13 +38,13 @@ def main() -> None:
     args = parser.parse_args()
     config = DistillConfig.from_yaml(args.config).with_overrides(args.set)
     device = resolve_device(config.device)
-    teacher = load_teacher(config.teacher)
-    teacher.model.to(device)
+    teacher = load_teacher(config.teacher)  # the shared CPU copy; engine_teacher makes the session's own
     student = load_student(config.student, teacher, seed=config.seed)
     student.model.to(device)
     ids = torch.randint(0, teacher.model.config.vocab_size, (config.batch_size, config.seq_len),
                         generator=torch.Generator().manual_seed(0))
-    step = engine_step(teacher, student, config, Blocks(ids, torch.ones_like(ids)), device)
+    step = engine_step(engine_teacher(teacher, config, device), student, config, Blocks(ids, torch.ones_like(ids)),
+                       device)
 
     step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:

@@ -1,0 +1,59 @@
+"""The engine as the app and the command line use it: one import, the top layer.
+
+Sessions and sweeps (`run_session`, `session_in_child`, `student_sweep`, `ablation`) are generators of
+plain, picklable events; a `StopSignal` stops them across processes. The views compare models through
+`Comparison` and measure them with `dark_knowledge`, `attention_probe`, `similarity_probe`,
+`evaluate_models` and `generate`. Everything raises `DistillError` with a message meant for the user.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+from distill_core.augment import preview as augmentation_preview
+from distill_core.augment_methods import AUGMENTERS, parse_methods
+from distill_core.bench import GPU_DEFAULTS, run_bench
+from distill_core.child import session_in_child
+from distill_core.comparison import AFTER, BEFORE, Comparison
+from distill_core.compat import check_pair, compatibility_report, layer_pairs_for
+from distill_core.config import CHOICES, RESUME_FIELDS, SUGGESTIONS, DistillConfig, field_help
+from distill_core.corpora import CORPUS_FORMATS, corpus_stats, first_texts, read_corpus_file, text_columns
+from distill_core.data import check_text, heldout_blocks, read_text_file
+from distill_core.distributed import is_main_process
+from distill_core.errors import DistillError, describe_failure, first_line
+from distill_core.evaluate import evaluate_models, evaluate_pair, generate, trade_sentence
+from distill_core.export import export_config, export_student, safe_filename
+from distill_core.hosting import (HUB_DEFAULT_PAIR, check_readable, public_limits, public_mode, spaces_gpu,
+                                  use_hub_defaults)
+from distill_core.layer_map import LAYER_MAP_SPECS
+from distill_core.models import load_teacher, tokenizer_of
+from distill_core.paths import CONFIGS, ROOT, runs_dir
+from distill_core.presets import QUICKSTART, preset_config, preset_description, preset_names
+from distill_core.probes import attention_probe, dark_knowledge, similarity_probe
+from distill_core.session import FINAL_KINDS, StopSignal, run_session
+from distill_core.specs import parse_student_list
+from distill_core.students import load_student
+from distill_core.sweep import SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, small_corpus, student_sweep
+
+__all__ = [
+    "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "FINAL_KINDS", "GPU_DEFAULTS",
+    "HUB_DEFAULT_PAIR", "LAYER_MAP_SPECS", "QUICKSTART", "RESUME_FIELDS", "ROOT", "SMALL_CORPUS_SENTENCES",
+    "SUGGESTIONS", "Comparison", "DistillConfig", "DistillError", "StopSignal", "ablation", "attention_probe",
+    "augmentation_preview", "augmentation_rows", "check_pair", "check_readable", "check_text",
+    "compatibility_report", "corpus_stats", "dark_knowledge", "describe_failure",
+    "evaluate_models", "evaluate_pair", "export_config", "export_student", "field_help", "first_line",
+    "first_texts", "generate", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student",
+    "load_teacher", "new_run_dir", "parse_methods", "parse_student_list", "preset_config", "preset_description",
+    "preset_names", "public_limits", "public_mode", "read_corpus_file", "read_text_file", "run_bench",
+    "run_session", "runs_dir", "safe_filename", "session_in_child", "similarity_probe", "small_corpus",
+    "spaces_gpu", "student_sweep", "text_columns", "tokenizer_of", "trade_sentence", "use_hub_defaults",
+]
+
+
+def new_run_dir() -> Path:
+    """A fresh folder for one session or sweep: runs/<timestamp>-<random id>/."""
+    path = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    path.mkdir(parents=True, exist_ok=False)
+    return path

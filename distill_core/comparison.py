@@ -1,0 +1,157 @@
+"""Which models the inspection views compare: the teacher, the student before distillation and, once a
+session of the same pair has finished, the student after it. Shared read-only by every user: the
+teacher from the model cache (models.MODELS), the untrained students and the trained ones in small
+caches here, so thirty users looking at the same run hold its student once.
+
+The student before is the one the session started from: its kept teacher layers from summary.json as an
+explicit `layers:i,j,k` (specs.initial_student_spec, so that a `layers:N:angular` student comes back the
+same) with the run's seed; before any session it is the picked student, untrained.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+
+from distill_core.config import DistillConfig
+from distill_core.errors import DistillError, first_line
+from distill_core.layer_map import resolve_layer_map
+from distill_core.losses import FitNetsProjection
+from distill_core.models import LoadedModel, load_saved_model, load_teacher
+from distill_core.presets import preset_config
+from distill_core.specs import initial_student_spec
+from distill_core.students import load_student
+
+BEFORE = "student (before)"
+AFTER = "student (after)"
+PROJECTION_FILE = "fitnets_projection.safetensors"
+
+
+class SharedModels:
+    """A few models built once and shared read-only, by key; the least recently used goes first."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._models: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        with self._lock:  # one build at a time: several users asking for the same model share it
+            if key not in self._models:
+                self._models[key] = build()
+            self._models.move_to_end(key)
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+            return self._models[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+UNTRAINED = SharedModels(capacity=2)
+"""(teacher spec, student spec, seed) -> the untrained student."""
+TRAINED = SharedModels(capacity=4)
+"""A run's student folder (and its files' times) -> the trained student, loaded from disk."""
+
+
+def untrained_student(teacher_spec: str, student_spec: str, seed: int | None = None) -> LoadedModel:
+    """A freshly derived (or loaded) student for the pair, as a session starts from."""
+    seed = preset_config().seed if seed is None else int(seed)
+    key = (teacher_spec.strip(), student_spec.strip(), seed)
+    return UNTRAINED.get(key, lambda: load_student(key[1], load_teacher(key[0]), seed=seed))
+
+
+def trained_student(out_dir: str | Path) -> Any:
+    """The student a session saved in `out_dir`/student, loaded once (a new save is a new entry)."""
+    folder = Path(out_dir) / "student"
+    stamp = tuple(int(p.stat().st_mtime_ns) for p in sorted(folder.glob("*.safetensors")))
+    return TRAINED.get((str(folder.resolve()), stamp), lambda: load_saved_model(folder))
+
+
+def run_summary(out_dir: str | Path) -> dict[str, Any] | None:
+    """A run folder's summary.json, or None when there is none (or it cannot be read)."""
+    try:
+        return json.loads((Path(out_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_config(out_dir: str | Path) -> DistillConfig | None:
+    """A run folder's config.yaml, or None when it cannot be read."""
+    try:
+        return DistillConfig.from_yaml(Path(out_dir) / "config.yaml")
+    except (OSError, DistillError, ValueError, TypeError):
+        return None
+
+
+class Comparison:
+    """The teacher, the untrained student and (after a session of the same pair) the trained one, with
+    what the views need to know about them. `last_run` is the caller's last finished session: a dict
+    with its `out_dir`, `teacher` and `student` (None before any). `status` says which case holds:
+    `no-run`, `other-pair` (the last session distilled another pair) or `run`."""
+
+    def __init__(self, teacher_spec: str, student_spec: str, last_run: dict[str, Any] | None = None):
+        teacher_spec, student_spec = (teacher_spec or "").strip(), (student_spec or "").strip()
+        self.teacher = load_teacher(teacher_spec)
+        self.run: dict[str, Any] | None = None
+        self.summary: dict[str, Any] | None = None
+        self.after: Any = None
+        config = None
+        if last_run is None:
+            self.status = "no-run"
+        elif (last_run["teacher"].strip(), last_run["student"].strip()) != (teacher_spec, student_spec):
+            self.status = "other-pair"
+        else:
+            self.status, self.run = "run", last_run
+            self.summary = run_summary(last_run["out_dir"])
+            config = run_config(last_run["out_dir"])
+            self.after = trained_student(last_run["out_dir"])
+        self.before_spec = initial_student_spec(self.summary, student_spec) if self.run else student_spec
+        self.config = config if config is not None else preset_config().with_overrides(
+            {"teacher": teacher_spec, "student": student_spec})
+        self.before = untrained_student(teacher_spec, self.before_spec, self.config.seed)
+
+    @property
+    def students(self) -> dict[str, Any]:
+        """Display name -> model: the student before, and after when there is one."""
+        students = {BEFORE: self.before.model}
+        if self.after is not None:
+            students[AFTER] = self.after
+        return students
+
+    @property
+    def out_dir(self) -> Path | None:
+        return Path(self.run["out_dir"]) if self.run else None
+
+    def key(self) -> tuple:
+        """What identifies these models (for caching a probe of them)."""
+        return (self.teacher.spec, self.before_spec, str(self.out_dir))
+
+    def layer_pairs(self) -> list[tuple[int, int]]:
+        """The run's layer map, or the pair's `auto` map (the compatibility report's) before any run."""
+        saved = (self.summary or {}).get("layer_map")
+        if saved:
+            return [(int(s), int(t)) for s, t in saved]
+        return resolve_layer_map("auto", self.before.model.config.num_hidden_layers,
+                                 self.teacher.model.config.num_hidden_layers, self.before.layers_kept)
+
+    def projection(self, pairs: list[tuple[int, int]]) -> tuple[FitNetsProjection | None, str]:
+        """The run's FitNets projection (fitnets_projection.safetensors), or None and why not."""
+        path = self.out_dir / PROJECTION_FILE if self.out_dir is not None else None
+        if path is None or not path.is_file():
+            return None, ("The last session trained no FitNets projection (hidden-state weight 0), so there is no "
+                          "cosine after it.")
+        projection = FitNetsProjection(len(pairs), self.after.config.hidden_size, self.teacher.model.config.hidden_size)
+        try:
+            projection.load_state_dict(load_file(str(path)))
+        except (RuntimeError, KeyError) as exc:
+            return None, f"`{path.name}` does not match the run's {len(pairs)} layer pairs ({first_line(exc)})."
+        projection.eval()
+        return projection, f"Cosine after the run's FitNets projection (`{path.name}`)."

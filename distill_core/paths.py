@@ -1,0 +1,26 @@
+"""Where Distill Studio keeps things: the project's assets, the cache of converted models and generated
+data, and the run folders. The lowest layer: every other module may ask it, it asks nobody."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "assets"
+"""Prompts, held-out texts, preset configs and the app's Learn prose, all written for this project."""
+CONFIGS = ASSETS / "configs"
+"""The preset configs (quickstart.yaml first)."""
+
+
+def cache_dir() -> Path:
+    """Where converted models and generated corpora are kept (DISTILL_STUDIO_CACHE overrides)."""
+    root = os.environ.get("DISTILL_STUDIO_CACHE")
+    path = Path(root) if root else Path.home() / ".cache" / "distill_studio"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir() -> Path:
+    """Where each session gets its own folder (DISTILL_STUDIO_RUNS overrides `runs/` of the project)."""
+    return Path(os.environ.get("DISTILL_STUDIO_RUNS") or ROOT / "runs")
