@@ -8,14 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 
 def build_tiny_teacher(tokenizer_dir: str | Path, out_dir: str | Path, layers: int = 4, hidden: int = 64,
                        heads: int = 4, seed: int = 0) -> Path:
     """A `layers`-layer, `hidden`-wide Llama with the tokenizer of `tokenizer_dir` (e.g. the bundled
     teacher's converted folder), saved with that tokenizer into `out_dir`; returns `out_dir`."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,

@@ -1,7 +1,7 @@
 import torch
 
 from distill_core.attention import attention_maps_from
-from distill_core.checkpoints import load_model
+from distill_core.models import load_model
 
 
 def test_maps_only_for_mapped_layers_and_same_function(tiny_teacher_dir):

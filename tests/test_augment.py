@@ -187,7 +187,7 @@ class Handle:
 
 
 def test_teacher_substitute_replaces_words_with_the_teachers_choices(tiny_teacher_dir, tmp_path, monkeypatch):
-    from distill_core.checkpoints import load_teacher
+    from distill_core.models import load_teacher
 
     monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path))
     teacher = load_teacher(str(tiny_teacher_dir))

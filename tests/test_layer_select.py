@@ -9,15 +9,10 @@ import pytest
 import torch
 
 from distill_core import layer_select
-from distill_core.checkpoints import (
-    LoadedModel,
-    compatibility_report,
-    decoder_layers,
-    derive_student,
-    load_student,
-    load_teacher,
-    parse_derived_spec,
-)
+from distill_core.compat import compatibility_report
+from distill_core.models import LoadedModel, decoder_layers, load_teacher
+from distill_core.specs import parse_derived_spec
+from distill_core.students import derive_student, load_student
 from distill_core.errors import DistillError
 from distill_core.layer_select import (
     angular_distances,

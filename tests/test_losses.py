@@ -1,9 +1,14 @@
+"""The losses, each against a value computed by hand (or against the plain computation it speeds up)."""
+
 import math
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from distill_core.losses import distillation_loss, hard_label_ce, shift_for_next_token, soft_target_kl
+from distill_core.losses import (DIVERGENCES, FitNetsProjection, OutputHead, attention_transfer_loss,
+                                 chunked_distillation_loss, distillation_loss, divergence, fitnets_loss, hard_label_ce,
+                                 shift_for_next_token, soft_target_kl, soft_target_loss, teacher_topk, topk_buckets)
 
 
 def kl_by_hand(p: list[float], q: list[float]) -> float:
@@ -84,7 +89,6 @@ def test_shift_for_next_token():
 
 
 # ---- divergences and top-k dark knowledge ------------------------------------------------------
-from distill_core.losses import DIVERGENCES, divergence, soft_target_loss, topk_buckets  # noqa: E402
 
 P = [0.7, 0.2, 0.1]
 Q = [0.4, 0.4, 0.2]
@@ -167,7 +171,6 @@ def test_topk_equals_full_when_k_is_vocab(kind):
 
 
 # ---- FitNets ---------------------------------------------------------------------------------------
-from distill_core.losses import FitNetsProjection, fitnets_loss  # noqa: E402
 
 
 def test_fitnets_projection_shapes_and_identity_start():
@@ -206,7 +209,6 @@ def test_fitnets_gradients_reach_student_and_projection():
 
 
 # ---- attention transfer ------------------------------------------------------------------------------
-from distill_core.losses import attention_transfer_loss  # noqa: E402
 
 
 def causal_maps(batch: int, heads: int, seq: int, seed: int) -> torch.Tensor:
@@ -244,3 +246,77 @@ def test_attention_transfer_gradients():
 
     for kind in ("kl", "mse"):
         assert torch.autograd.gradcheck(lambda s: loss(s, kind), (scores,))
+
+
+def _tiny_pair(student_width=32, teacher_width=48, bias=False):
+    torch.manual_seed(0)
+    base = dict(vocab_size=101, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, tie_word_embeddings=not bias)
+    student = LlamaForCausalLM(LlamaConfig(hidden_size=student_width, **base)).double()
+    teacher = LlamaForCausalLM(LlamaConfig(hidden_size=teacher_width, **base)).double()
+    if bias:  # an untied head with a bias, as some architectures have
+        student.lm_head = torch.nn.Linear(student_width, 101, bias=True).double()
+    return student, teacher
+
+
+@pytest.mark.parametrize("kind", DIVERGENCES)
+@pytest.mark.parametrize("top_k, cached", [(0, False), (7, False), (7, True)], ids=["full", "top7", "cached-top7"])
+def test_chunked_loss_equals_the_full_logits_loss(kind, top_k, cached):
+    student, teacher = _tiny_pair(bias=kind == "jsd")
+    ids = torch.randint(0, 101, (3, 9), generator=torch.Generator().manual_seed(1))
+    attn = torch.ones_like(ids)
+    attn[1, 6:] = 0  # padding must not count
+    labels, mask = shift_for_next_token(ids, attn)
+    t_logits = teacher(input_ids=ids, attention_mask=attn).logits.detach()
+    targets = teacher_topk(torch.log_softmax(t_logits / 2.0, -1), top_k) if cached else t_logits
+
+    reference = distillation_loss(student(input_ids=ids, attention_mask=attn).logits, targets, labels, mask, 2.0, 0.7,
+                                  kind, 0 if cached else top_k)
+    reference.total.backward()
+    expected = {name: p.grad.clone() for name, p in student.named_parameters()}
+    student.zero_grad()
+
+    hidden = student.model(input_ids=ids, attention_mask=attn).last_hidden_state
+    t_hidden = teacher.model(input_ids=ids, attention_mask=attn).last_hidden_state.detach()
+    chunked = chunked_distillation_loss(hidden, OutputHead(student), targets if cached else (t_hidden, OutputHead(teacher)),
+                                        labels, mask, 2.0, 0.7, kind, 0 if cached else top_k, chunk_tokens=5)
+    chunked.total.backward()
+    assert torch.allclose(chunked.total, reference.total, rtol=1e-12, atol=1e-12)
+    for term in ("kd_loss", "ce_loss"):
+        assert torch.allclose(chunked.terms[term], reference.terms[term], rtol=1e-12, atol=1e-12)
+    for name, p in student.named_parameters():
+        assert torch.allclose(p.grad, expected[name], rtol=1e-10, atol=1e-13), name
+
+
+def test_chunked_loss_with_a_frozen_head_and_no_counted_position():
+    student, teacher = _tiny_pair()
+    student.lm_head.weight.requires_grad_(False)  # tied: the embeddings are frozen too
+    ids = torch.randint(0, 101, (2, 6), generator=torch.Generator().manual_seed(2))
+    labels, mask = shift_for_next_token(ids, torch.ones_like(ids))
+    hidden = student.model(input_ids=ids).last_hidden_state
+    t_hidden = teacher.model(input_ids=ids).last_hidden_state.detach()
+    loss = chunked_distillation_loss(hidden, OutputHead(student), (t_hidden, OutputHead(teacher)), labels, mask, 1.0, 0.5)
+    loss.total.backward()
+    assert student.lm_head.weight.grad is None
+    assert student.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+    nothing = torch.zeros_like(mask)
+    empty = chunked_distillation_loss(student.model(input_ids=ids).last_hidden_state, OutputHead(student),
+                                      (t_hidden, OutputHead(teacher)), labels, nothing, 1.0, 0.5)
+    assert empty.total.item() == 0.0
+    empty.total.backward()  # still a graph: no error
+
+
+def test_chunked_loss_gives_each_gradient_in_its_parameters_dtype():
+    """bf16 weights (no fp32 master copy): the head's gradients, summed over chunks in fp32, come back bf16."""
+    student, teacher = _tiny_pair(bias=True)
+    student, teacher = student.to(torch.bfloat16), teacher.to(torch.bfloat16)
+    ids = torch.randint(0, 101, (2, 7), generator=torch.Generator().manual_seed(7))
+    labels, mask = shift_for_next_token(ids, torch.ones_like(ids))
+    hidden = student.model(input_ids=ids).last_hidden_state
+    t_hidden = teacher.model(input_ids=ids).last_hidden_state.detach()
+    loss = chunked_distillation_loss(hidden, OutputHead(student), (t_hidden, OutputHead(teacher)), labels, mask,
+                                     2.0, 0.5, chunk_tokens=4)
+    loss.total.backward()
+    assert student.lm_head.weight.grad.dtype == torch.bfloat16 and student.lm_head.bias.grad.dtype == torch.bfloat16
+    assert torch.isfinite(student.lm_head.bias.grad.float()).all() and student.lm_head.bias.grad.abs().sum() > 0

@@ -7,7 +7,9 @@ import pytest
 from transformers import LlamaConfig
 
 from distill_core import memory
-from distill_core.checkpoints import compatibility_report, load_student, load_teacher
+from distill_core.compat import compatibility_report
+from distill_core.models import load_teacher
+from distill_core.students import load_student
 from distill_core.session import run_session
 
 T360 = LlamaConfig(vocab_size=49152, hidden_size=960, intermediate_size=2560, num_hidden_layers=32,

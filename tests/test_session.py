@@ -5,7 +5,7 @@ import threading
 import pytest
 import torch
 
-from distill_core import session as session_module
+from distill_core import step as step_module
 from distill_core.errors import DistillError
 from distill_core.session import run_session
 
@@ -63,7 +63,7 @@ def test_stop_between_steps_saves_the_student(tiny_config, tmp_path):
 @pytest.mark.parametrize("loss_fn, chunk", [("chunked_distillation_loss", 1024), ("distillation_loss", 0)],
                          ids=["chunked", "full-logits"])
 def test_nan_loss_stops_and_keeps_last_good_student(tiny_config, tmp_path, monkeypatch, loss_fn, chunk):
-    real = getattr(session_module, loss_fn)
+    real = getattr(step_module, loss_fn)
     calls = {"n": 0}
 
     def sometimes_nan(*args, **kwargs):
@@ -73,7 +73,7 @@ def test_nan_loss_stops_and_keeps_last_good_student(tiny_config, tmp_path, monke
             out.total = out.total * float("nan")
         return out
 
-    monkeypatch.setattr(session_module, loss_fn, sometimes_nan)
+    monkeypatch.setattr(step_module, loss_fn, sometimes_nan)
     events = run_all(tiny_config.with_overrides({"loss_chunk_tokens": chunk}), tmp_path)
     assert events[-1]["kind"] == "error"
     assert "NaN" in events[-1]["message"] and "step 2" in events[-1]["message"]
@@ -103,19 +103,17 @@ def test_bad_inputs_fail_before_training(tiny_config, tmp_path):
 
 def test_shared_prefix_is_exact(tiny_config, tmp_path, monkeypatch):
     """Reusing the teacher's hidden states for frozen copied layers gives the same training run."""
-    from distill_core.session import SharedPrefix
-
     frozen = tiny_config.with_overrides(["steps=3", "freeze_layers=1", "freeze_embeddings=true", "student=layers:0,1,3"])
     events = run_all(frozen, tmp_path / "a")
     assert any("reuses the teacher's hidden states" in e.get("message", "") for e in events)
     with_prefix = [e["loss"] for e in events if e["kind"] == "step"]
-    monkeypatch.setattr(SharedPrefix, "create", classmethod(lambda cls, *args: None))
+    monkeypatch.setattr(step_module.SharedPrefix, "create", classmethod(lambda cls, *args: None))
     without = [e["loss"] for e in run_all(frozen, tmp_path / "b") if e["kind"] == "step"]
     assert with_prefix == pytest.approx(without, rel=1e-4)
 
 
 def test_out_of_memory_mid_run_keeps_the_student(tiny_config, tmp_path, monkeypatch):
-    real = session_module._train_step
+    real = step_module.DistillStep.__call__
     calls = {"n": 0}
 
     def failing_step(*args, **kwargs):
@@ -124,7 +122,7 @@ def test_out_of_memory_mid_run_keeps_the_student(tiny_config, tmp_path, monkeypa
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(session_module, "_train_step", failing_step)
+    monkeypatch.setattr(step_module.DistillStep, "__call__", failing_step)
     events = run_all(tiny_config, tmp_path)
     assert events[-1]["kind"] == "error"
     assert "out of memory: lower batch_size or seq_len" in events[-1]["message"]

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from distill_core.errors import DistillError
-from distill_core.sweep import STUDENT_ROW_KEYS, parse_student_list, safe_name, student_sweep
+from distill_core.sweep import STUDENT_ROW_KEYS, safe_name, student_sweep
 
 
 def quick(config):
@@ -70,18 +70,6 @@ def test_stop_ends_the_sweep_after_the_current_student(tiny_config, tmp_path):
 def test_empty_sweep_is_refused(tiny_config, tmp_path):
     with pytest.raises(DistillError, match="at least one student spec"):
         list(student_sweep(tiny_config, [], tmp_path))
-    with pytest.raises(DistillError, match="student list is empty"):
-        parse_student_list(" ; ;")
-
-
-def test_parse_student_list():
-    assert parse_student_list("layers:10,layers:15,layers:20") == ["layers:10", "layers:15", "layers:20"]
-    assert parse_student_list("layers:0,5,9,layers:20:angular, layers:3") == ["layers:0,5,9", "layers:20:angular", "layers:3"]
-    assert parse_student_list("fresh:layers=2,hidden=64,heads=4,layers:6") == ["fresh:layers=2,hidden=64,heads=4", "layers:6"]
-    assert parse_student_list("layers:6,runs/a/student,org/model") == ["layers:6", "runs/a/student", "org/model"]
-    assert parse_student_list("layers:10,5") == ["layers:10,5"]  # an index list, as in the spec syntax
-    assert parse_student_list("layers:20:angular,5") == ["layers:20:angular", "5"]  # not an index list
-    assert parse_student_list("layers:0,5,9; runs/a,b/student ;") == ["layers:0,5,9", "runs/a,b/student"]
 
 
 def test_safe_name():

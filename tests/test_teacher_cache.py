@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from distill_core import session as session_module
+from distill_core import models
 from distill_core.config import DistillConfig
 from distill_core.errors import DistillError
 from distill_core.losses import TopKTargets, soft_target_loss, teacher_topk
@@ -54,7 +54,7 @@ def test_a_complete_cache_loads_no_teacher_and_reproduces_the_run(cache_config, 
     def no_teacher(*args, **kwargs):
         raise AssertionError("the teacher was loaded although the cache is complete")
 
-    monkeypatch.setattr(session_module, "load_teacher", no_teacher)
+    monkeypatch.setattr(models.MODELS, "teacher", no_teacher)
     second = _run(cache_config, tmp_path / "second")
     again = second[-1]["summary"]
     assert not again["teacher_loaded"]

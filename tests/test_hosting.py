@@ -15,7 +15,8 @@ import torch
 import yaml
 
 from distill_core import hosting
-from distill_core.checkpoints import derive_student, load_config, load_model, load_teacher
+from distill_core.models import load_config, load_model, load_teacher
+from distill_core.students import derive_student
 from distill_core.config import ASSETS, DistillConfig
 from distill_core.errors import DistillError
 from tests.conftest import REPO, SAMPLE_TEXT
@@ -310,13 +311,11 @@ def test_spaces_gpu_is_the_identity_without_spaces(monkeypatch):
 
 
 def test_hub_defaults_only_with_the_hub(monkeypatch):
-    from distill_core import checkpoints
-
     def no_network(*args, **kwargs):
         raise AssertionError("the offline default must not wait for the network")
 
-    monkeypatch.setattr(checkpoints, "hub_reachable_within", no_network)
-    monkeypatch.setattr(checkpoints, "bundled_gguf_path", lambda: Path("bundled.gguf"))
+    monkeypatch.setattr(hosting, "hub_reachable_within", no_network)
+    monkeypatch.setattr(hosting, "bundled_gguf_path", lambda: Path("bundled.gguf"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     assert hosting.use_hub_defaults() is False  # the bundled teacher is here, not on Spaces: no hub check
     monkeypatch.setenv("SPACE_ID", "someone/distill-studio")
@@ -328,8 +327,8 @@ def test_hub_defaults_only_with_the_hub(monkeypatch):
     assert hosting.use_hub_defaults() is False
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("SPACE_ID")
-    monkeypatch.setattr(checkpoints, "bundled_gguf_path", lambda: None)
-    monkeypatch.setattr(checkpoints, "hub_reachable_within", lambda *a, **k: True)
+    monkeypatch.setattr(hosting, "bundled_gguf_path", lambda: None)
+    monkeypatch.setattr(hosting, "hub_reachable_within", lambda *a, **k: True)
     assert hosting.use_hub_defaults() is True  # no bundled teacher, but the hub answers
 
 

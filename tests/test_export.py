@@ -1,0 +1,25 @@
+"""Exporting a finished run: the student as a zip that loads, the config that reruns it, safe names."""
+
+import zipfile
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from distill_core.errors import DistillError
+from distill_core.export import export_config, export_student, safe_filename
+from distill_core.session import run_session
+
+
+def test_export_zip_loads_and_names_are_safe(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    list(run_session(tiny_config.with_overrides({"steps": 2}), run))
+    archive = export_student(run, tmp_path / "out", name="../../etc/passwd")
+    assert archive.parent == tmp_path / "out" and archive.name == "passwd.zip"
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp_path / "unzipped")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "unzipped" / "passwd")
+    assert model.config.num_hidden_layers == 2
+    assert export_config(run).read_text().startswith("teacher:")
+    assert safe_filename("a b/../c?.zip") == "c-.zip"
+    with pytest.raises(DistillError, match="no saved student"):
+        export_student(tmp_path / "nothing", tmp_path)

@@ -1,0 +1,98 @@
+"""Resolving and loading models, and the one cache of teachers that sessions and views share."""
+
+import socket
+
+import pytest
+import torch
+from transformers import BertConfig
+
+from distill_core.errors import DistillError
+from distill_core.hub import bundled_gguf_path
+from distill_core.models import MODELS, LazyTeacher, ModelCache, load_model, load_teacher, tokenizer_of
+
+
+def test_unknown_spec_fails_fast_offline(monkeypatch):
+    """Offline, an unknown spec fails at once: no connection is even tried (so nothing can retry)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a connection was attempted while offline")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with pytest.raises(DistillError, match="unknown model spec 'smollm2-999'.*offline"):
+        load_model("smollm2-999")
+    with pytest.raises(DistillError, match="local model path not found"):
+        load_model("./no/such/dir")
+    with pytest.raises(DistillError, match="derives a student"):
+        load_model("layers:3")
+
+
+def test_directory_without_config(tmp_path):
+    with pytest.raises(DistillError, match="no config.json"):
+        load_model(str(tmp_path))
+
+
+def test_not_a_causal_lm(tmp_path):
+    BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+               architectures=["BertForMaskedLM"]).save_pretrained(tmp_path)
+    with pytest.raises(DistillError, match="not a causal language model"):
+        load_model(str(tmp_path))
+
+
+def test_bundled_teacher_loads_from_cache(bundled_dir):
+    """The real bundled teacher: converted once, then a load from the safetensors cache."""
+    teacher = load_model("smollm2-135m")
+    c = teacher.model.config
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size) == (30, 576, 9, 49152)
+    assert "cached at" in teacher.source
+
+
+def test_local_gguf_file_spec(bundled_dir):
+    """A .gguf path is a spec of its own: dequantised once into the same safetensors cache."""
+    loaded = load_model(str(bundled_gguf_path()))
+    assert loaded.source.startswith("GGUF file") and loaded.model.config.num_hidden_layers == 30
+    with pytest.raises(DistillError, match="GGUF file not found"):
+        load_model("/no/such/model.gguf")
+
+
+def test_the_cache_shares_one_teacher_and_copies_it_for_another_form(tiny_teacher_dir):
+    """The views' entry (fp32, CPU) is loaded once and shared; another dtype or a compiled form is a
+    separate copy, and making it leaves the shared entry as it was."""
+    cache = ModelCache()
+    spec = str(tiny_teacher_dir)
+    base = cache.teacher(spec)
+    assert cache.teacher(spec) is base  # shared, not reloaded
+    assert not base.model.training and not any(p.requires_grad for p in base.model.parameters())
+    before = {name: p.detach().clone() for name, p in base.model.state_dict().items()}
+    half = cache.teacher(spec, "cpu", torch.bfloat16)
+    assert half is not base and half.model is not base.model
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in base.model.parameters()} == {torch.float32}
+    after = base.model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert cache.teacher(spec, "cpu", torch.bfloat16) is half
+
+
+def test_the_cache_is_bounded_and_keeps_what_callers_hold(tiny_teacher_dir):
+    cache = ModelCache(capacity=1)
+    spec = str(tiny_teacher_dir)
+    base = cache.teacher(spec)
+    half = cache.teacher(spec, "cpu", torch.bfloat16)  # copied from the base entry, which it then evicts
+    assert half.model is not base.model
+    assert next(base.model.parameters()).dtype == torch.float32  # a holder's model stays whole
+    assert cache.teacher(spec) is not base  # the evicted entry is loaded again
+
+
+def test_lazy_teacher_loads_only_when_asked(tiny_teacher_dir):
+    teacher = LazyTeacher(str(tiny_teacher_dir), torch.device("cpu"))
+    assert teacher.loaded is None
+    assert teacher.tokenizer is not None and teacher.config().num_hidden_layers == 4  # no weights needed
+    assert teacher.identity().spec == str(tiny_teacher_dir) and teacher.loaded is None
+    assert teacher.get() is MODELS.teacher(str(tiny_teacher_dir)) is load_teacher(str(tiny_teacher_dir))
+    assert teacher.identity() is teacher.loaded
+
+
+def test_tokenizer_of_a_spec_loads_no_weights(tiny_teacher_dir):
+    tokenizer = tokenizer_of(str(tiny_teacher_dir))
+    assert tokenizer is tokenizer_of(f"  {tiny_teacher_dir}".strip())
+    assert tokenizer.pad_token_id is not None and len(tokenizer) > 1000
