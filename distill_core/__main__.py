@@ -323,7 +323,8 @@ def _add_info(sub: Any) -> None:
 
 def _add_distill(sub: Any) -> None:
     distill = sub.add_parser(
-        "distill", help="run a distillation session",
+        "distill", help="run a distillation session", usage="%(prog)s (--config FILE --out DIR | --resume DIR) "
+        "[--set KEY=VALUE ...] [--FIELD VALUE ...]",
         description="Run a session: --config FILE --out DIR; or continue a stopped one from its checkpoint: "
         "--resume DIR. Runs unchanged under `accelerate launch --multi_gpu --num_processes N -m distill_core "
         "distill ...` (data-parallel; gloo on CPUs).")
@@ -340,7 +341,8 @@ def _add_distill(sub: Any) -> None:
 
 def _add_ablate(sub: Any) -> None:
     ablate = sub.add_parser(
-        "ablate", help="same seed, data and steps: ce_only, soft_target, attention, fitnets, all; or, with "
+        "ablate", usage="%(prog)s --config FILE --eval-text FILE --out DIR [--students SPECS | --augmentation "
+        "METHODS [--small-corpus N]] [--set KEY=VALUE ...] [--FIELD VALUE ...]", help="same seed, data and steps: ce_only, soft_target, attention, fitnets, all; or, with "
         "--students, the config's recipe on several student sizes",
         description="Without --students: one session per technique row (ce_only, soft_target, attention, fitnets, "
         "all), DIR/ablation.json. With --augmentation METHODS: soft_target and soft_target+augment on a small "
@@ -368,7 +370,9 @@ def _add_ablate(sub: Any) -> None:
 
 
 def _add_bench_and_evaluate(sub: Any) -> None:
-    bench = sub.add_parser("bench", help="time the engine's step against a plain reference loop, same shapes and data")
+    bench = sub.add_parser("bench", help="time the engine's step against a plain reference loop, same shapes and data",
+                           usage="%(prog)s [--config FILE] [--shapes NAME] [--repeats N] [--set KEY=VALUE ...] "
+                           "[--FIELD VALUE ...]")
     bench.add_argument("--config", default=None,
                        help="the pair, shapes and engine settings (default: the quickstart session; on a GPU, the "
                             "SmolLM2-360M -> 135M shapes at batch 16 x 1024)")

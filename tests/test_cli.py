@@ -1,13 +1,15 @@
 """The CLI as a user runs it: a subprocess, JSON on stdout, a one-line reason and non-zero exit on bad input."""
 
+import dataclasses
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
+from distill_core.__main__ import main
+from distill_core.config import DistillConfig, field_help
 from tests.conftest import REPO, SAMPLE_TEXT
 
 
@@ -47,15 +49,16 @@ def test_bad_input_exits_nonzero_with_one_line(args, reason, tiny_teacher_dir, t
 
 def test_distill_then_evaluate_round_trip(tiny_config, tmp_path):
     config_path = tmp_path / "tiny.yaml"
-    tiny_config.with_overrides(["steps=4", "eval_every=2", "probe_every=0"]).to_yaml(config_path)
+    tiny_config.with_overrides(["steps=9", "eval_every=2", "probe_every=0"]).to_yaml(config_path)
     out = tmp_path / "run"
-    result = cli("distill", "--config", str(config_path), "--out", str(out), "--set", "seed=1")
+    result = cli("distill", "--config", str(config_path), "--out", str(out), "--set", "seed=1", "--steps", "4")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary == json.loads((out / "summary.json").read_text())
     assert {"student_spec", "before", "after", "teacher"} <= set(summary)
     assert summary["before"]["ppl"] > 0 and summary["after"]["ppl"] > 0
     assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 1
+    assert yaml.safe_load((out / "config.yaml").read_text())["steps"] == 4  # the field option wins over the file
     metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if m["kind"] == "step"] == [1, 2, 3, 4]
     assert "step    4/4" in result.stderr
@@ -149,3 +152,23 @@ def test_distill_resume(tiny_config, tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["log_every"] == 2
     again = cli("distill", "--resume", str(out))
     assert again.returncode == 2 and "already finished" in again.stderr.strip().splitlines()[-1]
+
+
+def test_distill_help_lists_every_config_field_with_its_docstring(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["distill", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    docs = field_help()
+    for field in dataclasses.fields(DistillConfig):
+        assert f"--{field.name.replace('_', '-')}" in text, field.name
+        assert " ".join(docs[field.name].split()[:6]) in text, field.name
+    assert "{forward_kl,reverse_kl,jsd,skew_kl}" in text  # a choice field lists its choices
+
+
+def test_a_bad_field_option_is_refused_in_one_line(tiny_config, tmp_path, capsys):
+    config_path = tmp_path / "tiny.yaml"
+    tiny_config.to_yaml(config_path)
+    assert main(["distill", "--config", str(config_path), "--out", str(tmp_path / "o"), "--kd-weight", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "error: kd_weight must be between 0 and 1, got 2.0"
+    assert not (tmp_path / "o").exists()

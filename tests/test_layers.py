@@ -86,3 +86,10 @@ def test_nothing_gathers_arguments_with_locals():
     users = [path.name for path in python_files("distill_core", "ui", "visuals") + [REPO / "app.py"]
              if "locals()" in path.read_text(encoding="utf-8")]
     assert users == []
+
+
+def test_every_engine_module_has_its_test_file():
+    """Tests mirror the modules (the CLI, distill_core/__main__.py, is tested in test_cli.py)."""
+    tested = {p.stem.removeprefix("test_") for p in (REPO / "tests").glob("test_*.py")} | {"__main__"}
+    untested = sorted({p.stem for p in ENGINE.glob("*.py")} - {"__init__"} - tested)
+    assert untested == []
