@@ -1,7 +1,7 @@
 """Which models the inspection views compare: the teacher, the student before distillation and, once a
 session of the same pair has finished, the student after it. Shared read-only by every user: the
-teacher from the model cache (models.MODELS), the untrained students and the trained ones in small
-caches here, so thirty users looking at the same run hold its student once.
+teacher from the model cache (models.MODELS), the untrained and the trained students from models.STUDENTS,
+so thirty users looking at the same run hold its student once.
 
 The student before is the one the session started from: its kept teacher layers from summary.json as an
 explicit `layers:i,j,k` (specs.initial_student_spec, so that a `layers:N:angular` student comes back the
@@ -11,9 +11,6 @@ same) with the run's seed; before any session it is the picked student, untraine
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,7 @@ from distill_core.config import DistillConfig
 from distill_core.errors import DistillError, first_line
 from distill_core.layer_map import resolve_layer_map
 from distill_core.losses import FitNetsProjection
-from distill_core.models import LoadedModel, load_saved_model, load_teacher
+from distill_core.models import STUDENTS, LoadedModel, load_saved_model, load_teacher
 from distill_core.presets import preset_config
 from distill_core.specs import initial_student_spec
 from distill_core.students import load_student
@@ -33,46 +30,19 @@ AFTER = "student (after)"
 PROJECTION_FILE = "fitnets_projection.safetensors"
 
 
-class SharedModels:
-    """A few models built once and shared read-only, by key; the least recently used goes first."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._models: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any, build: Callable[[], Any]) -> Any:
-        with self._lock:  # one build at a time: several users asking for the same model share it
-            if key not in self._models:
-                self._models[key] = build()
-            self._models.move_to_end(key)
-            while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
-            return self._models[key]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._models.clear()
-
-
-UNTRAINED = SharedModels(capacity=2)
-"""(teacher spec, student spec, seed) -> the untrained student."""
-TRAINED = SharedModels(capacity=4)
-"""A run's student folder (and its files' times) -> the trained student, loaded from disk."""
-
-
 def untrained_student(teacher_spec: str, student_spec: str, seed: int | None = None) -> LoadedModel:
-    """A freshly derived (or loaded) student for the pair, as a session starts from."""
+    """A freshly derived (or loaded) student for the pair, as a session starts from; built once and shared."""
     seed = preset_config().seed if seed is None else int(seed)
-    key = (teacher_spec.strip(), student_spec.strip(), seed)
-    return UNTRAINED.get(key, lambda: load_student(key[1], load_teacher(key[0]), seed=seed))
+    key = ("untrained", teacher_spec.strip(), student_spec.strip(), seed)
+    return STUDENTS.get(key, lambda: load_student(key[2], load_teacher(key[1]), seed=seed))
 
 
 def trained_student(out_dir: str | Path) -> Any:
-    """The student a session saved in `out_dir`/student, loaded once (a new save is a new entry)."""
+    """The student a session saved in `out_dir`/student, loaded once for every user (a new save of the
+    folder is a new entry)."""
     folder = Path(out_dir) / "student"
     stamp = tuple(int(p.stat().st_mtime_ns) for p in sorted(folder.glob("*.safetensors")))
-    return TRAINED.get((str(folder.resolve()), stamp), lambda: load_saved_model(folder))
+    return STUDENTS.get(("trained", str(folder.resolve()), stamp), lambda: load_saved_model(folder))
 
 
 def run_summary(out_dir: str | Path) -> dict[str, Any] | None:

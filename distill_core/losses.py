@@ -207,18 +207,9 @@ class LossTerms:
     terms: dict[str, torch.Tensor]
 
 
-def distillation_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: "torch.Tensor | TopKTargets",
-    labels: torch.Tensor,
-    mask: torch.Tensor | None,
-    temperature: float,
-    kd_weight: float,
-    divergence_kind: str = "forward_kl",
-    top_k: int = 0,
-    jsd_beta: float = 0.5,
-    skew_alpha: float = 0.1,
-) -> LossTerms:
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: "torch.Tensor | TopKTargets", labels: torch.Tensor,
+                      mask: torch.Tensor | None, temperature: float, kd_weight: float, divergence_kind: str = "forward_kl",
+                      top_k: int = 0, jsd_beta: float = 0.5, skew_alpha: float = 0.1) -> LossTerms:
     """alpha * T^2 D(p_T, q_T) + (1 - alpha) * CE(labels, q_1): the mix of Hinton et al. 2015."""
     kd = soft_target_loss(student_logits, teacher_logits, temperature, mask, divergence_kind, top_k, jsd_beta, skew_alpha)
     ce = hard_label_ce(student_logits, labels, mask)
@@ -300,20 +291,11 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         return (*grads, None, None)
 
 
-def chunked_distillation_loss(
-    student_hidden: torch.Tensor,
-    student_head: OutputHead,
-    teacher: "tuple[torch.Tensor, OutputHead] | TopKTargets",
-    labels: torch.Tensor,
-    mask: torch.Tensor,
-    temperature: float,
-    kd_weight: float,
-    divergence_kind: str = "forward_kl",
-    top_k: int = 0,
-    jsd_beta: float = 0.5,
-    skew_alpha: float = 0.1,
-    chunk_tokens: int = 1024,
-) -> LossTerms:
+def chunked_distillation_loss(student_hidden: torch.Tensor, student_head: OutputHead,
+                              teacher: "tuple[torch.Tensor, OutputHead] | TopKTargets", labels: torch.Tensor,
+                              mask: torch.Tensor, temperature: float, kd_weight: float,
+                              divergence_kind: str = "forward_kl", top_k: int = 0, jsd_beta: float = 0.5,
+                              skew_alpha: float = 0.1, chunk_tokens: int = 1024) -> LossTerms:
     """`distillation_loss` from the models' last hidden states instead of their logits, over the
     counted positions `chunk_tokens` at a time (see `_ChunkedHeadLoss`): equal to it up to float
     rounding, at a peak memory of one chunk's logits instead of the batch's.

@@ -16,6 +16,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,33 @@ class ModelCache:
 
 MODELS = ModelCache()
 """The process's loaded teachers (sessions, sweeps and the inspection views of every user)."""
+
+
+class SharedModels:
+    """A few models built once and shared read-only, by key; the least recently used goes first."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._models: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        with self._lock:  # one build at a time: several users asking for the same model share it
+            if key not in self._models:
+                self._models[key] = build()
+            self._models.move_to_end(key)
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+            return self._models[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+STUDENTS = SharedModels(capacity=6)
+"""Students the inspection views compare: untrained ones (as a session starts from) and the ones runs saved
+(comparison.py builds them), shared by every user."""
 
 
 def load_teacher(spec: str) -> LoadedModel:
