@@ -266,6 +266,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "-"
         print(f"{name:<16} {row['step_s']:>8.3f} {row['tokens_per_s']:>10.1f} {row['peak_mb']:>9.1f} "
               f"{row['tflops']:>8.2f} {mfu:>6}")
+    if result["batch_note"]:
+        print(f"note: {result['batch_note']}")
     print(f"speedup {result['speedup']:.2f}x, memory ratio {result['memory_ratio']:.2f}")
     keys = ("device", "engine_tokens_per_s", "reference_tokens_per_s", "speedup", "engine_peak_mb",
             "reference_peak_mb", "memory_ratio")

@@ -22,6 +22,17 @@ _SWITCH_LOCK = threading.RLock()
 view may use the same model object at once, and interleaved switches would restore each other's settings."""
 
 
+def _layer_config(module: Any, implementation: str) -> Any:
+    """A copy of an attention module's config with its own attention implementation, made once per module
+    and implementation: the same object at every step, so compiled layers see nothing new (no recompiles)."""
+    copies = module.__dict__.setdefault("_distill_configs", {})
+    if implementation not in copies:
+        layer_config = copy.copy(module.config)
+        layer_config._attn_implementation = implementation
+        copies[implementation] = layer_config
+    return copies[implementation]
+
+
 @contextmanager
 def attention_maps_from(model: Any, layers: list[int]) -> Iterator[None]:
     """Within the block, `model(..., output_attentions=True).attentions` holds the maps of
@@ -40,9 +51,7 @@ def attention_maps_from(model: Any, layers: list[int]) -> Iterator[None]:
         try:
             model_config._attn_implementation = "eager"  # the mask format every layer understands
             for index, module in enumerate(modules):
-                layer_config = copy.copy(module.config)
-                layer_config._attn_implementation = "eager" if index in wanted else original
-                module.config = layer_config
+                module.config = _layer_config(module, "eager" if index in wanted else original)
             yield
         finally:
             model_config._attn_implementation = original

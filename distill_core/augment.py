@@ -492,15 +492,19 @@ def _teacher_substitute(texts: list[str], strength: float, seeds: list[int], tea
 
 
 def _teacher_model(teacher: Any) -> Any:
-    """A LoadedModel from a LoadedModel or from a handle that loads it on demand (session.TeacherHandle)."""
+    """A LoadedModel from a LoadedModel or from a handle that loads it on demand (models.LazyTeacher)."""
     if teacher is None:
         raise DistillError("teacher-guided substitution needs the teacher (pass teacher=...)")
     return teacher.get() if hasattr(teacher, "get") else teacher
 
 
 def _teacher_identity(teacher: Any) -> list[str]:
-    ident = teacher.identity() if hasattr(teacher, "identity") else teacher
-    return [str(getattr(ident, "spec", "")), str(getattr(ident, "source", ""))]
+    """The teacher's weights, for the cache key: a session's lazy teacher or a loaded one alike."""
+    if hasattr(teacher, "fingerprint"):
+        return [teacher.fingerprint()]
+    if getattr(teacher, "resolved", None) is not None:
+        return [teacher.resolved.fingerprint()]
+    return [str(getattr(teacher, "spec", "")), str(getattr(teacher, "source", ""))]
 
 
 # ---- the common interface -----------------------------------------------------------------------
@@ -524,7 +528,7 @@ def augment(texts: list[str], method: str, strength: float = 0.1, seed: int = 0,
     """One augmented version of each text by `method` (see `AUGMENTERS`), in order; a text that
     cannot change (too short, no eligible word) comes back as it was. `strength` in (0, 1]: the share
     of words changed. `copy` numbers the copies of the same texts (each copy draws differently).
-    `teacher` (teacher_substitute): a LoadedModel, or a handle with `get()` and `identity()` that is
+    `teacher` (teacher_substitute): a LoadedModel, or a handle with `get()` and `fingerprint()` that is
     asked for the model only when the cached result is missing. `translation_models`
     (back_translation): two hub ids or local folders, default `BACK_TRANSLATION_MODELS`.
     Raises DistillError with a message for the user (e.g. back-translation offline)."""

@@ -6,9 +6,13 @@ mixed with cross-entropy, every student parameter trained with AdamW. The engine
 own step (`step.DistillStep`) with the config's settings (frozen teacher-copied embeddings, the shared
 frozen prefix, top-k targets from the teacher cache when the config asks for them).
 
-On a GPU the reference runs under bf16 autocast with fused AdamW (a fair plain loop), the engine with
-its GPU path (bf16 teacher in inference mode, bf16 autocast, the chunked output-layer loss, fused
-AdamW), and once more with `compile` (each decoder layer torch.compiled). Liger-Kernel is not wired in.
+On a GPU the reference runs under the session's autocast dtype (bf16 from compute capability 8.0, fp16
+below) with fused AdamW and the teacher held in that dtype, as the engine holds it (a fair plain loop:
+neither side wins by a cast); the engine with its GPU path (the teacher in inference mode, autocast, the
+chunked output-layer loss, fused AdamW), and once more with `compile` (each decoder layer
+torch.compiled). Liger-Kernel is not wired in. The reference's full logits (about five fp32 copies of
+batch x length x vocabulary) decide the batch: when the estimate does not fit the card, both loops run the
+largest batch that does, and the result says so.
 
 Each variant: a warm-up step (excluded; with compile it also compiles), then `repeats` timed steps;
 the median step time gives tokens/s. Peak memory: on a GPU the peak of allocated memory during the
@@ -16,7 +20,7 @@ variant's steps (weights, optimizer state, activations, logits: everything live)
 resident memory sampled during the variant's steps, above what it was before they started (so the
 models' weights, loaded before, are left out). MFU (GPU): model FLOPs per token (2 x teacher
 parameters for its forward + 6 x student parameters for forward and backward) x tokens/s over the
-card's dense bf16 peak.
+card's dense peak in the autocast dtype.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from distill_core.data import Blocks
 from distill_core.device import autocast, autocast_dtype, resolve_device, teacher_dtype
 from distill_core.errors import DistillError
 from distill_core.losses import shift_for_next_token, teacher_topk
+from distill_core.memory import session_fit
 from distill_core.models import MODELS, LoadedModel, compile_layers, count_parameters
 from distill_core.step import DistillStep, SharedPrefix, make_optimizer, prepare_student
 from distill_core.students import load_student
@@ -138,16 +143,37 @@ GPU_DEFAULTS = {"batch_size": 16, "seq_len": 1024, "temperature": 2.0, "kd_weigh
 """What `bench` sets on a GPU over the config unless told otherwise: the 360M -> 135M comparison's batch
 (16 x 1024 tokens), forward KL at T = 2 mixed with CE, every student parameter trained (like the reference)."""
 
-PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100 PCIe": 756.0e12, "H100": 989.4e12, "A100": 312.0e12, "L4": 121.0e12,
-                   "A10G": 125.0e12, "T4": 65.0e12}
-"""Dense bf16 tensor-core peak by GPU name (vendor datasheets, without sparsity), for MFU."""
+PEAK_FLOPS = {
+    "H200": {"bf16": 989.4e12, "fp16": 989.4e12}, "H100 PCIe": {"bf16": 756.0e12, "fp16": 756.0e12},
+    "H100": {"bf16": 989.4e12, "fp16": 989.4e12}, "A100": {"bf16": 312.0e12, "fp16": 312.0e12},
+    "L4": {"bf16": 121.0e12, "fp16": 121.0e12}, "A10G": {"bf16": 125.0e12, "fp16": 125.0e12},
+    "T4": {"fp16": 65.0e12}, "V100": {"fp16": 125.0e12},
+}
+"""Dense tensor-core peak by GPU name and dtype (vendor datasheets, without sparsity), for MFU. The T4 and
+the V100 have no bf16 tensor cores (the session computes in fp16 there)."""
 
 
-def peak_flops(device_name: str) -> float | None:
-    for name, flops in PEAK_BF16_FLOPS.items():  # most specific first (H100 PCIe before H100)
+def peak_flops(device_name: str, dtype: str = "bf16") -> float | None:
+    """The card's dense peak in `dtype` (bf16, fp16), None for an unknown card or a dtype it lacks."""
+    for name, flops in PEAK_FLOPS.items():  # most specific first (H100 PCIe before H100)
         if name in device_name:
-            return flops
+            return flops.get(dtype)
     return None
+
+
+def reference_batch(config: DistillConfig, teacher: LoadedModel, student: LoadedModel, device: torch.device) -> int:
+    """The largest batch (the config's, or halved until it fits) at which the reference loop's memory
+    estimate fits the device: full logits, every student parameter trained."""
+    plain = config.with_overrides({"loss_chunk_tokens": 0, "freeze_embeddings": False, "freeze_layers": 0})
+    params = (count_parameters(teacher.model), count_parameters(student.model))
+    batch = config.batch_size
+    while batch > 1:
+        report = session_fit(plain.with_overrides({"batch_size": batch}), teacher.model.config, student.model.config,
+                             *params, params[1], device)
+        if report["fits"]:
+            break
+        batch //= 2
+    return batch
 
 
 def build_shapes(name: str, device: torch.device, seed: int = 0) -> tuple[LoadedModel, Callable[[], LoadedModel]]:
@@ -195,28 +221,45 @@ def engine_step(teacher: LoadedModel, student: LoadedModel, config: DistillConfi
     return lambda: step(batch, targets)
 
 
-def _engine_variant(teacher: LoadedModel, make_student: Callable[[], LoadedModel], config: DistillConfig,
+def _engine_variant(held: LoadedModel, make_student: Callable[[], LoadedModel], config: DistillConfig,
                     batch: Blocks, device: torch.device, repeats: int) -> tuple[list[float], float]:
-    """`engine_step` on a fresh student: step times and peak memory."""
-    step = engine_step(engine_teacher(teacher, config, device), make_student(), config, batch, device)
+    """`engine_step` on a fresh student: step times and peak memory. `held` is the teacher as the session
+    holds it; a compiled variant gets its own compiled copy."""
+    teacher = engine_teacher(held, config, device) if config.compile else held
+    step = engine_step(teacher, make_student(), config, batch, device)
     with PeakMemory(device) as mem:
         times = _time_steps(step, repeats, device)
     return times, mem.peak_mb
 
 
-def _reference_variant(teacher: LoadedModel, make_student: Callable[[], LoadedModel], config: DistillConfig,
+def _reference_variant(held: LoadedModel, make_student: Callable[[], LoadedModel], config: DistillConfig,
                        batch: Blocks, device: torch.device, repeats: int) -> tuple[list[float], float, int]:
-    """The plain loop on a fresh student, every parameter trained (bf16 autocast on a GPU): step times,
-    peak memory and the student's parameter count."""
+    """The plain loop on a fresh student, every parameter trained (the session's autocast on a GPU, its
+    teacher held in the same dtype as the engine's): step times, peak memory, the student's parameters."""
     student = make_student().model
     student.train()
     student.requires_grad_(True)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, fused=device.type == "cuda")
     dtype = autocast_dtype(config, device)
     with PeakMemory(device) as memory:
-        times = _time_steps(lambda: reference_step(teacher.model, student, optimizer, batch, config.temperature,
+        times = _time_steps(lambda: reference_step(held.model, student, optimizer, batch, config.temperature,
                                                    config.kd_weight, dtype), repeats, device)
     return times, memory.peak_mb, count_parameters(student)  # the student goes when this returns
+
+
+def _models(config: DistillConfig, shapes: str | None, device: torch.device,
+            seed: int) -> tuple[LoadedModel, Callable[[], LoadedModel]]:
+    """The teacher (fp32 on the device) and a factory of fresh students: random-weight models of the named
+    shapes, or the config's pair."""
+    if shapes:
+        return build_shapes(shapes, device, seed)
+    teacher = MODELS.teacher(config.teacher, device)  # the views' teacher on the CPU, a copy elsewhere
+
+    def make_student() -> LoadedModel:
+        student = load_student(config.student, teacher, seed=config.seed)
+        student.model.to(device)
+        return student
+    return teacher, make_student
 
 
 def run_bench(config: DistillConfig, repeats: int = 5, seed: int = 0, shapes: str | None = None) -> dict[str, Any]:
@@ -226,66 +269,61 @@ def run_bench(config: DistillConfig, repeats: int = 5, seed: int = 0, shapes: st
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    if shapes:
-        teacher, make_student = build_shapes(shapes, device, seed)
-    else:
-        teacher = MODELS.teacher(config.teacher, device)  # fp32, on the device (a copy off the CPU)
-
-        def make_student() -> LoadedModel:
-            student = load_student(config.student, teacher, seed=config.seed)
-            student.model.to(device)
-            return student
-    vocab = teacher.model.config.vocab_size
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (config.batch_size, config.seq_len), generator=generator)
+    teacher, make_student = _models(config, shapes, device, seed)
+    asked = config.batch_size
+    config = config.with_overrides({"batch_size": reference_batch(config, teacher, make_student(), device)})
+    ids = torch.randint(0, teacher.model.config.vocab_size, (config.batch_size, config.seq_len),
+                        generator=torch.Generator().manual_seed(seed))
     batch = Blocks(ids, torch.ones_like(ids))
-    tokens = batch.n_tokens
-    dtype = autocast_dtype(config, device)
-
-    ref_times, ref_peak, student_params = _reference_variant(teacher, make_student, config, batch, device, repeats)
-    teacher_params = count_parameters(teacher.model)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
+    held = engine_teacher(teacher, config.with_overrides({"compile": False}), device)  # the session's dtype
+    ref_times, ref_peak, student_params = _reference_variant(held, make_student, config, batch, device, repeats)
+    rows = {"reference": {"step_s": statistics.median(ref_times), "peak_mb": ref_peak}}
     variants = {"engine": config}
     if device.type == "cuda" and not config.compile:
         variants["engine+compile"] = config.with_overrides({"compile": True})
-    rows = {"reference": {"step_s": statistics.median(ref_times), "peak_mb": ref_peak}}
     for name, variant in variants.items():
-        times, peak = _engine_variant(teacher, make_student, variant, batch, device, repeats)
-        rows[name] = {"step_s": statistics.median(times), "peak_mb": peak}
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        times, peak = _engine_variant(held, make_student, variant, batch, device, repeats)
+        rows[name] = {"step_s": statistics.median(times), "peak_mb": peak}
+    return _report(config, shapes, device, rows, (count_parameters(teacher.model), student_params), asked, repeats)
 
+
+def _report(config: DistillConfig, shapes: str | None, device: torch.device, rows: dict[str, dict[str, Any]],
+            params: tuple[int, int], asked_batch: int, repeats: int) -> dict[str, Any]:
+    """The bench's figures: per loop tokens/s, model TFLOP/s and MFU, and the engine against the reference."""
+    teacher_params, student_params = params
+    dtype = autocast_dtype(config, device)
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
     # model FLOPs per token: teacher forward 2P, student forward + backward 6P (the engine runs no teacher
     # when it reads the teacher cache; the reference always does)
     flops_per_token = {name: 6 * student_params + (0 if name != "reference" and config.teacher_cache
                                                    else 2 * teacher_params) for name in rows}
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    peak = peak_flops(device_name) if device.type == "cuda" else None
+    peak = peak_flops(device_name, precision) if device.type == "cuda" else None
+    tokens = config.batch_size * config.seq_len
     for name, row in rows.items():
         row["tokens_per_s"] = tokens / row["step_s"]
         row["tflops"] = row["tokens_per_s"] * flops_per_token[name] / 1e12
         row["mfu"] = row["tokens_per_s"] * flops_per_token[name] / peak if peak else None
     ref, engine = rows["reference"], rows["engine"]
     return {
-        "device": device_name,
+        "device": device_name, "precision": precision,
         "teacher": f"shapes {shapes}" if shapes else config.teacher,
         "student": f"shapes {shapes}" if shapes else config.student,
         "teacher_params": teacher_params, "student_params": student_params,
         "batch": [config.batch_size, config.seq_len],
-        "engine_settings": {"precision": "bf16" if dtype == torch.bfloat16 else "fp32",
-                            "loss_chunk_tokens": config.loss_chunk_tokens,
+        "batch_note": (None if config.batch_size == asked_batch else f"batch {asked_batch} does not fit the reference "
+                       f"loop's full logits on this device: both loops ran batch {config.batch_size}"),
+        "engine_settings": {"precision": precision, "loss_chunk_tokens": config.loss_chunk_tokens,
                             "freeze_embeddings": config.freeze_embeddings, "freeze_layers": config.freeze_layers,
                             "teacher_cache": config.teacher_cache, "top_k": config.top_k,
                             "gradient_checkpointing": config.gradient_checkpointing, "compile": config.compile},
-        "rows": rows,
-        "flops_per_token": flops_per_token,
+        "rows": rows, "flops_per_token": flops_per_token,
         "reference_step_s": ref["step_s"], "engine_step_s": engine["step_s"],
         "reference_tokens_per_s": ref["tokens_per_s"], "engine_tokens_per_s": engine["tokens_per_s"],
         "speedup": ref["step_s"] / engine["step_s"],
         "reference_peak_mb": ref["peak_mb"], "engine_peak_mb": engine["peak_mb"],
         "memory_ratio": engine["peak_mb"] / ref["peak_mb"] if ref["peak_mb"] > 0 else float("nan"),
-        "engine_mfu": engine["mfu"], "reference_mfu": ref["mfu"],
-        "repeats": repeats,
+        "engine_mfu": engine["mfu"], "reference_mfu": ref["mfu"], "repeats": repeats,
     }

@@ -24,7 +24,7 @@ from distill_core.layer_map import LAYER_MAP_SPECS
 from distill_core.losses import ATTENTION_LOSSES, DIVERGENCES, HIDDEN_LOSSES
 from distill_core.paths import ASSETS
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 CHOICES: dict[str, tuple[str, ...]] = {"divergence": DIVERGENCES, "attention_loss": ATTENTION_LOSSES,
                                        "hidden_loss": HIDDEN_LOSSES, "precision": PRECISIONS, "device": DEVICES}
@@ -143,7 +143,7 @@ class DistillConfig:
     threads: int = 0
     """CPU threads for torch (0 keeps torch's default)."""
     precision: str = "auto"
-    """Arithmetic: auto (on a CUDA GPU with bf16: bf16 autocast over fp32 master weights, the frozen teacher held in bf16; fp32 on CPU), fp32, or bf16 (autocast on any device)."""
+    """Arithmetic: auto (on a CUDA GPU: bf16 autocast over fp32 master weights from compute capability 8.0, fp16 autocast with a gradient scaler below it, the frozen teacher held in that dtype; fp32 on CPU), fp32, bf16 or fp16 (autocast on any device)."""
     loss_chunk_tokens: int = 1024
     """Positions per chunk when the output layers and the loss are computed: the (positions x vocabulary) logits of teacher and student are never whole in memory, and only counted positions are scored. 0 computes full logits for the whole batch."""
     gradient_checkpointing: bool = False

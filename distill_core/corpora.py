@@ -259,13 +259,14 @@ def load_corpus(config: DistillConfig, teacher: LazyTeacher) -> Iterator[tuple[s
 def _teacher_generated(config: DistillConfig, teacher: LazyTeacher) -> Iterator[tuple[str, list[str] | None]]:
     prompts = read_prompts(config.prompts_file)
     source = f"teacher-generated: {len(prompts)} prompts x {config.generation_tokens} new tokens"
-    texts = cached_corpus(teacher.identity(), prompts, config.generation_tokens, config.seed)
+    identity = teacher.fingerprint()
+    texts = cached_corpus(identity, prompts, config.generation_tokens, config.seed)
     if texts is not None:
         yield source, texts
         return
     if teacher.loaded is None:
         yield f"Loading teacher {config.teacher} to write the corpus …", None
-    for fraction, texts in generate_corpus(teacher.get(), prompts, config.generation_tokens, config.seed):
+    for fraction, texts in generate_corpus(teacher.get(), identity, prompts, config.generation_tokens, config.seed):
         if texts is None:
             yield (f"The teacher is writing its corpus, {len(prompts)} continuations (once; then cached): "
                    f"{fraction:.0%} …"), None
@@ -287,7 +288,7 @@ def first_texts(config: DistillConfig, rows: int) -> tuple[list[str], str]:
         texts, _ = read_corpus_file(config.corpus, config.corpus_column or None)
         return texts, f"`{Path(config.corpus).name}`"
     prompts = read_prompts(config.prompts_file)
-    generated = cached_corpus(resolve_model(config.teacher), prompts, config.generation_tokens, config.seed)
+    generated = cached_corpus(resolve_model(config.teacher).fingerprint(), prompts, config.generation_tokens, config.seed)
     if generated is not None:
         return generated, "the teacher-generated corpus"
     return prompts, ("the prompts the teacher will continue (its corpus is not generated yet: a session writes it "

@@ -1,5 +1,11 @@
-"""Where a session computes and in what precision: the device a config asks for, and bf16 autocast
-where it pays (a CUDA GPU with native bf16) or where it is asked for."""
+"""Where a session computes and in what precision: the device a config asks for, and the autocast dtype
+its GPU does natively.
+
+- bf16 autocast on compute capability 8.0 and above (Ampere, Ada, Hopper: native bf16 tensor cores);
+- fp16 autocast with a gradient scaler below it (a T4 or V100: `torch.cuda.is_bf16_supported()` says yes
+  there, by emulation, which is several times slower than fp16);
+- fp32 on the CPU (these CPUs have no bf16 units: it would save memory, not time), unless asked for.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,10 @@ import torch
 from distill_core.config import DistillConfig
 from distill_core.errors import DistillError
 
+NATIVE_BF16 = (8, 0)
+"""The CUDA compute capability from which bf16 runs on tensor cores (Ampere)."""
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 def resolve_device(name: str) -> torch.device:
     """`auto` (CUDA when available, else the CPU), `cpu` or `cuda` as a torch device."""
@@ -21,22 +31,38 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 natively: a CUDA GPU of compute capability 8.0 or more."""
+    return device.type == "cuda" and tuple(torch.cuda.get_device_capability(device)) >= NATIVE_BF16
+
+
 def autocast_dtype(config: DistillConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 when the session computes in bf16 (see `DistillConfig.precision`), else None (fp32)."""
+    """The autocast dtype of a session (see `DistillConfig.precision`), or None for fp32."""
     if config.precision == "fp32":
         return None
     if config.precision == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise DistillError("precision bf16 was asked for but this GPU does not support bf16; use fp32")
+        if device.type == "cuda" and not native_bf16(device):
+            major, minor = torch.cuda.get_device_capability(device)
+            raise DistillError(f"precision bf16 was asked for but this GPU (compute capability {major}.{minor}) has "
+                               "no native bf16; use auto (fp16 there) or fp32")
         return torch.bfloat16
-    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if config.precision == "fp16":
+        return torch.float16
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if native_bf16(device) else torch.float16
+
+
+def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
+    """fp16's narrow range underflows small gradients: the loss is scaled up for backward (bf16 has fp32's range)."""
+    return dtype == torch.float16
 
 
 def teacher_dtype(config: DistillConfig, device: torch.device) -> torch.dtype:
-    """The dtype the frozen teacher is held in: bf16 when the session computes in bf16 on a GPU (half the
-    memory, no per-step weight casts), else fp32 (autocast casts on the fly where it is on)."""
-    bf16 = autocast_dtype(config, device) == torch.bfloat16
-    return torch.bfloat16 if bf16 and device.type == "cuda" else torch.float32
+    """The dtype the frozen teacher is held in: the autocast dtype on a GPU (half the memory, no per-step
+    weight casts), else fp32 (on a CPU autocast casts on the fly where it is on)."""
+    dtype = autocast_dtype(config, device)
+    return dtype if dtype is not None and device.type == "cuda" else torch.float32
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:

@@ -1,13 +1,13 @@
 """How much memory a distillation run needs, estimated before it starts, and how much the device has.
 
 The estimate adds what training holds at its peak (the backward pass of a step):
-- weights: the teacher's (bf16 when the session computes in bf16 on a GPU, else fp32) and the
+- weights: the teacher's (bf16 or fp16 when the session computes in half precision on a GPU, else fp32) and the
   student's fp32 master weights;
 - gradients (fp32) and AdamW's two moments (fp32) for the trainable parameters;
 - activations the student keeps for backward: per trainable decoder layer and token, about
   8·hidden + 2·kv_width + 4·intermediate values (norm inputs and outputs, q/k/v, attention output,
   the gated MLP's four intermediate-wide tensors; SDPA keeps no seq x seq scores), at 2 bytes under
-  bf16 autocast and 4 in fp32. With gradient checkpointing only each layer's input is kept, plus one
+  bf16 or fp16 autocast and 4 in fp32. With gradient checkpointing only each layer's input is kept, plus one
   layer's activations while it is recomputed;
 - logits: with the chunked loss, a handful of (chunk x vocabulary) fp32 tensors; without it, the
   teacher's and student's full (batch x seq x vocabulary) logits, the log-softmaxes and the
@@ -46,13 +46,13 @@ def _shape(config: Any) -> tuple[int, int, int, int, int]:
 
 
 def estimate_training_memory(teacher_config: Any, student_config: Any, teacher_params: int, student_params: int,
-                             trainable_params: int, batch_size: int, seq_len: int, *, bf16: bool = False,
-                             teacher_bf16: bool = False, chunk_tokens: int = 1024, frozen_layers: int = 0,
+                             trainable_params: int, batch_size: int, seq_len: int, *, half: bool = False,
+                             teacher_half: bool = False, chunk_tokens: int = 1024, frozen_layers: int = 0,
                              gradient_checkpointing: bool = False, teacher_loaded: bool = True) -> dict[str, float]:
     """Bytes per component and their total (see the module docstring for what each counts)."""
     layers, hidden, kv, intermediate, vocab = _shape(student_config)
     tokens = batch_size * seq_len
-    act_bytes = 2 if bf16 else 4
+    act_bytes = 2 if half else 4
     per_layer = tokens * (8 * hidden + 2 * kv + 4 * intermediate) * act_bytes
     trained_layers = max(0, layers - frozen_layers)
     if gradient_checkpointing:
@@ -64,7 +64,7 @@ def estimate_training_memory(teacher_config: Any, student_config: Any, teacher_p
     else:
         logits = LOGIT_COPIES_FULL * tokens * vocab * 4
     parts = {
-        "teacher_weights": teacher_params * (2 if teacher_bf16 else 4) if teacher_loaded else 0,
+        "teacher_weights": teacher_params * (2 if teacher_half else 4) if teacher_loaded else 0,
         "student_weights": student_params * 4,
         "gradients": trainable_params * 4,
         "optimizer": trainable_params * 8,
@@ -116,10 +116,10 @@ def trainable_count(model: Any, config: Any) -> int:
 def session_fit(config: Any, teacher_config: Any, student_config: Any, teacher_params: int, student_params: int,
                 trainable_params: int, device: torch.device, teacher_loaded: bool = True) -> dict[str, Any]:
     """`fit_report` for a session's config (its batch, length, precision and memory settings)."""
-    bf16 = autocast_dtype(config, device) == torch.bfloat16
+    half = autocast_dtype(config, device) in (torch.bfloat16, torch.float16)
     estimate = estimate_training_memory(
         teacher_config, student_config, teacher_params, student_params, trainable_params, config.batch_size,
-        config.seq_len, bf16=bf16, teacher_bf16=bf16 and device.type == "cuda", chunk_tokens=config.loss_chunk_tokens,
+        config.seq_len, half=half, teacher_half=half and device.type == "cuda", chunk_tokens=config.loss_chunk_tokens,
         frozen_layers=config.freeze_layers, gradient_checkpointing=config.gradient_checkpointing,
         teacher_loaded=teacher_loaded)
     report = fit_report(estimate, device)

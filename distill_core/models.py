@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import snapshot_download
 from safetensors.torch import load_file
 from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -44,6 +45,8 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
     layer_selection: dict[str, Any] | None = None
     """For a `layers:N:angular` student: the dropped block, its distance, every block's distance."""
+    resolved: "ResolvedModel | None" = None
+    """Where it was loaded from (None for a derived student): its `fingerprint` keys caches of its outputs."""
 
     @property
     def config(self) -> Any:
@@ -67,10 +70,14 @@ def one_build_at_a_time(fn):
     return locked
 
 
+CONVERTED_DTYPE = torch.float32
+"""The dtype a GGUF checkpoint is dequantised to (part of the converted copy's cache key)."""
+
+
 def _converted_dir(gguf_path: Path) -> Path:
     stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-    return cache_dir() / "models" / f"{gguf_path.stem}-{key}"
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}:{CONVERTED_DTYPE}".encode())
+    return cache_dir() / "models" / f"{gguf_path.stem}-{key.hexdigest()[:12]}"
 
 
 def convert_gguf(gguf_path: Path) -> Path:
@@ -89,12 +96,12 @@ def convert_gguf(gguf_path: Path) -> Path:
         folder, name = str(gguf_path.parent), gguf_path.name
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+            gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=CONVERTED_DTYPE)
         except Exception as exc:  # transformers raises many types for a bad file
             raise DistillError(f"cannot read GGUF file {gguf_path}: {exc}") from None
         config = AutoConfig.for_model(**{k: v for k, v in gguf_model.config.to_dict().items()
                                          if k not in ("quantization_config", "_name_or_path", "transformers_version")})
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=CONVERTED_DTYPE)
         model.load_state_dict(gguf_model.state_dict())
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
@@ -180,17 +187,39 @@ class ResolvedModel:
     target: str
     """A local directory with config.json, or a hub repo id."""
     source: str
-    """How it was found, for reports (and part of cache keys)."""
+    """How it was found, for reports."""
     local_only: bool = True
 
+    @property
+    def on_hub(self) -> bool:
+        return not Path(self.target).is_dir()
+
+    def local_folder(self, weights: bool = False) -> Path:
+        """The folder with the model's files: the local directory, or the snapshot of the hub model in the
+        Hugging Face cache (fetched into it first when online; with `weights`, the safetensors too)."""
+        if not self.on_hub:
+            return Path(self.target)
+        patterns = ["*.json", "*.safetensors"] if weights else ["config.json"]
+        try:
+            return Path(snapshot_download(self.target, allow_patterns=patterns, local_files_only=self.local_only))
+        except Exception as exc:
+            where = "the local Hugging Face cache" if self.local_only else "the hub"
+            raise DistillError(f"cannot read {self.spec!r} from {where}: "
+                               f"{first_line(exc, 300) or type(exc).__name__}") from None
+
     def fingerprint(self) -> str:
-        """Identifies these exact weights for caches: the source plus, for a local directory, the
-        content of config.json and the size and time of every weight file."""
-        parts = [self.spec, self.source]
-        folder = Path(self.target)
-        if folder.is_dir():
-            config = folder / "config.json"
-            parts.append(hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else "")
+        """Identifies these exact weights for caches, online or offline alike: for a hub model its resolved
+        revision (the commit of the snapshot in the Hugging Face cache); for a local directory the content
+        of config.json and the size and time of every weight file."""
+        if self.on_hub:
+            folder = self.local_folder()
+            parts = [self.spec, f"hub {self.target}", f"revision {folder.name}"]
+        else:
+            folder = Path(self.target)
+            parts = [self.spec, self.source]
+        config = folder / "config.json"
+        parts.append(hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else "")
+        if not self.on_hub:
             for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
                 stat = weights.stat()
                 parts.append(f"{weights.name}:{stat.st_size}:{int(stat.st_mtime)}")
@@ -249,7 +278,7 @@ def load_model(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
             f"({BUNDLED_TEACHER}), not a local directory or .gguf file, not in the local Hugging Face cache, and the "
             f"hub is unreachable (offline)"
         ) from exc
-    return _finish(LoadedModel(model, tok, resolved.spec, resolved.source))
+    return _finish(LoadedModel(model, tok, resolved.spec, resolved.source, resolved=resolved))
 
 
 def load_tokenizer(resolved: ResolvedModel) -> Any:
@@ -296,10 +325,10 @@ class TeacherWeights:
     uses it so a session with a complete cache never builds or runs the teacher."""
 
     def __init__(self, resolved: ResolvedModel):
-        folder = Path(resolved.target)
-        files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        folder = resolved.local_folder(weights=True)  # a hub model: its snapshot in the Hugging Face cache
+        files = sorted(folder.glob("*.safetensors"))
         if not files:
-            raise DistillError(f"{resolved.spec!r} has no local safetensors weights to derive a student from")
+            raise DistillError(f"{resolved.spec!r} has no safetensors weights to derive a student from")
         self.config = load_config(str(folder))
         self._state: dict[str, torch.Tensor] = {}
         for file in files:
@@ -388,7 +417,8 @@ class ModelCache:
         model = copy.deepcopy(base.model).to(device=key.device, dtype=dtype).eval().requires_grad_(False)
         if key.compiled:
             compile_layers(model)
-        return LoadedModel(model, base.tokenizer, base.spec, base.source, base.layers_kept, list(base.notes))
+        return LoadedModel(model, base.tokenizer, base.spec, base.source, base.layers_kept, list(base.notes),
+                           resolved=base.resolved)
 
     def clear(self) -> None:
         with self._lock:
@@ -452,9 +482,9 @@ class LazyTeacher:
             self._resolved = resolve_model(self.spec)
         return self._resolved
 
-    def identity(self) -> LoadedModel | ResolvedModel:
-        """spec + source (the corpus cache's key): the loaded teacher, else the resolved one."""
-        return self.loaded if self.loaded is not None else self.resolve()
+    def fingerprint(self) -> str:
+        """The teacher's weights, identified without loading them (the key of caches of its outputs)."""
+        return self.resolve().fingerprint()
 
     def config(self) -> Any:
         """The teacher's transformers config, read without loading its weights when it is not loaded."""

@@ -6,8 +6,9 @@ A checkpoint holds everything the loop needs to continue as if it had never stop
       trainable.safetensors   the student's trainable parameters, by name (frozen ones are rebuilt
                               from the config: the same spec and seed give the same weights)
       projection.safetensors  the FitNets projection, when the run has one
-      training_state.pt       optimizer and learning-rate schedule state, torch (CPU and CUDA) random
-                              states: tensors, numbers and strings only, read with weights_only=True
+      training_state.pt       optimizer and learning-rate schedule state, fp16's loss scale, torch (CPU
+                              and CUDA) random states: tensors, numbers and strings only, read with
+                              weights_only=True
       state.json              step, last loss, the run's config, the evaluation before training, the
                               trainable parameters' shapes, Python's and numpy's random states;
                               written last, so a folder without it is incomplete
@@ -106,6 +107,12 @@ class Checkpoint:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
 
+    def restore_scaler(self, scaler: Any) -> None:
+        """fp16's loss scale, as it was at the checkpoint (a checkpoint of another precision has none)."""
+        saved = self._training_state().get("scaler")
+        if saved:
+            scaler.load_state_dict(saved)
+
     def restore_rng(self) -> None:
         saved = self._training_state()
         set_rng_state({**saved["rng"], "numpy": self.state["numpy_rng"], "python": self.state["python_rng"]})
@@ -120,7 +127,7 @@ class Checkpoint:
 
 def save(out: Path, *, step: int, last_loss: float, config: DistillConfig, model: torch.nn.Module,
          projection: torch.nn.Module | None, optimizer: torch.optim.Optimizer, scheduler: Any,
-         rng: dict[str, Any], before: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+         rng: dict[str, Any], before: dict[str, Any], extra: dict[str, Any] | None = None, scaler: Any = None) -> Path:
     """Write OUT/checkpoint atomically (see the module docstring); returns its path."""
     target = out / DIRNAME
     tmp = out / (DIRNAME + ".tmp")
@@ -132,6 +139,7 @@ def save(out: Path, *, step: int, last_loss: float, config: DistillConfig, model
         save_file({k: v.detach().to("cpu").contiguous() for k, v in projection.state_dict().items()},
                   str(tmp / "projection.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
                 "rng": {"torch": rng["torch"], "cuda": rng["cuda"], "numpy_keys": rng["numpy_keys"]}},
                tmp / "training_state.pt")
     state = {

@@ -258,7 +258,7 @@ def _teacher_cache(config: DistillConfig, record: Record, teacher: LazyTeacher, 
                    eval_blocks: Blocks) -> Events:
     """The teacher's top-k over the corpus from the cache, built once (the teacher loaded) when missing."""
     store = TeacherCache(teacher.resolve(), train_blocks, eval_blocks, probes.encode(teacher.tokenizer, config.probe_text),
-                         config.temperature, config.top_k)
+                         config.temperature, config.top_k, teacher_dtype=teacher.dtype)
     cached, why = store.load()
     if cached is None:
         yield record.emit("status", message=f"{why}: the teacher computes its top-{config.top_k} over the corpus once …")
@@ -387,14 +387,16 @@ def _training_setup(p: Prepared, record: Record) -> Events:
         yield record.emit("status", message=f"Warning: {memory['warning']}", warning=memory["warning"])
     optimizer = make_optimizer(trainable, config, device)
     scheduler = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, config.steps), config.steps)
-    if p.checkpoint is not None:
-        p.checkpoint.restore(student.model, projection, optimizer, scheduler)
     after_backward = ((lambda: p.procs.average_gradients(projection.parameters()))
                       if p.procs.distributed and projection is not None else None)
+    if p.checkpoint is not None:
+        p.checkpoint.restore(student.model, projection, optimizer, scheduler)
     step = DistillStep(config, p.teacher.loaded, student, optimizer, layer_pairs=p.layer_pairs,
                        projection=projection, shared_prefix=shared_prefix,
                        student_forward=p.procs.wrap(student.model),  # DDP under accelerate launch, else None
                        after_backward=after_backward)
+    if p.checkpoint is not None and step.scaler is not None:
+        p.checkpoint.restore_scaler(step.scaler)
     return Training(step, scheduler, n_trainable, projection, memory)
 
 
@@ -490,7 +492,7 @@ class Loop:
             path = training_checkpoint.save(
                 self.record.out, step=self.step, last_loss=self.last_loss, config=p.config, model=p.student.model,
                 projection=training.projection, optimizer=training.step.optimizer, scheduler=training.scheduler,
-                rng=rng, before=p.before)
+                rng=rng, before=p.before, scaler=training.step.scaler)
         except Exception as exc:  # disk full, permissions: not worth the session
             return self.record.emit("status", message=f"the checkpoint of step {self.step} could not be written "
                                     f"({type(exc).__name__}: {first_line(exc, 200)}); the previous one is kept")

@@ -9,6 +9,7 @@ Shapes: b sequences of t tokens; vocab the vocabulary; width a model's hidden si
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 from distill_core.attention import attention_maps_from
 from distill_core.config import DistillConfig
 from distill_core.data import Blocks
-from distill_core.device import autocast, autocast_dtype
+from distill_core.device import autocast, autocast_dtype, needs_grad_scaler
 from distill_core.distributed import all_processes
 from distill_core.errors import DistillError
 from distill_core.losses import (FitNetsProjection, OutputHead, TopKTargets, attention_transfer_loss,
@@ -63,6 +64,10 @@ def make_optimizer(trainable: list[torch.nn.Parameter], config: DistillConfig, d
                              fused=device.type == "cuda")
 
 
+SHARED_PREFIX_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-3}
+"""Relative tolerance of the shared-prefix check by the teacher's dtype (both paths computed in it)."""
+
+
 class SharedPrefix:
     """Exact compute sharing for a `layers:` student whose first K layers are frozen copies of the
     teacher's first K layers (and whose embeddings are frozen copies too): its hidden state after K
@@ -71,6 +76,7 @@ class SharedPrefix:
 
     def __init__(self, student: LoadedModel, k: int):
         self.model, self.k = student.model, k
+        self.residual_dtype = next(student.model.parameters()).dtype  # the student's master weights' dtype
         layers = decoder_layers(self.model)
         self.parent, self.attr = next(
             (module, name) for module in self.model.modules() for name, child in module.named_children() if child is layers
@@ -83,12 +89,21 @@ class SharedPrefix:
         if not (k and config.freeze_embeddings and kept and kept[:k] == list(range(k))):
             return None
         prefix = cls(student, k)
+        # The check runs in the teacher's dtype: a teacher held in bf16 (on a GPU) hands over states rounded to
+        # bf16, which an fp32 student's own prefix never equals to fp32 precision; a bf16 twin of the student
+        # does, exactly, when its first K layers are the teacher's.
+        dtype = next(teacher.model.parameters()).dtype
+        twin = prefix if dtype == prefix.residual_dtype else cls(
+            LoadedModel(copy.deepcopy(student.model).to(dtype), None, student.spec, student.source, kept), k)
+        device = student.model.device
+        ids, attn = probe.input_ids[:1].to(device), probe.attention_mask[:1].to(device)
         with torch.no_grad():
-            ids, attn = probe.input_ids[:1].to(student.model.device), probe.attention_mask[:1].to(student.model.device)
             hidden = teacher.model(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states[k]
-            full = student.model(input_ids=ids, attention_mask=attn).logits
-            shared = prefix.upper(hidden, attn)
-        return prefix if torch.allclose(full, shared, atol=1e-4, rtol=1e-4) else None
+            full = twin.model(input_ids=ids, attention_mask=attn).logits.float()
+            shared = twin.upper(hidden, attn).float()
+        tolerance = SHARED_PREFIX_TOLERANCE.get(dtype, 1e-4)
+        atol = 1e-4 if dtype == torch.float32 else tolerance * float(full.abs().max())
+        return prefix if torch.allclose(full, shared, atol=atol, rtol=tolerance) else None
 
     def upper(self, hidden: torch.Tensor, attention_mask: torch.Tensor, final_hidden: bool = False) -> torch.Tensor:
         """From the hidden state (b, t, width) entering the student's layer K: its logits (b, t, vocab), or
@@ -158,6 +173,8 @@ class DistillStep:
         self.device = next(student.model.parameters()).device
         self.dtype = autocast_dtype(config, self.device)
         self.attention = config.attention_weight > 0
+        # fp16 (GPUs without native bf16): the loss is scaled for backward so small gradients do not underflow
+        self.scaler = torch.amp.GradScaler(self.device.type) if needs_grad_scaler(self.dtype) else None
 
     def __call__(self, batch: Blocks, cached: TopKTargets | None = None) -> dict[str, float] | None:
         input_ids = batch.input_ids.to(self.device)  # (b, t)
@@ -193,6 +210,8 @@ class DistillStep:
         """The student's forward pass (its upper layers only, on the teacher's states, with a shared prefix)."""
         if self.shared_prefix is not None:
             entering = teacher.hidden_states[self.shared_prefix.k]  # (b, t, width) entering layer K
+            # in the student's own residual dtype (a bf16 teacher's states join fp32 master weights)
+            entering = entering.to(self.shared_prefix.residual_dtype)
             return StudentOutputs(self.shared_prefix.upper(entering, attention_mask, chunked))
         want_hidden = self.projection is not None
         layers = sorted({s for s, _ in self.pairs})
@@ -228,20 +247,28 @@ class DistillStep:
         return total, terms
 
     def update(self, total: torch.Tensor, terms: dict[str, torch.Tensor]) -> dict[str, float] | None:
-        """Backward, clip the global gradient norm, AdamW step; nothing when the loss or gradient is not finite."""
-        optimizer = self.optimizer
+        """Backward, clip the global gradient norm, AdamW step; nothing when the loss or gradient is not finite
+        (with fp16's gradient scaler an overflowing gradient skips the update and lowers the scale instead:
+        the session goes on)."""
+        optimizer, scaler = self.optimizer, self.scaler
         if not all_processes(torch.isfinite(total)):  # under DDP: skipped in every process or in none
             optimizer.zero_grad(set_to_none=True)
             return None
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        (scaler.scale(total) if scaler is not None else total).backward()
         if self.after_backward is not None:
             self.after_backward()
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients
         params = [p for group in optimizer.param_groups for p in group["params"]]
         clip = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-        if not torch.isfinite(grad_norm):
+        if scaler is not None:
+            scaler.step(optimizer)  # skipped when the gradients overflowed
+            scaler.update()
+        elif not torch.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
             return None
-        optimizer.step()
+        else:
+            optimizer.step()
         return {"loss": total.item(), **{k: v.item() for k, v in terms.items()}, "grad_norm": grad_norm.item()}

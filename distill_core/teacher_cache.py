@@ -11,8 +11,9 @@ What a session asks of its teacher, and what the cache keeps for it:
 - the dark-knowledge probe snapshots: the teacher's logits on the probe text;
 - the teacher's parameter count.
 
-Keyed by the teacher's weights (`ResolvedModel.fingerprint`), the exact token blocks, the probe
-text, temperature and k. Every file's SHA-256 is recorded in the manifest and checked on load: a
+Keyed by the teacher's weights (`ResolvedModel.fingerprint`: for a hub model its resolved revision,
+the same online or offline), the dtype the teacher computed in, the exact token blocks, the probe text,
+temperature and k. Every file's SHA-256 is recorded in the manifest and checked on load: a
 damaged, truncated or mismatched cache is deleted and rebuilt, never used. The cache is written to
 a temporary directory and renamed, so an interrupted build leaves no half-written cache.
 
@@ -42,7 +43,7 @@ from distill_core.data import Blocks
 from distill_core.evaluate import teacher_reference
 from distill_core.losses import TopKTargets, teacher_topk
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 FILES = ("train.safetensors", "eval.safetensors", "probe.safetensors")
 
 
@@ -109,7 +110,8 @@ class TeacherCache:
     """One cache entry: `load()` it, or `build()` it with the teacher loaded."""
 
     def __init__(self, resolved: ResolvedModel, train_blocks: Blocks, eval_blocks: Blocks, probe_ids: torch.Tensor,
-                 temperature: float, top_k: int, eval_batch_size: int = 8, root: Path | None = None):
+                 temperature: float, top_k: int, eval_batch_size: int = 8, root: Path | None = None,
+                 teacher_dtype: torch.dtype = torch.float32):
         self.train_blocks, self.eval_blocks = train_blocks, eval_blocks
         self.probe_ids = probe_ids.to(torch.int64).reshape(1, -1)
         self.temperature, self.top_k, self.eval_batch_size = float(temperature), int(top_k), eval_batch_size
@@ -117,6 +119,7 @@ class TeacherCache:
             "version": CACHE_VERSION,
             "teacher": resolved.spec,
             "teacher_weights": resolved.fingerprint(),
+            "teacher_dtype": str(teacher_dtype),  # a bf16 teacher (on a GPU) gives other targets than fp32
             "train_blocks": blocks_digest(train_blocks),
             "eval_blocks": blocks_digest(eval_blocks),
             "eval_batch_size": eval_batch_size,

@@ -21,29 +21,28 @@ from distill_core.models import LoadedModel
 from distill_core.paths import cache_dir
 
 
-def _corpus_cache_path(teacher: LoadedModel, prompts: list[str], new_tokens: int, seed: int, batch_size: int) -> Path:
+def _corpus_cache_path(teacher: str, prompts: list[str], new_tokens: int, seed: int, batch_size: int) -> Path:
     # batch composition changes which random numbers each prompt draws, so it is part of the key
-    key = json.dumps({"teacher": teacher.spec, "source": teacher.source, "prompts": prompts,
-                      "new_tokens": new_tokens, "seed": seed, "batch_size": batch_size, "version": 2})
+    key = json.dumps({"teacher": teacher, "prompts": prompts, "new_tokens": new_tokens, "seed": seed,
+                      "batch_size": batch_size, "version": 3})
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir() / "corpora" / f"teacher-generated-{digest}.json"
 
 
-def generate_corpus(
-    teacher: LoadedModel, prompts: list[str], new_tokens: int, seed: int = 0, batch_size: int = 160,
-    report_every_s: float = 2.0,
-) -> Iterator[tuple[float, list[str] | None]]:
+def generate_corpus(teacher: LoadedModel, identity: str, prompts: list[str], new_tokens: int, seed: int = 0,
+                    batch_size: int = 160, report_every_s: float = 2.0) -> Iterator[tuple[float, list[str] | None]]:
     """The teacher continues each prompt once (sampled, T=0.8, top-p 0.95), in batches of up to 160
     (on a CPU larger decode batches give more tokens/s: 160 prompts at once took 0.73x the time of
     32 at a time). Yields (fraction done, None) every `report_every_s` while it writes, and finally
     (1.0, texts).
 
-    Cached on disk by teacher, prompts, length and seed, so later sessions reuse the same corpus;
-    a damaged cache file is regenerated."""
+    Cached on disk by the teacher's `identity` (models.ResolvedModel.fingerprint: the same weights, online
+    or offline), prompts, length and seed, so later sessions reuse the same corpus; a damaged cache file is
+    regenerated."""
     if not prompts:
         raise DistillError("the prompts file has no prompts")
-    path = _corpus_cache_path(teacher, prompts, new_tokens, seed, batch_size)
-    texts = cached_corpus(teacher, prompts, new_tokens, seed, batch_size)
+    path = _corpus_cache_path(identity, prompts, new_tokens, seed, batch_size)
+    texts = cached_corpus(identity, prompts, new_tokens, seed, batch_size)
     if texts is not None:
         yield 1.0, texts
         return
@@ -105,10 +104,11 @@ def generate_corpus(
 
 
 
-def cached_corpus(teacher: Any, prompts: list[str], new_tokens: int, seed: int = 0, batch_size: int = 160) -> list[str] | None:
-    """The teacher-generated corpus if it is already cached, else None. `teacher` needs only
-    `spec` and `source` (a LoadedModel or a checkpoints.ResolvedModel), so no model is loaded."""
-    path = _corpus_cache_path(teacher, prompts, new_tokens, seed, batch_size)
+def cached_corpus(identity: str, prompts: list[str], new_tokens: int, seed: int = 0,
+                  batch_size: int = 160) -> list[str] | None:
+    """The teacher-generated corpus if it is already cached, else None (no model is loaded). `identity`:
+    the teacher's `ResolvedModel.fingerprint()`."""
+    path = _corpus_cache_path(identity, prompts, new_tokens, seed, batch_size)
     if not path.is_file():
         return None
     try:

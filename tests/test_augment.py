@@ -8,15 +8,18 @@ import json
 import random
 import re
 import socket
-import time
+import threading
 
 import numpy as np
 import pytest
 import torch
 
 from distill_core import augment as augment_module
+from distill_core.__main__ import main
 from distill_core.augment import AUGMENTERS, augment, parse_methods, preview
 from distill_core.errors import DistillError
+from distill_core.models import load_teacher
+from distill_core.session import run_session
 from tests.conftest import REPO, SAMPLE_TEXT
 
 TEXTS = [
@@ -120,12 +123,11 @@ def test_missing_wordnet_names_the_install_command(tmp_path, monkeypatch):
         augment(TEXTS, "synonym")
 
 
-def test_back_translation_offline_fails_within_two_seconds(network_off, monkeypatch):
+def test_back_translation_offline_fails_at_once(network_off, monkeypatch):
     monkeypatch.setattr(augment_module, "_cached_hub_snapshot", lambda repo: None)  # not in the local HF cache
-    start = time.perf_counter()
     with pytest.raises(DistillError) as failure:
         augment(TEXTS, "back_translation")
-    assert time.perf_counter() - start < 2.0
+    assert len(network_off) <= 1  # one reachability check, no retries
     assert str(failure.value).startswith("back-translation is not available here: it needs the MarianMT checkpoints "
                                          "Helsinki-NLP/opus-mt-en-de and Helsinki-NLP/opus-mt-de-en")
     rows = preview(TEXTS, "word_swap,back_translation", strength=0.3, n=2)
@@ -136,18 +138,24 @@ def test_back_translation_offline_fails_within_two_seconds(network_off, monkeypa
                         for t, a in zip(TEXTS[:2], augment(TEXTS[:2], "word_swap", 0.3, seed=0))]
 
 
-def test_back_translation_fails_in_time_when_name_lookups_hang(monkeypatch):
-    """A resolver that hangs (the socket timeout does not bound name lookups) still fails in under 2 s."""
+def test_back_translation_fails_without_waiting_for_a_hanging_name_lookup(monkeypatch):
+    """A resolver that hangs (the socket timeout does not bound name lookups): the answer comes while the
+    lookup is still hanging (hub.hub_reachable_within gives up at its deadline)."""
+    entered, release = threading.Event(), threading.Event()
+
     def hang(*args, **kwargs):
-        time.sleep(5)
+        entered.set()
+        release.wait(60)
         raise socket.gaierror("no name resolution in this test")
 
     monkeypatch.setattr(augment_module, "_cached_hub_snapshot", lambda repo: None)
     monkeypatch.setattr(socket, "getaddrinfo", hang)
-    start = time.perf_counter()
-    with pytest.raises(DistillError, match="back-translation is not available here"):
-        augment(TEXTS, "back_translation")
-    assert time.perf_counter() - start < 2.0
+    try:
+        with pytest.raises(DistillError, match="back-translation is not available here"):
+            augment(TEXTS, "back_translation")
+        assert entered.is_set() and not release.is_set()  # answered before the lookup ended
+    finally:
+        release.set()
 
 
 def test_back_translation_from_local_folders(bundled_dir, tmp_path, monkeypatch):
@@ -179,16 +187,14 @@ class Handle:
     def __init__(self, loaded):
         self.loaded = loaded
 
-    def identity(self):
-        return self.loaded
+    def fingerprint(self):
+        return self.loaded.resolved.fingerprint()
 
     def get(self):
         raise AssertionError("the teacher was loaded although its substitutions are cached")
 
 
 def test_teacher_substitute_replaces_words_with_the_teachers_choices(tiny_teacher_dir, tmp_path, monkeypatch):
-    from distill_core.models import load_teacher
-
     monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path))
     teacher = load_teacher(str(tiny_teacher_dir))
     out = augment(TEXTS, "teacher_substitute", strength=0.5, seed=0, teacher=teacher)
@@ -212,8 +218,6 @@ def test_teacher_substitute_replaces_words_with_the_teachers_choices(tiny_teache
 
 
 def test_session_augments_training_blocks_only_and_reports_counts(tiny_config, tmp_path, monkeypatch):
-    from distill_core.session import run_session
-
     monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path / "cache"))
     quick = {"steps": 1, "eval_every": 0, "probe_every": 0, "teacher_cache": True, "top_k": 4}
 
@@ -239,8 +243,6 @@ def test_session_augments_training_blocks_only_and_reports_counts(tiny_config, t
 
 
 def test_ablate_augmentation_rows(tiny_config, tmp_path, capsys, monkeypatch):
-    from distill_core.__main__ import main
-
     monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path / "cache"))
     config_path = tmp_path / "tiny.yaml"
     tiny_config.with_overrides(["steps=2", "eval_every=0", "probe_every=0", "augment_strength=0.3"]).to_yaml(config_path)

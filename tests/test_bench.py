@@ -47,6 +47,7 @@ def test_bench_on_random_weight_shapes(tiny_config, tmp_path, capsys):
     assert t["hidden_size"] == 64 and s["hidden_size"] == 32
     assert peak_flops("NVIDIA H100 PCIe") == 756e12 and peak_flops("NVIDIA H200") == 989.4e12
     assert peak_flops("Some other card") is None
+    assert peak_flops("Tesla T4", "fp16") == 65e12 and peak_flops("Tesla T4", "bf16") is None  # no bf16 cores
     assert main(["bench", "--config", str(config), "--shapes", "nope"]) == 2
 
 
@@ -77,3 +78,22 @@ def test_the_engine_loop_times_the_sessions_step(tiny_config, monkeypatch):
     cached = bench.run_bench(config.with_overrides({"teacher_cache": True, "top_k": 8}), repeats=1)
     assert cached["flops_per_token"]["engine"] == 6 * params[1]  # the cache: no teacher forward in the engine
     assert cached["flops_per_token"]["reference"] == 2 * params[0] + 6 * params[1]
+
+
+def test_the_reference_batch_shrinks_to_what_fits(tiny_config, monkeypatch):
+    """On a device too small for the reference loop's full logits both loops run the largest batch that fits."""
+    from distill_core import memory
+
+    teacher = load_teacher(tiny_config.teacher)
+    student = load_student(tiny_config.student, teacher)
+    config = tiny_config.with_overrides({"batch_size": 64, "seq_len": 256})
+    cpu = bench.torch.device("cpu")
+    assert bench.reference_batch(config, teacher, student, cpu) == 64  # 24 GB of RAM: it fits
+    need = memory.session_fit(config.with_overrides({"batch_size": 8, "loss_chunk_tokens": 0, "freeze_embeddings": False}),
+                              teacher.model.config, student.model.config, count_parameters(teacher.model),
+                              count_parameters(student.model), count_parameters(student.model), cpu)
+    room = need["estimate_gb"]["total"] * 2**30 / memory.HEADROOM * 1.01  # just enough for batch 8, not for 16
+    monkeypatch.setattr(memory, "device_memory", lambda device: (room, "a small device"))
+    assert bench.reference_batch(config, teacher, student, cpu) == 8
+    result = bench.run_bench(config.with_overrides({"seq_len": 256}), repeats=1)
+    assert result["batch"] == [8, 256] and "batch 64 does not fit" in result["batch_note"]

@@ -32,8 +32,8 @@ def test_each_setting_moves_its_component():
     # full logits: five fp32 (16 x 1024 x 49152) tensors, 15 GB; chunked: a few (1024 x 49152) ones
     assert base["logits"] == pytest.approx(5 * 16 * 1024 * 49152 * 4)
     assert _estimate(chunk_tokens=1024)["logits"] < base["logits"] / 10
-    assert _estimate(bf16=True)["activations"] == pytest.approx(base["activations"] / 2)
-    assert _estimate(teacher_bf16=True)["teacher_weights"] == pytest.approx(base["teacher_weights"] / 2)
+    assert _estimate(half=True)["activations"] == pytest.approx(base["activations"] / 2)
+    assert _estimate(teacher_half=True)["teacher_weights"] == pytest.approx(base["teacher_weights"] / 2)
     assert _estimate(gradient_checkpointing=True)["activations"] < base["activations"] / 5
     assert _estimate(frozen_layers=15)["activations"] == pytest.approx(base["activations"] / 2)
     assert _estimate(teacher_loaded=False)["teacher_weights"] == 0
@@ -45,7 +45,7 @@ def test_fit_report_warns_with_advice(monkeypatch):
     report = memory.fit_report(_estimate(chunk_tokens=0), memory.torch.device("cpu"))
     assert not report["fits"] and report["device_gb"] == 8.0
     assert "(activations" in report["warning"] and "lower batch_size or seq_len" in report["warning"]
-    small = memory.fit_report(_estimate(batch_size=1, seq_len=64, bf16=True), memory.torch.device("cpu"))
+    small = memory.fit_report(_estimate(batch_size=1, seq_len=64, half=True), memory.torch.device("cpu"))
     assert small["fits"] and small["warning"] is None
 
 

@@ -8,7 +8,8 @@ from transformers import BertConfig
 
 from distill_core.errors import DistillError
 from distill_core.hub import bundled_gguf_path
-from distill_core.models import MODELS, LazyTeacher, ModelCache, load_model, load_teacher, tokenizer_of
+from distill_core.models import (MODELS, LazyTeacher, ModelCache, ResolvedModel, TeacherWeights, load_model, load_teacher,
+                                 resolve_model, tokenizer_of)
 
 
 def test_unknown_spec_fails_fast_offline(monkeypatch):
@@ -87,12 +88,80 @@ def test_lazy_teacher_loads_only_when_asked(tiny_teacher_dir):
     teacher = LazyTeacher(str(tiny_teacher_dir), torch.device("cpu"))
     assert teacher.loaded is None
     assert teacher.tokenizer is not None and teacher.config().num_hidden_layers == 4  # no weights needed
-    assert teacher.identity().spec == str(tiny_teacher_dir) and teacher.loaded is None
+    fingerprint = teacher.fingerprint()
+    assert teacher.loaded is None  # identified without its weights
     assert teacher.get() is MODELS.teacher(str(tiny_teacher_dir)) is load_teacher(str(tiny_teacher_dir))
-    assert teacher.identity() is teacher.loaded
+    assert teacher.loaded.resolved.fingerprint() == fingerprint
 
 
 def test_tokenizer_of_a_spec_loads_no_weights(tiny_teacher_dir):
     tokenizer = tokenizer_of(str(tiny_teacher_dir))
     assert tokenizer is tokenizer_of(f"  {tiny_teacher_dir}".strip())
     assert tokenizer.pad_token_id is not None and len(tokenizer) > 1000
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture()
+def hub_teacher(tiny_teacher_dir, tmp_path, monkeypatch):
+    """The tiny teacher as if downloaded from the hub as `org/tiny`: a snapshot in a Hugging Face cache,
+    the machine offline."""
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hf" / "models--org--tiny"
+    (repo / "snapshots" / COMMIT).mkdir(parents=True)
+    for file in tiny_teacher_dir.iterdir():
+        (repo / "snapshots" / COMMIT / file.name).write_bytes(file.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return "org/tiny"
+
+
+def test_a_hub_model_is_identified_by_its_revision_online_or_offline(hub_teacher, monkeypatch):
+    from distill_core import models
+
+    offline = resolve_model(hub_teacher)
+    assert offline.local_only and offline.source.endswith("(local cache)")
+    assert offline.local_folder().name == COMMIT
+    asked = []
+    real = models.snapshot_download
+
+    def up_to_date_cache(repo_id, **kwargs):  # online with the cache current: the same snapshot
+        asked.append(kwargs["local_files_only"])
+        return real(repo_id, **{**kwargs, "local_files_only": True})
+
+    monkeypatch.setattr(models, "snapshot_download", up_to_date_cache)
+    online = ResolvedModel(hub_teacher, hub_teacher, f"Hugging Face hub {hub_teacher}", local_only=False)
+    assert online.fingerprint() == offline.fingerprint()
+    assert asked == [False, True]  # online it asked the hub for the current revision, offline only the cache
+
+
+def test_teacher_weights_read_a_hub_snapshot_from_the_cache(hub_teacher, tiny_teacher_dir):
+    weights = TeacherWeights(resolve_model(hub_teacher))
+    state = load_teacher(str(tiny_teacher_dir)).model.state_dict()
+    assert weights.config.num_hidden_layers == 4
+    assert all(torch.equal(weights.state_dict()[name], tensor) for name, tensor in state.items())
+
+
+def test_a_complete_teacher_cache_with_a_hub_teacher_runs_again_without_it(hub_teacher, tiny_config, tmp_path,
+                                                                          monkeypatch):
+    """The dark-knowledge-topk recipe on a Space (its teacher from the hub): the second run reads the cache
+    and derives its `layers:` student from the snapshot's weights without loading the teacher."""
+    from distill_core.session import run_session
+
+    monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path / "cache"))
+    config = tiny_config.with_overrides({"teacher": hub_teacher, "teacher_cache": True, "top_k": 8, "steps": 2,
+                                         "eval_every": 0, "probe_every": 0})
+    first = list(run_session(config, tmp_path / "first"))
+    assert first[-1]["kind"] == "done" and first[-1]["summary"]["teacher_loaded"]
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher was loaded although the cache is complete")
+
+    monkeypatch.setattr(MODELS, "teacher", no_teacher)
+    second = list(run_session(config, tmp_path / "second"))
+    assert second[-1]["kind"] == "done" and not second[-1]["summary"]["teacher_loaded"]
+    assert second[-1]["summary"]["after"] == pytest.approx(first[-1]["summary"]["after"], rel=1e-6)

@@ -167,3 +167,67 @@ def test_a_non_finite_loss_makes_no_update(tiny_models, tiny_config):
     before = {name: p.detach().clone() for name, p in student.model.named_parameters()}
     assert step.update(torch.tensor(float("nan"), requires_grad=True), {}) is None
     assert all(torch.equal(before[name], p) for name, p in student.model.named_parameters())
+
+
+def test_fp16_steps_scale_the_loss_and_an_overflow_only_skips_the_update(tiny_models, tiny_config):
+    """Below compute capability 8.0 the session computes in fp16 with a gradient scaler (here on the CPU):
+    the steps train, and an overflowing gradient skips that update and lowers the scale, the run goes on."""
+    teacher, student = tiny_models
+    student = copy.deepcopy(student)
+    config = tiny_config.with_overrides({"precision": "fp16"})
+    step = DistillStep(config, teacher, student, torch.optim.SGD(prepare_student(student, config), lr=1e-3))
+    assert step.scaler is not None and step.dtype == torch.float16
+    ids = torch.randint(0, teacher.model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(9))
+    batch = Blocks(ids, torch.ones_like(ids))
+    first = step(batch)
+    assert first is not None and torch.isfinite(torch.tensor(first["loss"]))
+    scale = step.scaler.get_scale()
+    before = {name: p.detach().clone() for name, p in student.model.named_parameters()}
+    overflow = torch.tensor(1e35, requires_grad=True) * next(p for p in student.model.parameters() if p.requires_grad).sum()
+    skipped = step.update(overflow, {})
+    assert skipped is not None and skipped["grad_norm"] == float("inf")  # not an error: the session goes on
+    assert step.scaler.get_scale() < scale  # the scale came down
+    assert all(torch.equal(before[name], p) for name, p in student.model.named_parameters())  # no update
+    assert step(batch) is not None
+
+
+def test_the_shared_prefix_stays_on_with_a_bf16_teacher(tiny_teacher_dir, tiny_config):
+    """On a GPU the teacher is held in bf16: its states agree with the student's own frozen layers only to
+    bf16's precision, and the check allows exactly that (at fp32's 1e-4 it would turn itself off)."""
+    from distill_core.models import MODELS
+
+    held = MODELS.teacher(str(tiny_teacher_dir), "cpu", torch.bfloat16)
+    student = load_student("layers:0,1,3", load_teacher(str(tiny_teacher_dir)), seed=0)
+    config = tiny_config.with_overrides({"precision": "bf16", "freeze_layers": 1, "freeze_embeddings": True})
+    ids = torch.randint(0, held.model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(10))
+    batch = Blocks(ids, torch.ones_like(ids))
+    prefix = SharedPrefix.create(held, student, config, batch)
+    assert prefix is not None and prefix.residual_dtype == torch.float32
+    step = DistillStep(config, held, student, torch.optim.SGD(prepare_student(student, config), lr=1e-3),
+                       shared_prefix=prefix)
+    assert torch.isfinite(torch.tensor(step(batch)["loss"]))
+    other = load_student("layers:0,2,3", load_teacher(str(tiny_teacher_dir)), seed=0)  # layer 1 is not a copy
+    assert SharedPrefix.create(held, other, config.with_overrides({"freeze_layers": 2}), batch) is None
+
+
+def test_compiled_layers_with_attention_transfer_compile_once():
+    """Attention transfer switches the mapped layers to eager attention at every step; the compiled layers
+    must not recompile for it: the count of compiled graphs stays flat after the first step."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    shapes = dict(vocab_size=256, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    teacher = LoadedModel(LlamaForCausalLM(LlamaConfig(hidden_size=64, **shapes)).eval().requires_grad_(False),
+                          None, "teacher", "config")
+    student = LoadedModel(LlamaForCausalLM(LlamaConfig(hidden_size=32, **shapes)), None, "student", "config")
+    config = DistillConfig(teacher="t", student="s", compile=True, attention_weight=1.0, freeze_embeddings=False)
+    step = DistillStep(config, teacher, student, torch.optim.SGD(prepare_student(student, config), lr=0.1),
+                       layer_pairs=[(0, 0), (1, 1)])
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(6))
+    batch = Blocks(ids, torch.ones_like(ids))
+    step(batch)
+    compiled = counters["stats"]["unique_graphs"]
+    assert compiled > 0  # the layers were compiled
+    for _ in range(3):
+        step(batch)
+    assert counters["stats"]["unique_graphs"] == compiled
