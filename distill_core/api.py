@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from distill_core.augment import preview as augmentation_preview
 from distill_core.augment_methods import AUGMENTERS, parse_methods
 from distill_core.bench import GPU_DEFAULTS, run_bench
-from distill_core.child import session_in_child
+from distill_core.child import emulated_gpu, run_in_child, session_in_child
 from distill_core.comparison import AFTER, BEFORE, Comparison
 from distill_core.compat import check_pair, compatibility_report, layer_pairs_for
 from distill_core.config import CHOICES, RESUME_FIELDS, SUGGESTIONS, DistillConfig, field_help
@@ -26,13 +27,13 @@ from distill_core.errors import DistillError, describe_failure, first_line
 from distill_core.evaluate import evaluate_models, evaluate_pair, generate, trade_sentence
 from distill_core.export import export_config, export_student, safe_filename
 from distill_core.hosting import (HUB_DEFAULT_PAIR, check_readable, public_limits, public_mode, spaces_gpu,
-                                  use_hub_defaults)
+                                  use_hub_defaults, zerogpu, zerogpu_emulation)
 from distill_core.layer_map import LAYER_MAP_SPECS
 from distill_core.models import load_teacher, tokenizer_of
 from distill_core.paths import CONFIGS, ROOT, runs_dir
 from distill_core.presets import QUICKSTART, preset_config, preset_description, preset_names
 from distill_core.probes import attention_probe, dark_knowledge, similarity_probe
-from distill_core.session import FINAL_KINDS, StopSignal, run_session
+from distill_core.session import FINAL_KINDS, PAUSED, StopSignal, run_in_slices, run_session
 from distill_core.specs import parse_student_list
 from distill_core.students import load_student
 from distill_core.sweep import SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, small_corpus, student_sweep
@@ -40,16 +41,33 @@ from distill_core.sweep import SMALL_CORPUS_SENTENCES, ablation, augmentation_ro
 __all__ = [
     "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "FINAL_KINDS", "GPU_DEFAULTS",
     "HUB_DEFAULT_PAIR", "LAYER_MAP_SPECS", "QUICKSTART", "RESUME_FIELDS", "ROOT", "SMALL_CORPUS_SENTENCES",
-    "SUGGESTIONS", "Comparison", "DistillConfig", "DistillError", "StopSignal", "ablation", "attention_probe",
+    "SUGGESTIONS", "PAUSED", "SLICE_SHARE", "Comparison", "DistillConfig", "DistillError", "StopSignal", "ablation", "attention_probe",
     "augmentation_preview", "augmentation_rows", "check_pair", "check_readable", "check_text",
     "compatibility_report", "corpus_stats", "dark_knowledge", "describe_failure",
     "evaluate_models", "evaluate_pair", "export_config", "export_student", "field_help", "first_line",
-    "first_texts", "generate", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student",
+    "first_texts", "generate", "gpu", "run_in_child", "run_in_slices", "slice_limit", "zerogpu", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student",
     "load_teacher", "new_run_dir", "parse_methods", "parse_student_list", "preset_config", "preset_description",
     "preset_names", "public_limits", "public_mode", "read_corpus_file", "read_text_file", "run_bench",
     "run_session", "runs_dir", "safe_filename", "session_in_child", "similarity_probe", "small_corpus",
     "spaces_gpu", "student_sweep", "text_columns", "tokenizer_of", "trade_sentence", "use_hub_defaults",
 ]
+
+
+SLICE_SHARE = 0.8
+"""On ZeroGPU a call trains for at most this share of its GPU duration, leaving the rest for the last
+checkpoint (and, in the last call, the evaluation and the save)."""
+
+
+def gpu(duration: int) -> Callable[[Callable], Callable]:
+    """The decorator for GPU work: `spaces.GPU(duration=...)` on Spaces (the identity elsewhere), or with
+    DISTILL_ZEROGPU_EMULATION=1 its emulation (a spawned child process, arguments and values pickled)."""
+    return emulated_gpu(duration) if zerogpu_emulation() else spaces_gpu(duration)
+
+
+def slice_limit(duration: int) -> float | None:
+    """How long one GPU call of a session may train (`run_in_slices`): on ZeroGPU a share of the call's
+    duration, so that a longer session goes on in the next call; elsewhere no limit."""
+    return duration * SLICE_SHARE if zerogpu() else None
 
 
 def new_run_dir() -> Path:

@@ -218,6 +218,18 @@ def check_public(config: Any) -> None:
 # ---------------------------------------------------------------------------------------
 # Spaces
 # ---------------------------------------------------------------------------------------
+def zerogpu_emulation() -> bool:
+    """DISTILL_ZEROGPU_EMULATION=1: run as on a ZeroGPU Space, here (the GPU functions in a spawned child
+    process, everything across pickled; child.emulated_gpu), for tests and for trying a Space locally."""
+    return env_flag("DISTILL_ZEROGPU_EMULATION")
+
+
+def zerogpu() -> bool:
+    """On ZeroGPU hardware (Spaces sets SPACES_ZERO_GPU), or emulating it: a GPU is lent per call, for at
+    most the call's duration."""
+    return env_flag("SPACES_ZERO_GPU") or zerogpu_emulation()
+
+
 def spaces_gpu(duration: int = 60) -> Callable[[Callable], Callable]:
     """A decorator for GPU work: `spaces.GPU(duration=...)` when the `spaces` package is importable
     (on ZeroGPU hardware it attaches a GPU while the function runs; elsewhere it has no effect), the

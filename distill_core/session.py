@@ -62,6 +62,8 @@ MAX_VAL_BLOCKS = 8
 """At most this many held-out corpus blocks are scored in each periodic evaluation."""
 FINAL_KINDS = ("done", "stopped", "error")
 """The kinds of a session's last event."""
+PAUSED = "paused"
+"""The last event of a call that ran out of its time limit (the session goes on in the next call)."""
 
 Events = Generator[dict[str, Any], None, Any]
 
@@ -123,15 +125,21 @@ class Record:
 
 
 def run_session(config: DistillConfig, out_dir: str | Path | None = None, stop: Any = None,
-                resume: bool = False) -> Events:
+                resume: bool = False, time_limit_s: float | None = None) -> Events:
     """Run one distillation session, yielding events. Raises DistillError on bad input before
     training starts; a failure during training ends with an `error` event after the last good
     student has been saved.
 
     With `resume`, continue the stopped session in `out_dir` from its checkpoint (same config but
     for `config.RESUME_FIELDS`): its metrics.jsonl is kept up to the checkpoint's step and appended
-    to, and the summary says `resumed_from_step`."""
+    to, and the summary says `resumed_from_step`.
+
+    With `time_limit_s`, this call trains until that many seconds from its start would be passed by one
+    more step (at least one step a call), then writes a checkpoint and ends with a `paused` event instead
+    of finishing: a GPU lent for a fixed time (ZeroGPU) runs a long session in slices (`run_in_slices`)."""
     config.validate()
+    if time_limit_s is not None and out_dir is None:
+        raise DistillError("a session in slices (time_limit_s) needs an output folder for its checkpoint")
     stop = stop if stop is not None else threading.Event()
     procs = Processes.current(config.device)
     procs.check_batch_size(config.batch_size)
@@ -141,12 +149,31 @@ def run_session(config: DistillConfig, out_dir: str | Path | None = None, stop: 
             raise DistillError("resuming needs the stopped session's output folder")
         checkpoint = training_checkpoint.check_resumable(Path(out_dir), config)
     record = Record(config, out_dir, procs, checkpoint)
+    deadline = record.started + time_limit_s if time_limit_s is not None else None
     try:
         prepared = yield from prepare(config, record, procs, checkpoint)
-        fitted = yield from fit(prepared, record, stop)
-        yield from finish(prepared, fitted, record)
+        fitted = yield from fit(prepared, record, stop, deadline)
+        if not fitted.paused:
+            yield from finish(prepared, fitted, record)
     finally:
         record.close()
+
+
+def run_in_slices(config: DistillConfig, out_dir: str | Path, stop: Any, run: Any = None,
+                  time_limit_s: float | None = None) -> Events:
+    """One session as calls of `run` (default `run_session`; on ZeroGPU the same wrapped in `spaces.GPU`),
+    each limited to `time_limit_s`: a call that ends `paused` is followed by one that resumes from its
+    checkpoint, until the session is done, stopped or failed. Yields every call's events."""
+    run = run or run_session
+    resume = False
+    while True:
+        paused = False
+        for event in run(config, out_dir, stop, resume=resume, time_limit_s=time_limit_s):
+            paused = event["kind"] == PAUSED
+            yield event
+        if not paused:
+            return
+        resume = True
 
 
 # ---------------------------------------------------------------------------------------
@@ -343,6 +370,8 @@ class Fitted:
     trainable_params: int
     projection: FitNetsProjection | None
     memory: dict[str, Any]
+    paused: bool = False
+    """This call's time limit ended it; a checkpoint holds where it got to."""
 
     def stopped(self, config: DistillConfig) -> bool:
         return self.step < config.steps
@@ -400,8 +429,9 @@ def _training_setup(p: Prepared, record: Record) -> Events:
     return Training(step, scheduler, n_trainable, projection, memory)
 
 
-def fit(p: Prepared, record: Record, stop: Any) -> Events:
-    """The training loop: steps until `config.steps`, a stop request or a failure; returns a `Fitted`."""
+def fit(p: Prepared, record: Record, stop: Any, deadline: float | None = None) -> Events:
+    """The training loop: steps until `config.steps`, a stop request, a failure or (with a `deadline`) the
+    time of this call; returns a `Fitted`."""
     config, procs = p.config, p.procs
     training = yield from _training_setup(p, record)
     start = p.checkpoint.step if p.checkpoint is not None else 0
@@ -416,15 +446,24 @@ def fit(p: Prepared, record: Record, stop: Any) -> Events:
     yield record.emit("status", message=f"Distilling: {config.steps} steps of {config.batch_size} x {config.seq_len} "
                       "tokens" + (f" over {procs.world} processes ({procs.backend})" if procs.distributed else ""),
                       training=True)  # the first event of the training loop (callers may stop before it: nothing to save)
-    while loop.step < config.steps and not procs.any(stop.is_set()):
+    out_of_time = False
+    while loop.step < config.steps and not procs.any(stop.is_set() or out_of_time):
+        step_started = time.perf_counter()
         events = loop.one_step(next(batch_iter), train_started)
         if events is None:
             break
         yield from events
+        # one more step (as long as the last one) would pass the deadline: pause here
+        out_of_time = deadline is not None and 2 * time.perf_counter() - step_started > deadline
     if record.out is not None and loop.step < config.steps and loop.step > loop.saved_step:  # keep where it got to
         yield loop.save_checkpoint(loop.rng_top if loop.error else training_checkpoint.rng_state())
+    paused = deadline is not None and loop.step < config.steps and not loop.error and not stop.is_set()
+    if paused:
+        yield record.emit(PAUSED, step=loop.step, steps=config.steps,
+                          message=f"paused at step {loop.step} of {config.steps}: this call's time is used up; "
+                                  "the next one resumes from the checkpoint")
     return Fitted(loop.step, loop.last_loss, loop.error, round(time.perf_counter() - train_started, 2),
-                  training.trainable_params, training.projection, training.memory)
+                  training.trainable_params, training.projection, training.memory, paused)
 
 
 class Loop:

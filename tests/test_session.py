@@ -201,3 +201,25 @@ def test_any_pair_with_the_same_tokenizer_distils_with_every_technique(tiny_conf
     assert {"kd_loss", "attention_loss", "fitnets_loss"} <= set(steps[0])
     assert summary["after"]["kl_to_teacher"] < summary["before"]["kl_to_teacher"]
     assert (tmp_path / "run" / "fitnets_projection.safetensors").is_file()
+
+
+def test_a_session_in_time_limited_slices_ends_as_one_run(tiny_config, tmp_path):
+    """With a time limit each call trains at least one step, then pauses with a checkpoint; `run_in_slices`
+    resumes until done, and the student is the one an uninterrupted session makes, to the bit."""
+    from safetensors.torch import load_file
+
+    from distill_core.session import PAUSED, run_in_slices
+
+    config = tiny_config.with_overrides({"steps": 4, "eval_every": 0, "probe_every": 0, "checkpoint_every": 0})
+    events = list(run_in_slices(config, tmp_path / "sliced", threading.Event(), time_limit_s=1e-3))
+    assert [e["step"] for e in events if e["kind"] == PAUSED] == [1, 2, 3]  # one step per call at this limit
+    assert [e["step"] for e in events if e["kind"] == "step"] == [1, 2, 3, 4]
+    assert events[-1]["kind"] == "done" and events[-1]["summary"]["resumed_from_step"] == 3
+    assert not (tmp_path / "sliced" / "checkpoint").exists()  # complete: nothing left to resume
+    whole = list(run_session(config, tmp_path / "whole"))
+    assert whole[-1]["summary"]["final_loss"] == events[-1]["summary"]["final_loss"]
+    sliced = load_file(tmp_path / "sliced" / "student" / "model.safetensors")
+    plain = load_file(tmp_path / "whole" / "student" / "model.safetensors")
+    assert all(sliced[name].equal(plain[name]) for name in plain)
+    with pytest.raises(DistillError, match="needs an output folder"):
+        list(run_session(config, None, time_limit_s=10))
