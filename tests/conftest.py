@@ -20,7 +20,8 @@ SAMPLE_TEXT = (REPO / "assets" / "texts" / "sample_user_corpus.txt").read_text(e
 @pytest.fixture(scope="session")
 def bundled_dir() -> Path:
     """The bundled SmolLM2-135M converted to safetensors (converted once, then cached)."""
-    from distill_core.checkpoints import bundled_gguf_path, convert_gguf
+    from distill_core.hub import bundled_gguf_path
+    from distill_core.models import convert_gguf
 
     gguf = bundled_gguf_path()
     if gguf is None:
