@@ -37,8 +37,9 @@ def main() -> None:
     import torch
 
     from distill_core import probes
-    from distill_core.checkpoints import load_student, load_teacher
     from distill_core.evaluate import generate
+    from distill_core.models import load_teacher
+    from distill_core.students import load_student
 
     teacher = load_teacher(args.teacher)
     before = load_student(args.student, teacher).model

@@ -22,6 +22,7 @@ count and steps; and, as its last line, one JSON object with the same figures.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -79,15 +80,38 @@ class Tally:
         return {"overall": overall, "per_endpoint": per, "first_errors": first_errors}
 
 
-def probe_args(endpoint: str, teacher: str, student: str) -> tuple:
-    """The inputs of one inspection request on the pair (short texts: the figures are about the app)."""
+@functools.lru_cache(maxsize=1)
+def dict_inputs() -> dict[str, Any]:
+    """The inputs by name of the app's dict-input endpoints that this script calls (from the app's own tabs)."""
+    import gradio as gr
+
     import app
 
+    with gr.Blocks():
+        tabs = app.build_tabs()
+    return {"/run_session": tabs.distill.recipe, "/attention": tabs.attention}
+
+
+def api_args(client: Any, endpoint: str, named: dict[str, Any]) -> list[Any]:
+    """A dict-input endpoint's positional arguments from its inputs by name (they are listed under their labels,
+    in the order they were created; one not named gets its default)."""
+    parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"][endpoint]["parameters"]
+    return dict_inputs()[endpoint].api_arguments(parameters, named)
+
+
+def probe_args(client: Any, endpoint: str, teacher: str, student: str) -> list:
+    """The inputs of one inspection request on the pair (short texts: the figures are about the app)."""
+    from ui.attention import ATTENTION_TEXT
+    from ui.evaluate import GENERATE_PROMPT
+    from ui.similarity import similarity_text
+
+    if endpoint == "/attention":
+        return api_args(client, endpoint, dict(text=ATTENTION_TEXT, teacher_layer=-1, teacher_head=0, student_layer=-1,
+                                               student_head=0, average_heads=False, teacher=teacher, student=student))
     return {
-        "/dark_knowledge": ("I ate an", -1, 1.0, 10, teacher, student),
-        "/attention": (app.ATTENTION_TEXT, -1, 0, -1, 0, False, teacher, student),
-        "/similarity": (app.similarity_text(), teacher, student),
-        "/generate": (app.GENERATE_PROMPT, 8, 0, teacher, student),
+        "/dark_knowledge": ["I ate an", -1, 1.0, 10, teacher, student],
+        "/similarity": [similarity_text(), teacher, student],
+        "/generate": [GENERATE_PROMPT, 8, 0, teacher, student],
     }[endpoint]
 
 
@@ -102,7 +126,7 @@ def prober(url: str, index: int, teacher: str, student: str, deadline: float, ta
         turn += 1
         started = time.monotonic()
         try:
-            out = client.predict(*probe_args(endpoint, teacher, student), api_name=endpoint)
+            out = client.predict(*probe_args(client, endpoint, teacher, student), api_name=endpoint)
             note = str(out[NOTE_INDEX[endpoint]])
             error = note.splitlines()[0][:200] if note.startswith("**Error:**") else None
         except Exception as exc:  # a failed request is a figure, not a crash
@@ -119,7 +143,7 @@ def trainer(url: str, session: dict[str, Any], deadline: float, stop_grace_s: fl
     report.update(sessions=0, finished=0, steps=0, last_status="")
     while time.monotonic() < deadline:
         started = time.monotonic()
-        job = client.submit(**session, api_name="/run_session")
+        job = client.submit(*api_args(client, "/run_session", session), api_name="/run_session")
         report["sessions"] += 1
         while not job.done() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -145,17 +169,18 @@ def trainer(url: str, session: dict[str, Any], deadline: float, stop_grace_s: fl
 
 
 def session_inputs(tiny_teacher: str | None, steps: int | None) -> tuple[dict[str, Any], str, str]:
-    """run_session's inputs (the quickstart preset's knobs; the tiny pair and pasted text with --tiny), and
-    the pair the probes use."""
-    import app
+    """run_session's inputs by name (the quickstart preset's knobs; the tiny pair and pasted text with --tiny),
+    and the pair the probes use."""
+    from distill_core import api
+    from ui.knobs import CORPUS_GENERATED, CORPUS_PASTE, KNOB_FIELDS
 
-    config = app.quickstart_config()
+    config = api.preset_config()
     values: dict[str, Any] = dict(teacher=config.teacher, student=config.student, preset="quickstart",
-                                  **{name: getattr(config, name) for name in app.KNOBS},
-                                  corpus_choice=app.CORPUS_GENERATED, upload=None, pasted="")
+                                  **{name: getattr(config, name) for name in KNOB_FIELDS},
+                                  corpus_choice=CORPUS_GENERATED, upload=None, pasted="")
     if tiny_teacher is not None:
         text = (ROOT / "assets" / "texts" / "sample_user_corpus.txt").read_text(encoding="utf-8")
-        values.update(teacher=tiny_teacher, student="layers:1", corpus_choice=app.CORPUS_PASTE, pasted=text,
+        values.update(teacher=tiny_teacher, student="layers:1", corpus_choice=CORPUS_PASTE, pasted=text,
                       steps=10_000, batch_size=4, seq_len=32, learning_rate=3e-3)
     if steps is not None:
         values["steps"] = steps
@@ -163,7 +188,8 @@ def session_inputs(tiny_teacher: str | None, steps: int | None) -> tuple[dict[st
 
 
 def build_tiny(folder: Path) -> str:
-    from distill_core.checkpoints import bundled_gguf_path, convert_gguf
+    from distill_core.hub import bundled_gguf_path
+    from distill_core.models import convert_gguf
     from distill_core.tiny import build_tiny_teacher
 
     gguf = bundled_gguf_path()
@@ -200,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
             demo, url = app.serve(block=False, quiet=True)
         session, teacher, student = session_inputs(tiny, args.steps)
+        dict_inputs()  # built here, once: Gradio builds one Blocks at a time, not one per user thread
         tally, report = Tally(), {}
         started = time.monotonic()
         deadline = started + args.seconds

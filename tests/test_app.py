@@ -1,19 +1,31 @@
-"""The app's handlers, called directly (no browser) on a tiny config-built teacher."""
+"""The app's handlers, called directly (no browser) on a tiny config-built teacher. Handlers that take one
+dict (Gradio's dict inputs: run_session, size_sweep, augment_preview, attention) get it built from values by
+name through the tab's inputs (`values_of`)."""
 
 from __future__ import annotations
 
-import inspect
+import ast
+import functools
 import json
 from pathlib import Path
+from typing import Any
 
+import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 
 import app
+from distill_core import api
 from distill_core.config import DistillConfig
+from distill_core.data import read_prompts
 from distill_core.errors import DistillError
-from tests.conftest import SAMPLE_TEXT
+from distill_core.specs import initial_student_spec
+from tests.conftest import REPO, SAMPLE_TEXT
+from ui import attention, data, distill, evaluate, knobs, setup, similarity, sizes
+from ui.common import Inputs, UserSession
+from ui.dark import probe_dark_knowledge
+from ui.runview import SWEEP_TABLE_HEADERS
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers")  # gr.Warning outside a UI
 
@@ -26,16 +38,53 @@ def runs_in_tmp(tmp_path, monkeypatch):
     return tmp_path / "runs"
 
 
+@functools.lru_cache(maxsize=1)
+def tabs() -> app.Tabs:
+    """The app's tabs, built once outside any server: the inputs of its dict-input handlers by name."""
+    with gr.Blocks():
+        return app.build_tabs()
+
+
+def values_of(inputs: Inputs, named: dict[str, Any]) -> dict[Any, Any]:
+    """A dict-input handler's argument {component: value}, from values by name (DistillConfig fields, or the
+    UI's own: preset, corpus_choice, upload, pasted, specs, user, ...)."""
+    return {inputs.components[name]: value for name, value in named.items()}
+
+
 def ui_values(teacher_dir: Path, **changes):
-    """The Distill tab's inputs (run_distillation's parameters) for a seconds-long session: the quickstart
-    preset's knobs with a short, small session on pasted text."""
-    quickstart = app.quickstart_config()
+    """The Distill tab's inputs by name (run_session's) for a seconds-long session: the quickstart preset's
+    knobs with a short, small session on pasted text."""
+    quickstart = api.preset_config()
     values = dict(teacher=str(teacher_dir), student="layers:1", preset="quickstart",
-                  **{name: getattr(quickstart, name) for name in app.KNOBS},
-                  corpus_choice=app.CORPUS_PASTE, upload=None, pasted=SAMPLE_TEXT)
+                  **{name: getattr(quickstart, name) for name in knobs.KNOB_FIELDS},
+                  corpus_choice=knobs.CORPUS_PASTE, upload=None, pasted=SAMPLE_TEXT)
     values.update(steps=3, batch_size=4, seq_len=32, learning_rate=3e-3, temperature=2.0)
     values.update(changes)
     return values
+
+
+def run_distillation(named: dict[str, Any], user: UserSession | None = None):
+    """The run_session handler on the Distill tab's inputs by name (and this user's state)."""
+    recipe = tabs().distill.recipe
+    return distill.run_distillation(recipe, values_of(recipe, {**named, "user": user or UserSession()}))
+
+
+def run_size_sweep(named: dict[str, Any], user: UserSession | None = None):
+    sweep = tabs().sizes
+    return sizes.run_size_sweep(sweep, values_of(sweep, {**named, "user": user or UserSession()}))
+
+
+def preview_augmentation(named: dict[str, Any]):
+    preview = tabs().distill.preview
+    return data.preview_augmentation(preview, values_of(preview, named))
+
+
+def show_attention(text, layers_heads, average_heads, pair, user=None):
+    """The attention handler: (teacher layer, teacher head, student layer, student head), the pair's specs."""
+    names = ("teacher_layer", "teacher_head", "student_layer", "student_head")
+    named = dict(zip(names, layers_heads), text=text, average_heads=average_heads, teacher=pair[0], student=pair[1],
+                 user=user or UserSession())
+    return attention.show_attention(tabs().attention, values_of(tabs().attention, named))
 
 
 def drain(generator) -> list[tuple]:
@@ -48,15 +97,15 @@ def finished_session(tiny_teacher_dir, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         runs = tmp_path_factory.mktemp("runs")
         mp.setenv("DISTILL_STUDIO_RUNS", str(runs))
-        user = app.UserSession()
-        outputs = drain(app.run_distillation(**ui_values(tiny_teacher_dir), user=user))
+        user = UserSession()
+        outputs = drain(run_distillation(ui_values(tiny_teacher_dir), user))
     return user, outputs, runs
 
 
 # ---- Setup -----------------------------------------------------------------------------------
 
 def test_compatibility_shows_report(tiny_teacher_dir):
-    markdown, report = app.check_compatibility(str(tiny_teacher_dir), "layers:2")
+    markdown, report = setup.check_compatibility(str(tiny_teacher_dir), "layers:2")
     assert report["teacher"]["layers"] == 4 and report["student"]["layers"] == 2
     assert "| layers | 4 | 2 |" in markdown
     assert "same vocabulary ✓" in markdown
@@ -71,7 +120,7 @@ def test_compatibility_shows_report(tiny_teacher_dir):
 ])
 def test_compatibility_bad_spec_gives_message(tiny_teacher_dir, teacher_spec, student_spec, expected):
     teacher_spec = str(tiny_teacher_dir) if teacher_spec == "TINY" else teacher_spec
-    markdown, report = app.check_compatibility(teacher_spec, student_spec)
+    markdown, report = setup.check_compatibility(teacher_spec, student_spec)
     assert report is None
     assert markdown.startswith("**Error:**") and expected in markdown
 
@@ -79,74 +128,118 @@ def test_compatibility_bad_spec_gives_message(tiny_teacher_dir, teacher_spec, st
 # ---- Distill ---------------------------------------------------------------------------------
 
 def test_config_from_ui_applies_values_over_quickstart(tiny_teacher_dir):
-    values = ui_values(tiny_teacher_dir, steps=7.0, corpus_choice=app.CORPUS_GENERATED)
-    config = app.config_from_ui(**values)
+    values = ui_values(tiny_teacher_dir, steps=7.0, corpus_choice=knobs.CORPUS_GENERATED)
+    config = knobs.recipe_config(values)
     assert config.steps == 7 and isinstance(config.steps, int)
     assert config.corpus == "teacher-generated" and config.corpus_text == ""
-    assert config.eval_every == app.quickstart_config().eval_every  # untouched fields keep the YAML's value
+    assert config.eval_every == api.preset_config().eval_every  # untouched fields keep the YAML's value
 
 
-def test_handlers_take_every_knob_in_order():
-    params = list(inspect.signature(app.run_distillation).parameters)
-    data = ["corpus_choice", "upload", "pasted", *app.DATA_INPUTS]
-    assert params == ["teacher", "student", "preset", *app.KNOBS, *data, "user"]
-    params = list(inspect.signature(app.run_size_sweep).parameters)
-    assert params == ["specs", "teacher", "preset", *app.KNOBS, *data, "user"]
-    assert set(app.DATA_INPUTS) <= set(DistillConfig.__dataclass_fields__)
-    # the knobs are the technique and training fields of DistillConfig
-    assert set(app.KNOBS) <= set(DistillConfig.__dataclass_fields__)
+def test_knobs_are_generated_from_the_config():
+    """Every knob is a DistillConfig field; its help is the field's docstring, its default the quickstart's, a
+    dropdown's choices the engine's (api.CHOICES; the layer map's named specs open to pairs like 0:0,5:12)."""
+    recipe, help_text, quickstart = tabs().distill.recipe, api.field_help(), api.preset_config()
+    assert set(knobs.KNOB_FIELDS) <= set(DistillConfig.__dataclass_fields__)
     assert {"divergence", "jsd_beta", "skew_alpha", "top_k", "teacher_cache", "attention_weight", "attention_loss",
-            "hidden_weight", "hidden_loss", "layer_map", "freeze_embeddings", "warmup_steps", "seed"} <= set(app.KNOBS)
+            "hidden_weight", "hidden_loss", "layer_map", "freeze_embeddings", "warmup_steps",
+            "seed"} <= set(knobs.KNOB_FIELDS)
+    for knob in knobs.KNOBS:
+        component = recipe.components[knob.field]
+        assert component.info == help_text[knob.field] and component.label == knob.label, knob.field
+        assert component.elem_id == knob.field.replace("_", "-") and component.value == getattr(quickstart, knob.field)
+        if knob.widget == "dropdown":
+            choices = [value for _, value in component.choices]
+            if knob.field in api.CHOICES:
+                assert choices == list(api.CHOICES[knob.field]) and not component.allow_custom_value
+            else:
+                assert choices == list(api.SUGGESTIONS[knob.field]) and component.allow_custom_value
+    dropdowns = {knob.field for knob in knobs.KNOBS if knob.widget == "dropdown"}
+    assert dropdowns == (set(api.CHOICES) - {"precision", "device"}) | set(api.SUGGESTIONS)
+
+
+def test_run_session_and_size_sweep_take_every_knob():
+    """run_session's inputs: the pair, the preset, every knob, the Data and augmentation section, the user's
+    state; size_sweep's: the same with the student list instead of the student."""
+    data = {"corpus_choice", "upload", "pasted", *knobs.DATA_FIELDS}
+    assert set(knobs.DATA_FIELDS) <= set(DistillConfig.__dataclass_fields__)
+    recipe = tabs().distill.recipe
+    assert set(recipe.components) == {"user", "teacher", "student", "preset", *knobs.KNOB_FIELDS, *data}
+    assert set(tabs().sizes.components) == set(recipe.components) - {"student"} | {"specs"}
+    assert tabs().sizes.components["teacher"] is recipe.components["teacher"]
+    assert set(tabs().distill.preview.components) == {"teacher", "preset", "seed", *data}
+
+
+def handler_parameters() -> dict[str, int]:
+    """Every function (and lambda) in app.py and ui/*.py -> how many parameters it takes (*args and **kwargs
+    count as one each)."""
+    counts = {}
+    for path in [REPO / "app.py", *sorted((REPO / "ui").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                a = node.args
+                name = f"{path.name}:{getattr(node, 'name', 'lambda')}:{node.lineno}"
+                counts[name] = (len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + (a.vararg is not None)
+                                + (a.kwarg is not None))
+    return counts
+
+
+def test_no_function_of_the_app_takes_more_than_eight_parameters():
+    counts = handler_parameters()
+    assert len(counts) > 50  # every module was read
+    assert {name: n for name, n in counts.items() if n > 8} == {}
+    for path in [REPO / "app.py", *(REPO / "ui").glob("*.py")]:  # nor gathers them with locals()
+        assert "locals()" not in path.read_text(encoding="utf-8"), path.name
 
 
 def test_every_knob_flows_into_the_config(tiny_teacher_dir):
-    knobs = dict(steps=9, batch_size=2, seq_len=48, learning_rate=1e-3, warmup_steps=2, seed=7, temperature=3.5,
-                 kd_weight=0.6, divergence="jsd", jsd_beta=0.3, skew_alpha=0.2, top_k=16, teacher_cache=True,
-                 attention_weight=0.0, attention_loss="mse", hidden_weight=0.0, hidden_loss="cosine",
-                 layer_map="0:0,1:3", freeze_embeddings=False, freeze_layers=1)
-    assert set(knobs) == set(app.KNOBS)
-    config = app.config_from_ui(**ui_values(tiny_teacher_dir, **knobs))
-    assert {name: getattr(config, name) for name in app.KNOBS} == knobs
+    chosen = dict(steps=9, batch_size=2, seq_len=48, learning_rate=1e-3, warmup_steps=2, seed=7, temperature=3.5,
+                  kd_weight=0.6, divergence="jsd", jsd_beta=0.3, skew_alpha=0.2, top_k=16, teacher_cache=True,
+                  attention_weight=0.0, attention_loss="mse", hidden_weight=0.0, hidden_loss="cosine",
+                  layer_map="0:0,1:3", freeze_embeddings=False, freeze_layers=1)
+    assert set(chosen) == set(knobs.KNOB_FIELDS)
+    config = knobs.recipe_config(ui_values(tiny_teacher_dir, **chosen))
+    assert {name: getattr(config, name) for name in knobs.KNOB_FIELDS} == chosen
     assert config.student == "layers:1" and config.corpus_text == SAMPLE_TEXT
 
 
 def test_config_from_ui_starts_from_the_preset(tiny_teacher_dir):
     """Fields without a knob (here eval_every) come from the picked preset's file."""
-    assert app.config_from_ui(**ui_values(tiny_teacher_dir)).eval_every == app.quickstart_config().eval_every == 10
-    hinton = DistillConfig.from_yaml(app.CONFIGS / "hinton.yaml")
-    assert app.config_from_ui(**ui_values(tiny_teacher_dir, preset="hinton")).eval_every == hinton.eval_every == 20
+    assert knobs.recipe_config(ui_values(tiny_teacher_dir)).eval_every == api.preset_config().eval_every == 10
+    hinton = DistillConfig.from_yaml(api.CONFIGS / "hinton.yaml")
+    assert knobs.recipe_config(ui_values(tiny_teacher_dir, preset="hinton")).eval_every == hinton.eval_every == 20
 
 
 def test_preset_names_list_every_config_quickstart_first():
-    names = app.preset_names()
+    names = api.preset_names()
     assert names[:6] == ["quickstart", "hinton", "dark-knowledge-topk", "attention-transfer", "fitnets", "all-combined"]
-    assert sorted(names) == sorted(path.stem for path in app.CONFIGS.glob("*.yaml"))
-    assert app.preset_description("quickstart").startswith("The default CPU session")
-    assert app.preset_description("hinton").startswith("Soft targets (Hinton et al. 2015)")
+    assert sorted(names) == sorted(path.stem for path in api.CONFIGS.glob("*.yaml"))
+    assert api.preset_description("quickstart").startswith("The default CPU session")
+    assert api.preset_description("hinton").startswith("Soft targets (Hinton et al. 2015)")
 
 
-@pytest.mark.parametrize("name", app.preset_names())
+@pytest.mark.parametrize("name", api.preset_names())
 def test_preset_fills_every_knob_from_its_file(name):
-    values = app.apply_preset(name)
-    assert len(values) == len(app.KNOBS) + 1
-    config = DistillConfig.from_yaml(app.CONFIGS / f"{name}.yaml")
-    assert dict(zip(app.KNOBS, values)) == {knob: getattr(config, knob) for knob in app.KNOBS}
-    first_comment = next(line for line in (app.CONFIGS / f"{name}.yaml").read_text().splitlines()
+    values = distill.apply_preset(name)
+    assert len(values) == len(knobs.KNOB_FIELDS) + 1
+    config = DistillConfig.from_yaml(api.CONFIGS / f"{name}.yaml")
+    assert dict(zip(knobs.KNOB_FIELDS, values)) == {knob: getattr(config, knob) for knob in knobs.KNOB_FIELDS}
+    first_comment = next(line for line in (api.CONFIGS / f"{name}.yaml").read_text().splitlines()
                          if line.startswith("#"))
     assert first_comment.lstrip("# ").rstrip(":.") in values[-1] and f"**{name}:**" in values[-1]
 
 
 def test_preset_values_differ_where_the_files_differ():
-    knobs = {name: dict(zip(app.KNOBS, app.apply_preset(name))) for name in app.preset_names()}
-    assert knobs["hinton"]["temperature"] == 2.0 and knobs["quickstart"]["temperature"] == 1.0
-    assert knobs["dark-knowledge-topk"]["top_k"] == 64
-    assert knobs["attention-transfer"]["attention_weight"] == 1.0 and knobs["attention-transfer"]["hidden_weight"] == 0
-    assert knobs["fitnets"]["hidden_weight"] == 1.0 and knobs["fitnets"]["hidden_loss"] == "cosine"
-    assert knobs["quickstart"]["warmup_steps"] == 3 and knobs["hinton"]["warmup_steps"] == 5
+    presets = {name: dict(zip(knobs.KNOB_FIELDS, distill.apply_preset(name))) for name in api.preset_names()}
+    assert presets["hinton"]["temperature"] == 2.0 and presets["quickstart"]["temperature"] == 1.0
+    assert presets["dark-knowledge-topk"]["top_k"] == 64
+    attention_transfer = presets["attention-transfer"]
+    assert attention_transfer["attention_weight"] == 1.0 and attention_transfer["hidden_weight"] == 0
+    assert presets["fitnets"]["hidden_weight"] == 1.0 and presets["fitnets"]["hidden_loss"] == "cosine"
+    assert presets["quickstart"]["warmup_steps"] == 3 and presets["hinton"]["warmup_steps"] == 5
 
 
 def test_unknown_preset_shows_message():
-    values = app.apply_preset("nope")
+    values = distill.apply_preset("nope")
     assert values[-1].startswith("**Error:**") and "unknown preset 'nope'" in values[-1]
 
 
@@ -154,13 +247,13 @@ def test_unknown_preset_shows_message():
 
 def test_layer_map_shows_resolved_pairs(tiny_teacher_dir):
     teacher = str(tiny_teacher_dir)
-    _, report = app.check_compatibility(teacher, "layers:2")
+    _, report = setup.check_compatibility(teacher, "layers:2")
     kept = " ".join(f"`{s}:{t}`" for s, t in report["layer_map"])
-    assert kept in app.layer_map_markdown(teacher, "layers:2", "auto")
-    assert "**2 layer pairs**" in app.layer_map_markdown(teacher, "layers:2", "kept")
-    assert "`0:1` `1:3`" in app.layer_map_markdown(teacher, "layers:2", "uniform")
-    assert "**1 layer pair**" in app.layer_map_markdown(teacher, "layers:2", "last")
-    assert "`1:2`" in app.layer_map_markdown(teacher, "layers:2", "1:2")
+    assert kept in distill.layer_map_markdown(teacher, "layers:2", "auto")
+    assert "**2 layer pairs**" in distill.layer_map_markdown(teacher, "layers:2", "kept")
+    assert "`0:1` `1:3`" in distill.layer_map_markdown(teacher, "layers:2", "uniform")
+    assert "**1 layer pair**" in distill.layer_map_markdown(teacher, "layers:2", "last")
+    assert "`1:2`" in distill.layer_map_markdown(teacher, "layers:2", "1:2")
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -170,16 +263,16 @@ def test_layer_map_shows_resolved_pairs(tiny_teacher_dir):
     ("0:0,0:1", "a student layer is listed twice"),
 ])
 def test_layer_map_bad_spec_shows_the_engines_message(tiny_teacher_dir, spec, expected):
-    markdown = app.layer_map_markdown(str(tiny_teacher_dir), "layers:2", spec)
+    markdown = distill.layer_map_markdown(str(tiny_teacher_dir), "layers:2", spec)
     assert markdown.startswith("**Error:**") and expected in markdown
 
 
 def test_layer_map_waits_for_a_checked_pair(tiny_teacher_dir):
     teacher = str(tiny_teacher_dir)
-    assert "once the pair is checked" in app.layer_map_if_known(teacher, "layers:3", "auto")
-    app.check_compatibility(teacher, "layers:3")
-    assert "**3 layer pairs**" in app.layer_map_if_known(teacher, "layers:3", "auto")
-    bad_student = app.layer_map_markdown(teacher, "layers:99", "auto")
+    assert "once the pair is checked" in distill.layer_map_if_known(teacher, "layers:3", "auto")
+    setup.check_compatibility(teacher, "layers:3")
+    assert "**3 layer pairs**" in distill.layer_map_if_known(teacher, "layers:3", "auto")
+    bad_student = distill.layer_map_markdown(teacher, "layers:99", "auto")
     assert bad_student.startswith("**Error:**") and "more layers than the teacher has" in bad_student
 
 
@@ -206,15 +299,15 @@ def test_run_session_streams_progress_and_ends_with_summary(finished_session):
 
 
 def test_run_session_stop_saves_the_student(tiny_teacher_dir, monkeypatch):
-    monkeypatch.setattr(app, "STATUS_INTERVAL_S", 0.0)  # yield every step
-    user = app.UserSession()
-    generator = app.run_distillation(**ui_values(tiny_teacher_dir, steps=200), user=user)
+    monkeypatch.setattr(distill, "STATUS_INTERVAL_S", 0.0)  # yield every step
+    user = UserSession()
+    generator = run_distillation(ui_values(tiny_teacher_dir, steps=200), user)
     outputs = []
     for output in generator:
         outputs.append(output)
         if output[STATUS].startswith("**Step 1/200**"):
             # the engine is paused at its step-1 event: it sees the flag before step 2
-            assert app.request_stop(user).startswith("**Stop requested:**")
+            assert distill.request_stop(user).startswith("**Stop requested:**")
     final = outputs[-1]
     assert final[STATUS].startswith("**Stopped** at step 1/200")
     assert "### Before / after (1/200 steps" in final[SUMMARY]
@@ -240,11 +333,11 @@ def test_run_session_stop_saves_the_student(tiny_teacher_dir, monkeypatch):
     ({"preset": "nope"}, "unknown preset 'nope'"),
     ({"layer_map": "0:0,bad"}, "layer_map '0:0,bad': expected auto, kept, uniform, last or pairs"),
     ({"pasted": "   "}, "pasted text is empty"),
-    ({"corpus_choice": app.CORPUS_UPLOAD}, "no file uploaded"),
+    ({"corpus_choice": knobs.CORPUS_UPLOAD}, "no file uploaded"),
     ({"student": "layers:99"}, "more layers than the teacher has"),
 ])
 def test_run_session_bad_input_shows_message(tiny_teacher_dir, runs_in_tmp, changes, expected):
-    outputs = drain(app.run_distillation(**ui_values(tiny_teacher_dir, **changes), user=app.UserSession()))
+    outputs = drain(run_distillation(ui_values(tiny_teacher_dir, **changes), UserSession()))
     final = outputs[-1]
     assert final[STATUS].startswith("**Error:**") and expected in final[STATUS]
     assert final[RUN_BTN]["interactive"] is True
@@ -252,8 +345,8 @@ def test_run_session_bad_input_shows_message(tiny_teacher_dir, runs_in_tmp, chan
 
 
 def test_run_session_checked_pair_rejects_a_bad_layer_map_at_once(tiny_teacher_dir, runs_in_tmp):
-    app.check_compatibility(str(tiny_teacher_dir), "layers:1")
-    outputs = drain(app.run_distillation(**ui_values(tiny_teacher_dir, layer_map="0:9"), user=app.UserSession()))
+    setup.check_compatibility(str(tiny_teacher_dir), "layers:1")
+    outputs = drain(run_distillation(ui_values(tiny_teacher_dir, layer_map="0:9"), UserSession()))
     assert len(outputs) == 1  # no session was started
     assert outputs[0][STATUS].startswith("**Error:**") and "the teacher has layers 0..3" in outputs[0][STATUS]
     assert not runs_in_tmp.exists() or not any(runs_in_tmp.iterdir())
@@ -263,8 +356,8 @@ def test_run_session_checked_pair_rejects_a_bad_layer_map_at_once(tiny_teacher_d
 def test_run_session_bad_upload_shows_message(tiny_teacher_dir, tmp_path, content, expected):
     upload = tmp_path / "corpus.txt"
     upload.write_bytes(content)
-    values = ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_UPLOAD, upload=str(upload))
-    final = drain(app.run_distillation(**values, user=app.UserSession()))[-1]
+    values = ui_values(tiny_teacher_dir, corpus_choice=knobs.CORPUS_UPLOAD, upload=str(upload))
+    final = drain(run_distillation(values, UserSession()))[-1]
     assert final[STATUS].startswith("**Error:**") and expected in final[STATUS]
 
 
@@ -279,7 +372,7 @@ def offline_cache(tmp_path, monkeypatch):
 
 
 def preview_values(teacher_dir: Path, **changes):
-    values = dict(teacher=str(teacher_dir), preset="quickstart", seed=0, corpus_choice=app.CORPUS_PASTE, upload=None,
+    values = dict(teacher=str(teacher_dir), preset="quickstart", seed=0, corpus_choice=knobs.CORPUS_PASTE, upload=None,
                   pasted=SAMPLE_TEXT, corpus_column=None, hub_dataset="", hub_config="", hub_split="train",
                   hub_max_rows=2000, augment=["word_swap"], augment_strength=0.3, augment_copies=1)
     values.update(changes)
@@ -289,42 +382,42 @@ def preview_values(teacher_dir: Path, **changes):
 def test_config_from_ui_passes_the_corpus_source_and_augmentation(tiny_teacher_dir, tmp_path):
     upload = tmp_path / "reviews.csv"
     upload.write_text("title,review\nA,Good food.\n", encoding="utf-8")
-    config = app.config_from_ui(**ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_UPLOAD, upload=str(upload),
+    config = knobs.recipe_config(ui_values(tiny_teacher_dir, corpus_choice=knobs.CORPUS_UPLOAD, upload=str(upload),
                                             corpus_column="review", augment=["synonym", "word_swap"],
                                             augment_strength=0.25, augment_copies=2.0))
     assert config.corpus == str(upload) and config.corpus_column == "review" and config.corpus_text == ""
     assert config.augment_methods == ["synonym", "word_swap"] and config.augment_strength == 0.25
     assert config.augment_copies == 2 and isinstance(config.augment_copies, int)
-    config = app.config_from_ui(**ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_HUB, hub_dataset=" wikitext ",
+    config = knobs.recipe_config(ui_values(tiny_teacher_dir, corpus_choice=knobs.CORPUS_HUB, hub_dataset=" wikitext ",
                                             hub_config="wikitext-2-raw-v1", hub_split="", hub_max_rows=50.0,
                                             corpus_column="text", augment=[]))
     assert (config.hub_dataset, config.hub_config, config.hub_split, config.hub_max_rows, config.corpus_column) == (
         "wikitext", "wikitext-2-raw-v1", "train", 50, "text")
     assert config.corpus == "teacher-generated" and config.augment == ""
     with pytest.raises(DistillError, match="no Hugging Face dataset id"):
-        app.config_from_ui(**ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_HUB, hub_dataset=" "))
+        knobs.recipe_config(ui_values(tiny_teacher_dir, corpus_choice=knobs.CORPUS_HUB, hub_dataset=" "))
     with pytest.raises(DistillError, match="unknown augmentation method"):
-        app.config_from_ui(**ui_values(tiny_teacher_dir, augment=["nope"]))
+        knobs.recipe_config(ui_values(tiny_teacher_dir, augment=["nope"]))
 
 
 def test_augment_preview_shows_every_method_on_the_tiny_teacher(tiny_teacher_dir, offline_cache):
     methods = ["word_swap", "word_delete", "char_keyboard", "teacher_substitute", "back_translation"]
-    note, table = app.preview_augmentation(**preview_values(tiny_teacher_dir, augment=methods))
+    note, table = preview_augmentation(preview_values(tiny_teacher_dir, augment=methods))
     assert note.startswith("**Preview:** 5 methods at strength 0.3") and "the pasted text" in note
     assert "**Failed:** back_translation" in note
     for method in methods:
         assert f'data-method="{method}"' in table
     rows = table.split("<tr>")[2:]  # after the header row
-    assert len(rows) == 4 * app.PREVIEW_TEXTS + 1  # back-translation offline: one row with its message
+    assert len(rows) == 4 * data.PREVIEW_TEXTS + 1  # back-translation offline: one row with its message
     assert "<mark" in table and "words changed" in table
     assert "failed:</b>" in table and "unreachable" in table
 
 
 def test_augment_preview_teacher_generated_previews_the_prompts(tiny_teacher_dir, offline_cache):
-    note, table = app.preview_augmentation(**preview_values(tiny_teacher_dir, corpus_choice=app.CORPUS_GENERATED,
+    note, table = preview_augmentation(preview_values(tiny_teacher_dir, corpus_choice=knobs.CORPUS_GENERATED,
                                                             augment=["word_delete"]))
     assert "the prompts the teacher will continue" in note  # nothing generated in the empty cache
-    first_prompt = app.read_prompts(app.quickstart_config().prompts_file)[0]
+    first_prompt = read_prompts(api.preset_config().prompts_file)[0]
     assert first_prompt.split()[0] in table
 
 
@@ -332,10 +425,10 @@ def test_augment_preview_teacher_generated_previews_the_prompts(tiny_teacher_dir
     ({"augment": []}, "Tick at least one augmenter"),
     ({"pasted": "  "}, "pasted text is empty"),
     ({"augment_strength": 0}, "augment_strength must be in (0, 1]"),
-    ({"corpus_choice": app.CORPUS_HUB, "hub_dataset": "wikitext"}, "the hub is unreachable"),
+    ({"corpus_choice": knobs.CORPUS_HUB, "hub_dataset": "wikitext"}, "the hub is unreachable"),
 ])
 def test_augment_preview_bad_input_shows_message(tiny_teacher_dir, offline_cache, changes, expected):
-    note, table = app.preview_augmentation(**preview_values(tiny_teacher_dir, **changes))
+    note, table = preview_augmentation(preview_values(tiny_teacher_dir, **changes))
     assert expected in note and table == ""
 
 
@@ -343,14 +436,14 @@ def test_upload_csv_fills_the_column_picker_and_counts_tokens(tiny_teacher_dir, 
     upload = tmp_path / "reviews.csv"
     rows = [f"Title {i},\"The soup was warm and the bread was fresh, said guest number {i}.\"" for i in range(60)]
     upload.write_text("title,review\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    picker, note = app.inspect_corpus_file(str(upload), None, str(tiny_teacher_dir), 32)
+    picker, note = data.inspect_corpus_file(str(upload), None, str(tiny_teacher_dir), 32)
     assert picker["choices"] in (["title", "review"], [("title", "title"), ("review", "review")])
     assert note.startswith("**Error:**") and "several text columns" in note  # the user picks one
-    picker, note = app.inspect_corpus_file(str(upload), "review", str(tiny_teacher_dir), 32)
+    picker, note = data.inspect_corpus_file(str(upload), "review", str(tiny_teacher_dir), 32)
     assert picker["value"] == "review"
     assert "CSV, column `review` of 2 text columns, 60 rows → 60 documents" in note
     assert "tokens with the teacher's tokenizer" in note and "blocks of 32" in note
-    config = app.config_from_ui(**ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_UPLOAD, upload=str(upload),
+    config = knobs.recipe_config(ui_values(tiny_teacher_dir, corpus_choice=knobs.CORPUS_UPLOAD, upload=str(upload),
                                             corpus_column="review"))
     assert config.corpus_column == "review"
 
@@ -364,21 +457,21 @@ def test_upload_csv_fills_the_column_picker_and_counts_tokens(tiny_teacher_dir, 
 def test_upload_bad_file_shows_message(tiny_teacher_dir, tmp_path, name, content, expected):
     upload = tmp_path / name
     upload.write_bytes(content)
-    _, note = app.inspect_corpus_file(str(upload), None, str(tiny_teacher_dir), 32)
+    _, note = data.inspect_corpus_file(str(upload), None, str(tiny_teacher_dir), 32)
     assert note.startswith("**Error:**") and expected in note
 
 
 def test_run_session_hub_dataset_offline_shows_the_engines_message(tiny_teacher_dir, offline_cache, runs_in_tmp):
-    values = ui_values(tiny_teacher_dir, corpus_choice=app.CORPUS_HUB, hub_dataset="wikitext",
+    values = ui_values(tiny_teacher_dir, corpus_choice=knobs.CORPUS_HUB, hub_dataset="wikitext",
                        hub_config="wikitext-2-raw-v1")
-    final = drain(app.run_distillation(**values, user=app.UserSession()))[-1]
+    final = drain(run_distillation(values, UserSession()))[-1]
     assert final[STATUS].startswith("**Error:**") and "the hub is unreachable" in final[STATUS]
     assert final[RUN_BTN]["interactive"] is True
 
 
 def test_run_session_reports_what_each_augmenter_produced(tiny_teacher_dir, offline_cache, runs_in_tmp):
     values = ui_values(tiny_teacher_dir, augment=["word_swap", "char_ocr"], augment_strength=0.3)
-    final = drain(app.run_distillation(**values, user=app.UserSession()))[-1]
+    final = drain(run_distillation(values, UserSession()))[-1]
     summary = json.loads(next(runs_in_tmp.glob("*/summary.json")).read_text())
     counts = summary["augmented"]["methods"]
     assert set(counts) == {"word_swap", "char_ocr"} and all(n > 0 for n in counts.values())
@@ -400,8 +493,9 @@ def sweep_row(spec: str, i: int) -> dict:
 
 @pytest.fixture()
 def fake_sweep(monkeypatch):
-    """distill_core.sweep.student_sweep replaced by a generator that follows its contract: each student's
-    session events, then a `row` event; students.json rewritten after each row; stops between students."""
+    """The engine's sweep (api.student_sweep, as the Student size tab calls it: ui.sizes.SWEEP_ON_GPU) replaced by
+    a generator that follows its contract: each student's session events, then a `row` event; students.json
+    rewritten after each row; stops between students."""
     calls: dict = {}
 
     def student_sweep(config, specs, out_dir, stop=None):
@@ -420,9 +514,7 @@ def fake_sweep(monkeypatch):
             if stop is not None and stop.is_set():
                 return
 
-    import distill_core.sweep as module
-
-    monkeypatch.setattr(module, "student_sweep", student_sweep)
+    monkeypatch.setattr(sizes, "SWEEP_ON_GPU", student_sweep)
     return calls
 
 
@@ -433,8 +525,8 @@ def sweep_values(teacher_dir: Path, specs="layers:1, layers:2", **changes):
 
 
 def test_size_sweep_streams_rows_into_the_figure_and_table(tiny_teacher_dir, fake_sweep, runs_in_tmp):
-    user = app.UserSession()
-    outputs = drain(app.run_size_sweep(**sweep_values(tiny_teacher_dir, top_k=8), user=user))
+    user = UserSession()
+    outputs = drain(run_size_sweep(sweep_values(tiny_teacher_dir, top_k=8), user))
     assert outputs[0][SWEEP_STATUS].startswith("**Student 1/2 `layers:1`**")
     assert outputs[0][SWEEP_BTN]["interactive"] is False and outputs[0][SWEEP_STOP_BTN]["interactive"] is True
     # the engine got the Distill tab's recipe, the parsed specs, a fresh run folder and this user's stop flag
@@ -452,18 +544,17 @@ def test_size_sweep_streams_rows_into_the_figure_and_table(tiny_teacher_dir, fak
     assert "`layers:2`: 2.0 M, held-out perplexity 450.0 → **150.0**" in final[SWEEP_STATUS]
     table = final[SWEEP_TABLE]
     assert [row[0] for row in table] == ["teacher", "layers:1", "layers:2"]
-    assert len(table[0]) == len(app.SWEEP_TABLE_HEADERS) and table[2][3] == "150.00"
+    assert len(table[0]) == len(SWEEP_TABLE_HEADERS) and table[2][3] == "150.00"
     assert final[SWEEP_BTN]["interactive"] is True and final[SWEEP_STOP_BTN]["interactive"] is False
 
 
 def test_size_sweep_stop_ends_after_the_current_student(tiny_teacher_dir, fake_sweep):
-    user = app.UserSession()
+    user = UserSession()
     outputs = []
-    for output in app.run_size_sweep(**sweep_values(tiny_teacher_dir, specs="layers:1\nlayers:2\nlayers:3"),
-                                     user=user):
+    for output in run_size_sweep(sweep_values(tiny_teacher_dir, specs="layers:1\nlayers:2\nlayers:3"), user):
         outputs.append(output)
         if "`layers:1`: " in output[SWEEP_STATUS] and not user.stop.is_set():
-            app.request_stop(user)
+            distill.request_stop(user)
     final = outputs[-1]
     assert final[SWEEP_STATUS].startswith("**Stopped** after 1/3 students.")
     assert [row[0] for row in final[SWEEP_TABLE]] == ["teacher", "layers:1"]
@@ -475,21 +566,19 @@ def test_size_sweep_stop_ends_after_the_current_student(tiny_teacher_dir, fake_s
     ({"preset": "nope"}, "unknown preset"),
 ])
 def test_size_sweep_bad_input_shows_message(tiny_teacher_dir, fake_sweep, runs_in_tmp, changes, expected):
-    final = drain(app.run_size_sweep(**sweep_values(tiny_teacher_dir, **changes), user=app.UserSession()))[-1]
+    final = drain(run_size_sweep(sweep_values(tiny_teacher_dir, **changes), UserSession()))[-1]
     assert final[SWEEP_STATUS].startswith("**Error:**") and expected in final[SWEEP_STATUS]
     assert final[SWEEP_BTN]["interactive"] is True and not fake_sweep
     assert not runs_in_tmp.exists() or not any(runs_in_tmp.iterdir())
 
 
 def test_size_sweep_engine_error_keeps_the_app_up(tiny_teacher_dir, monkeypatch, fake_sweep, runs_in_tmp):
-    import distill_core.sweep as module
-
     def failing(config, specs, out_dir, stop=None):
         yield {"kind": "status", "message": "Loading teacher …"}
         raise DistillError("teacher exploded")
 
-    monkeypatch.setattr(module, "student_sweep", failing)
-    final = drain(app.run_size_sweep(**sweep_values(tiny_teacher_dir), user=app.UserSession()))[-1]
+    monkeypatch.setattr(sizes, "SWEEP_ON_GPU", failing)
+    final = drain(run_size_sweep(sweep_values(tiny_teacher_dir), UserSession()))[-1]
     assert final[SWEEP_STATUS].startswith("**Error:** teacher exploded")
     assert not any(runs_in_tmp.iterdir())  # nothing finished: the run folder is removed
 
@@ -497,7 +586,7 @@ def test_size_sweep_engine_error_keeps_the_app_up(tiny_teacher_dir, monkeypatch,
 def test_size_sweep_with_the_engine_on_the_tiny_teacher(tiny_teacher_dir, runs_in_tmp):
     """The real distill_core.sweep.student_sweep behind the handler: two seconds-long students."""
     values = sweep_values(tiny_teacher_dir, specs="layers:1, layers:2", steps=2)
-    outputs = drain(app.run_size_sweep(**values, user=app.UserSession()))
+    outputs = drain(run_size_sweep(values, UserSession()))
     final = outputs[-1]
     assert final[SWEEP_STATUS].startswith("**Done:** 2/2 students."), final[SWEEP_STATUS]
     assert any("`layers:2`**" in o[SWEEP_STATUS] and "step " in o[SWEEP_STATUS] for o in outputs)
@@ -516,14 +605,14 @@ def test_size_sweep_with_the_engine_on_the_tiny_teacher(tiny_teacher_dir, runs_i
     ("layers:2, layers:2", ["layers:2"]),
 ])
 def test_parse_specs(text, specs):
-    assert app.parse_specs(text) == specs
+    assert sizes.parse_specs(text) == specs
 
 
 def test_load_students_json_plots_it(tmp_path):
     path = tmp_path / "students.json"
     path.write_text(json.dumps([sweep_row("layers:1", 0), {**sweep_row("layers:9", 1), "ppl": None,
                                                            "error": "more layers than the teacher has"}]))
-    note, fig, table = app.load_size_rows(str(path))
+    note, fig, table = sizes.load_size_rows(str(path))
     assert note.startswith("Loaded 2 students") and "**failed:** more layers than the teacher has" in note
     assert [t.name for t in fig.data if t.name == "teacher"] == ["teacher"]
     assert [row[0] for row in table] == ["teacher", "layers:1", "layers:9"]
@@ -539,15 +628,15 @@ def test_load_students_json_bad_file(tmp_path, content, expected):
     if content is not None:
         path = tmp_path / "students.json"
         path.write_text(content)
-    note, fig, table = app.load_size_rows(str(path) if path else None)
+    note, fig, table = sizes.load_size_rows(str(path) if path else None)
     assert note.startswith("**Error:**") and expected in note
 
 
 # ---- Dark knowledge --------------------------------------------------------------------------
 
 def test_dark_knowledge_before_any_session(tiny_teacher_dir):
-    tokens, note, bars, stats, strip, wrong = app.probe_dark_knowledge(
-        "I ate an apple", -1, 2.0, 5, str(tiny_teacher_dir), "layers:1", app.UserSession())
+    tokens, note, bars, stats, strip, wrong = probe_dark_knowledge(
+        "I ate an apple", -1, 2.0, 5, str(tiny_teacher_dir), "layers:1", UserSession())
     assert "No distillation session has run" in note and "appears here once a session" in note
     assert [t.name for t in bars.data] == ["teacher", "student (before)"]
     assert all(t.type == "bar" for t in bars.data)
@@ -562,7 +651,7 @@ def test_dark_knowledge_before_any_session(tiny_teacher_dir):
 
 def test_dark_knowledge_after_a_session(finished_session, tiny_teacher_dir):
     user, _, _ = finished_session
-    tokens, note, bars, stats, strip, wrong = app.probe_dark_knowledge(
+    tokens, note, bars, stats, strip, wrong = probe_dark_knowledge(
         "I ate an apple", 1, 4.0, 5, str(tiny_teacher_dir), "layers:1", user)
     assert [t.name for t in bars.data] == ["teacher", "student (before)", "student (after)"]
     assert list(strip.data[0].y) == ["student (before)", "student (after)"]
@@ -572,7 +661,7 @@ def test_dark_knowledge_after_a_session(finished_session, tiny_teacher_dir):
     # student (before) is the student the session started from: its kept layer as an explicit spec
     assert "student it started from (`layers:1`)" in note
     # another pair than the session's: no trained student, and the note says why
-    _, note, bars, _, _, _ = app.probe_dark_knowledge("I ate an", -1, 2.0, 5, str(tiny_teacher_dir), "layers:2", user)
+    _, note, bars, _, _, _ = probe_dark_knowledge("I ate an", -1, 2.0, 5, str(tiny_teacher_dir), "layers:2", user)
     assert len(bars.data) == 2 and "not the pair picked in Setup" in note
 
 
@@ -582,8 +671,8 @@ def test_dark_knowledge_after_a_session(finished_session, tiny_teacher_dir):
     ("I ate an", "abc", "position must be an integer"),
 ])
 def test_dark_knowledge_bad_input_shows_message(tiny_teacher_dir, text, position, expected):
-    tokens, note, bars, stats, strip, wrong = app.probe_dark_knowledge(
-        text, position, 2.0, 5, str(tiny_teacher_dir), "layers:1", app.UserSession())
+    tokens, note, bars, stats, strip, wrong = probe_dark_knowledge(
+        text, position, 2.0, 5, str(tiny_teacher_dir), "layers:1", UserSession())
     assert note.startswith("**Error:**") and expected in note
     assert bars is None and strip is None and wrong is None
 
@@ -600,18 +689,18 @@ def test_dark_knowledge_bad_input_shows_message(tiny_teacher_dir, text, position
     (None, "runs/old/student", "runs/old/student"),
 ])
 def test_initial_student_spec(summary, spec, expected):
-    assert app.initial_student_spec(summary, spec) == expected
+    assert initial_student_spec(summary, spec) == expected
 
 
 def test_before_student_is_the_one_the_session_started_from(finished_session, tiny_teacher_dir):
     import torch
 
     user, _, _ = finished_session
-    models = app.ModelSet(user, str(tiny_teacher_dir), "layers:1")
+    models = api.Comparison(str(tiny_teacher_dir), "layers:1", user.last_run)
     summary = json.loads((Path(user.last_run["out_dir"]) / "summary.json").read_text())
     assert models.before.layers_kept == summary["student_layers_kept"]
     assert models.layer_pairs() == [tuple(p) for p in summary["layer_map"]]
-    assert set(models.students) == {app.BEFORE, app.AFTER}
+    assert set(models.students) == {api.BEFORE, api.AFTER}
     # untrained: its kept layer is still the teacher's; the trained one has moved
     teacher_layer = models.teacher.model.model.layers[summary["student_layers_kept"][0]]
     before_layer, after_layer = models.before.model.model.layers[0], models.after.model.layers[0]
@@ -630,15 +719,14 @@ def heatmap_traces(fig) -> list:
 
 
 def test_attention_before_any_session_defaults_to_the_layer_map(tiny_teacher_dir):
-    out = app.show_attention(app.ATTENTION_TEXT, -1, 0, -1, 0, False, str(tiny_teacher_dir), "layers:1",
-                             app.UserSession())
+    pair = (str(tiny_teacher_dir), "layers:1")
+    out = show_attention(attention.ATTENTION_TEXT, (-1, 0, -1, 0), False, pair)
     assert len(out) == 4 and "No distillation session has run" in out[ATT_NOTE]
     # layers:1 keeps the teacher's last layer: the layer map's only pair is 0:3
     assert "**Teacher layer 3, student layer 0** (the mapped pair `0:3`" in out[ATT_NOTE]
     assert "teacher head 0, student head 0" in out[ATT_NOTE]
     # empty boxes (an API call without them) mean the same
-    assert app.show_attention(app.ATTENTION_TEXT, None, None, None, None, False, str(tiny_teacher_dir), "layers:1",
-                              app.UserSession())[ATT_NOTE] == out[ATT_NOTE]
+    assert show_attention(attention.ATTENTION_TEXT, (None,) * 4, False, pair)[ATT_NOTE] == out[ATT_NOTE]
     maps = out[ATT_MAPS]
     assert [t.name for t in heatmap_traces(maps)] == ["teacher", "student (before)"]
     assert [a.text for a in maps.layout.annotations][:2] == ["teacher · layer 3 · head 0",
@@ -652,14 +740,15 @@ def test_attention_before_any_session_defaults_to_the_layer_map(tiny_teacher_dir
 
 def test_attention_after_a_session_picks_layers_heads_and_averages(finished_session, tiny_teacher_dir):
     user, _, _ = finished_session
-    out = app.show_attention(app.ATTENTION_TEXT, 1, 2, 0, 3, False, str(tiny_teacher_dir), "layers:1", user)
+    pair = (str(tiny_teacher_dir), "layers:1")
+    out = show_attention(attention.ATTENTION_TEXT, (1, 2, 0, 3), False, pair, user)
     assert "**Teacher layer 1, student layer 0** (not a mapped pair), teacher head 2, student head 3" in out[ATT_NOTE]
     assert [t.name for t in heatmap_traces(out[ATT_MAPS])] == ["teacher", "student (before)", "student (after)"]
     assert out[ATT_DIFF].layout.annotations[0].text == "student (after) − teacher"
     assert "Student (after) is the last session's student" in out[ATT_NOTE]
     probe = user.attention[1]
     # another head: the cached probe is reused (no model runs), and averaging outlines whole layers
-    out = app.show_attention(app.ATTENTION_TEXT, 3, 0, 0, 0, True, str(tiny_teacher_dir), "layers:1", user)
+    out = show_attention(attention.ATTENTION_TEXT, (3, 0, 0, 0), True, pair, user)
     assert user.attention[1] is probe
     assert out[ATT_MAPS].layout.annotations[0].text == "teacher · layer 3 · heads averaged"
     maps = probe["maps"]["teacher"]
@@ -670,23 +759,24 @@ def test_attention_after_a_session_picks_layers_heads_and_averages(finished_sess
 
 @pytest.mark.parametrize("text, teacher_layer, student_head, expected", [
     ("", None, None, "probe text is empty"),
-    (app.ATTENTION_TEXT, 9, None, "the teacher layer 9 does not exist: it has layers 0..3"),
-    (app.ATTENTION_TEXT, None, 7, "the student head 7 does not exist: it has heads 0..3"),
-    (app.ATTENTION_TEXT, 1.5, None, "teacher layer must be an integer"),
+    (attention.ATTENTION_TEXT, 9, None, "the teacher layer 9 does not exist: it has layers 0..3"),
+    (attention.ATTENTION_TEXT, None, 7, "the student head 7 does not exist: it has heads 0..3"),
+    (attention.ATTENTION_TEXT, 1.5, None, "teacher layer must be an integer"),
     ("word " * 200, None, None, "the attention view shows at most 96"),
 ])
 def test_attention_bad_input_shows_message(tiny_teacher_dir, text, teacher_layer, student_head, expected):
-    out = app.show_attention(text, teacher_layer, None, None, student_head, False, str(tiny_teacher_dir),
-                             "layers:1", app.UserSession())
+    out = show_attention(text, (teacher_layer, None, None, student_head), False, (str(tiny_teacher_dir), "layers:1"))
     assert out[ATT_NOTE].startswith("**Error:**") and expected in out[ATT_NOTE]
     assert out[ATT_MAPS] is None
 
 
 # ---- Similarity ------------------------------------------------------------------------------
 
+SIMILARITY_TEXT = similarity.similarity_text()
+
 def test_similarity_before_any_session(tiny_teacher_dir):
-    note, cka, pairs, steps = app.show_similarity(app.similarity_text(), str(tiny_teacher_dir), "layers:1",
-                                                  app.UserSession())
+    note, cka, pairs, steps = similarity.show_similarity(SIMILARITY_TEXT, str(tiny_teacher_dir), "layers:1",
+                                                         UserSession())
     assert "No distillation session has run" in note and "first token is left out" in note
     (heatmap,) = heatmap_traces(cka)
     assert np.array(heatmap.z, dtype=float).shape == (4, 1)  # teacher layers x student layers
@@ -697,7 +787,7 @@ def test_similarity_before_any_session(tiny_teacher_dir):
 
 def test_similarity_after_a_session_shows_the_snapshots(finished_session, tiny_teacher_dir):
     user, _, _ = finished_session
-    note, cka, pairs, steps = app.show_similarity(app.similarity_text(), str(tiny_teacher_dir), "layers:1", user)
+    note, cka, pairs, steps = similarity.show_similarity(SIMILARITY_TEXT, str(tiny_teacher_dir), "layers:1", user)
     assert [t.name for t in heatmap_traces(cka)] == ["student (before)", "student (after)"]
     assert "trained no FitNets projection" in note
     assert len(pairs.data) == 2  # CKA before and after; no cosine panel
@@ -708,25 +798,24 @@ def test_similarity_after_a_session_shows_the_snapshots(finished_session, tiny_t
 
 
 def test_similarity_with_fitnets_shows_the_cosine_after_projection(tiny_teacher_dir, runs_in_tmp):
-    user = app.UserSession()
-    drain(app.run_distillation(**ui_values(tiny_teacher_dir, steps=2, hidden_weight=1.0, hidden_loss="cosine"),
-                               user=user))
+    user = UserSession()
+    drain(run_distillation(ui_values(tiny_teacher_dir, steps=2, hidden_weight=1.0, hidden_loss="cosine"), user))
     assert (Path(user.last_run["out_dir"]) / "fitnets_projection.safetensors").is_file()
-    note, cka, pairs, steps = app.show_similarity(app.similarity_text(), str(tiny_teacher_dir), "layers:1", user)
+    note, cka, pairs, steps = similarity.show_similarity(SIMILARITY_TEXT, str(tiny_teacher_dir), "layers:1", user)
     assert "Cosine after the run's FitNets projection" in note
     cosine = [t for t in pairs.data if t.xaxis == "x2"]
     assert [t.name for t in cosine] == ["student (after)"] and -1 <= cosine[0].y[0] <= 1
 
 
 def test_similarity_bad_text_shows_message(tiny_teacher_dir):
-    note, cka, pairs, steps = app.show_similarity("Hi", str(tiny_teacher_dir), "layers:1", app.UserSession())
+    note, cka, pairs, steps = similarity.show_similarity("Hi", str(tiny_teacher_dir), "layers:1", UserSession())
     assert note.startswith("**Error:**") and "at least 4 tokens" in note and cka is None
 
 
 # ---- Evaluate and generate -------------------------------------------------------------------
 
 def test_evaluate_before_any_session(tiny_teacher_dir):
-    note, table, rows = app.evaluate_students(str(tiny_teacher_dir), "layers:1", app.UserSession())
+    note, table, rows = evaluate.evaluate_students(str(tiny_teacher_dir), "layers:1", UserSession())
     assert "No distillation session has run" in note
     assert set(rows) == {"teacher", "student (before)"}
     assert "| | teacher | student (before) |" in table
@@ -738,7 +827,7 @@ def test_evaluate_before_any_session(tiny_teacher_dir):
 
 def test_evaluate_after_a_session(finished_session, tiny_teacher_dir):
     user, _, _ = finished_session
-    note, table, rows = app.evaluate_students(str(tiny_teacher_dir), "layers:1", user)
+    note, table, rows = evaluate.evaluate_students(str(tiny_teacher_dir), "layers:1", user)
     assert list(rows) == ["teacher", "student (before)", "student (after)"]
     assert rows["student (after)"]["params"] == rows["student (before)"]["params"] < rows["teacher"]["params"]
     assert all(row["tokens_per_s"] > 0 for row in rows.values())
@@ -748,7 +837,7 @@ def test_evaluate_after_a_session(finished_session, tiny_teacher_dir):
 
 def test_generate_side_by_side(finished_session, tiny_teacher_dir):
     user, _, _ = finished_session
-    note, cards, outputs = app.generate_side_by_side("The river", 6, 3, str(tiny_teacher_dir), "layers:1", user)
+    note, cards, outputs = evaluate.generate_side_by_side("The river", 6, 3, str(tiny_teacher_dir), "layers:1", user)
     assert list(outputs) == ["teacher", "student (before)", "student (after)"]
     for name, runs in outputs.items():
         assert set(runs) == {"greedy", "sampled"} and 0 < runs["greedy"]["new_tokens"] <= 6
@@ -756,7 +845,7 @@ def test_generate_side_by_side(finished_session, tiny_teacher_dir):
         assert name in cards
     assert "sampled (seed 3)" in cards and "tokens/s" in cards
     # the same seed gives the same sample
-    again = app.generate_side_by_side("The river", 6, 3, str(tiny_teacher_dir), "layers:1", user)[2]
+    again = evaluate.generate_side_by_side("The river", 6, 3, str(tiny_teacher_dir), "layers:1", user)[2]
     assert again["teacher"]["sampled"]["text"] == outputs["teacher"]["sampled"]["text"]
 
 
@@ -766,15 +855,15 @@ def test_generate_side_by_side(finished_session, tiny_teacher_dir):
     ("The river", "many", "new tokens must be an integer"),
 ])
 def test_generate_bad_input_shows_message(tiny_teacher_dir, prompt, new_tokens, expected):
-    note, cards, outputs = app.generate_side_by_side(prompt, new_tokens, 0, str(tiny_teacher_dir), "layers:1",
-                                                     app.UserSession())
+    note, cards, outputs = evaluate.generate_side_by_side(prompt, new_tokens, 0, str(tiny_teacher_dir), "layers:1",
+                                                     UserSession())
     assert note.startswith("**Error:**") and expected in note and outputs is None
 
 
 # ---- Export ----------------------------------------------------------------------------------
 
 def test_export_before_any_session_says_so():
-    note, archive, config = app.export_run(app.UserSession())
+    note, archive, config = distill.export_run(UserSession())
     assert note.startswith("**Error:** no session has finished") and archive is None and config is None
 
 
@@ -785,7 +874,7 @@ def test_export_zip_loads_and_config_reruns(finished_session, tmp_path, monkeypa
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     user, _, _ = finished_session
-    note, archive, config = app.export_run(user)
+    note, archive, config = distill.export_run(user)
     run_name = Path(user.last_run["out_dir"]).name
     assert Path(archive).name == f"{run_name}-student.zip" and Path(config).name == f"{run_name}-config.yaml"
     assert Path(archive).is_relative_to(tmp_path / "gradio")  # served from Gradio's cache without a copy
@@ -797,5 +886,5 @@ def test_export_zip_loads_and_config_reruns(finished_session, tmp_path, monkeypa
     loaded = DistillConfig.from_yaml(config)
     assert loaded.student == "layers:1" and loaded.steps == 3
     # a second export replaces the first on disk
-    _, second, _ = app.export_run(user)
+    _, second, _ = distill.export_run(user)
     assert Path(second).is_file() and not Path(archive).exists()

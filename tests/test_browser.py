@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import app
 import visuals
 from tests.conftest import SAMPLE_TEXT, served_app
-from tests.test_app import fake_sweep  # noqa: F401  (a fixture)
+from tests.test_app import fake_sweep, tabs  # noqa: F401  (fake_sweep: a fixture)
+from ui import distill, knobs
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -22,6 +22,14 @@ SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 API_NAMES = {"/compatibility", "/preset", "/layer_map", "/run_session", "/stop", "/size_sweep", "/size_plot",
              "/dark_knowledge", "/attention", "/similarity", "/evaluate", "/generate", "/export",
              "/augment_preview"}
+RUN_SESSION_INPUTS = [  # run_session's API inputs, in the order the README documents (the order they are created)
+    "teacher", "student", "preset", "steps", "batch_size", "seq_len", "learning_rate", "warmup_steps", "seed",
+    "corpus_choice", "upload", "pasted", "hub_dataset", "hub_config", "hub_split", "hub_max_rows", "corpus_column",
+    "augment", "augment_strength", "augment_copies", "temperature", "kd_weight", "divergence", "jsd_beta",
+    "skew_alpha", "top_k", "teacher_cache", "attention_weight", "attention_loss", "freeze_embeddings",
+    "freeze_layers", "hidden_weight", "hidden_loss", "layer_map"]
+ATTENTION_INPUTS = ["teacher", "student", "text", "teacher_layer", "teacher_head", "student_layer", "student_head",
+                    "average_heads"]
 TABS = {  # tab name -> an element each must render
     "Setup": "#teacher-spec", "Distill": "#run-btn", "Student size": "#sweep-btn", "Dark knowledge": "#probe-btn",
     "Attention": "#attention-btn", "Similarity": "#similarity-btn", "Evaluate": "#evaluate-btn",
@@ -94,18 +102,27 @@ def test_api_names_are_stable(server_url):
     client = Client(server_url, verbose=False)
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert API_NAMES <= set(endpoints)
-    assert client.predict(api_name="/stop") == app.NOTHING_TO_STOP  # nothing runs in a fresh API session
-    # run_session takes the pair, the preset and every knob by name (the State is not part of the API)
-    names = [p["parameter_name"] for p in endpoints["/run_session"]["parameters"]]
-    assert names == ["teacher", "student", "preset", *app.KNOBS, "corpus_choice", "upload", "pasted", *app.DATA_INPUTS]
+    assert client.predict(api_name="/stop") == distill.NOTHING_TO_STOP  # nothing runs in a fresh API session
+
+    def inputs_by_name(endpoint: str, inputs) -> list[str]:
+        """A dict-input endpoint's API inputs, each named by the input its (unique) label belongs to."""
+        by_label = {component.label: name for name, component in inputs.components.items()}
+        assert len(by_label) == len(inputs.components)
+        return [by_label[p["label"]] for p in endpoints[endpoint]["parameters"]]
+
+    # run_session takes the pair, the preset, every knob and the data inputs (the State is not part of the API)
+    assert inputs_by_name("/run_session", tabs().distill.recipe) == RUN_SESSION_INPUTS
+    assert inputs_by_name("/size_sweep", tabs().sizes) == ["teacher", *RUN_SESSION_INPUTS[2:], "specs"]
+    data = RUN_SESSION_INPUTS[RUN_SESSION_INPUTS.index("corpus_choice"):RUN_SESSION_INPUTS.index("temperature")]
+    assert inputs_by_name("/augment_preview", tabs().distill.preview) == ["teacher", "preset", "seed", *data]
+    assert set(RUN_SESSION_INPUTS) == {"teacher", "student", "preset", *knobs.KNOB_FIELDS, "corpus_choice", "upload",
+                                       "pasted", *knobs.DATA_FIELDS}
     values = client.predict("hinton", api_name="/preset")
-    assert dict(zip(app.KNOBS, values)) == dict(zip(app.KNOBS, app.apply_preset("hinton")))
+    assert dict(zip(knobs.KNOB_FIELDS, values)) == dict(zip(knobs.KNOB_FIELDS, distill.apply_preset("hinton")))
     assert values[-1].startswith("**hinton:**")
     note, archive, config = client.predict(api_name="/export")  # a fresh API session has no run
     assert note.startswith("**Error:** no session has finished") and archive is None and config is None
-    names = [p["parameter_name"] for p in endpoints["/attention"]["parameters"]]
-    assert names == ["text", "teacher_layer", "teacher_head", "student_layer", "student_head", "average_heads",
-                     "teacher_spec", "student_spec"]
+    assert inputs_by_name("/attention", tabs().attention) == ATTENTION_INPUTS
 
 
 def test_every_tab_renders(page):
@@ -141,7 +158,7 @@ def test_setup_distill_and_dark_knowledge_in_browser(page, tiny_teacher_dir):
     for elem_id, value in (("steps", "3"), ("batch-size", "4"), ("seq-len", "32")):
         page.locator(f"#{elem_id} input").fill(value)
     page.get_by_text("Data and augmentation").first.click()
-    page.get_by_label(app.CORPUS_PASTE).check()
+    page.get_by_label(knobs.CORPUS_PASTE).check()
     page.locator("#corpus-paste textarea").fill(SAMPLE_TEXT)
     page.locator("#augment-methods").get_by_label("word_swap", exact=False).check()
     page.locator("#augment-preview-btn").click()

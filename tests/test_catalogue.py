@@ -22,15 +22,18 @@ from typing import Any
 import pytest
 import torch
 
-import app
 from distill_core import evaluate, probes
 from distill_core import session as session_module
+from distill_core import step as step_module
 from distill_core.attention import attention_maps_from
-from distill_core.checkpoints import load_student, load_teacher
 from distill_core.errors import DistillError, describe_failure
+from distill_core.models import LazyTeacher, load_teacher
 from distill_core.session import run_session
+from distill_core.students import load_student
 from tests.conftest import served_app, tiny_session_config
-from tests.test_app import ui_values
+from tests.test_app import tabs, ui_values
+from ui import attention, knobs
+from ui.distill import NOTHING_TO_STOP
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers")
 client_module = pytest.importorskip("gradio_client")
@@ -60,12 +63,26 @@ def new_client(server) -> Any:
     return client_module.Client(server.url, verbose=False)
 
 
-def api_values(teacher_dir: Path, **changes) -> dict[str, Any]:
-    """run_session's API inputs: the test_app tab values, with an uploaded file sent as a file."""
+def api_args(client: Any, endpoint: str, **named: Any) -> list[Any]:
+    """An endpoint's positional API arguments from values by name: a dict-input endpoint (run_session,
+    size_sweep, augment_preview, attention) lists its inputs in the order they were created, each under its
+    label (unique within the endpoint); the app's tabs say which name each label belongs to. An input not
+    named gets the endpoint's default."""
+    inputs = {"/run_session": tabs().distill.recipe, "/size_sweep": tabs().sizes,
+              "/augment_preview": tabs().distill.preview, "/attention": tabs().attention}[endpoint].without(["user"])
+    labels = {component.label for component in inputs.components.values()}
+    assert len(labels) == len(inputs.components), "labels must be unique"
+    parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"][endpoint]["parameters"]
+    assert {p["label"] for p in parameters} == labels
+    return inputs.api_arguments(parameters, named)
+
+
+def api_values(client: Any, teacher_dir: Path, **changes) -> list[Any]:
+    """run_session's API arguments: the test_app tab values, with an uploaded file sent as a file."""
     values = ui_values(teacher_dir, **changes)
     if values["upload"] is not None:
         values["upload"] = client_module.handle_file(str(values["upload"]))
-    return values
+    return api_args(client, "/run_session", **values)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +94,7 @@ def earlier(server, tiny_teacher_dir, tmp_path_factory):
                               engine_dir))
     assert events[-1]["kind"] == "done"
     client = new_client(server)
-    status = client.predict(**api_values(tiny_teacher_dir, steps=2), api_name="/run_session")[0]
+    status = client.predict(*api_values(client, tiny_teacher_dir, steps=2), api_name="/run_session")[0]
     assert status.startswith("**Done:**"), status
     (app_dir,) = server.runs.iterdir()
     return SimpleNamespace(client=client, engine_dir=engine_dir, app_dir=app_dir, engine_files=digest(engine_dir),
@@ -152,7 +169,7 @@ def resolve(values: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
 # ---- the catalogue: session inputs -----------------------------------------------------------
 
 NAN = float("nan")
-UPLOAD, HUB = app.CORPUS_UPLOAD, app.CORPUS_HUB
+UPLOAD, HUB = knobs.CORPUS_UPLOAD, knobs.CORPUS_HUB
 
 
 @dataclass(frozen=True)
@@ -305,10 +322,10 @@ def test_engine_refuses(case, files, tiny_teacher_dir, earlier, tmp_path):
 @pytest.mark.parametrize("case", [c for c in CASES if c.ui_changes is not None], ids=lambda c: c.id)
 def test_api_refuses(case, files, tiny_teacher_dir, server, earlier):
     client, before = new_client(server), run_folders(server)
-    values = api_values(tiny_teacher_dir, **resolve(case.ui_changes, files))
+    values = api_values(client, tiny_teacher_dir, **resolve(case.ui_changes, files))
     expected = case.api_message or case.message
     try:
-        status = client.predict(**values, api_name="/run_session")[0]
+        status = client.predict(*values, api_name="/run_session")[0]
     except AppError as exc:  # Gradio refused the value before the app saw it (its own bounds or file types)
         assert case.api_message and re.search(expected, str(exc)), str(exc)
     else:
@@ -327,15 +344,23 @@ def test_api_refuses(case, files, tiny_teacher_dir, server, earlier):
 @dataclass(frozen=True)
 class ProbeCase:
     """A bad input to an inspection tab: `engine(teacher, student)` calls the engine with it; `endpoint` and
-    `args` call the app's API (the teacher and student specs are appended). `api_message`: where the API
-    answers differently (the app's own wording, or Gradio's bounds check)."""
+    `args` call the app's API (the teacher and student specs are appended; a dict: a dict-input endpoint's
+    inputs by name, with the pair as `teacher` and `student`). `api_message`: where the API answers
+    differently (the app's own wording, or Gradio's bounds check)."""
 
     id: str
     engine: Any
     message: str
     endpoint: str
-    args: tuple
+    args: tuple | dict[str, Any]
     api_message: str | None = None
+
+    def call(self, client: Any, teacher: str, student: str) -> Any:
+        if isinstance(self.args, dict):
+            args = api_args(client, self.endpoint, teacher=teacher, student=student, **self.args)
+        else:
+            args = [*self.args, teacher, student]
+        return client.predict(*args, api_name=self.endpoint)
 
 
 PROBE_CASES = [
@@ -350,7 +375,8 @@ PROBE_CASES = [
               r"position 99 is outside the text's 3 tokens \(0\.\.2\)", "/dark_knowledge", ("I ate an", 99, 1.0, 5)),
     ProbeCase("attention-layer-out-of-range", lambda t, s: attention_maps_from(t.model, [9]).__enter__(),
               r"attention maps asked for layers \[9\] of a 4-layer model", "/attention",
-              (app.ATTENTION_TEXT, 9, 0, -1, 0, False),
+              dict(text=attention.ATTENTION_TEXT, teacher_layer=9, teacher_head=0, student_layer=-1, student_head=0,
+                   average_heads=False),
               api_message=r"the teacher layer 9 does not exist: it has layers 0\.\.3"),
     ProbeCase("generate-zero-tokens", lambda t, s: evaluate.generate(s.model, t.tokenizer, "The river", 0),
               r"new tokens must be between 1 and 512, got 0", "/generate", ("The river", 0, 0),
@@ -366,7 +392,7 @@ def test_inspection_refuses(case, tiny_teacher_dir, server, earlier):
     assert re.search(case.message, str(refused.value)), str(refused.value)
     expected = case.api_message or case.message
     try:
-        note = new_client(server).predict(*case.args, str(tiny_teacher_dir), "layers:1", api_name=case.endpoint)[
+        note = case.call(new_client(server), str(tiny_teacher_dir), "layers:1")[
             1 if case.endpoint == "/dark_knowledge" else 0]
     except AppError as exc:  # Gradio refused the value before the app saw it (a slider's or a box's bounds)
         assert re.search(expected, str(exc)), str(exc)
@@ -402,13 +428,13 @@ def nan_loss_at(monkeypatch, step: int) -> None:
             return out
         return loss
 
-    for name in ("distillation_loss", "chunked_distillation_loss"):
-        monkeypatch.setattr(session_module, name, poisoned(getattr(session_module, name)))
+    for name in ("distillation_loss", "chunked_distillation_loss"):  # the step's loss functions (step.DistillStep)
+        monkeypatch.setattr(step_module, name, poisoned(getattr(step_module, name)))
 
 
 def oom_at(monkeypatch, step: int) -> None:
-    """The `step`-th training step runs out of (GPU) memory."""
-    real, calls = session_module._train_step, {"n": 0}
+    """The `step`-th training step (a call of the session's step.DistillStep) runs out of (GPU) memory."""
+    real, calls = step_module.DistillStep.__call__, {"n": 0}
 
     def train_step(*args, **kwargs):
         calls["n"] += 1
@@ -416,7 +442,7 @@ def oom_at(monkeypatch, step: int) -> None:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(session_module, "_train_step", train_step)
+    monkeypatch.setattr(step_module.DistillStep, "__call__", train_step)
 
 
 def saved_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -444,7 +470,7 @@ def test_nan_loss_mid_run_keeps_the_last_good_student(tiny_teacher_dir, server, 
     client = new_client(server)
     monkeypatch.undo()
     nan_loss_at(monkeypatch, 3)
-    status = client.predict(**api_values(tiny_teacher_dir, steps=6), api_name="/run_session")[0]
+    status = client.predict(*api_values(client, tiny_teacher_dir, steps=6), api_name="/run_session")[0]
     assert status.startswith("**Error:** the loss became NaN or infinite at step 3") and "Student saved to" in status
     zip_note = client.predict(api_name="/export")[0]  # this user's last good student is served
     assert zip_note.startswith("Exported the student of"), zip_note
@@ -462,7 +488,7 @@ def test_out_of_memory_mid_run_advises_and_the_app_stays_up(tiny_teacher_dir, se
     client = new_client(server)
     monkeypatch.undo()
     oom_at(monkeypatch, 3)
-    status = client.predict(**api_values(tiny_teacher_dir, steps=6), api_name="/run_session")[0]
+    status = client.predict(*api_values(client, tiny_teacher_dir, steps=6), api_name="/run_session")[0]
     assert status.startswith("**Error:** step 3 failed (out of memory: lower batch_size or seq_len, pick a "
                              "smaller student or teacher"), status
     # the app is still up and serves the student of step 2 to this user's inspection tabs
@@ -480,7 +506,7 @@ def test_out_of_memory_while_loading_advises(tiny_teacher_dir, server, earlier, 
         list(run_session(tiny_session_config(tiny_teacher_dir), tmp_path / "oom"))
     assert describe_failure(raised.value).startswith("out of memory: lower batch_size or seq_len")
     client, before = new_client(server), run_folders(server)
-    status = client.predict(**api_values(tiny_teacher_dir), api_name="/run_session")[0]
+    status = client.predict(*api_values(client, tiny_teacher_dir), api_name="/run_session")[0]
     assert status.startswith("**Error:** out of memory: lower batch_size or seq_len, pick a smaller student or "
                              "teacher, or wait until other sessions on this machine have finished"), status
     assert run_folders(server) == before
@@ -499,14 +525,14 @@ def wait_for(predicate, what: str, timeout_s: float = 120.0) -> None:
 
 def test_stop_while_loading(tiny_teacher_dir, server, earlier, tmp_path, monkeypatch):
     loading, release = threading.Event(), threading.Event()
-    real = session_module.load_teacher
+    real = LazyTeacher.get  # how a session loads its teacher (from the shared cache, models.MODELS)
 
     def slow_load(*args, **kwargs):
         loading.set()
         release.wait(120)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(session_module, "load_teacher", slow_load)
+    monkeypatch.setattr(LazyTeacher, "get", slow_load)
     # the engine: a stop during loading ends the session before its first step, the initial student saved
     stop = threading.Event()
     release.set()
@@ -519,7 +545,7 @@ def test_stop_while_loading(tiny_teacher_dir, server, earlier, tmp_path, monkeyp
     loading.clear()
     release.clear()
     client, before = new_client(server), run_folders(server)
-    job = client.submit(**api_values(tiny_teacher_dir, steps=50), api_name="/run_session")
+    job = client.submit(*api_values(client, tiny_teacher_dir, steps=50), api_name="/run_session")
     assert loading.wait(120)
     assert client.predict(api_name="/stop").startswith("**Stop requested:**")
     release.set()
@@ -532,7 +558,7 @@ def test_stop_while_loading(tiny_teacher_dir, server, earlier, tmp_path, monkeyp
 
 def start_long_run(client, teacher_dir: Path) -> Any:
     """A 500-step session, returned once it has finished its first step."""
-    job = client.submit(**api_values(teacher_dir, steps=500), api_name="/run_session")
+    job = client.submit(*api_values(client, teacher_dir, steps=500), api_name="/run_session")
     wait_for(lambda: any(str(out[0]).startswith("**Step ") and not out[0].startswith("**Step 0/")
                          for out in job.outputs()) or job.done(), "the first step")
     return job
@@ -559,16 +585,16 @@ def test_stop_twice(tiny_teacher_dir, server, earlier):
     first, second = client.predict(api_name="/stop"), client.predict(api_name="/stop")
     assert first == second and first.startswith("**Stop requested:**")
     assert 1 <= stopped_step(job.result()[0]) < 500
-    assert client.predict(api_name="/stop") == app.NOTHING_TO_STOP  # it has ended: nothing left to stop
+    assert client.predict(api_name="/stop") == NOTHING_TO_STOP  # it has ended: nothing left to stop
     # the extra Stop does not carry over: the next session runs to its end
-    assert client.predict(**api_values(tiny_teacher_dir, steps=2), api_name="/run_session")[0].startswith(
+    assert client.predict(*api_values(client, tiny_teacher_dir, steps=2), api_name="/run_session")[0].startswith(
         "**Done:** 2/2 steps")
     assert_nothing_lost(earlier, tiny_teacher_dir)
 
 
 def test_stop_with_nothing_running(tiny_teacher_dir, server, earlier):
-    assert new_client(server).predict(api_name="/stop") == app.NOTHING_TO_STOP
-    assert earlier.client.predict(api_name="/stop") == app.NOTHING_TO_STOP  # its finished session is kept
+    assert new_client(server).predict(api_name="/stop") == NOTHING_TO_STOP
+    assert earlier.client.predict(api_name="/stop") == NOTHING_TO_STOP  # its finished session is kept
     assert_nothing_lost(earlier, tiny_teacher_dir)
 
 

@@ -15,7 +15,10 @@ import pytest
 import app
 from distill_core.config import DistillConfig
 from tests.conftest import served_app
-from tests.test_catalogue import api_values, start_long_run, wait_for
+from tests.test_catalogue import api_args, api_values, start_long_run, wait_for
+from ui import distill
+from ui.attention import ATTENTION_TEXT
+from ui.similarity import similarity_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers")
 client_module = pytest.importorskip("gradio_client")
@@ -32,10 +35,10 @@ def server(tiny_teacher_dir, tmp_path_factory):
 
 @pytest.fixture()
 def session_log(monkeypatch) -> list[tuple[int, str]]:
-    """(seed, "start" | "end") of every session the app runs, in the order they happen (app.run_session
-    wrapped; the app serves from this process)."""
+    """(seed, "start" | "end") of every session the app runs, in the order they happen (the engine's session as
+    the Distill tab calls it, ui.distill.SESSION_ON_GPU, wrapped; the app serves from this process)."""
     log: list[tuple[int, str]] = []
-    lock, real = threading.Lock(), app.run_session
+    lock, real = threading.Lock(), distill.SESSION_ON_GPU
 
     def logged(config, out_dir, stop=None):
         with lock:
@@ -46,7 +49,7 @@ def session_log(monkeypatch) -> list[tuple[int, str]]:
             with lock:
                 log.append((config.seed, "end"))
 
-    monkeypatch.setattr(app, "run_session", logged)
+    monkeypatch.setattr(distill, "SESSION_ON_GPU", logged)
     return log
 
 
@@ -70,7 +73,7 @@ def test_the_app_declares_one_distillation_lane():
 
 def test_four_users_distil_one_at_a_time_and_each_gets_their_own(server, tiny_teacher_dir, session_log):
     clients = [client_module.Client(server, verbose=False) for _ in range(USERS)]
-    jobs = [client.submit(**api_values(tiny_teacher_dir, steps=3, seed=seed), api_name="/run_session")
+    jobs = [client.submit(*api_values(client, tiny_teacher_dir, steps=3, seed=seed), api_name="/run_session")
             for seed, client in enumerate(clients)]
     seen: list[set[tuple[str, int | None]]] = [set() for _ in jobs]  # (status code, queue rank) each job showed
     deadline = time.monotonic() + 600
@@ -113,12 +116,15 @@ def test_views_answer_while_a_run_trains_and_users_stay_apart(server, tiny_teach
     teacher = str(tiny_teacher_dir)
     calls = [
         (("I ate an", -1, 1.0, 5, teacher, "layers:1"), "/dark_knowledge", 1),
-        ((app.ATTENTION_TEXT, -1, 0, -1, 0, False, teacher, "layers:1"), "/attention", 0),
-        ((app.similarity_text(), teacher, "layers:1"), "/similarity", 0),
+        (dict(text=ATTENTION_TEXT, teacher_layer=-1, teacher_head=0, student_layer=-1, student_head=0,
+              average_heads=False, teacher=teacher, student="layers:1"), "/attention", 0),
+        ((similarity_text(), teacher, "layers:1"), "/similarity", 0),
         (("The river", 4, 0, teacher, "layers:1"), "/generate", 0),
         ((teacher, "layers:1"), "/compatibility", 0),
     ]
     for args, endpoint, note_index in calls:
+        if isinstance(args, dict):  # a dict-input endpoint: its inputs by name
+            args = api_args(looker, endpoint, **args)
         note = looker.predict(*args, api_name=endpoint)[note_index]
         assert not note.startswith("**Error:**"), (endpoint, note)
         if endpoint != "/compatibility":
@@ -126,12 +132,12 @@ def test_views_answer_while_a_run_trains_and_users_stay_apart(server, tiny_teach
         assert not job.done(), f"{endpoint} answered only after the run ended"
 
     # a second distillation waits in the queue, first in line, until the first one ends
-    waiting = waiter.submit(**api_values(tiny_teacher_dir, steps=2, seed=7), api_name="/run_session")
+    waiting = waiter.submit(*api_values(waiter, tiny_teacher_dir, steps=2, seed=7), api_name="/run_session")
     wait_for(lambda: waiting.status().code == Status.IN_QUEUE, "the second session to queue")
     assert waiting.status().rank == 0
 
     # the looker's Stop is not the trainer's: it says nothing runs for it, and the run goes on
-    assert looker.predict(api_name="/stop") == app.NOTHING_TO_STOP
+    assert looker.predict(api_name="/stop") == distill.NOTHING_TO_STOP
     steps_before = len(job.outputs())
     wait_for(lambda: len(job.outputs()) >= steps_before + 3 or job.done(), "the run to go on")
     assert not job.done()
@@ -146,8 +152,9 @@ def test_views_answer_while_a_run_trains_and_users_stay_apart(server, tiny_teach
 
 def test_models_loaded_by_several_users_at_once_are_whole(tiny_teacher_dir, tmp_path):
     """transformers is not thread-safe while it builds a model: four loads at once left every copy's tied output
-    layer on the meta device. The engine builds one model at a time (checkpoints.MODEL_LOCK)."""
-    from distill_core.checkpoints import derive_student, load_model, load_saved_model
+    layer on the meta device. The engine builds one model at a time (models.MODEL_LOCK)."""
+    from distill_core.models import load_model, load_saved_model
+    from distill_core.students import derive_student
 
     teacher = load_model(str(tiny_teacher_dir))
     builders = [lambda: load_model(str(tiny_teacher_dir)).model, lambda: load_saved_model(tiny_teacher_dir),

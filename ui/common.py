@@ -1,0 +1,224 @@
+"""What every tab shares: the per-browser `UserSession`, dict inputs by name, the Learn prose, number
+formatting, error messages, the public-mode caps, and the note that says which models a view compares."""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from distill_core import api
+
+SESSION_GPU_S = 300
+"""How long a session or a size sweep may hold a ZeroGPU GPU (spaces.GPU duration, seconds)."""
+DISTILLATION_QUEUE = "distillation"
+"""Gradio concurrency id of run_session and size_sweep, with a limit of 1: one distillation at a time per app
+(one device); other users wait in the queue and see their position (README, Several users)."""
+PRIVATE = {"api_visibility": "private"}
+"""Event options of the handlers that are no part of the app's API (re-runs on Enter, visibility toggles)."""
+LEARN = api.ROOT / "assets" / "learn"
+"""The teaching prose: one Markdown file per tab, in sections (intro, learn, ...)."""
+
+
+class UserSession:
+    """Per-browser-session state, held in gr.State: the stop signal of this user's running session, and the
+    last session it finished (the inspection tabs' "student (after)"). Each browser tab, and each
+    gradio_client Client, is one such session; nothing here is shared between users (README, Several
+    users). Every model lives in the engine's shared caches (api.Comparison)."""
+
+    def __init__(self) -> None:
+        self.stop = api.StopSignal()  # a file-based flag: it works in ZeroGPU's worker process too
+        self.running = False  # a session or sweep of this user is running (not merely queued)
+        self.last_run: dict[str, Any] | None = None  # out_dir, teacher, student, probes (the session's probe events)
+        self.attention: tuple[tuple, dict[str, Any]] | None = None  # (key, probe result): the last attention probe
+        self.export_dir: Path | None = None  # this user's last export (replaced by the next one)
+
+    def __deepcopy__(self, memo: dict) -> "UserSession":
+        # gr.State deep-copies its default for every browser session: give each one its own stop signal.
+        return UserSession()
+
+
+class Inputs:
+    """A dict-input handler's inputs by name. Given a set of components, Gradio calls the handler with one
+    dict {component: value} (and lists them in the API in the order they were created); `named` turns it
+    into {name: value}. A name is the DistillConfig field the input sets, or the UI's own (preset,
+    corpus_choice, upload, pasted, specs, user)."""
+
+    def __init__(self, components: dict[str, Any]) -> None:
+        self.components = dict(components)
+
+    @property
+    def set(self) -> set[Any]:
+        return set(self.components.values())
+
+    def named(self, values: dict[Any, Any]) -> dict[str, Any]:
+        return {name: values[component] for name, component in self.components.items() if component in values}
+
+    def pick(self, names: Iterable[str]) -> "Inputs":
+        return Inputs({name: self.components[name] for name in names})
+
+    def without(self, names: Iterable[str]) -> "Inputs":
+        left_out = set(names)
+        return Inputs({name: c for name, c in self.components.items() if name not in left_out})
+
+    def plus(self, components: dict[str, Any]) -> "Inputs":
+        return Inputs({**self.components, **components})
+
+    def bind(self, handler: Callable[["Inputs", dict[Any, Any]], Any]) -> Callable[[dict[Any, Any]], Any]:
+        """`handler(self, values)` as the Gradio function of one dict, under the handler's name."""
+        bound = functools.partial(handler, self)
+        bound.__name__ = handler.__name__  # Gradio names private endpoints after it
+        return bound
+
+    def api_arguments(self, parameters: list[dict[str, Any]], named: dict[str, Any]) -> list[Any]:
+        """The positional arguments of this dict-input endpoint for gradio_client, from values by name:
+        `parameters` as `view_api` lists them (in the order the inputs were created, each under its label);
+        an input not named gets the endpoint's default."""
+        by_label = {component.label: name for name, component in self.components.items()}
+        return [named.get(by_label[p["label"]], p["parameter_default"]) for p in parameters]
+
+
+def run_buttons(running: bool) -> tuple[Any, Any]:
+    """The Run (or Compare sizes) and Stop buttons while a session or sweep runs, or while none does."""
+    return gr.update(interactive=not running), gr.update(interactive=running)
+
+
+@functools.lru_cache(maxsize=None)
+def prose_sections(tab: str) -> dict[str, str]:
+    """assets/learn/<tab>.md by section: each starts at a line `<!-- name -->`."""
+    text = (LEARN / f"{tab}.md").read_text(encoding="utf-8")
+    parts = re.split(r"^<!-- ([\w-]+) -->$", text, flags=re.M)
+    return {name: body.strip("\n") for name, body in zip(parts[1::2], parts[2::2])}
+
+
+def prose(tab: str, section: str) -> str:
+    """One section of a tab's teaching prose (its intro, its Learn text, ...)."""
+    return prose_sections(tab)[section]
+
+
+# ---------------------------------------------------------------------------------------
+# errors and numbers from the UI
+# ---------------------------------------------------------------------------------------
+def error_markdown(message: str) -> str:
+    return f"**Error:** {message}"
+
+
+def one_line(exc: BaseException) -> str:
+    """An unexpected exception as one readable line; out of memory says what to do."""
+    return api.describe_failure(exc)
+
+
+def view_error(exc: BaseException) -> str:
+    """An engine error (its message) or an unexpected one (one line), as a warning and error markdown."""
+    message = str(exc) if isinstance(exc, api.DistillError) else one_line(exc)
+    gr.Warning(message)
+    return error_markdown(message)
+
+
+def as_int(value: Any, name: str) -> int:
+    """A UI number that must be an integer, or a DistillError naming it."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise api.DistillError(f"{name} must be an integer, got {value!r}") from None
+    if not number.is_integer():
+        raise api.DistillError(f"{name} must be an integer, got {value!r}")
+    return int(number)
+
+
+def as_float(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise api.DistillError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise api.DistillError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+# ---------------------------------------------------------------------------------------
+# formatting
+# ---------------------------------------------------------------------------------------
+def fmt_params(n: int | None) -> str:
+    return "—" if n is None else f"{n / 1e6:.1f} M"
+
+
+def fmt_number(value: Any, digits: int = 3) -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "—"
+    if abs(value) >= 1e5:
+        return f"{value:.3g}"
+    return f"{value:,.{digits}f}"
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def shown_path(path: str | Path) -> str:
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(api.ROOT))
+    except ValueError:
+        return str(path)
+
+
+def pairs_text(pairs: list[Any]) -> str:
+    return " ".join(f"`{s}:{t}`" for s, t in pairs)
+
+
+# ---------------------------------------------------------------------------------------
+# hosting
+# ---------------------------------------------------------------------------------------
+def cap(name: str) -> int | None:
+    """A public-mode cap (PublicLimits) for a control's maximum; None outside public mode."""
+    return getattr(api.public_limits(), name) if api.public_mode() else None
+
+
+def public_note() -> str:
+    """Public mode's limits in a few lines for the top of the page; '' outside public mode."""
+    if not api.public_mode():
+        return ""
+    c = api.public_limits()
+    return (f"**Public mode.** Models: the bundled `smollm2-135m`, Hugging Face model ids (up to "
+            f"{c.model_params / 1e6:,.0f} M parameters) and students derived from the teacher; no local paths. "
+            f"Sessions: at most {c.steps} steps, batch {c.batch_size}, sequences of {c.seq_len} tokens, "
+            f"{c.eval_max_tokens} held-out tokens, {c.hub_max_rows:,} dataset rows, {c.augment_copies} augmented "
+            f"copies, {c.sweep_students} students per size sweep. Files: uploads of at most {c.upload_mb} MiB. "
+            f"Texts and prompts: at most {c.text_chars:,} characters, {c.new_tokens} new tokens.")
+
+
+# ---------------------------------------------------------------------------------------
+# which models the inspection tabs compare
+# ---------------------------------------------------------------------------------------
+NO_RUN_NOTE = ("No distillation session has run in this browser session yet: showing the teacher and the untrained "
+               "student only. The trained student, **student (after)**, appears here once a session in **Distill** "
+               "has finished.")
+
+
+def compared(user: UserSession, teacher_spec: str, student_spec: str) -> tuple[api.Comparison, str]:
+    """The models an inspection view shows for the pair picked in Setup (the engine's Comparison, with this
+    user's last session), and a note saying which they are."""
+    models = api.Comparison(teacher_spec, student_spec, user.last_run)
+    if models.status == "no-run":
+        return models, NO_RUN_NOTE
+    if models.status == "other-pair":
+        last = user.last_run
+        return models, (f"The last session distilled `{last['teacher']}` → `{last['student']}`, not the pair picked "
+                        "in Setup; pick that pair to see the trained student.")
+    return models, (f"Student (after) is the last session's student from `{shown_path(models.run['out_dir'])}`; "
+                    f"student (before) is the student it started from (`{models.before_spec}`).")

@@ -1,0 +1,263 @@
+"""The Distill tab: a preset, the knobs (generated from DistillConfig, ui/knobs.py), the training text
+(ui/data.py), then Run: one session streamed as status, loss curves, a probe snapshot and the before/after
+summary; Stop; Export of the last session's student. API names: preset, layer_map, run_session, stop,
+export (and augment_preview, from ui/data.py)."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+import visuals
+from distill_core import api
+from ui.common import (DISTILLATION_QUEUE, PRIVATE, SESSION_GPU_S, Inputs, UserSession, error_markdown, one_line,
+                       pairs_text, prose, run_buttons, shown_path, view_error)
+from ui.data import build_data_section
+from ui.knobs import KNOB_FIELDS, recipe_config, technique_knobs, training_knobs
+from ui.runview import RunView
+from ui.setup import Pair
+
+SESSION_ON_GPU = api.spaces_gpu(SESSION_GPU_S)(api.run_session)
+"""The engine's session, on a ZeroGPU GPU on Spaces (the identity elsewhere): only the engine generator
+crosses into ZeroGPU's worker, with plain, picklable inputs (config, folder, StopSignal)."""
+PLOT_INTERVAL_S = 1.0
+"""Re-render the loss curves at most this often while a session streams (plus on evals and at the end)."""
+STATUS_INTERVAL_S = 0.2
+"""Send step-only updates at most this often (tiny models step far faster than a browser redraws)."""
+NOTHING_TO_STOP = ("Nothing is running in this browser session, so there is nothing to stop (a session waiting in "
+                   "the queue can be stopped once it starts).")
+
+
+@dataclass
+class DistillTab:
+    recipe: Inputs
+    """The inputs of run_session by name: the pair, the preset, every knob, the data section, the user."""
+    preview: Inputs
+    """The inputs of augment_preview by name."""
+
+
+def build_distill(pair: Pair, user: gr.State) -> DistillTab:
+    defaults = api.preset_config()
+    pair_md = gr.Markdown(pair_markdown(pair.teacher.value, pair.student.value), elem_id="pair-note")
+    with gr.Accordion("Learn: what a session does, and what to look for", open=False):
+        gr.Markdown(prose("distill", "learn"))
+    with gr.Row(equal_height=True):
+        preset = gr.Dropdown(api.preset_names(), value=api.QUICKSTART, label="Preset (assets/configs/)", scale=1,
+                             elem_id="preset")
+        preset_md = gr.Markdown(preset_markdown(api.QUICKSTART, api.preset_description(api.QUICKSTART)),
+                                elem_id="preset-note")
+    recipe = Inputs(dict(user=user, teacher=pair.teacher, student=pair.student, preset=preset))
+    recipe = recipe.plus(training_knobs(defaults))
+    data, preview = build_data_section(defaults, recipe)
+    with gr.Accordion("Techniques", open=True, elem_id="techniques"):
+        techniques, columns = technique_knobs(defaults)
+        with columns[-1]:  # under the layer map: the pairs it resolves to
+            layer_map_md = gr.Markdown(layer_map_if_known(pair.teacher.value, pair.student.value, defaults.layer_map),
+                                       elem_id="layer-map-pairs")
+    recipe = recipe.plus(data.components).plus(techniques)
+    with gr.Row():
+        run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
+        stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop-btn")
+    status_md = gr.Markdown("Press **Run** to start a session.", elem_id="run-status")
+    loss_plot = gr.Plot(visuals.loss_curves([]), label="Loss curves", show_label=False, elem_id="loss-plot")
+    probe_plot = gr.Plot(label="Probe snapshot", show_label=False, visible=False, elem_id="probe-plot")
+    summary_md = gr.Markdown(elem_id="run-summary")
+    with gr.Group(elem_id="export"):
+        gr.Markdown(prose("distill", "export"), padding=True)
+        with gr.Row(equal_height=True):
+            export_btn = gr.Button("Export the student", elem_id="export-btn", scale=1)
+            export_zip = gr.File(label="Student (.zip)", interactive=False, elem_id="export-zip", scale=2)
+            export_yaml = gr.File(label="Config (.yaml)", interactive=False, elem_id="export-config", scale=2)
+        export_md = gr.Markdown(elem_id="export-note", padding=True)
+
+    layer_map = recipe.components["layer_map"]
+    known_map = dict(fn=layer_map_if_known, inputs=[pair.teacher, pair.student, layer_map], outputs=layer_map_md,
+                     show_progress="hidden", **PRIVATE)
+    pair.check.then(**known_map)
+    for picker in (pair.teacher, pair.student):
+        picker.change(pair_markdown, [pair.teacher, pair.student], pair_md, show_progress="hidden", **PRIVATE)
+        picker.change(**known_map)
+    preset.input(apply_preset, preset, [*(recipe.components[f] for f in KNOB_FIELDS), preset_md], api_name="preset",
+                 show_progress="hidden")
+    layer_map.change(layer_map_markdown, [pair.teacher, pair.student, layer_map], layer_map_md, api_name="layer_map",
+                     show_progress="minimal")
+    run_btn.click(recipe.bind(run_distillation), recipe.set,
+                  [status_md, loss_plot, probe_plot, summary_md, run_btn, stop_btn], api_name="run_session",
+                  concurrency_limit=1, concurrency_id=DISTILLATION_QUEUE, show_progress="minimal",
+                  show_progress_on=status_md)  # shows "queue: 2/3" while waiting
+    stop_btn.click(request_stop, user, status_md, api_name="stop", show_progress="hidden")
+    export_btn.click(export_run, user, [export_md, export_zip, export_yaml], api_name="export")
+    return DistillTab(recipe, preview)
+
+
+def pair_markdown(teacher: str, student: str) -> str:
+    return f"Teacher `{teacher or '—'}` → student `{student or '—'}` (change them in the **Setup** tab)."
+
+
+# ---------------------------------------------------------------------------------------
+# presets and the layer map
+# ---------------------------------------------------------------------------------------
+def preset_markdown(name: str, description: str) -> str:
+    return (f"**{name}:** {description}  \n*Fills every knob below from `assets/configs/{name}.yaml`; "
+            "the teacher, the student (Setup) and the corpus stay as picked.*")
+
+
+def apply_preset(name: str) -> tuple[Any, ...]:
+    """Every knob's value in the preset `name` (api_name `preset`), in KNOBS order, then the preset's
+    description. Teacher, student and corpus stay as picked."""
+    try:
+        config = api.preset_config(name)
+        description = api.preset_description(name)
+    except api.DistillError as exc:
+        gr.Warning(str(exc))
+        return (*[gr.skip()] * len(KNOB_FIELDS), error_markdown(str(exc)))
+    return (*[getattr(config, field) for field in KNOB_FIELDS], preset_markdown(name, description))
+
+
+def layer_map_markdown(teacher_spec: str, student_spec: str, spec: str, load: bool = True) -> str:
+    """The student:teacher layer pairs `spec` resolves to for the pair picked in Setup (api_name `layer_map`);
+    the engine's message for a spec that cannot work. Without `load`, only for a pair already checked or loaded."""
+    try:
+        resolved = api.layer_pairs_for(teacher_spec, student_spec, spec, load)
+    except api.DistillError as exc:
+        return error_markdown(str(exc))
+    except Exception as exc:  # e.g. out of memory while loading the pair
+        return error_markdown(one_line(exc))
+    if resolved is None:
+        return ("The resolved layer pairs show here once the pair is checked in **Setup** "
+                "(or when you edit the layer map).")
+    pairs, n_student, n_teacher = resolved
+    plural = lambda n, word: f"{n} {word}{'s' if n != 1 else ''}"  # noqa: E731
+    return (f"**{plural(len(pairs), 'layer pair')}** (student:teacher; the student has {plural(n_student, 'layer')}, "
+            f"the teacher {n_teacher}): {pairs_text(pairs)}  \n"
+            "Used by attention transfer and FitNets hints when their weight is above 0.")
+
+
+def layer_map_if_known(teacher_spec: str, student_spec: str, spec: str) -> str:
+    """layer_map_markdown without loading a pair (for pair changes: loading waits for a check or an edit)."""
+    return layer_map_markdown(teacher_spec, student_spec, spec, load=False)
+
+
+# ---------------------------------------------------------------------------------------
+# the streaming session
+# ---------------------------------------------------------------------------------------
+def run_distillation(recipe: Inputs, values: dict[Any, Any]):
+    """Stream one session (api_name `run_session`; `values`: {component: value} of `recipe`'s inputs). Yields,
+    in order: status markdown, loss curves, probe snapshot, summary markdown, Run button, Stop button."""
+    named = recipe.named(values)
+    user = named.get("user") or UserSession()
+    running, idle = run_buttons(True), run_buttons(False)
+    try:
+        config = recipe_config(named)
+        # a pair already checked: a bad layer map fails now, not after the first evaluation
+        api.layer_pairs_for(config.teacher, config.student, config.layer_map, load=False)
+    except api.DistillError as exc:
+        gr.Warning(str(exc))
+        yield error_markdown(str(exc)), gr.skip(), gr.skip(), "", *idle
+        return
+
+    out_dir = api.new_run_dir()
+    view = RunView(config, out_dir)
+    user.stop.clear()
+    user.running = True
+    try:
+        yield view.status_markdown(), view.loss_figure(), gr.update(visible=False), "", *running
+        yield from stream_session(config, view, user, running)
+    finally:
+        user.running = False
+        user.stop.clear()
+    if (out_dir / "student").is_dir():
+        user.last_run = {"out_dir": str(out_dir), "teacher": config.teacher, "student": config.student,
+                         "probes": view.probes}
+    elif view.final is None:
+        shutil.rmtree(out_dir, ignore_errors=True)  # failed or stopped before training: nothing worth keeping
+    probe = gr.update(value=view.probe_figure(), visible=True) if view.last_probe else gr.skip()
+    yield view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), *idle
+
+
+def stream_session(config: api.DistillConfig, view: RunView, user: UserSession, running: tuple):
+    """The engine's session events into `view`, yielding the Distill tab's updates as they come (at most every
+    STATUS_INTERVAL_S for steps, the curves at most every PLOT_INTERVAL_S). A Stop before the training loop
+    (loading, writing the corpus, the first evaluation) ends the session at the engine's next event without
+    training or saving anything; once training runs, the engine stops after the current step and saves the
+    student. Failures end up in `view` (the app stays up)."""
+    last_plot = last_yield = time.monotonic()
+    events = SESSION_ON_GPU(config, str(view.out_dir), user.stop)
+    try:
+        for event in events:
+            if user.stop.is_set() and not view.training and not event.get("training"):
+                events.close()  # still loading, preparing or evaluating: end it here
+                view.stopped_before_training = True
+                return
+            view.add(event)
+            view.stop_requested = user.stop.is_set()
+            if view.finished:
+                continue  # the last event: let the engine's generator finish, then show everything below
+            now = time.monotonic()
+            new_eval = event["kind"] == "eval"
+            if event["kind"] == "step" and now - last_yield < STATUS_INTERVAL_S:
+                continue
+            plot = gr.skip()
+            if event["kind"] in ("step", "eval") and (new_eval or now - last_plot >= PLOT_INTERVAL_S):
+                plot, last_plot = view.loss_figure(), now
+            probe = gr.update(value=view.probe_figure(), visible=True) if event["kind"] == "probe" else gr.skip()
+            last_yield = now
+            yield view.status_markdown(), plot, probe, gr.skip(), *running
+    except api.DistillError as exc:
+        gr.Warning(str(exc))
+        view.fail(str(exc))
+    except Exception as exc:  # e.g. out of memory: one line, and the app stays up
+        gr.Warning(one_line(exc))
+        view.fail(one_line(exc))
+
+
+def request_stop(user: UserSession | None = None) -> str:
+    """Ask this user's running session or sweep to stop after the current step (api_name `stop`); the engine
+    then evaluates and saves the student (before the first step: nothing is trained or saved). Only this
+    user's own session; nothing happens when none is running."""
+    if user is None or not user.running:
+        return NOTHING_TO_STOP
+    user.stop.set()
+    gr.Info("Stopping after the current step; the student will be evaluated and saved (before training has "
+            "started: the session just ends).")
+    return ("**Stop requested:** finishing the current step, then evaluating and saving the student (before "
+            "training has started, the session just ends, with nothing saved) …")
+
+
+# ---------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------
+def exports_root() -> Path:
+    """Where exports are written: inside Gradio's file cache, so that it serves them without a copy."""
+    return Path(get_upload_folder()) / "distill-studio-exports"
+
+
+def export_run(user: UserSession | None = None):
+    """The last session's student as a zip (save_pretrained + tokenizer) and the YAML config that reruns it
+    through the CLI (api_name `export`). Returns note markdown, the zip's path, the config's path."""
+    user = user if user is not None else UserSession()
+    try:
+        if user.last_run is None:
+            raise api.DistillError("no session has finished in this browser session yet: run one in **Distill** "
+                                   "first, then export its student")
+        run = Path(user.last_run["out_dir"])
+        dest = exports_root() / secrets.token_hex(8)
+        zip_path = api.export_student(run, dest, name=f"{run.name}-student")
+        config_path = dest / f"{api.safe_filename(run.name + '-config', 'config')}.yaml"
+        shutil.copyfile(api.export_config(run), config_path)
+    except Exception as exc:
+        return view_error(exc), None, None
+    if user.export_dir is not None and user.export_dir != dest:
+        shutil.rmtree(user.export_dir, ignore_errors=True)  # one export per user on disk
+    user.export_dir = dest
+    note = (f"Exported the student of `{shown_path(run)}` ({zip_path.stat().st_size / 1e6:,.1f} MB). Unzip it and load "
+            f"the folder with `AutoModelForCausalLM.from_pretrained(\"{zip_path.stem}\")` (tokenizer included); "
+            f"`python -m distill_core distill --config {config_path.name} --out runs/again` reruns the session.")
+    return note, str(zip_path), str(config_path)

@@ -1,0 +1,244 @@
+"""What the Distill tab shows of one streaming session (`RunView`) and the Student size tab of one sweep
+(`SweepView`), built from the engine's events: status lines, figures, the before/after summary, the table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import visuals
+from distill_core import api
+from ui.common import error_markdown, fmt_number, fmt_params, fmt_seconds, shown_path
+
+SWEEP_TABLE_HEADERS = ["model", "params", "ppl before", "ppl after", "top-1 agreement", "KL to teacher",
+                       "tokens/s", "wall time", "error"]
+
+
+class RunView:
+    """What the Distill tab shows of one streaming session, built from its events."""
+
+    def __init__(self, config: api.DistillConfig, out_dir: Path) -> None:
+        self.config, self.out_dir = config, out_dir
+        self.history: list[dict[str, Any]] = []  # step and eval events, for loss_curves
+        self.message = "Starting …"
+        self.corpus: dict[str, Any] | None = None
+        self.last_step: dict[str, Any] | None = None
+        self.first_probe: dict[str, Any] | None = None
+        self.last_probe: dict[str, Any] | None = None
+        self.probes: list[dict[str, Any]] = []  # every probe event (the Similarity tab's CKA over the steps)
+        self.final: dict[str, Any] | None = None
+        self.failure: str | None = None
+        self.stop_requested = False
+        self.training = False  # the engine has entered its training loop
+        self.stopped_before_training = False  # Stop came before the training loop: nothing trained, nothing saved
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        self.training = self.training or kind == "step" or bool(event.get("training"))
+        if kind in ("step", "eval"):
+            self.history.append(event)
+        if kind == "step":
+            self.last_step = event
+        elif kind == "status":
+            self.message = event["message"]
+        elif kind == "corpus":
+            self.corpus = event
+        elif kind == "probe":
+            self.first_probe = self.first_probe or event
+            self.last_probe = event
+            self.probes.append(event)
+        elif kind in api.FINAL_KINDS:
+            self.final = event
+
+    def fail(self, message: str) -> None:
+        self.failure = message
+
+    @property
+    def finished(self) -> bool:
+        return self.final is not None or self.failure is not None or self.stopped_before_training
+
+    def status_markdown(self) -> str:
+        steps = self.config.steps
+        lines: list[str] = []
+        if self.failure:
+            lines.append(error_markdown(self.failure))
+        elif self.stopped_before_training:
+            lines.append("**Stopped** before training started: nothing was trained or saved (earlier runs are kept).")
+        elif self.final is not None:
+            summary = self.final["summary"]
+            done = summary["steps_done"]
+            student_dir = shown_path(self.out_dir / "student")
+            if self.final["kind"] == "done":
+                lines.append(f"**Done:** {done}/{steps} steps in {fmt_seconds(summary['wall_s'])}. "
+                             f"Student saved to `{student_dir}`.")
+            elif self.final["kind"] == "stopped":
+                lines.append(f"**Stopped** at step {done}/{steps}. The student so far is saved to `{student_dir}`.")
+            else:
+                lines.append(f"{error_markdown(self.final['message'])}  \nStudent saved to `{student_dir}`.")
+        else:
+            step = self.last_step
+            if step is not None:
+                terms = " · ".join(f"{key.removesuffix('_loss')} {step[key]:.3f}"
+                                   for key in step if key.endswith("_loss"))
+                lines.append(f"**Step {step['step']}/{steps}** · loss {step['loss']:.3f} ({terms}) · "
+                             f"{step['tokens_per_s']:,.0f} tokens/s · ETA {fmt_seconds(step['eta_s'])}")
+            else:
+                lines.append(f"**Step 0/{steps}**")
+            message = self.message + (" · **stop requested**, finishing the current step" if self.stop_requested else "")
+            lines.append(f"{message}")
+        if self.corpus is not None:
+            c = self.corpus
+            lines.append(f"Corpus: {c['source']}: {c['train_tokens']:,} training tokens "
+                         f"({c['epochs']} epochs over {steps} steps), {c['eval_tokens']:,} held-out evaluation tokens.")
+            if c.get("augmented"):
+                lines.append(augmented_markdown(c["augmented"]))
+        if self.out_dir.exists():  # a session that ends before training leaves no folder
+            lines.append(f"Run folder: `{shown_path(self.out_dir)}`")
+        return "  \n".join(lines)
+
+    def loss_figure(self) -> Any:
+        return visuals.loss_curves(self.history)
+
+    def probe_figure(self) -> Any:
+        probe = self.last_probe
+        probs = {"teacher": probe["teacher_probs"]}
+        first = self.first_probe
+        if first is not probe and first["candidates"] == probe["candidates"]:
+            probs["student (before)"] = first["student_probs"]
+        now_label = "student (before)" if probe["step"] == 0 else f"student (step {probe['step']})"
+        probs[now_label] = probe["student_probs"]
+        title = (f"Next token after “{probe['text']}” at T={probe['temperature']:g} "
+                 f"(KL teacher‖student {probe['kl_last']:.3f} nats)")
+        return visuals.next_token_bars(probe["candidates"], probs, None, title)
+
+    def summary_markdown(self) -> str:
+        if self.final is None:
+            return ""
+        s = self.final["summary"]
+        t, st, before, after = s["teacher"], s["student"], s["before"], s["after"]
+        pct = lambda v: "—" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        rows = [
+            ("held-out perplexity ↓", fmt_number(t["ppl"], 2), fmt_number(before["ppl"], 2), fmt_number(after["ppl"], 2)),
+            ("top-1 agreement with the teacher ↑", "—", pct(before["top1_agreement"]), pct(after["top1_agreement"])),
+            ("KL(teacher ‖ student), nats/token ↓", "—", fmt_number(before["kl_to_teacher"]),
+             fmt_number(after["kl_to_teacher"])),
+            ("parameters", fmt_params(t["params"]), fmt_params(st["params"]),
+             f"{fmt_params(st['params'])} ({fmt_params(st['trainable_params'])} trained)"),
+        ]
+        lines = [f"### Before / after ({s['steps_done']}/{s['steps']} steps, {s['eval_tokens']:,} held-out tokens)",
+                 "", f"| | teacher `{s['teacher_spec']}` | student before `{s['student_spec']}` | student after |",
+                 "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {a} | {b} | {c} |" for name, a, b, c in rows]
+        lines += ["", f"Final training loss {fmt_number(s['final_loss'])} · training {fmt_seconds(s['train_s'])} · "
+                      f"total {fmt_seconds(s['wall_s'])} · corpus: {s['corpus']} · saved in `{shown_path(self.out_dir)}`"]
+        if s.get("augmented"):
+            lines += ["", augmented_markdown(s["augmented"])]
+        return "\n".join(lines)
+
+
+def augmented_markdown(report: dict[str, Any]) -> str:
+    """One line from a session's `augmented` report: texts each augmenter produced, blocks and tokens added."""
+    counts = " · ".join(f"{method} {count:,}" for method, count in report.get("methods", {}).items())
+    return (f"Augmentation: {counts} new texts (changed copies of training text) → {report.get('blocks', 0):,} "
+            f"extra training blocks ({report.get('tokens', 0):,} tokens).")
+
+
+
+def size_table(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The sweep's rows as table rows (SWEEP_TABLE_HEADERS), the teacher first."""
+    pct = lambda v: "—" if not isinstance(v, (int, float)) else f"{100 * v:.1f}%"  # noqa: E731
+    speed = lambda v: fmt_number(v, 1)  # noqa: E731
+    table: list[list[str]] = []
+    teacher = next((r for r in rows if isinstance(r.get("teacher_ppl"), (int, float))), None)
+    if teacher is not None:
+        table.append(["teacher", fmt_params(teacher.get("teacher_params")), "—",
+                      fmt_number(teacher["teacher_ppl"], 2), "—", "—", speed(teacher.get("teacher_tokens_per_s")),
+                      "—", ""])
+    for r in rows:
+        table.append([str(r.get("spec", "?")), fmt_params(r.get("params")), fmt_number(r.get("ppl_before"), 2),
+                      fmt_number(r.get("ppl"), 2), pct(r.get("top1_agreement")), fmt_number(r.get("kl_to_teacher")),
+                      speed(r.get("tokens_per_s")), fmt_seconds(r.get("wall_s")), str(r.get("error") or "")])
+    return table
+
+
+def row_line(row: dict[str, Any]) -> str:
+    """One finished student in the progress list."""
+    if row.get("error") and not isinstance(row.get("ppl"), (int, float)):
+        return f"- `{row.get('spec', '?')}`: **failed:** {row['error']}"
+    line = (f"- `{row.get('spec', '?')}`: {fmt_params(row.get('params'))}, held-out perplexity "
+            f"{fmt_number(row.get('ppl_before'), 1)} → **{fmt_number(row.get('ppl'), 1)}**, "
+            f"{fmt_number(row.get('tokens_per_s'), 1)} tokens/s, {fmt_seconds(row.get('wall_s'))}")
+    return line + (f" ({row['error']})" if row.get("error") else "")
+
+
+class SweepView:
+    """What the Student size tab shows of one streaming sweep, built from its events."""
+
+    def __init__(self, specs: list[str], steps: int, out_dir: Path) -> None:
+        self.specs, self.steps, self.out_dir = specs, steps, out_dir
+        self.rows: list[dict[str, Any]] = []
+        self.teacher: str | None = None  # the teacher's measurements, in words
+        self.current: str | None = None  # the spec the latest session events belong to
+        self.last_step: dict[str, Any] | None = None
+        self.message = "Starting …"
+        self.failure: str | None = None
+        self.ended = False
+        self.stop_requested = False
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "row":
+            self.rows.append(event["row"])
+            self.current, self.last_step, self.message = None, None, "Starting the next student …"
+            return
+        if kind == "teacher":
+            self.teacher = event.get("message")
+            return
+        spec = event.get("student", event.get("spec"))  # the engine tags each session event with its student
+        if isinstance(spec, str):
+            self.current = spec
+        elif self.current is None and len(self.rows) < len(self.specs):
+            self.current = self.specs[len(self.rows)]
+        if kind == "step":
+            self.last_step = event
+        elif kind == "status":
+            self.message = event["message"]
+        elif kind in api.FINAL_KINDS:
+            self.message = f"Session {kind}: {event.get('message', '')}"
+
+    def fail(self, message: str) -> None:
+        self.failure = message
+
+    def status_markdown(self) -> str:
+        n, done = len(self.specs), len(self.rows)
+        lines: list[str] = []
+        if self.failure:
+            lines.append(error_markdown(self.failure))
+        elif self.ended:
+            results = self.out_dir / "students.json"
+            saved = f" Rows saved to `{shown_path(results)}`." if results.is_file() else ""
+            if self.stop_requested:  # the last row is the stopped student's (its error says at which step)
+                lines.append(f"**Stopped** after {done}/{n} students.{saved}")
+            else:
+                lines.append(f"**Done:** {done}/{n} students.{saved}")
+        else:
+            spec = self.current or (self.specs[done] if done < n else "—")
+            head = f"**Student {min(done + 1, n)}/{n} `{spec}`**"
+            step = self.last_step
+            if step is not None:
+                head += (f" · step {step['step']}/{step.get('steps', self.steps)} · loss {step['loss']:.3f} · "
+                         f"ETA {fmt_seconds(step.get('eta_s'))} for this student")
+            lines.append(head)
+            lines.append(self.message + (" · **stop requested**, finishing the current step"
+                                         if self.stop_requested else ""))
+        if self.teacher:
+            lines.append(self.teacher[0].upper() + self.teacher[1:])
+        lines.append(f"Run folder: `{shown_path(self.out_dir)}`")
+        return "\n\n".join(["  \n".join(lines), *(["\n".join(map(row_line, self.rows))] if self.rows else [])])
+
+    def figure(self) -> Any:
+        return visuals.size_quality_figure(self.rows)
+
+    def table(self) -> list[list[str]]:
+        return size_table(self.rows)
+

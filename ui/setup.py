@@ -1,0 +1,112 @@
+"""The Setup tab: the teacher/student pair every other tab uses, and what the pair shares (api_name
+`compatibility`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from distill_core import api
+from ui.common import error_markdown, fmt_params, one_line, pairs_text, prose
+
+TEACHER_PRESETS = ["smollm2-135m", "HuggingFaceTB/SmolLM2-360M-Instruct"]
+STUDENT_PRESETS = ["layers:20", "layers:15", "layers:10", "layers:6", "fresh:layers=4,hidden=256,heads=4",
+                   "HuggingFaceTB/SmolLM2-135M-Instruct"]
+
+
+@dataclass
+class Pair:
+    """The Setup tab's teacher and student pickers (inputs of every other tab), and the compatibility check."""
+
+    teacher: Any
+    student: Any
+    check: Any
+    """The Check compatibility event (other tabs chain on it)."""
+
+
+def default_pair() -> tuple[str, str]:
+    """The starting teacher and student: the hub pair (SmolLM2-360M -> SmolLM2-135M) where the hub is there
+    (api.use_hub_defaults: on Spaces, or without the bundled teacher but online), else the quickstart's
+    offline pair."""
+    if api.use_hub_defaults():
+        return api.HUB_DEFAULT_PAIR
+    quickstart = api.preset_config()
+    return quickstart.teacher, quickstart.student
+
+
+def build_setup() -> Pair:
+    teacher_default, student_default = default_pair()
+    help_text = api.field_help()
+    with gr.Row():
+        teacher = gr.Dropdown(TEACHER_PRESETS, value=teacher_default, label="Teacher", allow_custom_value=True,
+                              info=help_text["teacher"], elem_id="teacher-spec")
+        student = gr.Dropdown(STUDENT_PRESETS, value=student_default, label="Student", allow_custom_value=True,
+                              info=help_text["student"], elem_id="student-spec")
+    with gr.Accordion("Learn: what is knowledge distillation?", open=False):
+        gr.Markdown(prose("setup", "learn"))
+    gr.Markdown(prose("setup", "spec-help"))
+    check_btn = gr.Button("Check compatibility", variant="primary")
+    report_md = gr.Markdown(elem_id="compat-report")
+    with gr.Accordion("Raw report (JSON)", open=False):
+        report_json = gr.JSON(label="compatibility report")
+    check = check_btn.click(check_compatibility, [teacher, student], [report_md, report_json], api_name="compatibility")
+    return Pair(teacher, student, check)
+
+
+def check_compatibility(teacher_spec: str, student_spec: str) -> tuple[str, dict[str, Any] | None]:
+    """Load the pair and report what it shares (api_name `compatibility`)."""
+    try:
+        report = api.check_pair(teacher_spec, student_spec)
+    except api.DistillError as exc:
+        gr.Warning(str(exc))
+        return error_markdown(str(exc)), None
+    except Exception as exc:  # e.g. out of memory: say it in one line, keep the app up
+        gr.Warning(one_line(exc))
+        return error_markdown(one_line(exc)), None
+    return report_markdown(report), report
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The compatibility report as a teacher | student table plus the verdict lines."""
+    t, s, tok, comp = report["teacher"], report["student"], report["tokenizer"], report["compression"]
+    rows = [
+        ("spec", f"`{t['spec']}`", f"`{s['spec']}`"),
+        ("source", t["source"], s["source"]),
+        ("architecture", t["architecture"], s["architecture"]),
+        ("layers", t["layers"], s["layers"]),
+        ("hidden size", t["hidden_size"], s["hidden_size"]),
+        ("attention heads (KV heads)", f"{t['heads']} ({t['kv_heads']})", f"{s['heads']} ({s['kv_heads']})"),
+        ("vocabulary", t["vocab_size"], s["vocab_size"]),
+        ("parameters", fmt_params(t["params"]), fmt_params(s["params"])),
+    ]
+    lines = ["| | teacher | student |", "|---|---|---|"]
+    lines += [f"| {name} | {a} | {b} |" for name, a, b in rows]
+    same = tok["same_vocabulary"]
+    techniques = ", ".join(name.replace("_", " ") for name, ok in report["techniques"].items() if ok)
+    lines += [
+        "",
+        f"- **Tokenizer:** {'same vocabulary ✓' if same else 'different vocabularies ✗'} "
+        f"(fingerprints `{tok['teacher_fingerprint']}` / `{tok['student_fingerprint']}`)",
+        f"- **Compression:** {comp['param_ratio']}× fewer parameters, {comp['layer_ratio']}× fewer layers",
+        f"- **Techniques that apply:** {techniques or 'none'}",
+    ]
+    if report.get("layer_map"):
+        lines.append(f"- **Layer map** (`auto`, for attention transfer and FitNets; student:teacher): "
+                     f"{pairs_text(report['layer_map'])}")
+    lines += [f"- **Student:** {note}" for note in s.get("notes") or []]
+    if report.get("memory"):
+        lines.append(memory_line(report["memory"]))
+    return "\n".join(lines)
+
+
+def memory_line(memory: dict[str, Any]) -> str:
+    """The memory estimate of a session (the report's `memory`) as one verdict line."""
+    gb = memory["estimate_gb"]
+    batch, length = memory["batch"]
+    parts = ", ".join(f"{name.replace('_', ' ')} {gb[name]:.2f}" for name in
+                      ("teacher_weights", "student_weights", "gradients", "optimizer", "activations", "logits"))
+    verdict = "fits ✓" if memory["fits"] else f"⚠ {memory['warning']}"
+    return (f"- **Memory** (a session of {batch} × {length} tokens on {memory['device']}): about {gb['total']:.2f} GB "
+            f"of {memory['device_gb']:.1f} GB {memory['device_memory']}, {verdict} ({parts} GB)")

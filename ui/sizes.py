@@ -1,0 +1,134 @@
+"""The Student size tab: several students distilled in turn with the Distill tab's recipe, then size against
+quality (api_name `size_sweep`), or an earlier sweep's students.json plotted (api_name `size_plot`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+import visuals
+from distill_core import api
+from ui.common import (DISTILLATION_QUEUE, PRIVATE, SESSION_GPU_S, Inputs, UserSession, error_markdown, one_line,
+                       prose, run_buttons)
+from ui.distill import STATUS_INTERVAL_S, request_stop
+from ui.knobs import recipe_config
+from ui.runview import SWEEP_TABLE_HEADERS, SweepView, row_line, size_table
+
+SWEEP_ON_GPU = api.spaces_gpu(SESSION_GPU_S)(api.student_sweep)
+"""The engine's sweep, on a ZeroGPU GPU on Spaces (the identity elsewhere)."""
+DEFAULT_SWEEP_SPECS = "layers:10, layers:15, layers:20"
+
+
+def build_sizes(recipe: Inputs) -> Inputs:
+    """The tab on the Distill tab's `recipe` (its student replaced by the specs here); returns the inputs of
+    size_sweep by name."""
+    gr.Markdown(prose("sizes", "intro"))
+    with gr.Accordion("Learn: reading the size/quality plot", open=False):
+        gr.Markdown(prose("sizes", "learn"))
+    with gr.Row(equal_height=True):
+        specs = gr.Textbox(DEFAULT_SWEEP_SPECS, label="Student specs",
+                           info="Comma-, semicolon- or line-separated, e.g. layers:10, layers:0,5,9, "
+                                "fresh:layers=4,hidden=256,heads=4", scale=3, elem_id="sweep-specs")
+        with gr.Column(scale=1, min_width=220):
+            sweep_btn = gr.Button("Compare sizes", variant="primary", elem_id="sweep-btn")
+            stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="sweep-stop-btn")
+    status_md = gr.Markdown("Press **Compare sizes** to start.", elem_id="sweep-status")
+    size_plot = gr.Plot(visuals.size_quality_figure([]), show_label=False, elem_id="size-plot")
+    size_rows = gr.Dataframe(headers=SWEEP_TABLE_HEADERS, value=[], label="Students", interactive=False, wrap=True,
+                             elem_id="size-table")
+    with gr.Accordion("Plot an earlier sweep (students.json)", open=False):
+        sweep_file = gr.File(label="students.json from a run folder", file_types=[".json"], type="filepath",
+                             elem_id="sweep-file")
+
+    sweep = recipe.without(["student"]).plus({"specs": specs})
+    sweep_btn.click(sweep.bind(run_size_sweep), sweep.set,
+                    [status_md, size_plot, size_rows, sweep_btn, stop_btn], api_name="size_sweep",
+                    concurrency_limit=1, concurrency_id=DISTILLATION_QUEUE, show_progress="minimal",
+                    show_progress_on=status_md)
+    stop_btn.click(request_stop, recipe.components["user"], status_md, show_progress="hidden", **PRIVATE)
+    sweep_file.upload(load_size_rows, sweep_file, [status_md, size_plot, size_rows], api_name="size_plot")
+    return sweep
+
+
+def parse_specs(text: str | None) -> list[str]:
+    """Student specs from the Student size box: one per line, and on each line as the engine's
+    `parse_student_list` reads them (comma-separated, the commas of `layers:0,5,9` and
+    `fresh:layers=4,hidden=256,heads=4` kept; or semicolon-separated). Repeats are dropped."""
+    specs = [spec for line in (text or "").splitlines() if line.strip() for spec in api.parse_student_list(line)]
+    if not specs:
+        return api.parse_student_list("")  # the engine's message for an empty list
+    return list(dict.fromkeys(specs))
+
+
+def run_size_sweep(sweep: Inputs, values: dict[Any, Any]):
+    """Distil each student in `specs` with the Distill tab's recipe and plot size against quality
+    (api_name `size_sweep`; `values`: {component: value} of `sweep`'s inputs). Yields, in order: progress
+    markdown, size/quality figure, table rows, Compare button, Stop button."""
+    named = sweep.named(values)
+    user = named.get("user") or UserSession()
+    running, idle = run_buttons(True), run_buttons(False)
+    try:
+        spec_list = parse_specs(named.get("specs"))
+        config = recipe_config({**named, "student": spec_list[0]})
+    except api.DistillError as exc:
+        gr.Warning(str(exc))
+        yield error_markdown(str(exc)), gr.skip(), gr.skip(), *idle
+        return
+
+    out_dir = api.new_run_dir()
+    view = SweepView(spec_list, config.steps, out_dir)
+    user.stop.clear()
+    user.running = True
+    try:
+        yield view.status_markdown(), view.figure(), view.table(), *running
+        last_yield = time.monotonic()
+        for event in SWEEP_ON_GPU(config, spec_list, str(out_dir), user.stop):
+            view.add(event)
+            view.stop_requested = user.stop.is_set()
+            now = time.monotonic()
+            if event["kind"] == "row":
+                last_yield = now
+                yield view.status_markdown(), view.figure(), view.table(), *running
+            elif event["kind"] != "step" or now - last_yield >= STATUS_INTERVAL_S:
+                last_yield = now
+                yield view.status_markdown(), gr.skip(), gr.skip(), *running
+    except api.DistillError as exc:
+        gr.Warning(str(exc))
+        view.fail(str(exc))
+    except Exception as exc:  # e.g. out of memory: one line, and the app stays up
+        gr.Warning(one_line(exc))
+        view.fail(one_line(exc))
+    finally:
+        user.running = False
+        view.ended = True
+        view.stop_requested = user.stop.is_set()
+        user.stop.clear()
+    if not view.rows:
+        shutil.rmtree(out_dir, ignore_errors=True)  # failed or stopped before the first student: nothing to keep
+    yield view.status_markdown(), view.figure(), view.table(), *idle
+
+
+def load_size_rows(path: str | None) -> tuple[Any, Any, Any]:
+    """Plot a students.json written by an earlier sweep (api_name `size_plot`). Returns progress markdown,
+    figure, table rows."""
+    try:
+        if not path:
+            raise api.DistillError("no file: choose a students.json written by Compare sizes")
+        api.check_readable(path, "sweep file")
+        try:
+            rows = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise api.DistillError(f"{Path(path).name} is not a readable JSON file: {api.first_line(exc)}") from None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "spec" in r for r in rows):
+            raise api.DistillError(f"{Path(path).name} must hold a list of rows with a `spec` each, "
+                                   "like the students.json that Compare sizes writes")
+    except api.DistillError as exc:
+        gr.Warning(str(exc))
+        return error_markdown(str(exc)), gr.skip(), gr.skip()
+    note = f"Loaded {len(rows)} student{'s' if len(rows) != 1 else ''} from `{Path(path).name}`."
+    return "\n\n".join([note, "\n".join(map(row_line, rows))]), visuals.size_quality_figure(rows), size_table(rows)
