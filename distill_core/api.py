@@ -8,6 +8,7 @@ plain, picklable events; a `StopSignal` stops them across processes. The views c
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ __all__ = [
     "augmentation_preview", "augmentation_rows", "check_pair", "check_readable", "check_text",
     "compatibility_report", "corpus_stats", "dark_knowledge", "describe_failure",
     "evaluate_models", "evaluate_pair", "export_config", "export_student", "field_help", "first_line",
-    "first_texts", "generate", "gpu", "run_in_child", "run_in_slices", "slice_limit", "zerogpu", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student",
+    "first_texts", "generate", "gpu", "run_in_child", "run_in_slices", "slice_limit", "sliced", "zerogpu", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student",
     "load_teacher", "new_run_dir", "parse_methods", "parse_student_list", "preset_config", "preset_description",
     "preset_names", "public_limits", "public_mode", "read_corpus_file", "read_text_file", "run_bench",
     "run_session", "runs_dir", "safe_filename", "session_in_child", "similarity_probe", "small_corpus",
@@ -68,6 +69,12 @@ def slice_limit(duration: int) -> float | None:
     """How long one GPU call of a session may train (`run_in_slices`): on ZeroGPU a share of the call's
     duration, so that a longer session goes on in the next call; elsewhere no limit."""
     return duration * SLICE_SHARE if zerogpu() else None
+
+
+def sliced(run: Callable, duration: int) -> Callable:
+    """`run` (a GPU-wrapped run_session) as a whole session: in calls of at most `slice_limit(duration)`
+    that resume from each other's checkpoint (one call where time is not lent per call)."""
+    return functools.partial(run_in_slices, run=run, time_limit_s=slice_limit(duration))
 
 
 def new_run_dir() -> Path:

@@ -70,8 +70,8 @@ def _student_speed(student_dir: Path, device, speed_tokens: int) -> float | None
         del model
 
 
-def student_sweep(config, specs: list[str], out_dir: str | Path,
-                  stop: threading.Event | None = None, speed_tokens: int = 32) -> Iterator[dict[str, Any]]:
+def student_sweep(config, specs: list[str], out_dir: str | Path, stop: threading.Event | None = None,
+                  speed_tokens: int = 32, session: Any = None) -> Iterator[dict[str, Any]]:
     """Distil each student spec with `config`'s recipe (same seed, data and steps), one session
     each in `out_dir/<safe_name(spec)>`; yield every session event with `"student": spec` added,
     then `{"kind": "row", "row": row}` (keys `STUDENT_ROW_KEYS`) and rewrite `out_dir/students.json`.
@@ -81,7 +81,8 @@ def student_sweep(config, specs: list[str], out_dir: str | Path,
     (greedy decoding of `speed_tokens` new tokens at batch 1, best of two; `evaluate.generation_speed`).
     A student that fails (a bad spec, or an error during its session) gets a row with `error` and
     the sweep goes on; `stop` ends the sweep once the current session has stopped (its row is kept,
-    with error "stopped at step k" and no speed)."""
+    with error "stopped at step k" and no speed). `session(config, out_dir, stop)` runs each student's
+    session (default `run_session`; on ZeroGPU the app passes one that runs it in GPU calls, in slices)."""
     specs = [s.strip() for s in specs if s and s.strip()]
     if not specs:
         raise DistillError("a student sweep needs at least one student spec")
@@ -116,22 +117,25 @@ def student_sweep(config, specs: list[str], out_dir: str | Path,
         while name in used:
             name += "_"
         used.add(name)
-        row = yield from _student_row(config, spec, out / name, stop, teacher, device, speed_tokens, event)
+        row = yield from _student_row(config.with_overrides({"student": spec}), out / name, stop, teacher,
+                                      (device, speed_tokens), event, session or run_session)
         rows.append(row)
         write_json_atomic(out / "students.json", rows)
         yield event("row", row=row, student=spec)
 
 
-def _student_row(config: DistillConfig, spec: str, run_dir: Path, stop: Any, teacher: dict[str, Any],
-                 device: torch.device, speed_tokens: int, event: Any) -> Any:
-    """One student's session (its events tagged with the spec) and generation speed; returns its row."""
+def _student_row(config: DistillConfig, run_dir: Path, stop: Any, teacher: dict[str, Any],
+                 speed: tuple[torch.device, int], event: Any, session: Any) -> Any:
+    """One student's session (its events tagged with the spec) and generation speed (on `speed`'s device, of
+    that many tokens); returns its row."""
+    spec, (device, speed_tokens) = config.student, speed
     row = dict.fromkeys(STUDENT_ROW_KEYS)
     row.update(spec=spec, teacher_params=teacher["params"], teacher_ppl=teacher["ppl"],
                teacher_tokens_per_s=teacher["tokens_per_s"])
     t0 = time.perf_counter()
     final = None
     try:
-        for ev in run_session(config.with_overrides({"student": spec}), run_dir, stop):
+        for ev in session(config, run_dir, stop):
             if ev["kind"] in FINAL_KINDS:
                 final = ev
             yield {**ev, "student": spec}

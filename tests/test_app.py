@@ -493,13 +493,13 @@ def sweep_row(spec: str, i: int) -> dict:
 
 @pytest.fixture()
 def fake_sweep(monkeypatch):
-    """The engine's sweep (api.student_sweep, as the Student size tab calls it: ui.sizes.SWEEP_ON_GPU) replaced by
-    a generator that follows its contract: each student's session events, then a `row` event; students.json
-    rewritten after each row; stops between students."""
+    """The engine's sweep (api.student_sweep, as the Student size tab calls it) replaced by a generator that
+    follows its contract: each student's session events, then a `row` event; students.json rewritten after
+    each row; stops between students."""
     calls: dict = {}
 
-    def student_sweep(config, specs, out_dir, stop=None):
-        calls.update(config=config, specs=list(specs), out_dir=Path(out_dir), stop=stop)
+    def student_sweep(config, specs, out_dir, stop=None, session=None):
+        calls.update(config=config, specs=list(specs), out_dir=Path(out_dir), stop=stop, session=session)
         rows = []
         yield {"kind": "teacher", "message": "teacher: 5.0 M parameters, held-out ppl 80.00, 10.0 tokens/s"}
         for i, spec in enumerate(specs):
@@ -514,7 +514,7 @@ def fake_sweep(monkeypatch):
             if stop is not None and stop.is_set():
                 return
 
-    monkeypatch.setattr(sizes, "SWEEP_ON_GPU", student_sweep)
+    monkeypatch.setattr(sizes.api, "student_sweep", student_sweep)
     return calls
 
 
@@ -532,6 +532,7 @@ def test_size_sweep_streams_rows_into_the_figure_and_table(tiny_teacher_dir, fak
     # the engine got the Distill tab's recipe, the parsed specs, a fresh run folder and this user's stop flag
     assert fake_sweep["specs"] == ["layers:1", "layers:2"] and fake_sweep["config"].top_k == 8
     assert fake_sweep["config"].teacher == str(tiny_teacher_dir) and fake_sweep["stop"] is user.stop
+    assert fake_sweep["session"] is sizes.SESSION  # each student's session goes to the GPU as a Run does
     assert fake_sweep["out_dir"].parent == runs_in_tmp
     # the figure fills in row by row
     figures = [o[SWEEP_PLOT] for o in outputs if isinstance(o[SWEEP_PLOT], go.Figure)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import importlib
 import shutil
 import types
 from pathlib import Path
@@ -348,6 +349,16 @@ def test_readme_front_matter_configures_the_space():
     assert meta["title"] and meta["emoji"]
 
 
+def test_spaces_is_pinned_and_leaves_the_gradio_pin_alone():
+    import importlib.metadata
+
+    text = (REPO / "requirements.txt").read_text(encoding="utf-8")
+    pinned = re.search(r"^spaces==(\S+)$", text, re.M).group(1)
+    assert importlib.metadata.version("spaces") == pinned
+    wants_gradio = [r for r in importlib.metadata.requires("spaces") if r.split(";")[0].strip().startswith("gradio")]
+    assert wants_gradio == ["gradio"]  # any gradio: requirements.txt's pin (the Space's sdk_version) decides
+
+
 def test_packages_txt_has_the_makefiles_wordnet():
     wanted = re.search(r"^WORDNET_PACKAGES := (.+)$", (REPO / "Makefile").read_text(encoding="utf-8"), re.M).group(1)
     listed = (REPO / "packages.txt").read_text(encoding="utf-8").split()
@@ -356,32 +367,56 @@ def test_packages_txt_has_the_makefiles_wordnet():
 
 def test_app_shows_and_enforces_the_public_limits(public, monkeypatch):
     import app
+    from tests.test_app import run_distillation, ui_values
+    from distill_core import api
+    from ui import common, knobs
 
-    wrapped = []
-    fake = types.SimpleNamespace(GPU=lambda duration: lambda fn: wrapped.append((fn.__name__, duration)) or fn)
-    monkeypatch.setattr(hosting, "_SPACES", fake)
-    monkeypatch.setattr(hosting, "use_hub_defaults", lambda: True)
-    assert app.cap("steps") == 200 and "at most 200 steps, batch 16, sequences of 256 tokens" in app.public_note()
+    monkeypatch.setattr(api, "use_hub_defaults", lambda: True)
+    assert common.cap("steps") == 200 and "at most 200 steps, batch 16, sequences of 256 tokens" in common.public_note()
     assert app.launch_options()["max_file_size"] == 10 * 2**20
     demo = app.build_app()
     components = {block.elem_id: block for block in demo.blocks.values() if getattr(block, "elem_id", None)}
     assert (components["steps"].maximum, components["batch-size"].maximum, components["seq-len"].maximum) == (200, 16, 256)
     assert components["generate-tokens"].maximum == 128 and components["public-note"].visible
     assert (components["teacher-spec"].value, components["student-spec"].value) == hosting.HUB_DEFAULT_PAIR
-    assert wrapped == [("run_distillation", app.SESSION_GPU_S), ("run_size_sweep", app.SESSION_GPU_S)]
 
-    quickstart = app.quickstart_config()
-    values = dict(teacher="smollm2-135m", student="layers:2", preset="quickstart",
-                  **{name: getattr(quickstart, name) for name in app.KNOBS},
-                  corpus_choice=app.CORPUS_UPLOAD, upload="/etc/passwd", pasted=None)
-    status = next(app.run_distillation(**values))[0]
+    values = ui_values("smollm2-135m", student="layers:2", corpus_choice=knobs.CORPUS_UPLOAD, upload="/etc/passwd",
+                       pasted=None, steps=api_preset_steps())
+    status = next(run_distillation(values))[0]
     assert "corpus '/etc/passwd' is not an uploaded file" in status
-    values.update(corpus_choice=app.CORPUS_GENERATED, steps=500)
-    status = next(app.run_distillation(**values))[0]
+    values.update(corpus_choice=knobs.CORPUS_GENERATED, steps=500)
+    status = next(run_distillation(values))[0]
     assert "steps is 500; public mode allows at most 200 (the steps cap" in status
+
+
+def api_preset_steps() -> int:
+    from distill_core.presets import preset_config
+
+    return preset_config().steps
+
+
+def test_only_the_engine_session_goes_to_zerogpu(monkeypatch):
+    """On Spaces `spaces.GPU` wraps the engine's session alone (never a UI handler, whose user state must stay
+    in the app's process); Student size sends each student's session the same way."""
+    from ui import distill
+
+    wrapped = []
+    fake = types.SimpleNamespace(GPU=lambda duration: lambda fn: wrapped.append((fn.__name__, duration)) or fn)
+    monkeypatch.setattr(hosting, "_SPACES", fake)
+    try:
+        importlib.reload(distill)
+        assert wrapped == [("run_session", distill.SESSION_GPU_S)]
+        assert distill.SESSION.func.__name__ == "run_in_slices" and distill.SESSION.keywords["time_limit_s"] is None
+        monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+        importlib.reload(distill)
+        assert distill.SESSION.keywords["time_limit_s"] == 0.8 * distill.SESSION_GPU_S  # slices on ZeroGPU
+    finally:
+        monkeypatch.undo()
+        importlib.reload(distill)
 
 
 def test_app_outside_public_mode_has_no_limits():
     import app
+    from ui import common
 
-    assert app.cap("steps") is None and app.public_note() == "" and "max_file_size" not in app.launch_options()
+    assert common.cap("steps") is None and common.public_note() == "" and "max_file_size" not in app.launch_options()

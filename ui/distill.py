@@ -24,9 +24,13 @@ from ui.knobs import KNOB_FIELDS, recipe_config, technique_knobs, training_knobs
 from ui.runview import RunView
 from ui.setup import Pair
 
-SESSION_ON_GPU = api.spaces_gpu(SESSION_GPU_S)(api.run_session)
-"""The engine's session, on a ZeroGPU GPU on Spaces (the identity elsewhere): only the engine generator
-crosses into ZeroGPU's worker, with plain, picklable inputs (config, folder, StopSignal)."""
+SESSION_ON_GPU = api.gpu(SESSION_GPU_S)(api.run_session)
+"""One GPU call of the engine's session: on a ZeroGPU Space `spaces.GPU` (or, with DISTILL_ZEROGPU_EMULATION=1,
+its emulation), the identity elsewhere. Only the engine generator crosses into ZeroGPU's worker, with plain,
+picklable inputs (config, folder, StopSignal); the handler and the user's state stay in the app's process."""
+SESSION = api.sliced(SESSION_ON_GPU, SESSION_GPU_S)
+"""A whole session: on ZeroGPU in GPU calls of at most the call's duration, each resuming the last one's
+checkpoint (api.run_in_slices); elsewhere one call."""
 PLOT_INTERVAL_S = 1.0
 """Re-render the loss curves at most this often while a session streams (plus on evals and at the end)."""
 STATUS_INTERVAL_S = 0.2
@@ -189,7 +193,7 @@ def stream_session(config: api.DistillConfig, view: RunView, user: UserSession, 
     training or saving anything; once training runs, the engine stops after the current step and saves the
     student. Failures end up in `view` (the app stays up)."""
     last_plot = last_yield = time.monotonic()
-    events = SESSION_ON_GPU(config, str(view.out_dir), user.stop)
+    events = SESSION(config, str(view.out_dir), user.stop)
     try:
         for event in events:
             if user.stop.is_set() and not view.training and not event.get("training"):

@@ -39,7 +39,7 @@ class RunView:
             self.history.append(event)
         if kind == "step":
             self.last_step = event
-        elif kind == "status":
+        elif kind in ("status", api.PAUSED):
             self.message = event["message"]
         elif kind == "corpus":
             self.corpus = event
@@ -201,7 +201,7 @@ class SweepView:
             self.current = self.specs[len(self.rows)]
         if kind == "step":
             self.last_step = event
-        elif kind == "status":
+        elif kind in ("status", api.PAUSED):
             self.message = event["message"]
         elif kind in api.FINAL_KINDS:
             self.message = f"Session {kind}: {event.get('message', '')}"

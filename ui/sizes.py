@@ -13,14 +13,12 @@ import gradio as gr
 
 import visuals
 from distill_core import api
-from ui.common import (DISTILLATION_QUEUE, PRIVATE, SESSION_GPU_S, Inputs, UserSession, error_markdown, one_line,
+from ui.common import (DISTILLATION_QUEUE, PRIVATE, Inputs, UserSession, error_markdown, one_line,
                        prose, run_buttons)
-from ui.distill import STATUS_INTERVAL_S, request_stop
+from ui.distill import SESSION, STATUS_INTERVAL_S, request_stop
 from ui.knobs import recipe_config
 from ui.runview import SWEEP_TABLE_HEADERS, SweepView, row_line, size_table
 
-SWEEP_ON_GPU = api.spaces_gpu(SESSION_GPU_S)(api.student_sweep)
-"""The engine's sweep, on a ZeroGPU GPU on Spaces (the identity elsewhere)."""
 DEFAULT_SWEEP_SPECS = "layers:10, layers:15, layers:20"
 
 
@@ -87,7 +85,8 @@ def run_size_sweep(sweep: Inputs, values: dict[Any, Any]):
     try:
         yield view.status_markdown(), view.figure(), view.table(), *running
         last_yield = time.monotonic()
-        for event in SWEEP_ON_GPU(config, spec_list, str(out_dir), user.stop):
+        # each student's session goes to the GPU as a Run does (ui.distill.SESSION: on ZeroGPU in slices)
+        for event in api.student_sweep(config, spec_list, str(out_dir), user.stop, session=SESSION):
             view.add(event)
             view.stop_requested = user.stop.is_set()
             now = time.monotonic()
