@@ -218,6 +218,21 @@ def check_public(config: Any) -> None:
 # ---------------------------------------------------------------------------------------
 # Spaces
 # ---------------------------------------------------------------------------------------
+GPU_DURATION_S = 300
+"""Default length of one GPU call (spaces.GPU duration) of a session on ZeroGPU, seconds."""
+
+
+def gpu_duration() -> int:
+    """How long one GPU call of a session may hold a ZeroGPU GPU (`spaces.GPU(duration=...)`), seconds:
+    DISTILL_GPU_DURATION_S, else GPU_DURATION_S. A longer session goes on in further calls (slices)."""
+    raw = os.environ.get("DISTILL_GPU_DURATION_S", "").strip()
+    if not raw:
+        return GPU_DURATION_S
+    if not raw.isdigit() or int(raw) < 1:
+        raise DistillError(f"DISTILL_GPU_DURATION_S must be a positive number of seconds, got {raw!r}")
+    return int(raw)
+
+
 def zerogpu_emulation() -> bool:
     """DISTILL_ZEROGPU_EMULATION=1: run as on a ZeroGPU Space, here (the GPU functions in a spawned child
     process, everything across pickled; child.emulated_gpu), for tests and for trying a Space locally."""

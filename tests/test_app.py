@@ -574,11 +574,11 @@ def test_size_sweep_bad_input_shows_message(tiny_teacher_dir, fake_sweep, runs_i
 
 
 def test_size_sweep_engine_error_keeps_the_app_up(tiny_teacher_dir, monkeypatch, fake_sweep, runs_in_tmp):
-    def failing(config, specs, out_dir, stop=None):
+    def failing(config, specs, out_dir, stop=None, session=None):
         yield {"kind": "status", "message": "Loading teacher …"}
         raise DistillError("teacher exploded")
 
-    monkeypatch.setattr(sizes, "SWEEP_ON_GPU", failing)
+    monkeypatch.setattr(sizes.api, "student_sweep", failing)
     final = drain(run_size_sweep(sweep_values(tiny_teacher_dir), UserSession()))[-1]
     assert final[SWEEP_STATUS].startswith("**Error:** teacher exploded")
     assert not any(runs_in_tmp.iterdir())  # nothing finished: the run folder is removed

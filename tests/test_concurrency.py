@@ -36,9 +36,9 @@ def server(tiny_teacher_dir, tmp_path_factory):
 @pytest.fixture()
 def session_log(monkeypatch) -> list[tuple[int, str]]:
     """(seed, "start" | "end") of every session the app runs, in the order they happen (the engine's session as
-    the Distill tab calls it, ui.distill.SESSION_ON_GPU, wrapped; the app serves from this process)."""
+    the Distill tab calls it, ui.distill.SESSION, wrapped; the app serves from this process)."""
     log: list[tuple[int, str]] = []
-    lock, real = threading.Lock(), distill.SESSION_ON_GPU
+    lock, real = threading.Lock(), distill.SESSION
 
     def logged(config, out_dir, stop=None):
         with lock:
@@ -49,7 +49,7 @@ def session_log(monkeypatch) -> list[tuple[int, str]]:
             with lock:
                 log.append((config.seed, "end"))
 
-    monkeypatch.setattr(distill, "SESSION_ON_GPU", logged)
+    monkeypatch.setattr(distill, "SESSION", logged)
     return log
 
 

@@ -14,8 +14,9 @@ import gradio as gr
 
 from distill_core import api
 
-SESSION_GPU_S = 300
-"""How long a session or a size sweep may hold a ZeroGPU GPU (spaces.GPU duration, seconds)."""
+SESSION_GPU_S = api.gpu_duration()
+"""How long one GPU call of a session may hold a ZeroGPU GPU (spaces.GPU duration, seconds; the operator's
+DISTILL_GPU_DURATION_S, default 300); a longer session goes on in further calls."""
 DISTILLATION_QUEUE = "distillation"
 """Gradio concurrency id of run_session and size_sweep, with a limit of 1: one distillation at a time per app
 (one device); other users wait in the queue and see their position (README, Several users)."""
