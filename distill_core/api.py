@@ -26,7 +26,7 @@ from distill_core.data import check_text, heldout_blocks, read_text_file
 from distill_core.distributed import is_main_process
 from distill_core.errors import DistillError, describe_failure, first_line
 from distill_core.evaluate import evaluate_models, evaluate_pair, generate, trade_sentence
-from distill_core.export import export_config, export_student, safe_filename
+from distill_core.export import export_config, export_run, export_student, safe_filename
 from distill_core.hosting import (HUB_DEFAULT_PAIR, check_readable, gpu_duration, public_limits, public_mode,
                                   spaces_gpu, use_hub_defaults, zerogpu, zerogpu_emulation)
 from distill_core.layer_map import LAYER_MAP_SPECS
@@ -37,7 +37,8 @@ from distill_core.probes import attention_probe, dark_knowledge, similarity_prob
 from distill_core.session import FINAL_KINDS, PAUSED, StopSignal, run_in_slices, run_session
 from distill_core.specs import parse_student_list
 from distill_core.students import load_student
-from distill_core.sweep import SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, small_corpus, student_sweep
+from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, read_student_rows, small_corpus,
+                                student_sweep)
 
 __all__ = [
     "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "Comparison", "DistillConfig",
@@ -45,10 +46,10 @@ __all__ = [
     "RESUME_FIELDS", "ROOT", "SLICE_SHARE", "SMALL_CORPUS_SENTENCES", "SUGGESTIONS", "StopSignal", "ablation",
     "attention_probe", "augmentation_preview", "augmentation_rows", "check_pair", "check_readable", "check_text",
     "compatibility_report", "corpus_stats", "dark_knowledge", "describe_failure", "evaluate_models",
-    "evaluate_pair", "export_config", "export_student", "field_help", "first_line", "first_texts", "generate",
+    "evaluate_pair", "export_config", "export_run", "export_student", "field_help", "first_line", "first_texts", "generate",
     "gpu", "gpu_duration", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student", "load_teacher",
     "new_run_dir", "parse_methods", "parse_student_list", "preset_config", "preset_description", "preset_names",
-    "public_limits", "public_mode", "read_corpus_file", "read_text_file", "run_bench", "run_in_child",
+    "public_limits", "public_mode", "read_corpus_file", "read_student_rows", "read_text_file", "run_bench", "run_in_child",
     "run_in_slices", "run_session", "runs_dir", "safe_filename", "session_in_child", "similarity_probe",
     "slice_limit", "sliced", "small_corpus", "spaces_gpu", "student_sweep", "text_columns", "tokenizer_of",
     "trade_sentence", "use_hub_defaults", "zerogpu",

@@ -4,6 +4,7 @@ and the YAML config that reproduces the run through the CLI (`distill --config`)
 from __future__ import annotations
 
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -43,3 +44,13 @@ def export_config(run_dir: str | Path) -> Path:
     if not path.is_file():
         raise DistillError(f"no config.yaml in {run_dir}: run a session first")
     return path
+
+
+def export_run(run_dir: str | Path, dest_dir: str | Path) -> tuple[Path, Path]:
+    """A finished run, ready to download: DEST/<run>-student.zip (`export_student`) and DEST/<run>-config.yaml,
+    the config that reruns it (`distill --config`). Returns both paths."""
+    run = Path(run_dir)
+    archive = export_student(run, dest_dir, name=f"{run.name}-student")
+    config = Path(dest_dir) / f"{safe_filename(run.name + '-config', 'config')}.yaml"
+    shutil.copyfile(export_config(run), config)
+    return archive, config

@@ -135,8 +135,12 @@ def initial_student_spec(summary: dict[str, Any] | None, student_spec: str) -> s
 def parse_student_list(text: str) -> list[str]:
     """`layers:10,layers:15,layers:20` -> three specs. A comma starts a new spec unless what follows
     it continues the spec before (`layers:0,5,9`: more layer indices; `fresh:layers=2,hidden=32,
-    heads=2`: more key=value pairs). A list that contains `;` is split at `;` only (for specs that
-    hold commas of their own, e.g. paths)."""
+    heads=2`: more key=value pairs). A line that contains `;` is split at `;` only (for specs that
+    hold commas of their own, e.g. paths). Several lines: each read so. A repeated spec is kept once."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    if len(lines) > 1:
+        return list(dict.fromkeys(spec for line in lines for spec in parse_student_list(line)))
+    text = lines[0] if lines else ""
     if ";" in text:
         specs = [part.strip() for part in text.split(";")]
     else:
@@ -150,7 +154,7 @@ def parse_student_list(text: str) -> list[str]:
                 specs[-1] = f"{previous},{part}"
             else:
                 specs.append(part)
-    specs = [s for s in specs if s]
+    specs = list(dict.fromkeys(s for s in specs if s))
     if not specs:
         raise DistillError("the student list is empty; give specs like layers:10,layers:15,layers:20")
     return specs

@@ -9,6 +9,7 @@ far, written atomically) after every row, so an interrupted sweep keeps what it 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import threading
@@ -152,6 +153,23 @@ def _student_row(config: DistillConfig, run_dir: Path, stop: Any, teacher: dict[
     except Exception as exc:  # an unforeseen failure ends this row, not the sweep
         row.update(error=f"{type(exc).__name__}: {first_line(exc, 300)}", wall_s=round(time.perf_counter() - t0, 2))
     return row
+
+
+def read_student_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a students.json an earlier sweep wrote (the app's Compare sizes or `ablate --students`),
+    checked: a readable JSON list of rows with a `spec` each (in public mode only from the upload area)."""
+    if not path:
+        raise DistillError("no file: choose a students.json written by Compare sizes")
+    hosting.check_readable(path, "sweep file")
+    name = Path(path).name
+    try:
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DistillError(f"{name} is not a readable JSON file: {first_line(exc)}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "spec" in r for r in rows):
+        raise DistillError(f"{name} must hold a list of rows with a `spec` each, like the students.json that "
+                           "Compare sizes writes")
+    return rows
 
 
 def ablation_rows(config) -> list[tuple[str, Any]]:

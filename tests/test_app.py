@@ -599,16 +599,6 @@ def test_size_sweep_with_the_engine_on_the_tiny_teacher(tiny_teacher_dir, runs_i
     assert [row["spec"] for row in rows] == ["layers:1", "layers:2"] and all(row["error"] is None for row in rows)
 
 
-@pytest.mark.parametrize("text, specs", [
-    ("layers:10, layers:15, layers:20", ["layers:10", "layers:15", "layers:20"]),
-    ("layers:0,5,9; layers:3", ["layers:0,5,9", "layers:3"]),
-    ("fresh:layers=4,hidden=256,heads=4\nlayers:2\n\n", ["fresh:layers=4,hidden=256,heads=4", "layers:2"]),
-    ("layers:2, layers:2", ["layers:2"]),
-])
-def test_parse_specs(text, specs):
-    assert sizes.parse_specs(text) == specs
-
-
 def test_load_students_json_plots_it(tmp_path):
     path = tmp_path / "students.json"
     path.write_text(json.dumps([sweep_row("layers:1", 0), {**sweep_row("layers:9", 1), "ppl": None,

@@ -6,7 +6,7 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from distill_core.errors import DistillError
-from distill_core.export import export_config, export_student, safe_filename
+from distill_core.export import export_config, export_run, export_student, safe_filename
 from distill_core.session import run_session
 
 
@@ -23,3 +23,11 @@ def test_export_zip_loads_and_names_are_safe(tiny_config, tmp_path):
     assert safe_filename("a b/../c?.zip") == "c-.zip"
     with pytest.raises(DistillError, match="no saved student"):
         export_student(tmp_path / "nothing", tmp_path)
+
+
+def test_export_run_gives_the_zip_and_the_config_side_by_side(tiny_config, tmp_path):
+    run = tmp_path / "20260101-run"
+    list(run_session(tiny_config.with_overrides({"steps": 1, "eval_every": 0, "probe_every": 0}), run))
+    archive, config = export_run(run, tmp_path / "dest")
+    assert (archive.name, config.name) == ("20260101-run-student.zip", "20260101-run-config.yaml")
+    assert config.read_text() == (run / "config.yaml").read_text()

@@ -56,3 +56,13 @@ def test_initial_student_spec_rebuilds_the_starting_student():
     assert initial_student_spec(None, "layers:4") == "layers:4"  # no summary: the picked spec
     assert initial_student_spec({"student_spec": "layers:1:angular", "student_layers_kept": [3]}, "z") == \
         "layers:1:angular"  # one kept layer has no explicit list spec
+
+
+@pytest.mark.parametrize("text, specs", [
+    ("layers:10, layers:15, layers:20", ["layers:10", "layers:15", "layers:20"]),
+    ("layers:0,5,9; layers:3", ["layers:0,5,9", "layers:3"]),
+    ("fresh:layers=4,hidden=256,heads=4\nlayers:2\n\n", ["fresh:layers=4,hidden=256,heads=4", "layers:2"]),
+    ("layers:2, layers:2", ["layers:2"]),
+])
+def test_parse_student_list_of_lines_and_repeats(text, specs):
+    assert parse_student_list(text) == specs

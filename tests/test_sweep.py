@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from distill_core.errors import DistillError
-from distill_core.sweep import STUDENT_ROW_KEYS, safe_name, student_sweep
+from distill_core.sweep import STUDENT_ROW_KEYS, read_student_rows, safe_name, student_sweep
 
 
 def quick(config):
@@ -79,3 +79,15 @@ def test_safe_name():
     assert safe_name("fresh:layers=2,hidden=64,heads=4") == "fresh-layers=2_hidden=64_heads=4"
     assert safe_name("/tmp/runs/a/student") == "tmp_runs_a_student"
     assert len(safe_name("layers:" + ",".join(map(str, range(40))))) <= 60
+
+
+def test_read_student_rows_checks_the_file(tmp_path):
+    good = tmp_path / "students.json"
+    good.write_text('[{"spec": "layers:2", "ppl": 3.0}]')
+    assert read_student_rows(good) == [{"spec": "layers:2", "ppl": 3.0}]
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "rows.json").write_text('[{"ppl": 3.0}]')
+    for path, message in [(None, "no file"), (tmp_path / "bad.json", "not a readable JSON file"),
+                          (tmp_path / "rows.json", "must hold a list of rows with a `spec` each")]:
+        with pytest.raises(DistillError, match=message):
+            read_student_rows(path)

@@ -253,9 +253,7 @@ def export_run(user: UserSession | None = None):
                                    "first, then export its student")
         run = Path(user.last_run["out_dir"])
         dest = exports_root() / secrets.token_hex(8)
-        zip_path = api.export_student(run, dest, name=f"{run.name}-student")
-        config_path = dest / f"{api.safe_filename(run.name + '-config', 'config')}.yaml"
-        shutil.copyfile(api.export_config(run), config_path)
+        zip_path, config_path = api.export_run(run, dest)
     except Exception as exc:
         return view_error(exc), None, None
     if user.export_dir is not None and user.export_dir != dest:

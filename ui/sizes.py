@@ -3,7 +3,6 @@ quality (api_name `size_sweep`), or an earlier sweep's students.json plotted (ap
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -53,16 +52,6 @@ def build_sizes(recipe: Inputs) -> Inputs:
     return sweep
 
 
-def parse_specs(text: str | None) -> list[str]:
-    """Student specs from the Student size box: one per line, and on each line as the engine's
-    `parse_student_list` reads them (comma-separated, the commas of `layers:0,5,9` and
-    `fresh:layers=4,hidden=256,heads=4` kept; or semicolon-separated). Repeats are dropped."""
-    specs = [spec for line in (text or "").splitlines() if line.strip() for spec in api.parse_student_list(line)]
-    if not specs:
-        return api.parse_student_list("")  # the engine's message for an empty list
-    return list(dict.fromkeys(specs))
-
-
 def run_size_sweep(sweep: Inputs, values: dict[Any, Any]):
     """Distil each student in `specs` with the Distill tab's recipe and plot size against quality
     (api_name `size_sweep`; `values`: {component: value} of `sweep`'s inputs). Yields, in order: progress
@@ -71,7 +60,7 @@ def run_size_sweep(sweep: Inputs, values: dict[Any, Any]):
     user = named.get("user") or UserSession()
     running, idle = run_buttons(True), run_buttons(False)
     try:
-        spec_list = parse_specs(named.get("specs"))
+        spec_list = api.parse_student_list(named.get("specs"))
         config = recipe_config({**named, "student": spec_list[0]})
     except api.DistillError as exc:
         gr.Warning(str(exc))
@@ -116,16 +105,7 @@ def load_size_rows(path: str | None) -> tuple[Any, Any, Any]:
     """Plot a students.json written by an earlier sweep (api_name `size_plot`). Returns progress markdown,
     figure, table rows."""
     try:
-        if not path:
-            raise api.DistillError("no file: choose a students.json written by Compare sizes")
-        api.check_readable(path, "sweep file")
-        try:
-            rows = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise api.DistillError(f"{Path(path).name} is not a readable JSON file: {api.first_line(exc)}") from None
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and "spec" in r for r in rows):
-            raise api.DistillError(f"{Path(path).name} must hold a list of rows with a `spec` each, "
-                                   "like the students.json that Compare sizes writes")
+        rows = api.read_student_rows(path)
     except api.DistillError as exc:
         gr.Warning(str(exc))
         return error_markdown(str(exc)), gr.skip(), gr.skip()
