@@ -115,3 +115,26 @@ def test_topk_targets_roundtrip_shapes():
     assert isinstance(t, TopKTargets)
     assert t.indices.shape == (2, 5, 6) and t.tail.shape == (2, 5, 1)
     assert torch.all(t.logp[..., :-1] >= t.logp[..., 1:])  # most likely first
+
+
+def test_the_cache_key_holds_the_teachers_dtype(tiny_teacher_dir, tmp_path):
+    """A cache built from the bf16 teacher of a GPU session is not the fp32 CPU teacher's, and the reverse."""
+    from distill_core.data import Blocks
+    from distill_core.models import resolve_model
+    from distill_core.teacher_cache import TeacherCache
+
+    ids = torch.arange(32).view(2, 16)
+    blocks = Blocks(ids, torch.ones_like(ids))
+    entries = {dtype: TeacherCache(resolve_model(str(tiny_teacher_dir)), blocks, blocks, ids[:1], 2.0, 8, root=tmp_path,
+                                   teacher_dtype=dtype) for dtype in (torch.float32, torch.bfloat16)}
+    assert entries[torch.float32].path != entries[torch.bfloat16].path
+    assert entries[torch.bfloat16].key["teacher_dtype"] == "torch.bfloat16"
+
+
+def test_a_converted_gguf_is_keyed_by_its_dtype(bundled_dir, monkeypatch):
+    from distill_core.hub import bundled_gguf_path
+
+    gguf = bundled_gguf_path()
+    assert models._converted_dir(gguf) == bundled_dir  # the cache the suite converted into
+    monkeypatch.setattr(models, "CONVERTED_DTYPE", torch.bfloat16)
+    assert models._converted_dir(gguf) != bundled_dir  # another dtype: another converted copy

@@ -114,11 +114,17 @@ def one_line(exc: BaseException) -> str:
     return api.describe_failure(exc)
 
 
-def view_error(exc: BaseException) -> str:
-    """An engine error (its message) or an unexpected one (one line), as a warning and error markdown."""
+def warn(exc: BaseException) -> str:
+    """An engine error (its message) or an unexpected one (one line, e.g. out of memory), shown as a warning
+    toast; returns the message."""
     message = str(exc) if isinstance(exc, api.DistillError) else one_line(exc)
     gr.Warning(message)
-    return error_markdown(message)
+    return message
+
+
+def view_error(exc: BaseException) -> str:
+    """`warn`, as error markdown."""
+    return error_markdown(warn(exc))
 
 
 def as_int(value: Any, name: str) -> int:

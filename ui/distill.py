@@ -18,7 +18,7 @@ from gradio.utils import get_upload_folder
 import visuals
 from distill_core import api
 from ui.common import (DISTILLATION_QUEUE, PRIVATE, SESSION_GPU_S, Inputs, UserSession, error_markdown, one_line,
-                       pairs_text, prose, run_buttons, shown_path, view_error)
+                       pairs_text, prose, run_buttons, shown_path, view_error, warn)
 from ui.data import build_data_section
 from ui.knobs import KNOB_FIELDS, recipe_config, technique_knobs, training_knobs
 from ui.runview import RunView
@@ -214,12 +214,8 @@ def stream_session(config: api.DistillConfig, view: RunView, user: UserSession, 
             probe = gr.update(value=view.probe_figure(), visible=True) if event["kind"] == "probe" else gr.skip()
             last_yield = now
             yield view.status_markdown(), plot, probe, gr.skip(), *running
-    except api.DistillError as exc:
-        gr.Warning(str(exc))
-        view.fail(str(exc))
-    except Exception as exc:  # e.g. out of memory: one line, and the app stays up
-        gr.Warning(one_line(exc))
-        view.fail(one_line(exc))
+    except Exception as exc:  # the engine's message, or one line (e.g. out of memory): the app stays up
+        view.fail(warn(exc))
 
 
 def request_stop(user: UserSession | None = None) -> str:

@@ -12,8 +12,8 @@ import gradio as gr
 
 import visuals
 from distill_core import api
-from ui.common import (DISTILLATION_QUEUE, PRIVATE, Inputs, UserSession, error_markdown, one_line,
-                       prose, run_buttons)
+from ui.common import (DISTILLATION_QUEUE, PRIVATE, Inputs, UserSession, error_markdown,
+                       prose, run_buttons, warn)
 from ui.distill import SESSION, STATUS_INTERVAL_S, request_stop
 from ui.knobs import recipe_config
 from ui.runview import SWEEP_TABLE_HEADERS, SweepView, row_line, size_table
@@ -85,12 +85,8 @@ def run_size_sweep(sweep: Inputs, values: dict[Any, Any]):
             elif event["kind"] != "step" or now - last_yield >= STATUS_INTERVAL_S:
                 last_yield = now
                 yield view.status_markdown(), gr.skip(), gr.skip(), *running
-    except api.DistillError as exc:
-        gr.Warning(str(exc))
-        view.fail(str(exc))
-    except Exception as exc:  # e.g. out of memory: one line, and the app stays up
-        gr.Warning(one_line(exc))
-        view.fail(one_line(exc))
+    except Exception as exc:  # the engine's message, or one line (e.g. out of memory): the app stays up
+        view.fail(warn(exc))
     finally:
         user.running = False
         view.ended = True
