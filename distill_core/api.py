@@ -9,8 +9,6 @@ plain, picklable events; a `StopSignal` stops them across processes. The views c
 from __future__ import annotations
 
 import functools
-import secrets
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from distill_core.layer_map import LAYER_MAP_SPECS
 from distill_core.models import load_teacher, tokenizer_of
 from distill_core.paths import CONFIGS, ROOT, runs_dir
 from distill_core.presets import QUICKSTART, preset_config, preset_description, preset_names
+from distill_core.runs import finished_runs, new_run, open_run, run_events, run_summary
 from distill_core.probes import attention_probe, dark_knowledge, similarity_probe
 from distill_core.session import FINAL_KINDS, PAUSED, StopSignal, run_in_slices, run_session
 from distill_core.specs import parse_student_list
@@ -46,11 +45,11 @@ __all__ = [
     "RESUME_FIELDS", "ROOT", "SLICE_SHARE", "SMALL_CORPUS_SENTENCES", "SUGGESTIONS", "StopSignal", "ablation",
     "attention_probe", "augmentation_preview", "augmentation_rows", "check_pair", "check_readable", "check_text",
     "compatibility_report", "corpus_stats", "dark_knowledge", "describe_failure", "evaluate_models",
-    "evaluate_pair", "export_config", "export_run", "export_student", "field_help", "first_line", "first_texts", "generate",
+    "evaluate_pair", "export_config", "export_run", "export_student", "field_help", "finished_runs", "first_line", "first_texts", "generate",
     "gpu", "gpu_duration", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student", "load_teacher",
-    "new_run_dir", "parse_methods", "parse_student_list", "preset_config", "preset_description", "preset_names",
+    "new_run", "new_run_dir", "open_run", "parse_methods", "parse_student_list", "preset_config", "preset_description", "preset_names",
     "public_limits", "public_mode", "read_corpus_file", "read_student_rows", "read_text_file", "run_bench", "run_in_child",
-    "run_in_slices", "run_session", "runs_dir", "safe_filename", "session_in_child", "similarity_probe",
+    "run_events", "run_in_slices", "run_session", "run_summary", "runs_dir", "safe_filename", "session_in_child", "similarity_probe",
     "slice_limit", "sliced", "small_corpus", "spaces_gpu", "student_sweep", "text_columns", "tokenizer_of",
     "trade_sentence", "use_hub_defaults", "zerogpu",
 ]
@@ -80,7 +79,5 @@ def sliced(run: Callable, duration: int) -> Callable:
 
 
 def new_run_dir() -> Path:
-    """A fresh folder for one session or sweep: runs/<timestamp>-<random id>/."""
-    path = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-    path.mkdir(parents=True, exist_ok=False)
-    return path
+    """A fresh folder for one session or sweep, runs/<timestamp>-<random id>/ (its token dropped)."""
+    return new_run()[0]

@@ -10,18 +10,17 @@ same) with the run's seed; before any session it is the picked student, untraine
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file
 
-from distill_core.config import DistillConfig
-from distill_core.errors import DistillError, first_line
+from distill_core.errors import first_line
 from distill_core.layer_map import resolve_layer_map
 from distill_core.losses import FitNetsProjection
 from distill_core.models import STUDENTS, LoadedModel, load_saved_model, load_teacher
 from distill_core.presets import preset_config
+from distill_core.runs import run_config, run_summary
 from distill_core.specs import initial_student_spec
 from distill_core.students import load_student
 
@@ -43,22 +42,6 @@ def trained_student(out_dir: str | Path) -> Any:
     folder = Path(out_dir) / "student"
     stamp = tuple(int(p.stat().st_mtime_ns) for p in sorted(folder.glob("*.safetensors")))
     return STUDENTS.get(("trained", str(folder.resolve()), stamp), lambda: load_saved_model(folder))
-
-
-def run_summary(out_dir: str | Path) -> dict[str, Any] | None:
-    """A run folder's summary.json, or None when there is none (or it cannot be read)."""
-    try:
-        return json.loads((Path(out_dir) / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def run_config(out_dir: str | Path) -> DistillConfig | None:
-    """A run folder's config.yaml, or None when it cannot be read."""
-    try:
-        return DistillConfig.from_yaml(Path(out_dir) / "config.yaml")
-    except (OSError, DistillError, ValueError, TypeError):
-        return None
 
 
 class Comparison:

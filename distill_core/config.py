@@ -22,7 +22,7 @@ from distill_core.errors import DistillError
 from distill_core.hosting import check_public
 from distill_core.layer_map import LAYER_MAP_SPECS
 from distill_core.losses import ATTENTION_LOSSES, DIVERGENCES, HIDDEN_LOSSES
-from distill_core.paths import ASSETS
+from distill_core.paths import ASSETS, relative_to_project
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -30,6 +30,8 @@ CHOICES: dict[str, tuple[str, ...]] = {"divergence": DIVERGENCES, "attention_los
                                        "hidden_loss": HIDDEN_LOSSES, "precision": PRECISIONS, "device": DEVICES}
 """The values a choice field accepts (the UI's dropdowns and the CLI's choices come from here)."""
 SUGGESTIONS: dict[str, tuple[str, ...]] = {"layer_map": LAYER_MAP_SPECS}
+PATH_FIELDS = ("corpus", "prompts_file", "eval_text")
+"""The fields that name files (read through paths.project_path; `portable` writes them project-relative)."""
 """Named values of a free-form field (layer_map also takes explicit pairs like 0:0,5:12)."""
 UPPER_LIMITS = {"steps": 1_000_000, "batch_size": 4096, "generation_tokens": 4096, "eval_max_tokens": 1_000_000,
                 "hub_max_rows": 1_000_000, "augment_copies": 100}
@@ -239,6 +241,14 @@ class DistillConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def portable(self) -> "DistillConfig":
+        """The same config with the project's own files (its assets, a corpus inside the checkout) named
+        relative to the project's root: what a run's config.yaml holds, so that it reruns from another
+        checkout (paths.project_path reads them back)."""
+        changes = {name: relative_to_project(getattr(self, name)) for name in PATH_FIELDS
+                   if getattr(self, name) and getattr(self, name) != "teacher-generated"}
+        return dataclasses.replace(self, **changes)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)

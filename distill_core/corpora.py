@@ -31,7 +31,7 @@ from distill_core.data import (HELDOUT_FRACTION, check_text, checked_file, decod
 from distill_core.errors import DistillError, first_line
 from distill_core.hub import hub_reachable_within
 from distill_core.models import LazyTeacher, resolve_model
-from distill_core.paths import cache_dir
+from distill_core.paths import cache_dir, project_path
 from distill_core.teacher_corpus import cached_corpus, generate_corpus
 
 CORPUS_FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "json", ".json": "json",
@@ -148,7 +148,7 @@ def _column_texts(values: list[Any], column: str, where: str) -> tuple[list[str]
 def text_columns(path: str | Path) -> list[str]:
     """The text (string) columns of a .jsonl/.json/.csv/.parquet file, for a column picker; [] for a
     text file (it has no columns). Raises DistillError for a file that cannot be read."""
-    path = Path(path)
+    path = project_path(path)
     fmt = corpus_format(path)
     if fmt == "text":
         return []
@@ -164,7 +164,7 @@ def read_corpus_file(path: str | Path, column: str | None = None) -> tuple[list[
     `content`, ... or the only text column; a .json file may also be a plain list of strings).
     info: `format`, `documents`, `characters`, and for tables `column`, `columns` (the text columns),
     `rows`, `empty_rows`."""
-    path = Path(path)
+    path = project_path(path)
     fmt = corpus_format(path)
     if fmt == "text":
         docs = split_documents(read_text_file(path, "corpus file"))

@@ -14,6 +14,7 @@ import torch
 from distill_core import hosting
 from distill_core.config import DistillConfig
 from distill_core.errors import DistillError
+from distill_core.paths import project_path
 
 MAX_TEXT_BYTES = 20 * 1024 * 1024
 """Largest text file a session reads (20 MiB)."""
@@ -24,7 +25,7 @@ HELDOUT_FRACTION = 0.1
 def checked_file(path: str | Path, what: str) -> Path:
     """A file a session may read: it exists, is at most MAX_TEXT_BYTES and, in public mode, lies in the
     upload area or assets/ within the upload cap (hosting.check_readable)."""
-    path = Path(path)
+    path = project_path(path)
     hosting.check_readable(path, what)
     if not path.is_file():
         raise DistillError(f"{what} not found: {path}")
@@ -81,6 +82,12 @@ class Blocks:
     @property
     def n_tokens(self) -> int:
         return int(self.attention_mask.sum())
+
+    @property
+    def scored_tokens(self) -> int:
+        """Positions whose next token is in the block: what an evaluation scores (a block's last token has none)."""
+        mask = self.attention_mask
+        return int((mask[:, :-1] * mask[:, 1:]).sum())
 
     def select(self, index: torch.Tensor | slice | list[int]) -> "Blocks":
         return Blocks(self.input_ids[index], self.attention_mask[index])

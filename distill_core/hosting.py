@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from distill_core.errors import DistillError
 from distill_core.hub import bundled_gguf_path, hub_offline, hub_reachable_within
-from distill_core.paths import ASSETS
+from distill_core.paths import ASSETS, project_path
 from distill_core.specs import is_bundled, is_derived_spec
 
 try:  # imported early (before any CUDA work), as ZeroGPU asks; absent outside Spaces
@@ -161,7 +161,7 @@ def check_readable(path: str | Path, what: str) -> None:
     resolved first), or one larger than the upload_mb cap. Outside public mode: nothing."""
     if not public_mode():
         return
-    resolved = Path(path).expanduser().resolve()
+    resolved = project_path(path).resolve()
     if not any(resolved.is_relative_to(root) for root in readable_roots()):
         raise DistillError(f"{what} {str(path)!r} is not an uploaded file: in public mode files are read only from "
                            "the upload area and the app's assets/ (upload the file instead)")

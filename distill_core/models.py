@@ -100,7 +100,8 @@ def convert_gguf(gguf_path: Path) -> Path:
         except Exception as exc:  # transformers raises many types for a bad file
             raise DistillError(f"cannot read GGUF file {gguf_path}: {exc}") from None
         config = AutoConfig.for_model(**{k: v for k, v in gguf_model.config.to_dict().items()
-                                         if k not in ("quantization_config", "_name_or_path", "transformers_version")})
+                                         if k not in ("quantization_config", "transformers_version")
+                                         and not k.endswith("name_or_path")})  # no GGUF-internal model name
         model = AutoModelForCausalLM.from_config(config, dtype=CONVERTED_DTYPE)
         model.load_state_dict(gguf_model.state_dict())
         model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -24,3 +24,22 @@ def cache_dir() -> Path:
 def runs_dir() -> Path:
     """Where each session gets its own folder (DISTILL_STUDIO_RUNS overrides `runs/` of the project)."""
     return Path(os.environ.get("DISTILL_STUDIO_RUNS") or ROOT / "runs")
+
+
+def project_path(path: str | Path) -> Path:
+    """A file a config names: as given (absolute, or relative to the working folder when it is there), else
+    relative to the project's root, as `DistillConfig.portable` writes the project's own files (so a config
+    saved here runs from another checkout, or from another working folder)."""
+    given = Path(path).expanduser()
+    if given.is_absolute() or given.exists():
+        return given
+    rooted = ROOT / given
+    return rooted if rooted.exists() else given
+
+
+def relative_to_project(path: str) -> str:
+    """`path` relative to the project's root when it lies inside it (assets/prompts.txt), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT.resolve()))
+    except (ValueError, OSError):
+        return path

@@ -34,8 +34,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from distill_core.config import RESUME_FIELDS, DistillConfig
+from distill_core.config import PATH_FIELDS, RESUME_FIELDS, DistillConfig
 from distill_core.errors import DistillError
+from distill_core.paths import relative_to_project
 
 DIRNAME = "checkpoint"
 FORMAT = 1
@@ -147,7 +148,7 @@ def save(out: Path, *, step: int, last_loss: float, config: DistillConfig, model
         "step": step,
         "steps": config.steps,
         "last_loss": last_loss,
-        "config": config.to_dict(),
+        "config": config.portable().to_dict(),
         "before": before,
         "trainable": {name: list(p.shape) for name, p in params.items()},
         "numpy_rng": rng["numpy"],
@@ -211,8 +212,9 @@ def check_resumable(out: Path, config: DistillConfig) -> Checkpoint:
             raise DistillError(f"the run in {out} already finished ({summary.get('steps_done')} of "
                                f"{summary.get('steps')} steps); there is nothing to resume")
     checkpoint = load(out)
-    saved = checkpoint.state.get("config", {})
-    current = config.to_dict()
+    saved = {name: relative_to_project(value) if name in PATH_FIELDS and isinstance(value, str) else value
+             for name, value in checkpoint.state.get("config", {}).items()}  # older checkpoints hold absolute paths
+    current = config.portable().to_dict()
     changed = [name for name in current if name not in RESUME_FIELDS and saved.get(name, current[name]) != current[name]]
     if changed:
         detail = ", ".join(f"{name} ({saved[name]!r} -> {current[name]!r})" for name in changed[:4])

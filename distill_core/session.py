@@ -6,8 +6,8 @@
 The entry point takes plain, picklable inputs (a `DistillConfig`, a folder, a stop handle: anything with
 `is_set()`, a `threading.Event` in one process or a `StopSignal` across processes) and yields plain,
 JSON-able dicts, so the same session runs in the app's process, in a child process (ZeroGPU's worker,
-distill_core/child.py) or under `accelerate launch`. Step and eval events also go to OUT/metrics.jsonl as
-they happen, so nothing is lost when a session stops or fails half way. A training checkpoint
+distill_core/child.py) or under `accelerate launch`. Step, eval and probe events also go to OUT/metrics.jsonl
+as they happen, so nothing is lost when a session stops or fails half way. A training checkpoint
 (OUT/checkpoint, see distill_core.resume) is written every `checkpoint_every` steps and when the session
 stops or fails; `run_session(config, out_dir, stop, resume=True)` continues from it.
 
@@ -22,6 +22,7 @@ this generator; each trains on its share of every batch and only the main proces
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from transformers import get_cosine_schedule_with_warmup
 from distill_core import probes
 from distill_core import resume as training_checkpoint
 from distill_core.augment import augment_blocks
+from distill_core.card import model_card
 from distill_core.config import DistillConfig
 from distill_core.corpora import load_corpus
 from distill_core.data import HELDOUT_FRACTION, Blocks, batch_indices, heldout_blocks, pack, train_heldout_split
@@ -102,7 +104,7 @@ class Record:
         self.metrics = None
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
-            config.to_yaml(self.out / "config.yaml")
+            config.portable().to_yaml(self.out / "config.yaml")  # reruns from another checkout too
             if checkpoint is not None:
                 training_checkpoint.trim_metrics(self.out / "metrics.jsonl", checkpoint.step)
             else:  # a new run in an old run's folder: that run's checkpoint is not this one's
@@ -114,7 +116,7 @@ class Record:
 
     def emit(self, kind: str, **payload: Any) -> dict[str, Any]:
         event = {"kind": kind, "elapsed_s": round(self.elapsed(), 3), **payload}
-        if self.metrics is not None and kind in ("step", "eval"):
+        if self.metrics is not None and kind in ("step", "eval", "probe"):
             self.metrics.write(json.dumps(event) + "\n")
             self.metrics.flush()
         return event
@@ -187,7 +189,8 @@ class Prepared:
     procs: Processes
     device: torch.device
     teacher: LazyTeacher
-    corpus_source: str
+    corpus: dict[str, Any]
+    """The training text: its `description`, `documents` and `sha256` (for the model card)."""
     train_blocks: Blocks
     val_blocks: Blocks
     eval_blocks: Blocks
@@ -239,7 +242,9 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
     else:
         reference = teacher_reference(teacher.loaded.model, eval_blocks)
         teacher_params = count_parameters(teacher.loaded.model)
-    prepared = Prepared(config, procs, device, teacher, corpus_source, train_blocks,
+    corpus = {"description": corpus_source, "documents": len(docs),
+              "sha256": hashlib.sha256("\n\n".join(docs).encode("utf-8")).hexdigest()}
+    prepared = Prepared(config, procs, device, teacher, corpus, train_blocks,
                         val_blocks.select(slice(0, MAX_VAL_BLOCKS)), eval_blocks, augmented, cached, student,
                         layer_pairs, reference, teacher_params, count_parameters(student.model), checkpoint=checkpoint)
     if teacher.loaded is not None:
@@ -275,7 +280,7 @@ def _prepare_data(config: DistillConfig, record: Record, teacher: LazyTeacher) -
                 train_blocks, augmented = result
     eval_blocks = heldout_blocks(config, tokenizer)
     yield record.emit("corpus", source=corpus_source, documents=len(docs), train_tokens=train_blocks.n_tokens,
-                      val_tokens=val_blocks.n_tokens, eval_tokens=eval_blocks.n_tokens,
+                      val_tokens=val_blocks.n_tokens, eval_tokens=eval_blocks.scored_tokens,
                       epochs=round(config.steps * config.batch_size / max(1, len(train_blocks)), 2),
                       augmented=augmented)
     return docs, corpus_source, train_blocks, val_blocks, eval_blocks, augmented
@@ -554,7 +559,8 @@ def finish(p: Prepared, fitted: Fitted, record: Record) -> Events:
     summary = _summary(p, fitted, after, record)
     if out is not None:
         yield record.emit("status", message=f"Saving the student to {out / 'student'} …")
-        save_student(student, out / "student")
+        card = model_card(config, summary, p.corpus, f"{out.name}-student")
+        save_student(student, out / "student", card, summary, config)
         if fitted.projection is not None:  # part of the run, not of the exported student
             save_file(fitted.projection.state_dict(), str(out / "fitnets_projection.safetensors"))
         write_json_atomic(out / "summary.json", summary)
@@ -575,7 +581,7 @@ def _summary(p: Prepared, fitted: Fitted, after: dict[str, Any], record: Record)
         "student_spec": config.student,
         "student_layers_kept": p.student.layers_kept,
         "layer_map": [list(pair) for pair in p.layer_pairs],
-        "corpus": p.corpus_source,
+        "corpus": p.corpus["description"],
         "augmented": p.augmented,
         "teacher_loaded": p.teacher.loaded is not None,
         "teacher_cache": str(p.cached.path) if p.cached is not None else None,
@@ -614,12 +620,21 @@ def _eval_summary(result: dict[str, Any]) -> dict[str, Any]:
             "kl_to_teacher": result["kl_to_teacher"]}
 
 
-def save_student(student: LoadedModel, target: Path) -> None:
-    """save_pretrained + tokenizer into a temporary directory, then swap it in."""
+def save_student(student: LoadedModel, target: Path, card: str, summary: dict[str, Any],
+                 config: DistillConfig) -> None:
+    """A self-contained student folder: save_pretrained + tokenizer, the model card (README.md), the run's
+    summary.json and the config.yaml that reruns it, every file readable by all (rw-r--r--); written to a
+    temporary directory, then swapped in."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    student.model.config.__dict__.pop("_model_name_or_path", None)  # a GGUF file's internal name, not this model's
     student.model.save_pretrained(tmp)
     student.tokenizer.save_pretrained(tmp)
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+    write_json_atomic(tmp / "summary.json", summary)
+    config.portable().to_yaml(tmp / "config.yaml")
+    for file in tmp.iterdir():
+        file.chmod(0o644)
     old = target.with_name(target.name + ".old")
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)
