@@ -18,10 +18,11 @@ import gradio as gr
 
 from distill_core import api
 from ui.attention import build_attention
-from ui.common import DISTILLATION_QUEUE, SESSION_GPU_S, Inputs, UserSession, prose, public_note
+from ui.common import DISTILLATION_QUEUE, PRIVATE, SESSION_GPU_S, Inputs, UserSession, prose, public_note
 from ui.dark import build_dark
 from ui.distill import DistillTab, build_distill
 from ui.evaluate import build_evaluate
+from ui.runs import restore
 from ui.setup import Pair, build_setup
 from ui.similarity import build_similarity
 from ui.sizes import build_sizes
@@ -66,7 +67,9 @@ def build_tabs() -> Tabs:
 
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="Distill Studio") as demo:
-        build_tabs()
+        tabs = build_tabs()
+        earlier = tabs.distill.earlier  # a reload reopens the browser's last run
+        demo.load(restore, [earlier.memory, tabs.user], earlier.outputs, show_progress="hidden", **PRIVATE)
     return demo
 
 

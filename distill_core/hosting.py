@@ -27,6 +27,7 @@ identity otherwise.
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any, Callable
 
 from distill_core.errors import DistillError
 from distill_core.hub import bundled_gguf_path, hub_offline, hub_reachable_within
-from distill_core.paths import ASSETS, project_path
+from distill_core.paths import ASSETS, cache_dir, project_path
 from distill_core.specs import is_bundled, is_derived_spec
 
 try:  # imported early (before any CUDA work), as ZeroGPU asks; absent outside Spaces
@@ -231,6 +232,20 @@ def gpu_duration() -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise DistillError(f"DISTILL_GPU_DURATION_S must be a positive number of seconds, got {raw!r}")
     return int(raw)
+
+
+def browser_secret() -> str:
+    """The key the app encrypts what it keeps in a visitor's browser with (the tokens of the visitor's runs):
+    DISTILL_BROWSER_SECRET, else one made on first use and kept in the cache folder, so that a restarted
+    app still reads what browsers kept (Gradio's default is a new key per start)."""
+    given = os.environ.get("DISTILL_BROWSER_SECRET", "").strip()
+    if given:
+        return given
+    path = cache_dir() / "browser-state-secret"
+    if not path.is_file():
+        path.write_text(secrets.token_hex(32), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
 
 
 def zerogpu_emulation() -> bool:

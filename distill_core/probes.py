@@ -113,16 +113,20 @@ def dark_knowledge(
 
 
 def next_token_snapshot(teacher: LoadedModel, student: LoadedModel, text: str, temperature: float, k: int = 8) -> dict[str, Any]:
-    """A compact dark-knowledge probe for session snapshots: teacher's top-k at the end of `text`
-    and the student's probabilities for the same tokens, at temperature T."""
+    """A compact dark-knowledge probe for session snapshots, at the end of `text` at temperature T: the
+    teacher's top-k and the student's own top-k (the union: the teacher's by its probability, then the
+    student's other choices by theirs), with both models' probabilities for each."""
     result = dark_knowledge(teacher, {"student": student.model}, text, -1, temperature, k)
-    order = np.argsort(-np.asarray(result["probs"]["teacher"]))[:k]
+    teacher_p, student_p = np.asarray(result["probs"]["teacher"]), np.asarray(result["probs"]["student"])
+    teacher_top = [int(i) for i in np.argsort(-teacher_p)[:k]]
+    student_top = [int(i) for i in np.argsort(-student_p)[:k] if int(i) not in teacher_top]
+    order = teacher_top + student_top
     return {
         "text": text,
         "temperature": temperature,
         "candidates": [result["candidates"][i] for i in order],
-        "teacher_probs": [result["probs"]["teacher"][i] for i in order],
-        "student_probs": [result["probs"]["student"][i] for i in order],
+        "teacher_probs": [float(teacher_p[i]) for i in order],
+        "student_probs": [float(student_p[i]) for i in order],
         "kl_last": result["kl_at_position"]["student"],
     }
 

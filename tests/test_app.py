@@ -14,6 +14,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+import torch
 
 import app
 from distill_core import api
@@ -854,28 +855,47 @@ def test_generate_bad_input_shows_message(tiny_teacher_dir, prompt, new_tokens, 
 # ---- Export ----------------------------------------------------------------------------------
 
 def test_export_before_any_session_says_so():
-    note, archive, config = distill.export_run(UserSession())
+    with pytest.warns(UserWarning) as toasts:
+        note, archive, config = distill.export_run("bf16", UserSession())
     assert note.startswith("**Error:** no session has finished") and archive is None and config is None
+    # the toast is plain text (it shows no Markdown): "run one in Distill first", not "**Distill**"
+    assert any("run one in Distill first" in str(t.message) for t in toasts)
+    assert not any("**" in str(t.message) for t in toasts)
 
 
-def test_export_zip_loads_and_config_reruns(finished_session, tmp_path, monkeypatch):
+def test_export_zip_is_self_contained_and_loads(finished_session, tmp_path, monkeypatch):
+    """The zip unpacks to a folder that loads, in half precision by default, with the model card (its metadata
+    valid), summary.json and config.yaml, every file rw-r--r--."""
+    import stat
     import zipfile
 
+    from huggingface_hub import ModelCard
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     user, _, _ = finished_session
-    note, archive, config = distill.export_run(user)
+    note, archive, config = distill.export_run("bf16", user)
     run_name = Path(user.last_run["out_dir"]).name
     assert Path(archive).name == f"{run_name}-student.zip" and Path(config).name == f"{run_name}-config.yaml"
     assert Path(archive).is_relative_to(tmp_path / "gradio")  # served from Gradio's cache without a copy
-    assert "from_pretrained" in note and "--config" in note
+    assert "from_pretrained" in note and "--config" in note and "in bf16" in note and "MiB" in note
     with zipfile.ZipFile(archive) as z:
+        assert all(stat.S_IMODE(info.external_attr >> 16) == 0o644 for info in z.infolist())
         z.extractall(tmp_path / "unzipped")
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "unzipped" / f"{run_name}-student")
-    assert model.config.num_hidden_layers == 1
+    folder = tmp_path / "unzipped" / f"{run_name}-student"
+    assert {"README.md", "summary.json", "config.yaml", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in folder.iterdir()}
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert model.config.num_hidden_layers == 1 and model.dtype == torch.bfloat16
+    assert "_model_name_or_path" not in json.loads((folder / "config.json").read_text())
+    card = ModelCard.load(folder / "README.md")
+    assert "knowledge-distillation" in card.data.tags and card.data.library_name == "transformers"
+    assert card.data.eval_results[0].metric_type == "perplexity" and "## Recipe" in card.text
     loaded = DistillConfig.from_yaml(config)
     assert loaded.student == "layers:1" and loaded.steps == 3
+    # fp32 on request: about twice the download (the weights are most of it)
+    half_size = Path(archive).stat().st_size
+    _, full, _ = distill.export_run("fp32", user)
+    assert Path(full).stat().st_size > 1.5 * half_size
     # a second export replaces the first on disk
-    _, second, _ = distill.export_run(user)
-    assert Path(second).is_file() and not Path(archive).exists()
+    assert Path(full).is_file() and not Path(archive).exists()

@@ -173,3 +173,29 @@ def test_models_loaded_by_several_users_at_once_are_whole(tiny_teacher_dir, tmp_
     for model in models:
         assert not [name for name, p in model.named_parameters() if p.is_meta]
         assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+
+
+def test_a_run_opens_again_with_its_token_and_for_nobody_else(server, tiny_teacher_dir):
+    """Runs survive a reload: a new browser session (a new client) that presents the earlier run's token gets
+    its views and its export; another one, without the token, gets neither."""
+    first = client_module.Client(server, verbose=False)
+    status = first.predict(*api_values(first, tiny_teacher_dir, steps=2), api_name="/run_session")[0]
+    assert status.startswith("**Done:**")
+    (run,) = first.predict(api_name="/my_runs")
+    assert set(run) == {"id", "token", "teacher", "student"} and run_name(status) == run["id"]
+    teacher = str(tiny_teacher_dir)
+
+    later = client_module.Client(server, verbose=False)  # the same person after a reload
+    assert later.predict("I ate an", -1, 1.0, 5, teacher, "layers:1", api_name="/dark_knowledge")[1].startswith(
+        "No distillation session has run")
+    opened = later.predict(run["id"], run["token"], api_name="/open_run")
+    assert opened[0].startswith(f"**Opened the earlier run `{run['id']}`**") and "Before / after" in opened[3]
+    note = later.predict("I ate an", -1, 1.0, 5, teacher, "layers:1", api_name="/dark_knowledge")[1]
+    assert note.startswith("Student (after) is the last session's student") and run["id"] in note
+    assert later.predict(api_name="/export")[0].startswith(f"Exported the student of `")
+
+    stranger = client_module.Client(server, verbose=False)
+    refused = stranger.predict(run["id"], "not-the-token", api_name="/open_run")
+    assert "the token does not open run" in refused[4]
+    assert stranger.predict(api_name="/export")[0].startswith("**Error:** no session has finished")
+    assert stranger.predict(api_name="/my_runs") == []

@@ -31,3 +31,25 @@ def test_export_run_gives_the_zip_and_the_config_side_by_side(tiny_config, tmp_p
     archive, config = export_run(run, tmp_path / "dest")
     assert (archive.name, config.name) == ("20260101-run-student.zip", "20260101-run-config.yaml")
     assert config.read_text() == (run / "config.yaml").read_text()
+
+
+def test_the_exported_config_reruns_from_another_copy_of_the_project(tiny_config, tmp_path):
+    """config.yaml names the project's own files relative to its root, so the run's command works from a copy
+    of the project in another folder (here: started from its root and from elsewhere)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    run = tmp_path / "run"
+    list(run_session(tiny_config.with_overrides({"steps": 1, "eval_every": 0, "probe_every": 0}), run))
+    config_text = (run / "config.yaml").read_text()
+    assert "eval_text: assets/texts/heldout.txt" in config_text and str(REPO) not in config_text
+    copy = tmp_path / "elsewhere" / "distill-studio"
+    for part in ("distill_core", "assets"):
+        shutil.copytree(REPO / part, copy / part)
+    result = subprocess.run([sys.executable, "-m", "distill_core", "distill", "--config", str(run / "config.yaml"),
+                             "--out", str(tmp_path / "again")], cwd=copy, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "again" / "student" / "README.md").is_file()

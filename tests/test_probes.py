@@ -49,11 +49,19 @@ def test_bad_probe_inputs(tiny_teacher_dir):
         dark_knowledge(teacher, {}, "hello", -1, 0.0)
 
 
-def test_snapshot(tiny_teacher_dir):
+def test_snapshot_shows_the_teachers_and_the_students_own_top_choices(tiny_teacher_dir):
+    import torch
+
     teacher = load_teacher(str(tiny_teacher_dir))
-    snap = next_token_snapshot(teacher, derive_student(teacher, "layers:2"), "I ate an", 2.0, k=4)
-    assert len(snap["candidates"]) == 4
-    assert snap["teacher_probs"] == sorted(snap["teacher_probs"], reverse=True)
+    student = derive_student(teacher, "layers:2")
+    snap = next_token_snapshot(teacher, student, "I ate an", 2.0, k=4)
+    ids = teacher.tokenizer("I ate an", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        s = student.model(input_ids=ids).logits[0, -1]
+    own = {teacher.tokenizer.decode([int(i)]) for i in s.topk(4).indices}
+    assert own <= set(snap["candidates"])  # the student's own top-4, whatever the teacher thinks of them
+    assert 4 <= len(snap["candidates"]) <= 8
+    assert snap["teacher_probs"][:4] == sorted(snap["teacher_probs"], reverse=True)[:4]  # the teacher's top-4 first
     assert snap["kl_last"] >= 0
 
 

@@ -38,6 +38,7 @@ class UserSession:
         self.last_run: dict[str, Any] | None = None  # out_dir, teacher, student, probes (the session's probe events)
         self.attention: tuple[tuple, dict[str, Any]] | None = None  # (key, probe result): the last attention probe
         self.export_dir: Path | None = None  # this user's last export (replaced by the next one)
+        self.runs: list[dict[str, Any]] = []  # this browser's finished runs: id, token, teacher, student (newest last)
 
     def __deepcopy__(self, memo: dict) -> "UserSession":
         # gr.State deep-copies its default for every browser session: give each one its own stop signal.
@@ -118,8 +119,13 @@ def warn(exc: BaseException) -> str:
     """An engine error (its message) or an unexpected one (one line, e.g. out of memory), shown as a warning
     toast; returns the message."""
     message = str(exc) if isinstance(exc, api.DistillError) else one_line(exc)
-    gr.Warning(message)
+    gr.Warning(plain(message))
     return message
+
+
+def plain(markdown: str) -> str:
+    """A message without Markdown emphasis, for a toast (which shows text as it is)."""
+    return markdown.replace("**", "").replace("`", "")
 
 
 def view_error(exc: BaseException) -> str:

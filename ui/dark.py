@@ -13,7 +13,10 @@ from distill_core import api
 from ui.common import PRIVATE, UserSession, as_float, as_int, compared, fmt_number, prose, view_error
 from ui.setup import Pair
 
-PROBE_TEXT = "I ate an"
+PROBE_TEXT = "For breakfast I ate an apple and a banana."
+PROBE_POSITION = 4
+"""The probed token, " an": the word after it, " apple", is in the text (★), and the Learn panel's example
+(assets/learn/examples.yaml) is what the teacher predicts there."""
 WRONG_TOP = 5
 """The stats table counts how many of the teacher's top WRONG_TOP wrong answers a student also has in its top WRONG_TOP."""
 
@@ -25,7 +28,8 @@ def build_dark(pair: Pair, user: gr.State) -> None:
         gr.Markdown(prose("dark", "learn"))
     with gr.Row():
         text = gr.Textbox(PROBE_TEXT, label="Text", scale=3, elem_id="probe-text")
-        position = gr.Number(-1, label="Position (-1 = last token)", precision=None, scale=1, elem_id="probe-position")
+        position = gr.Number(PROBE_POSITION, label="Position (-1 = last token)", precision=None, scale=1,
+                             elem_id="probe-position")
     with gr.Row():
         temperature = gr.Slider(0.5, 10, value=1.0, step=0.1, label="Temperature T",
                                 info=f"1 = the model's own distribution; the session trains at "

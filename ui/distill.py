@@ -21,6 +21,7 @@ from ui.common import (DISTILLATION_QUEUE, PRIVATE, SESSION_GPU_S, Inputs, UserS
                        pairs_text, prose, run_buttons, shown_path, view_error, warn)
 from ui.data import build_data_section
 from ui.knobs import KNOB_FIELDS, recipe_config, technique_knobs, training_knobs
+from ui.runs import EarlierRuns, Results, build_earlier_runs, remember
 from ui.runview import RunView
 from ui.setup import Pair
 
@@ -35,6 +36,7 @@ PLOT_INTERVAL_S = 1.0
 """Re-render the loss curves at most this often while a session streams (plus on evals and at the end)."""
 STATUS_INTERVAL_S = 0.2
 """Send step-only updates at most this often (tiny models step far faster than a browser redraws)."""
+EXPORT_PRECISIONS = ["bf16", "fp16", "fp32"]
 NOTHING_TO_STOP = ("Nothing is running in this browser session, so there is nothing to stop (a session waiting in "
                    "the queue can be stopped once it starts).")
 
@@ -45,6 +47,8 @@ class DistillTab:
     """The inputs of run_session by name: the pair, the preset, every knob, the data section, the user."""
     preview: Inputs
     """The inputs of augment_preview by name."""
+    earlier: EarlierRuns
+    """The browser's earlier runs (reopened when the page loads)."""
 
 
 def build_distill(pair: Pair, user: gr.State) -> DistillTab:
@@ -69,17 +73,12 @@ def build_distill(pair: Pair, user: gr.State) -> DistillTab:
     with gr.Row():
         run_btn = gr.Button("Run", variant="primary", elem_id="run-btn")
         stop_btn = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop-btn")
-    status_md = gr.Markdown("Press **Run** to start a session.", elem_id="run-status")
-    loss_plot = gr.Plot(visuals.loss_curves([]), label="Loss curves", show_label=False, elem_id="loss-plot")
-    probe_plot = gr.Plot(label="Probe snapshot", show_label=False, visible=False, elem_id="probe-plot")
-    summary_md = gr.Markdown(elem_id="run-summary")
-    with gr.Group(elem_id="export"):
-        gr.Markdown(prose("distill", "export"), padding=True)
-        with gr.Row(equal_height=True):
-            export_btn = gr.Button("Export the student", elem_id="export-btn", scale=1)
-            export_zip = gr.File(label="Student (.zip)", interactive=False, elem_id="export-zip", scale=2)
-            export_yaml = gr.File(label="Config (.yaml)", interactive=False, elem_id="export-config", scale=2)
-        export_md = gr.Markdown(elem_id="export-note", padding=True)
+    results = Results(gr.Markdown("Press **Run** to start a session.", elem_id="run-status"),
+                      gr.Plot(visuals.loss_curves([]), label="Loss curves", show_label=False, elem_id="loss-plot"),
+                      gr.Plot(label="Probe snapshot", show_label=False, visible=False, elem_id="probe-plot"),
+                      gr.Markdown(elem_id="run-summary"))
+    build_export(user)
+    earlier = build_earlier_runs(user, results)
 
     layer_map = recipe.components["layer_map"]
     known_map = dict(fn=layer_map_if_known, inputs=[pair.teacher, pair.student, layer_map], outputs=layer_map_md,
@@ -92,13 +91,28 @@ def build_distill(pair: Pair, user: gr.State) -> DistillTab:
                  show_progress="hidden")
     layer_map.change(layer_map_markdown, [pair.teacher, pair.student, layer_map], layer_map_md, api_name="layer_map",
                      show_progress="minimal")
-    run_btn.click(recipe.bind(run_distillation), recipe.set,
-                  [status_md, loss_plot, probe_plot, summary_md, run_btn, stop_btn], api_name="run_session",
-                  concurrency_limit=1, concurrency_id=DISTILLATION_QUEUE, show_progress="minimal",
-                  show_progress_on=status_md)  # shows "queue: 2/3" while waiting
-    stop_btn.click(request_stop, user, status_md, api_name="stop", show_progress="hidden")
-    export_btn.click(export_run, user, [export_md, export_zip, export_yaml], api_name="export")
-    return DistillTab(recipe, preview)
+    run_btn.click(recipe.bind(run_distillation), recipe.set, [*results.outputs(), run_btn, stop_btn],
+                  api_name="run_session", concurrency_limit=1, concurrency_id=DISTILLATION_QUEUE,
+                  show_progress="minimal", show_progress_on=results.status  # shows "queue: 2/3" while waiting
+                  ).then(remember, [user, earlier.memory], [earlier.memory, earlier.picker], show_progress="hidden",
+                         **PRIVATE)  # the browser keeps its runs across reloads
+    stop_btn.click(request_stop, user, results.status, api_name="stop", show_progress="hidden")
+    return DistillTab(recipe, preview, earlier)
+
+
+def build_export(user: gr.State) -> None:
+    """Export: the last session's student as a zip (weights in the picked precision) and its config."""
+    with gr.Group(elem_id="export-section"):
+        gr.Markdown(prose("distill", "export"), padding=True)
+        with gr.Row():
+            dtype = gr.Radio(EXPORT_PRECISIONS, value="bf16", label="Weights", scale=2, elem_id="export-dtype",
+                             info="bf16 or fp16: half the download of fp32 (the session trains in fp32)")
+            export_btn = gr.Button("Export the student", variant="primary", scale=1, elem_id="export-btn")
+        with gr.Row():
+            export_zip = gr.File(label="Student (.zip)", interactive=False, elem_id="export-zip")
+            export_yaml = gr.File(label="Config (.yaml)", interactive=False, elem_id="export-config")
+        export_md = gr.Markdown(elem_id="export-note", padding=True)
+    export_btn.click(export_run, [dtype, user], [export_md, export_zip, export_yaml], api_name="export")
 
 
 def pair_markdown(teacher: str, student: str) -> str:
@@ -120,8 +134,7 @@ def apply_preset(name: str) -> tuple[Any, ...]:
         config = api.preset_config(name)
         description = api.preset_description(name)
     except api.DistillError as exc:
-        gr.Warning(str(exc))
-        return (*[gr.skip()] * len(KNOB_FIELDS), error_markdown(str(exc)))
+        return (*[gr.skip()] * len(KNOB_FIELDS), error_markdown(warn(exc)))
     return (*[getattr(config, field) for field in KNOB_FIELDS], preset_markdown(name, description))
 
 
@@ -163,11 +176,10 @@ def run_distillation(recipe: Inputs, values: dict[Any, Any]):
         # a pair already checked: a bad layer map fails now, not after the first evaluation
         api.layer_pairs_for(config.teacher, config.student, config.layer_map, load=False)
     except api.DistillError as exc:
-        gr.Warning(str(exc))
-        yield error_markdown(str(exc)), gr.skip(), gr.skip(), "", *idle
+        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), "", *idle
         return
 
-    out_dir = api.new_run_dir()
+    out_dir, token = api.new_run()
     view = RunView(config, out_dir)
     user.stop.clear()
     user.running = True
@@ -180,6 +192,7 @@ def run_distillation(recipe: Inputs, values: dict[Any, Any]):
     if (out_dir / "student").is_dir():
         user.last_run = {"out_dir": str(out_dir), "teacher": config.teacher, "student": config.student,
                          "probes": view.probes}
+        user.runs.append({"id": out_dir.name, "token": token, "teacher": config.teacher, "student": config.student})
     elif view.final is None:
         shutil.rmtree(out_dir, ignore_errors=True)  # failed or stopped before training: nothing worth keeping
     probe = gr.update(value=view.probe_figure(), visible=True) if view.last_probe else gr.skip()
@@ -239,9 +252,10 @@ def exports_root() -> Path:
     return Path(get_upload_folder()) / "distill-studio-exports"
 
 
-def export_run(user: UserSession | None = None):
-    """The last session's student as a zip (save_pretrained + tokenizer) and the YAML config that reruns it
-    through the CLI (api_name `export`). Returns note markdown, the zip's path, the config's path."""
+def export_run(dtype: str = "bf16", user: UserSession | None = None):
+    """The last session's student as a zip (its self-contained folder: weights in `dtype`, tokenizer, model
+    card, summary, config) and the YAML config that reruns it through the CLI (api_name `export`). Returns
+    note markdown, the zip's path, the config's path."""
     user = user if user is not None else UserSession()
     try:
         if user.last_run is None:
@@ -249,13 +263,15 @@ def export_run(user: UserSession | None = None):
                                    "first, then export its student")
         run = Path(user.last_run["out_dir"])
         dest = exports_root() / secrets.token_hex(8)
-        zip_path, config_path = api.export_run(run, dest)
+        zip_path, config_path = api.export_run(run, dest, dtype or "bf16")
     except Exception as exc:
         return view_error(exc), None, None
     if user.export_dir is not None and user.export_dir != dest:
         shutil.rmtree(user.export_dir, ignore_errors=True)  # one export per user on disk
     user.export_dir = dest
-    note = (f"Exported the student of `{shown_path(run)}` ({zip_path.stat().st_size / 1e6:,.1f} MB). Unzip it and load "
-            f"the folder with `AutoModelForCausalLM.from_pretrained(\"{zip_path.stem}\")` (tokenizer included); "
+    note = (f"Exported the student of `{shown_path(run)}` in {dtype} ({zip_path.stat().st_size / 2**20:,.1f} MiB). "
+            "Unzip it and load "
+            f"the folder with `AutoModelForCausalLM.from_pretrained(\"{zip_path.stem}\")` (with the tokenizer, the model card "
+            "README.md, summary.json and config.yaml); "
             f"`python -m distill_core distill --config {config_path.name} --out runs/again` reruns the session.")
     return note, str(zip_path), str(config_path)

@@ -31,6 +31,7 @@ class RunView:
         self.stop_requested = False
         self.training = False  # the engine has entered its training loop
         self.stopped_before_training = False  # Stop came before the training loop: nothing trained, nothing saved
+        self.reopened_run = False  # an earlier run opened from its folder (not streamed now)
 
     def add(self, event: dict[str, Any]) -> None:
         kind = event["kind"]
@@ -53,6 +54,18 @@ class RunView:
     def fail(self, message: str) -> None:
         self.failure = message
 
+    @classmethod
+    def reopened(cls, out_dir: Path) -> "RunView":
+        """The view of an earlier run, rebuilt from its folder (metrics.jsonl and summary.json)."""
+        summary = api.run_summary(out_dir) or {}
+        view = cls(api.run_config(out_dir) or api.preset_config(), out_dir)
+        for event in api.run_events(out_dir):
+            view.add(event)
+        kind = "error" if summary.get("error") else ("stopped" if summary.get("stopped_early") else "done")
+        view.add({"kind": kind, "summary": summary, "message": summary.get("error") or kind})
+        view.reopened_run = True
+        return view
+
     @property
     def finished(self) -> bool:
         return self.final is not None or self.failure is not None or self.stopped_before_training
@@ -68,7 +81,10 @@ class RunView:
             summary = self.final["summary"]
             done = summary["steps_done"]
             student_dir = shown_path(self.out_dir / "student")
-            if self.final["kind"] == "done":
+            if self.reopened_run:
+                lines.append(f"**Opened the earlier run `{self.out_dir.name}`** ({done}/{steps} steps): every view and "
+                             "Export show its student.")
+            elif self.final["kind"] == "done":
                 lines.append(f"**Done:** {done}/{steps} steps in {fmt_seconds(summary['wall_s'])}. "
                              f"Student saved to `{student_dir}`.")
             elif self.final["kind"] == "stopped":
@@ -103,8 +119,9 @@ class RunView:
         probe = self.last_probe
         probs = {"teacher": probe["teacher_probs"]}
         first = self.first_probe
-        if first is not probe and first["candidates"] == probe["candidates"]:
-            probs["student (before)"] = first["student_probs"]
+        if first is not probe:  # the student before, on the tokens it had among its snapshot's (no bar elsewhere)
+            before = dict(zip(first["candidates"], first["student_probs"]))
+            probs["student (before)"] = [before.get(token, float("nan")) for token in probe["candidates"]]
         now_label = "student (before)" if probe["step"] == 0 else f"student (step {probe['step']})"
         probs[now_label] = probe["student_probs"]
         title = (f"Next token after “{probe['text']}” at T={probe['temperature']:g} "

@@ -63,8 +63,7 @@ def run_size_sweep(sweep: Inputs, values: dict[Any, Any]):
         spec_list = api.parse_student_list(named.get("specs"))
         config = recipe_config({**named, "student": spec_list[0]})
     except api.DistillError as exc:
-        gr.Warning(str(exc))
-        yield error_markdown(str(exc)), gr.skip(), gr.skip(), *idle
+        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), *idle
         return
 
     out_dir = api.new_run_dir()
@@ -103,7 +102,6 @@ def load_size_rows(path: str | None) -> tuple[Any, Any, Any]:
     try:
         rows = api.read_student_rows(path)
     except api.DistillError as exc:
-        gr.Warning(str(exc))
-        return error_markdown(str(exc)), gr.skip(), gr.skip()
+        return error_markdown(warn(exc)), gr.skip(), gr.skip()
     note = f"Loaded {len(rows)} student{'s' if len(rows) != 1 else ''} from `{Path(path).name}`."
     return "\n\n".join([note, "\n".join(map(row_line, rows))]), visuals.size_quality_figure(rows), size_table(rows)
