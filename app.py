@@ -22,7 +22,7 @@ from ui.common import DISTILLATION_QUEUE, PRIVATE, SESSION_GPU_S, Inputs, UserSe
 from ui.dark import build_dark
 from ui.distill import DistillTab, build_distill
 from ui.evaluate import build_evaluate
-from ui.runs import restore
+from ui.runs import browser_memory, restore
 from ui.setup import Pair, build_setup
 from ui.similarity import build_similarity
 from ui.sizes import build_sizes
@@ -46,12 +46,13 @@ class Tabs:
 def build_tabs() -> Tabs:
     """The page, in order, inside an open gr.Blocks: the header, then one tab each."""
     user = gr.State(UserSession())  # one per browser session (gr.State deep-copies it)
+    memory = browser_memory()  # the browser's runs, across reloads
     gr.Markdown(prose("studio", "header"))
     gr.Markdown(public_note(), visible=api.public_mode(), elem_id="public-note")
     with gr.Tab("Setup", id="setup"):
         pair = build_setup()
     with gr.Tab("Distill", id="distill"):
-        distill = build_distill(pair, user)
+        distill = build_distill(pair, user, memory)
     with gr.Tab("Student size", id="sizes"):
         sizes = build_sizes(distill.recipe)
     with gr.Tab("Dark knowledge", id="dark"):

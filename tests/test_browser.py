@@ -254,4 +254,22 @@ def test_inspection_tabs_in_browser(page):
     page.locator("#export-note").get_by_text("Exported").wait_for(timeout=120_000)
     assert page.locator("#export-zip a[download]").first.get_attribute("href").endswith("-student.zip")
     assert page.locator("#export-config a[download]").first.get_attribute("href").endswith("-config.yaml")
-    page.locator("#export").first.screenshot(path=str(SHOTS / "8-export.png"))
+    page.locator("#export-section").first.screenshot(path=str(SHOTS / "8-export.png"))
+    assert page.locator("#export").count() == 0 and page.locator("#export-section").count() == 1  # one id each
+
+
+def test_a_reload_reopens_the_run(page):
+    """The browser keeps its runs across a reload: the page reopens the last one, whose curves, summary and
+    views show again, and Earlier runs lists it."""
+    page.reload()
+    page.get_by_text("Distill Studio").first.wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Distill").click()
+    page.locator("#run-status").get_by_text("Opened the earlier run").wait_for(timeout=60_000)
+    assert "Before / after" in page.locator("#run-summary").inner_text()
+    assert "held-out text ppl" in plot_traces(page, "loss-plot")
+    page.get_by_text("Earlier runs").first.click()
+    page.locator("#earlier-note").get_by_text("Opened").wait_for(timeout=10_000)
+    page.screenshot(path=str(SHOTS / "9-reloaded.png"), full_page=True)
+    page.get_by_role("tab", name="Dark knowledge").click()
+    page.locator("#probe-btn").click()
+    page.locator("#probe-stats").get_by_text("student (after)").wait_for(timeout=60_000)

@@ -223,3 +223,10 @@ def test_a_session_in_time_limited_slices_ends_as_one_run(tiny_config, tmp_path)
     assert all(sliced[name].equal(plain[name]) for name in plain)
     with pytest.raises(DistillError, match="needs an output folder"):
         list(run_session(config, None, time_limit_s=10))
+
+
+def test_the_corpus_event_counts_the_held_out_tokens_the_evaluation_scores(tiny_config, tmp_path):
+    """The run status and the summary give one number (a block's last token has no next token to score)."""
+    events = run_all(tiny_config.with_overrides({"steps": 1, "eval_every": 0, "probe_every": 0}), tmp_path)
+    corpus = next(e for e in events if e["kind"] == "corpus")
+    assert corpus["eval_tokens"] == events[-1]["summary"]["eval_tokens"] > 0

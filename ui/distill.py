@@ -51,7 +51,7 @@ class DistillTab:
     """The browser's earlier runs (reopened when the page loads)."""
 
 
-def build_distill(pair: Pair, user: gr.State) -> DistillTab:
+def build_distill(pair: Pair, user: gr.State, memory: gr.BrowserState) -> DistillTab:
     defaults = api.preset_config()
     pair_md = gr.Markdown(pair_markdown(pair.teacher.value, pair.student.value), elem_id="pair-note")
     with gr.Accordion("Learn: what a session does, and what to look for", open=False):
@@ -78,7 +78,7 @@ def build_distill(pair: Pair, user: gr.State) -> DistillTab:
                       gr.Plot(label="Probe snapshot", show_label=False, visible=False, elem_id="probe-plot"),
                       gr.Markdown(elem_id="run-summary"))
     build_export(user)
-    earlier = build_earlier_runs(user, results)
+    earlier = build_earlier_runs(user, memory, results, pair)
 
     layer_map = recipe.components["layer_map"]
     known_map = dict(fn=layer_map_if_known, inputs=[pair.teacher, pair.student, layer_map], outputs=layer_map_md,
@@ -102,7 +102,7 @@ def build_distill(pair: Pair, user: gr.State) -> DistillTab:
 
 def build_export(user: gr.State) -> None:
     """Export: the last session's student as a zip (weights in the picked precision) and its config."""
-    with gr.Group(elem_id="export-section"):
+    with gr.Column(variant="panel", elem_id="export-section"):
         gr.Markdown(prose("distill", "export"), padding=True)
         with gr.Row():
             dtype = gr.Radio(EXPORT_PRECISIONS, value="bf16", label="Weights", scale=2, elem_id="export-dtype",

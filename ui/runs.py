@@ -44,8 +44,15 @@ class EarlierRuns:
     """What opening a run updates: the results, the note, the picker."""
 
 
-def build_earlier_runs(user: gr.State, results: Results) -> EarlierRuns:
-    memory = gr.BrowserState([], storage_key=MEMORY_KEY, secret=api.browser_secret())
+def browser_memory() -> gr.BrowserState:
+    """The browser's runs, kept in its localStorage. Made at the page's top level: a state inside a tab that
+    is not shown yet is not read back from the browser when the page loads."""
+    return gr.BrowserState([], storage_key=MEMORY_KEY, secret=api.browser_secret())
+
+
+def build_earlier_runs(user: gr.State, memory: gr.BrowserState, results: Results, pair: Any) -> EarlierRuns:
+    """The Earlier runs section; opening a run also sets Setup's pair (`pair`) to the run's, so every view
+    compares its models."""
     with gr.Accordion("Earlier runs", open=False, elem_id="earlier-runs"):
         gr.Markdown(prose("distill", "earlier"))
         with gr.Row(equal_height=True):
@@ -56,7 +63,7 @@ def build_earlier_runs(user: gr.State, results: Results) -> EarlierRuns:
         token = gr.Textbox(visible=False, label="Run token")
         listed = gr.JSON(visible=False, label="This session's runs")
         list_btn = gr.Button(visible=False)
-    outputs = [*results.outputs(), note, picker]
+    outputs = [*results.outputs(), note, picker, pair.teacher, pair.student]
     open_btn.click(open_picked, [picker, user], outputs, **PRIVATE)
     token.submit(open_with_token, [picker, token, user], outputs, api_name="open_run")
     list_btn.click(my_runs, user, listed, api_name="my_runs")
@@ -80,13 +87,15 @@ def opened(user: UserSession, last_run: dict[str, Any]) -> tuple[Any, ...]:
     user.last_run = last_run
     view = RunView.reopened(Path(last_run["out_dir"]))
     probe = gr.update(value=view.probe_figure(), visible=True) if view.last_probe else gr.update(visible=False)
-    note = f"Opened `{Path(last_run['out_dir']).name}`: `{last_run['teacher']}` → `{last_run['student']}`."
+    note = (f"Opened `{Path(last_run['out_dir']).name}`: `{last_run['teacher']}` → `{last_run['student']}` (the pair "
+            "in **Setup** is now this run's).")
     picker = gr.update(choices=choices(user), value=Path(last_run["out_dir"]).name)
-    return view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), note, picker
+    return (view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), note, picker,
+            last_run["teacher"], last_run["student"])
 
 
 def refused(message: str) -> tuple[Any, ...]:
-    return (gr.skip(),) * 4 + (error_markdown(message), gr.skip())
+    return (gr.skip(),) * 4 + (error_markdown(message),) + (gr.skip(),) * 3
 
 
 def open_picked(run_id: str | None, user: UserSession) -> tuple[Any, ...]:
@@ -129,6 +138,6 @@ def restore(memory: list[dict[str, Any]] | None, user: UserSession) -> tuple[Any
             continue  # removed, or not this app's: forget it
         user.runs.append({key: row.get(key) for key in ("id", "token", "teacher", "student")})
     if not user.runs:
-        return (gr.skip(),) * 5 + (gr.update(choices=choices(user)),)
+        return (gr.skip(),) * 5 + (gr.update(choices=choices(user)),) + (gr.skip(),) * 2
     last = user.runs[-1]
     return opened(user, api.open_run(last["id"], last["token"]))
