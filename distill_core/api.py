@@ -3,7 +3,8 @@
 Sessions and sweeps (`run_session`, `session_in_child`, `student_sweep`, `ablation`) are generators of
 plain, picklable events; a `StopSignal` stops them across processes. The views compare models through
 `Comparison` and measure them with `dark_knowledge`, `attention_probe`, `similarity_probe`,
-`evaluate_models` and `generate`. Everything raises `DistillError` with a message meant for the user.
+`evaluate_models` and `generate` (`evaluate_each` and `generate_each`: model by model, as each finishes).
+Everything raises `DistillError` with a message meant for the user.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
+from distill_core.augment import WordChanges, changed_words
 from distill_core.augment import preview as augmentation_preview
 from distill_core.augment_methods import AUGMENTERS, parse_methods
 from distill_core.bench import GPU_DEFAULTS, run_bench
@@ -23,12 +25,13 @@ from distill_core.corpora import CORPUS_FORMATS, corpus_stats, first_texts, read
 from distill_core.data import check_text, heldout_blocks, read_text_file
 from distill_core.distributed import is_main_process
 from distill_core.errors import DistillError, describe_failure, first_line
-from distill_core.evaluate import evaluate_models, evaluate_pair, generate, trade_sentence
+from distill_core.evaluate import (evaluate_each, evaluate_models, evaluate_pair, generate, generate_each,
+                                   speed_conditions, trade_sentence)
 from distill_core.export import export_config, export_run, export_student, safe_filename
 from distill_core.hosting import (HUB_DEFAULT_PAIR, browser_secret, check_readable, gpu_duration, public_limits,
                                   public_mode, spaces_gpu, use_hub_defaults, zerogpu, zerogpu_emulation)
 from distill_core.layer_map import LAYER_MAP_SPECS
-from distill_core.models import load_teacher, tokenizer_of
+from distill_core.models import load_teacher, spec_problem, tokenizer_of
 from distill_core.paths import CONFIGS, ROOT, runs_dir
 from distill_core.presets import QUICKSTART, preset_config, preset_description, preset_names
 from distill_core.runs import finished_runs, new_run, open_run, run_config, run_events, run_summary
@@ -42,15 +45,17 @@ from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, augmentation_r
 __all__ = [
     "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "Comparison", "DistillConfig",
     "DistillError", "FINAL_KINDS", "GPU_DEFAULTS", "HUB_DEFAULT_PAIR", "LAYER_MAP_SPECS", "PAUSED", "QUICKSTART",
-    "RESUME_FIELDS", "ROOT", "SLICE_SHARE", "SMALL_CORPUS_SENTENCES", "SUGGESTIONS", "StopSignal", "ablation",
-    "attention_probe", "augmentation_preview", "augmentation_rows", "browser_secret", "check_pair", "check_readable", "check_text",
-    "compatibility_report", "corpus_stats", "dark_knowledge", "describe_failure", "evaluate_models",
-    "evaluate_pair", "export_config", "export_run", "export_student", "field_help", "finished_runs", "first_line", "first_texts", "generate",
+    "RESUME_FIELDS", "ROOT", "SLICE_SHARE", "SMALL_CORPUS_SENTENCES", "SUGGESTIONS", "StopSignal", "WordChanges",
+    "ablation", "attention_probe", "augmentation_preview", "augmentation_rows", "browser_secret", "changed_words",
+    "check_pair", "check_readable", "check_text", "compatibility_report", "corpus_stats", "dark_knowledge",
+    "describe_failure", "evaluate_each", "evaluate_models", "evaluate_pair", "export_config", "export_run",
+    "export_student", "field_help", "finished_runs", "first_line", "first_texts", "generate", "generate_each",
     "gpu", "gpu_duration", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student", "load_teacher",
-    "new_run", "new_run_dir", "open_run", "parse_methods", "parse_student_list", "preset_config", "preset_description", "preset_names",
-    "public_limits", "public_mode", "read_corpus_file", "read_student_rows", "read_text_file", "run_bench", "run_in_child",
-    "run_config", "run_events", "run_in_slices", "run_session", "run_summary", "runs_dir", "safe_filename", "session_in_child", "similarity_probe",
-    "slice_limit", "sliced", "small_corpus", "spaces_gpu", "student_sweep", "text_columns", "tokenizer_of",
+    "new_run", "new_run_dir", "open_run", "parse_methods", "parse_student_list", "preset_config",
+    "preset_description", "preset_names", "public_limits", "public_mode", "read_corpus_file", "read_student_rows",
+    "read_text_file", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices", "run_session",
+    "run_summary", "runs_dir", "safe_filename", "session_in_child", "similarity_probe", "slice_limit", "sliced",
+    "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions", "student_sweep", "text_columns", "tokenizer_of",
     "trade_sentence", "use_hub_defaults", "zerogpu",
 ]
 

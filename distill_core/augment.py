@@ -38,6 +38,7 @@ Debian packages; otherwise the synonym augmenter's error names the command.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import hashlib
 import json
@@ -47,6 +48,7 @@ import re
 import shutil
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -269,35 +271,143 @@ def _perceptron_tagger_available() -> bool:
         return False
 
 
+SYNONYM_SENSES = 2
+"""The synonym augmenter draws from at most this many of a word's WordNet senses, the most frequent first."""
+_PENN = {"n": "NN", "v": "VB", "a": "JJ", "r": "RB"}
+_EXCEPTION_FILES = {"n": "noun.exc", "v": "verb.exc", "a": "adj.exc", "r": "adv.exc"}
+_DOUBLED_FINAL = re.compile(r"^[^aeiou]*[aeiou][bdgklmnprtv]$")
+"""A one-syllable word ending consonant-vowel-consonant (stop, plan): it doubles its last letter when
+inflected (stopped), which `_inflect` does not do, so such a synonym is left out when it needs a suffix."""
+
+
+def _sense_count(synset: Any, base: str) -> int:
+    return sum(lemma.count() for lemma in synset.lemmas() if lemma.name().lower() == base)
+
+
+@functools.lru_cache(maxsize=65536)
+def common_synsets(base: str, pos: str) -> tuple[Any, ...]:
+    """The senses of a word (its base form) in one part of speech (WordNet's n, v, a, r) that its synonyms
+    are drawn from: the most frequent sense (WordNet lists senses by frequency in its tagged corpus) and, up
+    to `SYNONYM_SENSES`, the next ones where the word is used at least half as often. A word out of context
+    is most likely meant in its common senses; the rare ones (wall -> rampart) are the wrong-sense guesses."""
+    synsets = _wordnet().synsets(base, pos=pos)
+    if not synsets:
+        return ()
+    first = _sense_count(synsets[0], base)
+    more = [s for s in synsets[1:SYNONYM_SENSES] if 0 < _sense_count(s, base) and 2 * _sense_count(s, base) >= first]
+    return (synsets[0], *more)
+
+
+@functools.lru_cache(maxsize=8)
+def _irregular(pos: str) -> frozenset[str]:
+    """Base forms with an irregular inflection in this part of speech (WordNet's exception lists)."""
+    lines = (ensure_wordnet() / _EXCEPTION_FILES[pos]).read_text(encoding="utf-8").splitlines()
+    return frozenset(base for line in lines for base in line.split()[1:])
+
+
+def _suffix(word: str, base: str) -> str | None:
+    """How `word` inflects `base` regularly: '' (it is the base), 's' (plural, third person), 'ed' or 'ing';
+    None for anything else (an irregular form such as made, a doubled consonant, a comparative)."""
+    if word == base:
+        return ""
+    for stem in (base, base[:-1] if base.endswith(("e", "y")) else None):
+        if stem and word.startswith(stem):
+            ending = word[len(stem):]
+            if ending in ("s", "es", "ies"):
+                return "s"
+            if ending in ("ed", "d", "ied"):
+                return "ed"
+            if ending == "ing":
+                return "ing"
+    return None
+
+
+def _inflect(word: str, suffix: str) -> str | None:
+    """`word` with a regular English `suffix` ('s', 'ed', 'ing'); None where the rules here would be wrong."""
+    if not suffix:
+        return word
+    if _DOUBLED_FINAL.match(word):
+        return None
+    consonant_y = word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou"
+    if suffix == "s":
+        return word[:-1] + "ies" if consonant_y else word + ("es" if word.endswith(("s", "x", "z", "ch", "sh")) else "s")
+    if suffix == "ed":
+        return word[:-1] + "ied" if consonant_y else word + ("d" if word.endswith("e") else "ed")
+    if word.endswith("ie"):
+        return word[:-2] + "ying"
+    return word[:-1] + "ing" if word.endswith("e") and not word.endswith("ee") else word + "ing"
+
+
+def _is_plural_noun(word: str) -> bool:
+    """Whether a noun lemma is already a plural (works, steps): WordNet also has it without the final s."""
+    singular = word[:-1]
+    return word.endswith("s") and any(lemma.name().lower() == singular for synset in _wordnet().synsets(singular, "n")
+                                      for lemma in synset.lemmas())
+
+
+@functools.lru_cache(maxsize=65536)
+def synonyms(word: str, pos: str | None) -> tuple[str, ...]:
+    """Synonyms of `word` used as part of speech `pos` (WordNet's n, v, a, r): the other lemmas of its common
+    senses (`common_synsets`), inflected as the word is (walls -> barriers, climbed -> mounted); a synonym that
+    would need an irregular or doubled inflection is left out, and so is every synonym of a word that is
+    itself irregularly inflected (made). `_` in a lemma stays (nlpaug makes it a space); the inflected word
+    of a multi-word lemma is a noun's last, a verb's first."""
+    if pos not in _PENN:  # nlpaug asks again with "s" for adjectives ("a" covers them), and without a part of speech
+        return ()
+    lower = word.lower()
+    base = _wordnet().morphy(lower, pos)
+    suffix = None if base is None else _suffix(lower, base)
+    if suffix is None:
+        return ()
+    found: list[str] = []
+    for synset in common_synsets(base, pos):
+        for lemma in synset.lemmas():
+            parts = lemma.name().split("_")
+            head = -1 if pos == "n" else 0
+            if lemma.name().lower() == base or (suffix and parts[head].lower() in _irregular(pos)):
+                continue
+            plural = suffix == "s" and pos == "n" and _is_plural_noun(parts[head].lower())
+            parts[head] = parts[head] if plural else _inflect(parts[head], suffix) or ""
+            name = "_".join(parts)
+            if parts[head] and name not in found:
+                found.append(name)
+    return tuple(found)
+
+
 @functools.lru_cache(maxsize=65536)
 def wordnet_pos(word: str) -> str:
-    """A Penn tag for `word` from WordNet alone, for when NLTK's POS tagger data is not installed:
-    the part of speech (NN, VB, JJ, RB) whose senses of the word are the most frequent in WordNet's
-    sense counts (cntlist) among those where it has a synonym; `DT` (which SynonymAug skips) for
-    stop-words, non-words and words without a synonym."""
+    """A Penn tag for `word` from WordNet alone, for when NLTK's POS tagger data is not installed: the one
+    part of speech (NN, VB, JJ, RB) WordNet has the word in (after its morphology: `climbed` can only be
+    a verb), or, where it has several, the one WordNet's sense counts (cntlist) use it in at least two
+    times in three (`plant`: a noun). `DT` (which SynonymAug skips) for stop-words, non-words, words whose
+    part of speech is a toss-up out of context (`love`, `sound`, `change`) and words without a synonym in
+    theirs: a synonym is never taken from another part of speech."""
     lower = word.lower()
     if not lower.isalpha() or lower in STOPWORDS:
         return "DT"
     wn = _wordnet()
-    best, best_count = "DT", -1
-    for pos, tag in (("n", "NN"), ("v", "VB"), ("a", "JJ"), ("r", "RB")):
-        base = wn.morphy(lower, pos) or lower
-        lemmas = [lemma for s in wn.synsets(lower, pos=pos) for lemma in s.lemmas()]
-        if not any(lemma.name().lower() not in (lower, base) for lemma in lemmas):
-            continue  # no synonym in this part of speech
-        count = sum(lemma.count() for lemma in lemmas if lemma.name().lower() == base)
-        if count > best_count:
-            best, best_count = tag, count
-    return best
+    uses = {}
+    for pos in _PENN:
+        base = wn.morphy(lower, pos)
+        synsets = wn.synsets(base, pos=pos) if base else []
+        if synsets:
+            uses[pos] = sum(_sense_count(s, base) for s in synsets)
+    if not uses:
+        return "DT"
+    pos = max(uses, key=uses.get)
+    total = sum(uses.values())
+    clear = len(uses) == 1 or (total >= 3 and 3 * uses[pos] >= 2 * total)
+    return _PENN[pos] if clear and synonyms(lower, pos) else "DT"
 
 
 @functools.lru_cache(maxsize=1)
 def _synonym_class() -> type:
     """nlpaug's SynonymAug with a WordNet model that never downloads. Different from stock nlpaug:
-    WordNet comes from `ensure_wordnet` (Debian's files), and when NLTK's
-    `averaged_perceptron_tagger_eng` is not installed (it is not on PyPI or in Debian), each word's
-    part of speech comes from `wordnet_pos` (WordNet's own sense frequencies, no context) instead of
-    the tagger. Everything else (which words, which synonym, capitalisation) is nlpaug's."""
+    WordNet comes from `ensure_wordnet` (Debian's files); when NLTK's `averaged_perceptron_tagger_eng` is
+    not installed (it is not on PyPI or in Debian), each word's part of speech comes from `wordnet_pos`
+    (WordNet's own sense frequencies, no context) instead of the tagger; and a word's candidates are
+    `synonyms`: its common senses in that part of speech only, inflected like the word (stock nlpaug draws
+    from every sense, uninflected). Which words, which candidate, capitalisation: nlpaug's."""
     import nlpaug.augmenter.word as naw
     import nlpaug.model.word_dict as nmw
     import nltk
@@ -305,6 +415,9 @@ def _synonym_class() -> type:
     class OfflineWordNet(nmw.WordNet):
         def read(self):
             return _wordnet()
+
+        def predict(self, word, pos=None):
+            return list(synonyms(word, pos))
 
         @classmethod
         def pos_tag(cls, tokens):
@@ -591,6 +704,80 @@ def preview(texts: list[str], methods: str | list[str], strength: float = 0.1, s
             continue
         rows += [{"method": method, "original": o, "augmented": a, "error": None} for o, a in zip(sample, augmented)]
     return rows
+
+
+@dataclass(frozen=True)
+class WordChanges:
+    """How an augmented text differs from its original, counted on words: `changed` words of the
+    original's `words` (replaced or deleted, and words inserted); `punctuation` marks added, dropped or
+    moved, not counted as words; and where each change is in either text, as (start, end, kind) character
+    spans with kind "word" or "punctuation", for marking them. Spacing is no change: nlpaug re-joins its
+    tokens (`"Martha` comes back as `" Martha`), and a session tokenizes the text again anyway."""
+
+    words: int
+    changed: int
+    punctuation: int
+    original_spans: list[tuple[int, int, str]]
+    augmented_spans: list[tuple[int, int, str]]
+
+
+def changed_words(original: str, augmented: str) -> WordChanges:
+    """`WordChanges` of `augmented` against `original`. Both are split as the augmenters split them
+    (`_TOKEN`: words, contractions whole, and single punctuation marks). The words alone are aligned
+    (difflib); each differing stretch counts the original's words it replaced or dropped, else the words
+    it inserted (a word split in two is one word changed, two swapped words are two). Between two words
+    kept in both, the punctuation marks are compared: one added, dropped or moved past a word is a
+    punctuation change, one whose spacing alone differs is none."""
+    old, new = list(_TOKEN.finditer(original)), list(_TOKEN.finditer(augmented))
+    old_words, new_words = [m for m in old if _is_word(m.group())], [m for m in new if _is_word(m.group())]
+    matcher = difflib.SequenceMatcher(a=[m.group() for m in old_words], b=[m.group() for m in new_words],
+                                      autojunk=False)
+    changed = 0
+    old_spans: list[tuple[int, int, str]] = []
+    new_spans: list[tuple[int, int, str]] = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag != "equal":
+            changed += (i2 - i1) or (j2 - j1)
+            old_spans += [(m.start(), m.end(), "word") for m in old_words[i1:i2]]
+            new_spans += [(m.start(), m.end(), "word") for m in new_words[j1:j2]]
+    anchors = [(-1, -1)] + [(block.a + k, block.b + k) for block in matcher.get_matching_blocks()
+                            for k in range(block.size)] + [(len(old_words), len(new_words))]
+    punctuation = 0
+    for (i0, j0), (i1, j1) in zip(anchors, anchors[1:]):
+        old_marks = _marks_between(old, old_words, i0, i1)
+        new_marks = _marks_between(new, new_words, j0, j1)
+        marks = difflib.SequenceMatcher(a=[m.group() for m in old_marks], b=[m.group() for m in new_marks],
+                                        autojunk=False)
+        for tag, a1, a2, b1, b2 in marks.get_opcodes():
+            if tag != "equal":
+                punctuation += max(a2 - a1, b2 - b1)
+                old_spans += [(m.start(), m.end(), "punctuation") for m in old_marks[a1:a2]]
+                new_spans += [(m.start(), m.end(), "punctuation") for m in new_marks[b1:b2]]
+    return WordChanges(len(old_words), changed, punctuation, _joined(original, old_spans),
+                       _joined(augmented, new_spans))
+
+
+def _is_word(token: str) -> bool:
+    return token[0].isalnum() or token[0] == "_"
+
+
+def _marks_between(tokens: list[re.Match], words: list[re.Match], after: int, before: int) -> list[re.Match]:
+    """The punctuation marks between word `after` and word `before` (indices into `words`; -1 and
+    len(words) for the ends of the text)."""
+    start = words[after].end() if after >= 0 else 0
+    end = words[before].start() if before < len(words) else None
+    return [m for m in tokens if not _is_word(m.group()) and start <= m.start() and (end is None or m.start() < end)]
+
+
+def _joined(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Spans in text order, neighbours of one kind with only spaces between them made one."""
+    joined: list[tuple[int, int, str]] = []
+    for start, end, kind in sorted(spans):
+        if joined and joined[-1][2] == kind and not text[joined[-1][1]:start].strip():
+            joined[-1] = (joined[-1][0], end, kind)
+        else:
+            joined.append((start, end, kind))
+    return joined
 
 
 def block_segments(tokenizer: Any, blocks: Any) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -46,6 +47,18 @@ def teacher_reference(teacher: Any, blocks: Blocks, batch_size: int = 8) -> list
         _, mask = shift_for_next_token(ids, attn)
         reference.append(teacher(input_ids=ids, attention_mask=attn).logits.float()[mask.bool()].log_softmax(-1))
     return reference  # each (n_counted, vocab)
+
+
+def reference_ppl(reference: list[torch.Tensor], blocks: Blocks, batch_size: int = 8) -> float:
+    """The teacher's held-out perplexity from its `teacher_reference` (same blocks and batch size), without
+    running it again."""
+    total_nll, total_count = 0.0, 0
+    for t_logp, start in zip(reference, range(0, len(blocks), batch_size)):
+        labels, mask = shift_for_next_token(blocks.input_ids[start : start + batch_size],
+                                            blocks.attention_mask[start : start + batch_size])
+        total_nll += float(F.nll_loss(t_logp, labels[mask.bool()].to(t_logp.device), reduction="sum"))
+        total_count += int(mask.sum())
+    return math.exp(min(total_nll / max(1, total_count), 50.0))
 
 
 @torch.no_grad()
@@ -161,25 +174,51 @@ def size_on_disk(model: Any) -> int:
     return total
 
 
-def evaluate_models(teacher: Any, students: dict[str, Any], tokenizer: Any, blocks: Blocks,
-                    speed: bool = True, speed_tokens: int = 32) -> dict[str, dict[str, Any]]:
-    """The Evaluation tab's table: the teacher and each student (e.g. before / after) on the same
-    held-out blocks: perplexity, top-1 agreement and KL to the teacher, parameters, weight size and
-    greedy tokens/s, all measured in this call."""
+def evaluate_each(teacher: Any, students: dict[str, Any], tokenizer: Any, blocks: Blocks, speed: bool = True,
+                  speed_tokens: int = 32) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The Evaluation tab's rows one model at a time, each yielded as (name, row) as soon as that model is
+    measured, the teacher first: perplexity on the held-out blocks, top-1 agreement and KL to the teacher,
+    parameters, weight size and greedy tokens/s (when `speed`), all measured in this call. A model's speed
+    is measured right after its scores, so that a row arrives complete."""
     reference = teacher_reference(teacher, blocks)
-    rows: dict[str, dict[str, Any]] = {}
+    row = {"ppl": reference_ppl(reference, blocks), "top1_agreement": 1.0, "kl_to_teacher": 0.0,
+           "params": count_parameters(teacher), "size_bytes": size_on_disk(teacher)}
+    if speed:
+        row["tokens_per_s"] = generation_speed(teacher, tokenizer, new_tokens=speed_tokens)
+    yield "teacher", row
     for name, model in students.items():
         result = compare(teacher, model, blocks, reference=reference)
-        rows.setdefault("teacher", {"ppl": result["teacher_ppl"], "top1_agreement": 1.0, "kl_to_teacher": 0.0,
-                                    "params": count_parameters(teacher), "size_bytes": size_on_disk(teacher)})
-        rows[name] = {"ppl": result["student_ppl"], "top1_agreement": result["top1_agreement"],
-                      "kl_to_teacher": result["kl_to_teacher"], "params": count_parameters(model),
-                      "size_bytes": size_on_disk(model)}
-    if speed:
-        models = {"teacher": teacher, **students}
-        for name, model in models.items():
-            rows[name]["tokens_per_s"] = generation_speed(model, tokenizer, new_tokens=speed_tokens)
-    return rows
+        row = {"ppl": result["student_ppl"], "top1_agreement": result["top1_agreement"],
+               "kl_to_teacher": result["kl_to_teacher"], "params": count_parameters(model),
+               "size_bytes": size_on_disk(model)}
+        if speed:
+            row["tokens_per_s"] = generation_speed(model, tokenizer, new_tokens=speed_tokens)
+        yield name, row
+
+
+def evaluate_models(teacher: Any, students: dict[str, Any], tokenizer: Any, blocks: Blocks,
+                    speed: bool = True, speed_tokens: int = 32) -> dict[str, dict[str, Any]]:
+    """The Evaluation tab's table at once: `evaluate_each`'s rows by name, the teacher first (the command
+    line and the scripts read it whole)."""
+    return dict(evaluate_each(teacher, students, tokenizer, blocks, speed=speed, speed_tokens=speed_tokens))
+
+
+def generate_each(models: dict[str, Any], tokenizer: Any, prompt: str, new_tokens: int = 40,
+                  seed: int = 0) -> Iterator[tuple[str, dict[str, dict[str, Any]]]]:
+    """One prompt continued by each model in turn, greedy and sampled from the same `seed` (`generate`),
+    yielded as (name, {"greedy": ..., "sampled": ...}) as soon as that model is done."""
+    for name, model in models.items():
+        yield name, {"greedy": generate(model, tokenizer, prompt, new_tokens, sample=False),
+                     "sampled": generate(model, tokenizer, prompt, new_tokens, sample=True, seed=seed)}
+
+
+def speed_conditions(model: Any) -> str:
+    """Where a speed figure was measured, in words: this machine's CPU and its torch threads, or its GPU."""
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return f"this machine's GPU ({torch.cuda.get_device_name(device)})"
+    threads = torch.get_num_threads()
+    return f"this machine ({threads} CPU thread{'s' if threads != 1 else ''})"
 
 
 def trade_sentence(rows: dict[str, dict[str, Any]], student: str) -> str:

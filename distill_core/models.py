@@ -30,7 +30,8 @@ from distill_core import hosting
 from distill_core.errors import DistillError, first_line
 from distill_core.hub import bundled_gguf_path, hub_reachable_within
 from distill_core.paths import cache_dir
-from distill_core.specs import BUNDLED_HUB_ID, BUNDLED_TEACHER, did_you_mean, is_bundled, is_derived_spec
+from distill_core.specs import (BUNDLED_HUB_ID, BUNDLED_TEACHER, did_you_mean, is_bundled, is_derived_spec,
+                                parse_derived_spec)
 
 
 @dataclass
@@ -274,12 +275,36 @@ def load_model(spec: str, attn_implementation: str = "sdpa") -> LoadedModel:
     except DistillError as exc:
         if not resolved.source.endswith("(local cache)"):
             raise
-        raise DistillError(
-            f"unknown model spec {resolved.spec!r}{did_you_mean(resolved.spec)}: not the bundled teacher "
-            f"({BUNDLED_TEACHER}), not a local directory or .gguf file, not in the local Hugging Face cache, and the "
-            f"hub is unreachable (offline)"
-        ) from exc
+        raise DistillError(unknown_spec_message(resolved.spec)) from exc
     return _finish(LoadedModel(model, tok, resolved.spec, resolved.source, resolved=resolved))
+
+
+def unknown_spec_message(spec: str) -> str:
+    """Why an offline spec that names nothing on this machine cannot load, with a "did you mean" for a typo."""
+    return (f"unknown model spec {spec!r}{did_you_mean(spec)}: not the bundled teacher ({BUNDLED_TEACHER}), not a "
+            "local directory or .gguf file, not in the local Hugging Face cache, and the hub is unreachable (offline)")
+
+
+def spec_problem(spec: str | None, role: str = "teacher") -> str | None:
+    """What is wrong with a teacher or student spec (`role`), as the engine would say it when loading, found
+    without loading any weights: a derived student's spec is parsed, a model spec resolved and its config.json
+    looked up (the local cache offline, the hub online). None when nothing is found wrong (a derived student
+    can still ask for more layers than the teacher has: only the pair check knows)."""
+    spec = (spec or "").strip()
+    try:
+        if not spec:
+            raise DistillError(f"the {role} spec is empty")
+        if role == "student" and is_derived_spec(spec):
+            parse_derived_spec(spec)
+            return None
+        resolved = resolve_model(spec)
+        try:
+            resolved.local_folder()
+        except DistillError as exc:
+            raise DistillError(unknown_spec_message(spec) if resolved.local_only else f"{exc}{did_you_mean(spec)}")
+    except DistillError as exc:
+        return str(exc)
+    return None
 
 
 def load_tokenizer(resolved: ResolvedModel) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,41 @@ def test_compatibility_bad_spec_gives_message(tiny_teacher_dir, teacher_spec, st
     markdown, report = setup.check_compatibility(teacher_spec, student_spec)
     assert report is None
     assert markdown.startswith("**Error:**") and expected in markdown
+
+
+def test_compatibility_report_says_when_it_is_for_the_pair_before(tiny_teacher_dir):
+    """Editing a spec after a check: the report stays, under a line naming the pair it is for; back to
+    that pair, the plain report; no report (none yet, or an error for the pair before): nothing."""
+    teacher = str(tiny_teacher_dir)
+    markdown, report = setup.check_compatibility(teacher, "layers:2")
+    stale = setup.report_for_pair(teacher, "layers:3", report)
+    assert stale.startswith("⚠ **This report is for the pair checked before**")
+    assert f"`{teacher}` → `layers:2`, not for `{teacher}` → `layers:3`" in stale and stale.endswith(markdown)
+    assert "press **Check compatibility**" in stale
+    assert "checked before" in setup.report_for_pair("smollm2-135m", "layers:2", report)  # the teacher changed
+    assert setup.report_for_pair(teacher, " layers:2 ", report) == markdown  # the same pair again
+    assert setup.report_for_pair(teacher, "layers:3", None) == ""
+
+
+def test_misspelled_spec_is_flagged_under_the_pickers(tiny_teacher_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    warning = setup.spec_warnings("smollm2-13m", "layers:20")
+    assert warning.startswith("⚠ **Teacher:** unknown model spec 'smollm2-13m' (did you mean 'smollm2-135m'?)")
+    assert "Student" not in warning
+    both = setup.spec_warnings("layers:2", "layers:two")
+    assert "**Teacher:** 'layers:2' derives a student" in both and "**Student:** 'layers:two': expected layers:N" in both
+    assert setup.spec_warnings(str(tiny_teacher_dir), "layers:2") == ""
+
+
+def test_spec_boxes_keep_what_is_typed_and_presets_fill_them():
+    """Plain text boxes (a dropdown with custom values completes `smollm2-135` to the first preset on Enter);
+    the presets are offered in pickers of their own, which fill the box and empty themselves."""
+    pair = tabs().pair
+    assert isinstance(pair.teacher, gr.Textbox) and isinstance(pair.student, gr.Textbox)
+    assert (pair.teacher.elem_id, pair.student.elem_id) == ("teacher-spec", "student-spec")
+    assert setup.pick_preset("layers:15") == ("layers:15", gr.update(value=None))
+    assert setup.pick_preset(None)[0] == gr.skip()
+    assert "layers:20" in setup.STUDENT_PRESETS and "smollm2-135m" in setup.TEACHER_PRESETS
 
 
 # ---- Distill ---------------------------------------------------------------------------------
@@ -420,6 +456,24 @@ def test_augment_preview_teacher_generated_previews_the_prompts(tiny_teacher_dir
     assert "the prompts the teacher will continue" in note  # nothing generated in the empty cache
     first_prompt = read_prompts(api.preset_config().prompts_file)[0]
     assert first_prompt.split()[0] in table
+
+
+def test_augment_preview_counts_and_marks_words_not_spacing(tiny_teacher_dir, offline_cache):
+    """The tokenizer round trip of nlpaug moves spaces around quotes and punctuation: no word changed."""
+    left, right, changes = data.word_diff_html('the creaking doors. The old "Martha', 'the creaking doors The. old " Martha')
+    assert (changes.words, changes.changed, changes.punctuation) == (6, 0, 2)
+    assert "<mark" not in right and right.count("background:#cbd5e1") == 1  # the moved period, in grey
+    assert data.change_note(changes) == "no word changed; 2 punctuation marks added, dropped or moved (grey, not counted)"
+    left, right, changes = data.word_diff_html("Plant cell walls", "Works cell ramparts")
+    assert data.change_note(changes) == "2 of 3 words changed"
+    assert right == ('<mark style="background:#fde68a;color:#111">Works</mark> cell '
+                     '<mark style="background:#fde68a;color:#111">ramparts</mark>')
+    text = 'She said "Martha is here." Then the old keeper climbed the stairs and greeted the lady at the door.'
+    note, table = preview_augmentation(preview_values(tiny_teacher_dir, pasted=text, augment=["word_split", "synonym"],
+                                                      augment_strength=0.1))
+    assert "spacing that an augmenter's re-joining of the words changed" in note and data.SYNONYM_NOTE in note
+    counts = [int(n) for n in re.findall(r"(\d+) of 19 words changed", table)]
+    assert len(counts) == 2 and all(1 <= n <= 4 for n in counts), table  # about 10% of the words, no spacing
 
 
 @pytest.mark.parametrize("changes, expected", [
@@ -759,7 +813,18 @@ def test_attention_after_a_session_picks_layers_heads_and_averages(finished_sess
 def test_attention_bad_input_shows_message(tiny_teacher_dir, text, teacher_layer, student_head, expected):
     out = show_attention(text, (teacher_layer, None, None, student_head), False, (str(tiny_teacher_dir), "layers:1"))
     assert out[ATT_NOTE].startswith("**Error:**") and expected in out[ATT_NOTE]
-    assert out[ATT_MAPS] is None
+    assert all(figure == gr.skip() for figure in out[ATT_MAPS:])  # the figures already shown stay
+
+
+def test_attention_error_keeps_the_figures_shown(tiny_teacher_dir):
+    """A layer out of range after a good view: the message, and the figures of the good view stay on the page
+    (gr.skip, which Gradio reads as "leave this output as it is")."""
+    pair, user = (str(tiny_teacher_dir), "layers:1"), UserSession()
+    shown = show_attention(attention.ATTENTION_TEXT, (None,) * 4, False, pair, user)
+    assert isinstance(shown[ATT_MAPS], go.Figure)
+    out = show_attention(attention.ATTENTION_TEXT, (9, None, None, None), False, pair, user)
+    assert out[ATT_NOTE].startswith("**Error:**") and "the teacher layer 9 does not exist" in out[ATT_NOTE]
+    assert out[ATT_MAPS:] == (gr.skip(),) * 3
 
 
 # ---- Similarity ------------------------------------------------------------------------------
@@ -807,7 +872,7 @@ def test_similarity_bad_text_shows_message(tiny_teacher_dir):
 # ---- Evaluate and generate -------------------------------------------------------------------
 
 def test_evaluate_before_any_session(tiny_teacher_dir):
-    note, table, rows = evaluate.evaluate_students(str(tiny_teacher_dir), "layers:1", UserSession())
+    note, table, rows = drain(evaluate.evaluate_students(str(tiny_teacher_dir), "layers:1", UserSession()))[-1]
     assert "No distillation session has run" in note
     assert set(rows) == {"teacher", "student (before)"}
     assert "| | teacher | student (before) |" in table
@@ -819,17 +884,35 @@ def test_evaluate_before_any_session(tiny_teacher_dir):
 
 def test_evaluate_after_a_session(finished_session, tiny_teacher_dir):
     user, _, _ = finished_session
-    note, table, rows = evaluate.evaluate_students(str(tiny_teacher_dir), "layers:1", user)
+    outputs = drain(evaluate.evaluate_students(str(tiny_teacher_dir), "layers:1", user))
+    note, table, rows = outputs[-1]
     assert list(rows) == ["teacher", "student (before)", "student (after)"]
     assert rows["student (after)"]["params"] == rows["student (before)"]["params"] < rows["teacher"]["params"]
     assert all(row["tokens_per_s"] > 0 for row in rows.values())
     kept = rows["teacher"]["ppl"] / rows["student (after)"]["ppl"]
     assert table.startswith(f"**The student (after) keeps {kept:.0%} of the teacher's quality")
+    assert "tokens/s measured just now on this machine (" in table and "CPU thread" in table
+    # the rows stream in, the teacher first, each with a progress line; the trade sentence comes last
+    assert outputs[0][0].startswith("Loading the models")
+    progress = [o for o in outputs[1:-1]]
+    assert [o[0].split("**")[1] for o in progress] == ["Measuring teacher … 1 of 3", "Measuring student (before) … 2 of 3",
+                                                      "Measuring student (after) … 3 of 3"]
+    assert [list(o[2] or {}) for o in progress] == [[], ["teacher"], ["teacher", "student (before)"]]
+    assert progress[1][1].count("…") == 2 * 6 and "keeps" not in progress[1][1]  # two columns of six still to come
+    assert progress[2][2]["teacher"] == rows["teacher"]
 
 
 def test_generate_side_by_side(finished_session, tiny_teacher_dir):
     user, _, _ = finished_session
-    note, cards, outputs = evaluate.generate_side_by_side("The river", 6, 3, str(tiny_teacher_dir), "layers:1", user)
+    streamed = drain(evaluate.generate_side_by_side("The river", 6, 3, str(tiny_teacher_dir), "layers:1", user))
+    note, cards, outputs = streamed[-1]
+    # a card more as each model finishes, with a progress line
+    assert [o[0].split("**")[1] for o in streamed[1:-1]] == [
+        "Generating with teacher … 1 of 3", "Generating with student (before) … 2 of 3",
+        "Generating with student (after) … 3 of 3"]
+    assert [list(o[2] or {}) for o in streamed[1:-1]] == [[], ["teacher"], ["teacher", "student (before)"]]
+    assert "student (before)" in streamed[-2][1] and "student (after)" not in streamed[-2][1]
+    assert "measured just now on this machine (" in note and "Student (after) is the last session's student" in note
     assert list(outputs) == ["teacher", "student (before)", "student (after)"]
     for name, runs in outputs.items():
         assert set(runs) == {"greedy", "sampled"} and 0 < runs["greedy"]["new_tokens"] <= 6
@@ -837,7 +920,7 @@ def test_generate_side_by_side(finished_session, tiny_teacher_dir):
         assert name in cards
     assert "sampled (seed 3)" in cards and "tokens/s" in cards
     # the same seed gives the same sample
-    again = evaluate.generate_side_by_side("The river", 6, 3, str(tiny_teacher_dir), "layers:1", user)[2]
+    again = drain(evaluate.generate_side_by_side("The river", 6, 3, str(tiny_teacher_dir), "layers:1", user))[-1][2]
     assert again["teacher"]["sampled"]["text"] == outputs["teacher"]["sampled"]["text"]
 
 
@@ -847,8 +930,8 @@ def test_generate_side_by_side(finished_session, tiny_teacher_dir):
     ("The river", "many", "new tokens must be an integer"),
 ])
 def test_generate_bad_input_shows_message(tiny_teacher_dir, prompt, new_tokens, expected):
-    note, cards, outputs = evaluate.generate_side_by_side(prompt, new_tokens, 0, str(tiny_teacher_dir), "layers:1",
-                                                     UserSession())
+    note, cards, outputs = drain(evaluate.generate_side_by_side(prompt, new_tokens, 0, str(tiny_teacher_dir),
+                                                                "layers:1", UserSession()))[-1]
     assert note.startswith("**Error:**") and expected in note and outputs is None
 
 

@@ -95,11 +95,10 @@ def test_wordnet_synonyms_work_with_the_network_off(network_off, tmp_path, monke
     assert network_off == []  # nothing tried the network
     lexnames = (tmp_path / "nltk_data" / "corpora" / "wordnet" / "lexnames").read_text().splitlines()
     assert len(lexnames) == 45 and lexnames[5] == "05\tnoun.animal\t1"
-    wn = augment_module._wordnet()
-
-    def synonyms(word):  # as nlpaug writes them: "_" and "-" become spaces, lower case
-        return {tuple(lemma.name().replace("_", " ").replace("-", " ").lower().split())
-                for s in wn.synsets(word) for lemma in s.lemmas()}
+    def synonyms(word):  # the word's own part of speech only; as nlpaug writes them: "_" and "-" become spaces
+        pos = {"NN": "n", "VB": "v", "JJ": "a", "RB": "r"}.get(augment_module.wordnet_pos(word))
+        return {tuple(name.replace("_", " ").replace("-", " ").lower().split())
+                for name in augment_module.synonyms(word, pos)}
 
     def explains(before, after):
         """Whether `after` is `before` with some words replaced by one of their WordNet synonyms."""
@@ -115,6 +114,56 @@ def test_wordnet_synonyms_work_with_the_network_off(network_off, tmp_path, monke
 
     for text, new in zip(TEXTS, out):
         assert new != text and explains(words(text), words(new)), (text, new)
+
+
+@needs_wordnet
+def test_synonyms_keep_the_part_of_speech_the_common_senses_and_the_inflection():
+    pos = augment_module.wordnet_pos
+    assert (pos("plant"), pos("climbed"), pos("essential"), pos("differently")) == ("NN", "VB", "JJ", "RB")
+    assert pos("love") == pos("sound") == "DT"  # noun or verb: a toss-up out of context, left alone
+    assert pos("walls") == pos("made") == "DT"  # no synonym in its common senses; irregular
+    synonyms = augment_module.synonyms
+    assert "rampart" not in synonyms("wall", "n") and synonyms("walls", "n") == ()  # a rare sense of wall
+    assert "mounted" in synonyms("climbed", "v") and all("climb" not in s for s in synonyms("climbed", "v")[1:])
+    assert synonyms("plants", "n")[0] == "works"  # a plural lemma stays as it is
+    assert synonyms("plant", "v") and not set(synonyms("plant", "v")) & set(synonyms("plant", "n"))
+    assert synonyms("plant", "s") == synonyms("plant", None) == ()  # nlpaug asks these too: nothing from them
+    inflect = augment_module._inflect
+    assert [inflect(w, sfx) for w, sfx in [("barrier", "s"), ("party", "s"), ("box", "s"), ("create", "ed"),
+                                          ("study", "ed"), ("tie", "ing"), ("make", "ing"), ("stop", "ed")]] == [
+        "barriers", "parties", "boxes", "created", "studied", "tying", "making", None]
+    # the augmenter itself: "Plant cell walls" no longer becomes "Works cell rampart", and every word it
+    # changes is replaced by a synonym of that word's part of speech
+    text = "Plant cell walls are made of cellulose, which the old keeper climbed over and greeted."
+    allowed = {w.lower() for w in words(text)}
+    for word in words(text):
+        tag = {"NN": "n", "VB": "v", "JJ": "a", "RB": "r"}.get(pos(word))
+        allowed |= {part.lower() for name in synonyms(word, tag) for part in name.split("_")}
+    for seed in range(6):
+        out = augment([text], "synonym", strength=1.0, seed=seed)[0]
+        assert out != text and "rampart" not in out.lower()
+        assert {w.lower() for w in words(out)} <= allowed, out
+
+
+def test_changed_words_counts_words_not_spacing():
+    changes = augment_module.changed_words
+    # nlpaug re-joins its tokens: quotes gain a space; that is no change
+    same = changes('He said "Martha is here." Then left.', 'He said " Martha is here. " Then left.')
+    assert (same.words, same.changed, same.punctuation, same.original_spans) == (7, 0, 0, [])
+    # a period swapped with the next word moves past it: punctuation, not a word edit
+    moved = changes("the creaking doors. The old keeper", "the creaking doors The. old keeper")
+    assert (moved.changed, moved.punctuation) == (0, 2)
+    assert moved.original_spans == [(18, 19, "punctuation")] and moved.augmented_spans == [(22, 23, "punctuation")]
+    # words: a replaced word is one, two swapped words are two, a word split in two is one, deletions count
+    assert changes("Plant cell walls are thick.", "Works cell rampart are thick.").changed == 2
+    assert changes("greeted by the sound", "by greeted the sound").changed == 2
+    assert changes("the lighthouse keeper", "the lighth ouse keeper").changed == 1
+    assert changes("a b c d", "a d").changed == 2 and changes("a b", "a x y b").changed == 2
+    split = changes("the lighthouse keeper", "the lighth ouse keeper")
+    assert split.original_spans == [(4, 14, "word")] and split.augmented_spans == [(4, 15, "word")]  # one span
+    # a changed word keeps its punctuation unmarked; contractions are one word
+    assert changes("walls, a thing", "ramparts, a thing").punctuation == 0
+    assert changes("it's here", "it is here").changed == 1 and changes("don't", "don't").words == 1
 
 
 def test_missing_wordnet_names_the_install_command(tmp_path, monkeypatch):

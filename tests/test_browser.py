@@ -96,6 +96,16 @@ def set_dropdown(page, elem_id: str, value: str) -> None:
     assert box.input_value() == value
 
 
+def set_spec(page, elem_id: str, value: str) -> None:
+    """Type a spec into a Setup box and press Enter: it stays as typed (a plain text box: a dropdown with
+    custom values would complete smollm2-135 to the first preset that matches)."""
+    box = page.locator(f"#{elem_id} input")
+    box.fill(value)
+    box.press("Enter")
+    page.wait_for_timeout(300)
+    assert box.input_value() == value
+
+
 def test_api_names_are_stable(server_url):
     from gradio_client import Client
 
@@ -134,13 +144,25 @@ def test_every_tab_renders(page):
 
 def test_setup_distill_and_dark_knowledge_in_browser(page, tiny_teacher_dir):
     # Setup: type the tiny teacher and a 1-layer student, check the pair
-    set_dropdown(page, "teacher-spec", str(tiny_teacher_dir))
-    set_dropdown(page, "student-spec", "layers:1")
+    set_spec(page, "teacher-spec", "smollm2-135")  # Enter keeps a misspelled spec, which is flagged at once
+    page.locator("#spec-warning").get_by_text("did you mean 'smollm2-135m'?").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Distill").click()  # the Distill tab warns about the pair before Run
+    page.locator("#pair-note").get_by_text("did you mean 'smollm2-135m'?").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Setup").click()
+    set_spec(page, "teacher-spec", str(tiny_teacher_dir))
+    set_spec(page, "student-spec", "layers:1")
     page.get_by_role("button", name="Check compatibility").click()
     report = page.locator("#compat-report")
     report.get_by_text("same vocabulary").wait_for(timeout=60_000)
-    assert "layers:1" in report.inner_text()
+    assert "layers:1" in report.inner_text() and page.locator("#spec-warning").inner_text().strip() == ""
     page.screenshot(path=str(SHOTS / "1-setup.png"), full_page=True)
+    # another student: the report says it is for the pair checked before; the preset picker fills the box
+    page.locator("#student-preset input").click()
+    page.get_by_role("option", name="layers:6", exact=True).click()
+    report.get_by_text("This report is for the pair checked before").wait_for(timeout=30_000)
+    assert page.locator("#student-spec input").input_value() == "layers:6"
+    set_spec(page, "student-spec", "layers:1")  # back to the checked pair: the plain report
+    wait_until(lambda: "checked before" not in report.inner_text(), 30, "the report for the checked pair")
 
     # Distill: the checked pair's layer map; a preset fills the knobs; a 3-step session on pasted text
     page.get_by_role("tab", name="Distill").click()

@@ -4,7 +4,8 @@ import pytest
 
 from distill_core.data import pack, split_documents
 from distill_core.errors import DistillError
-from distill_core.evaluate import evaluate_models, generate, trade_sentence
+from distill_core.evaluate import (compare, evaluate_each, evaluate_models, generate, generate_each, speed_conditions,
+                                   trade_sentence)
 from distill_core.models import load_teacher
 from distill_core.students import derive_student
 
@@ -35,3 +36,39 @@ def test_evaluate_models_and_the_trade_sentence(tiny_teacher_dir):
     sentence = trade_sentence(rows, "student")
     kept = rows["teacher"]["ppl"] / rows["student"]["ppl"]
     assert f"{kept:.0%}" in sentence and "fewer parameters" in sentence and "speed" in sentence
+
+
+def test_evaluate_each_yields_each_model_as_it_finishes_the_teacher_first(tiny_teacher_dir):
+    teacher = load_teacher(str(tiny_teacher_dir))
+    students = {"small": derive_student(teacher, "layers:1").model, "large": derive_student(teacher, "layers:3").model}
+    blocks = pack(teacher.tokenizer, split_documents(TEXT * 4), 16, max_tokens=64, pad_last=True)
+    each = evaluate_each(teacher.model, students, teacher.tokenizer, blocks, speed_tokens=4)
+    name, row = next(each)  # the teacher's row arrives before any student is measured
+    assert name == "teacher" and row["top1_agreement"] == 1.0 and row["kl_to_teacher"] == 0.0
+    assert row["tokens_per_s"] > 0
+    # its perplexity, from the reference alone, is the one a comparison computes
+    assert row["ppl"] == pytest.approx(compare(teacher.model, students["small"], blocks)["teacher_ppl"], rel=1e-6)
+    rest = list(each)
+    assert [n for n, _ in rest] == ["small", "large"]
+    assert all(set(r) == set(row) for _, r in rest)
+    # evaluate_models collects the same rows, the teacher first
+    rows = evaluate_models(teacher.model, students, teacher.tokenizer, blocks, speed=False)
+    assert list(rows) == ["teacher", "small", "large"] and "tokens_per_s" not in rows["small"]
+    assert rows["small"]["ppl"] == pytest.approx(rest[0][1]["ppl"])
+
+
+def test_generate_each_yields_greedy_and_sampled_per_model(tiny_teacher_dir):
+    teacher = load_teacher(str(tiny_teacher_dir))
+    student = derive_student(teacher, "layers:1")
+    each = generate_each({"teacher": teacher.model, "student": student.model}, teacher.tokenizer, "The river", 5, seed=2)
+    name, runs = next(each)
+    assert name == "teacher" and set(runs) == {"greedy", "sampled"}
+    assert runs["sampled"]["text"] == generate(teacher.model, teacher.tokenizer, "The river", 5, sample=True,
+                                               seed=2)["text"]
+    assert [n for n, _ in each] == ["student"]
+
+
+def test_speed_conditions_name_this_machine(tiny_teacher_dir):
+    teacher = load_teacher(str(tiny_teacher_dir))
+    assert speed_conditions(teacher.model).startswith("this machine (")
+    assert "CPU thread" in speed_conditions(teacher.model)

@@ -9,7 +9,7 @@ from transformers import BertConfig
 from distill_core.errors import DistillError
 from distill_core.hub import bundled_gguf_path
 from distill_core.models import (MODELS, LazyTeacher, ModelCache, ResolvedModel, TeacherWeights, load_model, load_teacher,
-                                 resolve_model, tokenizer_of)
+                                 resolve_model, spec_problem, tokenizer_of)
 
 
 def test_unknown_spec_fails_fast_offline(monkeypatch):
@@ -26,6 +26,28 @@ def test_unknown_spec_fails_fast_offline(monkeypatch):
         load_model("./no/such/dir")
     with pytest.raises(DistillError, match="derives a student"):
         load_model("layers:3")
+
+
+def test_spec_problem_says_what_loading_would_without_loading(monkeypatch, tiny_teacher_dir):
+    """A misspelled spec gets the engine's own message (with its "did you mean") before anything loads."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("weights were loaded")
+
+    with pytest.raises(DistillError) as loading:
+        load_model("smollm2-13m")
+    monkeypatch.setattr("distill_core.models._load_pretrained", no_load)
+    problem = spec_problem("smollm2-13m")
+    assert problem.startswith("unknown model spec 'smollm2-13m' (did you mean 'smollm2-135m'?)")
+    assert str(loading.value) == problem  # the same words as a Run would say
+    assert "did you mean 'smollm2-135m'" in spec_problem(" smollm2-135", "student")
+    assert spec_problem(str(tiny_teacher_dir)) is None and spec_problem(str(tiny_teacher_dir), "student") is None
+    assert "derives a student" in spec_problem("layers:3")
+    assert spec_problem("layers:3", "student") is None and spec_problem("fresh:layers=1,hidden=8,heads=2", "student") is None
+    assert "missing heads" in spec_problem("fresh:layers=1,hidden=8", "student")
+    assert spec_problem("  ", "student") == "the student spec is empty" and spec_problem(None) == "the teacher spec is empty"
+    assert "local model path not found" in spec_problem("./no/such/dir", "student")
 
 
 def test_directory_without_config(tmp_path):

@@ -85,7 +85,7 @@ def show_attention(inputs: Inputs, values: dict[Any, Any]):
     """Attention maps of one teacher layer/head and one student layer/head side by side (api_name `attention`;
     `values`: {component: value} of `inputs`); a layer of -1 (or empty): the layer map's last pair, a head of
     -1: head 0. Returns note markdown (naming the layers and heads shown), the side-by-side heatmaps, the
-    difference map and the per-head entropy overview."""
+    difference map and the per-head entropy overview; on an error its message, and the figures left as they were."""
     named = inputs.named(values)
     user, average = named.get("user") or UserSession(), bool(named.get("average_heads"))
     try:
@@ -100,8 +100,8 @@ def show_attention(inputs: Inputs, values: dict[Any, Any]):
         s_default = next((s for s, t in reversed(pairs) if t == t_layer), pairs[-1][0])
         s_layer = pick_index(chosen["student_layer"], s_default, s_maps.shape[0], "the student layer")
         s_head = pick_index(chosen["student_head"], 0, s_maps.shape[1], "the student head")
-    except Exception as exc:
-        return view_error(exc), None, None, None
+    except Exception as exc:  # the figures already shown stay: the message says why nothing new came
+        return view_error(exc), gr.skip(), gr.skip(), gr.skip()
 
     def pick(maps: Any, layer: int, head: int) -> Any:
         return maps[layer].mean(0) if average else maps[layer, head]

@@ -4,7 +4,6 @@ on the first few training texts before any session (api_name `augment_preview`).
 
 from __future__ import annotations
 
-import difflib
 import html
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,11 @@ PREVIEW_TEXTS = 3
 """Texts the augmentation preview shows per method."""
 PREVIEW_WORDS = 60
 """Each previewed text is cut to its first this-many words (the preview stays readable and quick)."""
+SYNONYM_NOTE = ("**synonym** picks without reading the sentence: each word gets a WordNet synonym from its most "
+                "common senses in its most likely part of speech (words whose part of speech is a toss-up are left "
+                "alone), so a word used in a rarer sense can still get the wrong one (*plant* in *plant cells* → "
+                "*works*, as in a factory).")
+"""What the synonym augmenter cannot do, said in the preview note when it is ticked."""
 PREVIEW_STYLE = ("border-collapse:collapse;width:100%;font-size:0.9em;", "border:1px solid #d1d5db;padding:6px 8px;"
                  "vertical-align:top;text-align:left")
 
@@ -181,7 +185,10 @@ def preview_augmentation(inputs: Inputs, values: dict[Any, Any]) -> tuple[str, s
             f"{config.augment_strength:g} (seed {config.seed}) on the first {len(sample)} texts of {where}, each cut "
             f"to its first {PREVIEW_WORDS} words. A session augments its training text the same way, "
             f"{config.augment_copies} cop{'y' if config.augment_copies == 1 else 'ies'} per method; held-out text is "
-            "never augmented.")
+            "never augmented. Changes are counted and marked on words: spacing that an augmenter's re-joining of the "
+            "words changed (`\"Martha` → `\" Martha`) is no change.")
+    if "synonym" in methods:
+        note += f"  \n{SYNONYM_NOTE}"
     if failed:
         note += f"  \n**Failed:** {', '.join(failed)} (see its row); a session with it would stop with that message."
     return note, preview_html(rows)
@@ -192,25 +199,43 @@ def clip_words(text: str, words: int = PREVIEW_WORDS) -> str:
     return text.strip() if len(parts) <= words else " ".join(parts[:words])
 
 
-def word_diff_html(original: str, augmented: str) -> tuple[str, str, int]:
-    """Both texts as HTML with the words that differ marked (struck out in the original, highlighted in
-    the augmented text), and how many words changed."""
-    old, new = original.split(), augmented.split()
-    left: list[str] = []
-    right: list[str] = []
-    changed = 0
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
-        a, b = html.escape(" ".join(old[i1:i2])), html.escape(" ".join(new[j1:j2]))
-        if tag == "equal":
-            left.append(a)
-            right.append(b)
-            continue
-        changed += max(i2 - i1, j2 - j1)
-        if a:
-            left.append(f'<span style="background:#fecaca;color:#111;text-decoration:line-through">{a}</span>')
-        if b:
-            right.append(f'<mark style="background:#fde68a;color:#111">{b}</mark>')
-    return " ".join(left), " ".join(right), changed
+WORD_MARKS = ('<span style="background:#fecaca;color:#111;text-decoration:line-through">',
+              '<mark style="background:#fde68a;color:#111">')
+"""How a changed word is marked: struck out in the original, highlighted in the augmented text."""
+PUNCTUATION_MARKS = ('<span style="background:#cbd5e1;color:#111;padding:0 2px;text-decoration:line-through">',
+                     '<span style="background:#cbd5e1;color:#111;padding:0 2px">')
+"""A punctuation mark added, dropped or moved: grey, as it is not counted as a word."""
+
+
+def marked_html(text: str, spans: list[tuple[int, int, str]], side: int) -> str:
+    """`text` as HTML with its changed stretches (api.changed_words spans) marked; `side` 0 for the
+    original, 1 for the augmented text."""
+    pieces, last = [], 0
+    for start, end, kind in spans:
+        opening = (WORD_MARKS if kind == "word" else PUNCTUATION_MARKS)[side]
+        closing = "</mark>" if opening.startswith("<mark") else "</span>"
+        pieces += [html.escape(text[last:start]), opening, html.escape(text[start:end]), closing]
+        last = end
+    return "".join(pieces) + html.escape(text[last:])
+
+
+def word_diff_html(original: str, augmented: str) -> tuple[str, str, api.WordChanges]:
+    """Both texts as HTML with what changed marked, counted on words (api.changed_words): spacing that the
+    augmenter's re-joining changed is neither marked nor counted; punctuation it moved is marked grey."""
+    changes = api.changed_words(original, augmented)
+    return (marked_html(original, changes.original_spans, 0), marked_html(augmented, changes.augmented_spans, 1),
+            changes)
+
+
+def change_note(changes: api.WordChanges) -> str:
+    """A preview row's note: how many of the original's words changed, and punctuation apart."""
+    if not changes.changed and not changes.punctuation:
+        return "unchanged (too short, or no word this method can change)"
+    note = f"{changes.changed} of {changes.words} words changed" if changes.changed else "no word changed"
+    if changes.punctuation:
+        marks = f"{changes.punctuation} punctuation mark{'s' if changes.punctuation != 1 else ''}"
+        note += f"; {marks} added, dropped or moved (grey, not counted)"
+    return note
 
 
 def preview_html(rows: list[dict[str, Any]]) -> str:
@@ -234,12 +259,9 @@ def preview_html(rows: list[dict[str, Any]]) -> str:
             cells += [f'<td style="{cell}">{html.escape(row["original"])}</td>', f'<td style="{cell}">—</td>',
                       f'<td style="{cell}"><b>failed:</b> {html.escape(row["error"])}</td>']
         else:
-            left, right, changed = word_diff_html(row["original"], row["augmented"])
-            words = len(row["original"].split())
-            note = (f"{changed} of {words} words changed" if changed
-                    else "unchanged (too short, or no word this method can change)")
+            left, right, changes = word_diff_html(row["original"], row["augmented"])
             cells += [f'<td style="{cell}">{left}</td>', f'<td style="{cell}">{right}</td>',
-                      f'<td style="{cell}">{note}</td>']
+                      f'<td style="{cell}">{change_note(changes)}</td>']
         body.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<table class="augment-preview" style="{table}"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")

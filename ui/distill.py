@@ -53,7 +53,7 @@ class DistillTab:
 
 def build_distill(pair: Pair, user: gr.State, memory: gr.BrowserState) -> DistillTab:
     defaults = api.preset_config()
-    pair_md = gr.Markdown(pair_markdown(pair.teacher.value, pair.student.value), elem_id="pair-note")
+    pair_md = gr.Markdown(pair_markdown(pair.teacher.value, pair.student.value, ""), elem_id="pair-note")
     with gr.Accordion("Learn: what a session does, and what to look for", open=False):
         gr.Markdown(prose("distill", "learn"))
     with gr.Row(equal_height=True):
@@ -84,8 +84,11 @@ def build_distill(pair: Pair, user: gr.State, memory: gr.BrowserState) -> Distil
     known_map = dict(fn=layer_map_if_known, inputs=[pair.teacher, pair.student, layer_map], outputs=layer_map_md,
                      show_progress="hidden", **PRIVATE)
     pair.check.then(**known_map)
+    note = dict(fn=pair_markdown, inputs=[pair.teacher, pair.student, pair.warnings], outputs=pair_md,
+                show_progress="hidden", **PRIVATE)
+    pair.warnings.change(**note)
     for picker in (pair.teacher, pair.student):
-        picker.change(pair_markdown, [pair.teacher, pair.student], pair_md, show_progress="hidden", **PRIVATE)
+        picker.change(**note)
         picker.change(**known_map)
     preset.input(apply_preset, preset, [*(recipe.components[f] for f in KNOB_FIELDS), preset_md], api_name="preset",
                  show_progress="hidden")
@@ -115,8 +118,10 @@ def build_export(user: gr.State) -> None:
     export_btn.click(export_run, [dtype, user], [export_md, export_zip, export_yaml], api_name="export")
 
 
-def pair_markdown(teacher: str, student: str) -> str:
-    return f"Teacher `{teacher or '—'}` → student `{student or '—'}` (change them in the **Setup** tab)."
+def pair_markdown(teacher: str, student: str, warnings: str) -> str:
+    """The pair the session will use, with Setup's warning about a spec the engine would refuse."""
+    pair = f"Teacher `{teacher or '—'}` → student `{student or '—'}` (change them in the **Setup** tab)."
+    return f"{pair}  \n{warnings}" if warnings else pair
 
 
 # ---------------------------------------------------------------------------------------

@@ -47,21 +47,41 @@ def build_evaluate(pair: Pair, user: gr.State) -> None:
 
 def evaluate_students(teacher_spec: str, student_spec: str, user: UserSession | None = None):
     """Teacher, student before and student after on the held-out text (api_name `evaluate`): perplexity,
-    top-1 agreement, KL to the teacher, parameters, size, tokens/s, and the trade in one sentence.
-    Returns note markdown, the table and sentence as markdown, and the measured rows (JSON)."""
+    top-1 agreement, KL to the teacher, parameters, size, tokens/s, and the trade in one sentence. Yields
+    note markdown, the table as markdown and the measured rows (JSON) as each model's row is measured (the
+    note says which model is being measured); the last yield adds the trade sentence."""
     user = user if user is not None else UserSession()
     try:
+        yield "Loading the models and the held-out text …", "", None
         models, models_note = compared(user, teacher_spec, student_spec)
         blocks = api.heldout_blocks(models.config, models.teacher.tokenizer)
-        rows = api.evaluate_models(models.teacher.model, models.students, models.teacher.tokenizer, blocks, speed=True)
+        names, rows = ["teacher", *models.students], {}
+        where = api.speed_conditions(models.teacher.model)
+        yield progress_note("Measuring", names, rows), evaluation_markdown(rows, names, models.config, blocks, where), None
+        for name, row in api.evaluate_each(models.teacher.model, models.students, models.teacher.tokenizer, blocks):
+            rows[name] = row
+            if len(rows) < len(names):
+                yield (progress_note("Measuring", names, rows),
+                       evaluation_markdown(rows, names, models.config, blocks, where), dict(rows))
     except Exception as exc:
-        return view_error(exc), "", None
+        yield view_error(exc), "", None
+        return
     sentence = api.trade_sentence(rows, api.AFTER if api.AFTER in rows else api.BEFORE)
-    return models_note, evaluation_markdown(rows, sentence, models.config, blocks.n_tokens), rows
+    yield models_note, f"**{sentence}**\n\n" + evaluation_markdown(rows, names, models.config, blocks, where), rows
 
 
-def evaluation_markdown(rows: dict[str, dict[str, Any]], sentence: str, config: api.DistillConfig, tokens: int) -> str:
-    names = list(rows)
+def progress_note(doing: str, names: list[str], done: dict[str, Any]) -> str:
+    """The line a streaming view shows while it works: `Measuring student (after) … 3 of 3` (the next model
+    not done yet), each model done so far named."""
+    current = len(done)
+    line = f"**{doing} {names[current]} … {current + 1} of {len(names)}**"
+    return line + (f"  \nDone: {', '.join(done)}." if done else "")
+
+
+def evaluation_markdown(rows: dict[str, dict[str, Any]], names: list[str], config: api.DistillConfig,
+                        blocks: Any, where: str) -> str:
+    """The table of every model in `names` (a column each; `…` for one not measured yet) and where its
+    figures come from."""
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     metrics = [
         ("held-out perplexity ↓", lambda r: fmt_number(r["ppl"], 2)),
@@ -71,33 +91,41 @@ def evaluation_markdown(rows: dict[str, dict[str, Any]], sentence: str, config: 
         ("size on disk (fp32 weights)", lambda r: f"{r['size_bytes'] / 1e6:,.1f} MB"),
         ("generation speed (greedy, batch 1) ↑", lambda r: f"{fmt_number(r.get('tokens_per_s'), 1)} tokens/s"),
     ]
-    lines = [f"**{sentence}**", "", "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    lines += [f"| {label} | " + " | ".join(cell(rows[name]) for name in names) + " |" for label, cell in metrics]
-    lines += ["", f"Measured just now on {tokens:,} tokens of `{shown_path(config.eval_text)}` (blocks of "
-                  f"{config.seq_len} tokens; never trained on), speed from 32 greedy tokens, best of 2."]
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines += [f"| {label} | " + " | ".join(cell(rows[name]) if name in rows else "…" for name in names) + " |"
+              for label, cell in metrics]
+    lines += ["", f"Measured just now on {blocks.n_tokens:,} tokens of `{shown_path(config.eval_text)}` (blocks of "
+                  f"{config.seq_len} tokens; never trained on); tokens/s measured just now on {where}, from 32 greedy "
+                  "tokens, best of 2."]
     return "\n".join(lines)
 
 
 def generate_side_by_side(prompt: str, new_tokens: Any, seed: Any, teacher_spec: str, student_spec: str,
                           user: UserSession | None = None):
     """One prompt, continued by the teacher, the student before and the student after, greedy and sampled
-    with the same seed (api_name `generate`). Returns note markdown, the continuations as HTML cards, and
-    the raw results (JSON: model -> greedy/sampled -> text, new_tokens, tokens_per_s)."""
+    with the same seed (api_name `generate`). Yields note markdown, the continuations as HTML cards, and
+    the raw results (JSON: model -> greedy/sampled -> text, new_tokens, tokens_per_s), a card more as each
+    model finishes."""
     user = user if user is not None else UserSession()
     try:
         new_tokens, seed = as_int(new_tokens, "new tokens"), as_int(seed, "seed")
         api.check_text(prompt or "", "prompt")
+        yield "Loading the models …", "", None
         models, models_note = compared(user, teacher_spec, student_spec)
-        tokenizer = models.teacher.tokenizer
-        outputs = {}
-        for name, model in {"teacher": models.teacher.model, **models.students}.items():
-            outputs[name] = {"greedy": api.generate(model, tokenizer, prompt, new_tokens, sample=False),
-                             "sampled": api.generate(model, tokenizer, prompt, new_tokens, sample=True, seed=seed)}
+        every = {"teacher": models.teacher.model, **models.students}
+        names, outputs = list(every), {}
+        yield progress_note("Generating with", names, outputs), "", None
+        for name, runs in api.generate_each(every, models.teacher.tokenizer, prompt, new_tokens, seed):
+            outputs[name] = runs
+            if len(outputs) < len(names):
+                yield progress_note("Generating with", names, outputs), generation_html(prompt, outputs, seed), dict(outputs)
     except Exception as exc:
-        return view_error(exc), "", None
-    note = (f"{models_note}  \nSampling: temperature 0.8, top-p 0.95, the same seed for every model. "
-            "Speeds include Hugging Face `generate` overhead, which dominates for small models.")
-    return note, generation_html(prompt, outputs, seed), outputs
+        yield view_error(exc), "", None
+        return
+    note = (f"{models_note}  \nSampling: temperature 0.8, top-p 0.95, the same seed for every model. Speeds: "
+            f"measured just now on {api.speed_conditions(models.teacher.model)}; they include Hugging Face "
+            "`generate` overhead, which dominates for small models.")
+    yield note, generation_html(prompt, outputs, seed), outputs
 
 
 def generation_html(prompt: str, outputs: dict[str, dict[str, dict[str, Any]]], seed: int) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from distill_core import api
-from ui.common import error_markdown, fmt_params, one_line, pairs_text, prose
+from ui.common import PRIVATE, error_markdown, fmt_params, one_line, pairs_text, prose
 
 TEACHER_PRESETS = ["smollm2-135m", "HuggingFaceTB/SmolLM2-360M-Instruct"]
 STUDENT_PRESETS = ["layers:20", "layers:15", "layers:10", "layers:6", "fresh:layers=4,hidden=256,heads=4",
@@ -24,6 +24,8 @@ class Pair:
     student: Any
     check: Any
     """The Check compatibility event (other tabs chain on it)."""
+    warnings: Any
+    """The warning line under the boxes: a spec the engine would refuse (checked when a box is left)."""
 
 
 def default_pair() -> tuple[str, str]:
@@ -40,10 +42,18 @@ def build_setup() -> Pair:
     teacher_default, student_default = default_pair()
     help_text = api.field_help()
     with gr.Row():
-        teacher = gr.Dropdown(TEACHER_PRESETS, value=teacher_default, label="Teacher", allow_custom_value=True,
-                              info=help_text["teacher"], elem_id="teacher-spec")
-        student = gr.Dropdown(STUDENT_PRESETS, value=student_default, label="Student", allow_custom_value=True,
-                              info=help_text["student"], elem_id="student-spec")
+        with gr.Column():
+            # a plain text box: a dropdown with custom values completes "smollm2-135" to a preset on Enter
+            teacher = gr.Textbox(teacher_default, label="Teacher", max_lines=1, info=help_text["teacher"],
+                                 elem_id="teacher-spec")
+            teacher_preset = gr.Dropdown(TEACHER_PRESETS, value=None, label="Teacher presets", info=PRESET_INFO,
+                                         elem_id="teacher-preset")
+        with gr.Column():
+            student = gr.Textbox(student_default, label="Student", max_lines=1, info=help_text["student"],
+                                 elem_id="student-spec")
+            student_preset = gr.Dropdown(STUDENT_PRESETS, value=None, label="Student presets", info=PRESET_INFO,
+                                         elem_id="student-preset")
+    spec_md = gr.Markdown(elem_id="spec-warning")
     with gr.Accordion("Learn: what is knowledge distillation?", open=False):
         gr.Markdown(prose("setup", "learn"))
     gr.Markdown(prose("setup", "spec-help"))
@@ -52,7 +62,42 @@ def build_setup() -> Pair:
     with gr.Accordion("Raw report (JSON)", open=False):
         report_json = gr.JSON(label="compatibility report")
     check = check_btn.click(check_compatibility, [teacher, student], [report_md, report_json], api_name="compatibility")
-    return Pair(teacher, student, check)
+    quiet = dict(show_progress="hidden", **PRIVATE)
+    for box, preset in ((teacher, teacher_preset), (student, student_preset)):
+        preset.input(pick_preset, preset, [box, preset], **quiet).then(spec_warnings, [teacher, student], spec_md, **quiet)
+        box.change(report_for_pair, [teacher, student, report_json], report_md, **quiet)
+        gr.on([box.blur, box.submit], spec_warnings, [teacher, student], spec_md, **quiet)
+    return Pair(teacher, student, check, spec_md)
+
+
+PRESET_INFO = "Fills the box above; edit it there, or type any spec."
+
+
+def pick_preset(value: str | None) -> tuple[Any, Any]:
+    """A preset picked: into the spec box, and the preset picker emptied (the box may be edited next)."""
+    return (value if value else gr.skip()), gr.update(value=None)
+
+
+def spec_warnings(teacher_spec: str, student_spec: str) -> str:
+    """A warning line for each spec the engine would refuse (api.spec_problem: resolved without loading
+    weights), e.g. a misspelled teacher with its "did you mean"; '' when both look loadable."""
+    problems = [(role, api.spec_problem(spec, role.lower())) for role, spec in
+                (("Teacher", teacher_spec), ("Student", student_spec))]
+    return "  \n".join(f"⚠ **{role}:** {problem}" for role, problem in problems if problem)
+
+
+def report_for_pair(teacher_spec: str, student_spec: str, report: dict[str, Any] | None) -> str:
+    """The compatibility report as the picked pair now stands: the report itself when it is for this pair;
+    below a warning naming the pair it is for when the pair has changed since; nothing when there is no
+    report (an error message was for the pair before)."""
+    if not report:
+        return ""
+    checked = (str(report["teacher"]["spec"]).strip(), str(report["student"]["spec"]).strip())
+    if checked == ((teacher_spec or "").strip(), (student_spec or "").strip()):
+        return report_markdown(report)
+    return (f"⚠ **This report is for the pair checked before**, `{checked[0]}` → `{checked[1]}`, not for "
+            f"`{teacher_spec or '—'}` → `{student_spec or '—'}`: press **Check compatibility** to check this one."
+            f"\n\n{report_markdown(report)}")
 
 
 def check_compatibility(teacher_spec: str, student_spec: str) -> tuple[str, dict[str, Any] | None]:
