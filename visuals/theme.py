@@ -46,8 +46,6 @@ def apply_layout(fig: go.Figure, title: str = "", height: int = 420) -> go.Figur
 def as_matrices(named: dict, expected: str) -> dict:
     """name -> 2-D float array, in dict order; ValueError naming the first entry that is not 2-D
     (`expected` says which axes it should have) or an empty dict."""
-    import numpy as np
-
     if not named:
         raise ValueError("nothing to plot: no model's values were given")
     matrices = {}
