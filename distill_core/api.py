@@ -24,6 +24,7 @@ from distill_core.config import CHOICES, RESUME_FIELDS, SUGGESTIONS, DistillConf
 from distill_core.corpora import CORPUS_FORMATS, corpus_stats, first_texts, read_corpus_file, text_columns
 from distill_core.data import check_text, heldout_blocks, read_text_file
 from distill_core.distributed import is_main_process
+from distill_core.end_to_end import end_to_end
 from distill_core.errors import DistillError, describe_failure, first_line
 from distill_core.evaluate import (evaluate_each, evaluate_models, evaluate_pair, generate, generate_each,
                                    speed_conditions, trade_sentence)
@@ -31,7 +32,7 @@ from distill_core.export import export_config, export_run, export_student, safe_
 from distill_core.hosting import (HUB_DEFAULT_PAIR, browser_secret, check_readable, gpu_duration, public_limits,
                                   public_mode, spaces_gpu, use_hub_defaults, zerogpu, zerogpu_emulation)
 from distill_core.layer_map import LAYER_MAP_SPECS
-from distill_core.models import load_teacher, spec_problem, tokenizer_of
+from distill_core.models import load_teacher, resolve_model, spec_problem, tokenizer_of
 from distill_core.paths import CONFIGS, ROOT, runs_dir
 from distill_core.presets import QUICKSTART, preset_config, preset_description, preset_names
 from distill_core.runs import finished_runs, new_run, open_run, run_config, run_events, run_summary
@@ -48,15 +49,15 @@ __all__ = [
     "RESUME_FIELDS", "ROOT", "SLICE_SHARE", "SMALL_CORPUS_SENTENCES", "SUGGESTIONS", "StopSignal", "WordChanges",
     "ablation", "attention_probe", "augmentation_preview", "augmentation_rows", "browser_secret", "changed_words",
     "check_pair", "check_readable", "check_text", "compatibility_report", "corpus_stats", "dark_knowledge",
-    "describe_failure", "evaluate_each", "evaluate_models", "evaluate_pair", "export_config", "export_run",
-    "export_student", "field_help", "finished_runs", "first_line", "first_texts", "generate", "generate_each",
-    "gpu", "gpu_duration", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student", "load_teacher",
-    "new_run", "new_run_dir", "open_run", "parse_methods", "parse_student_list", "preset_config",
+    "describe_failure", "end_to_end", "evaluate_each", "evaluate_models", "evaluate_pair", "export_config",
+    "export_run", "export_student", "field_help", "finished_runs", "first_line", "first_texts", "generate",
+    "generate_each", "gpu", "gpu_duration", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student",
+    "load_teacher", "new_run", "new_run_dir", "open_run", "parse_methods", "parse_student_list", "preset_config",
     "preset_description", "preset_names", "public_limits", "public_mode", "read_corpus_file", "read_student_rows",
-    "read_text_file", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices", "run_session",
-    "run_summary", "runs_dir", "safe_filename", "session_in_child", "similarity_probe", "slice_limit", "sliced",
-    "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions", "student_sweep", "text_columns", "tokenizer_of",
-    "trade_sentence", "use_hub_defaults", "zerogpu",
+    "read_text_file", "resolve_model", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices",
+    "run_session", "run_summary", "runs_dir", "safe_filename", "session_in_child", "similarity_probe",
+    "slice_limit", "sliced", "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions", "student_sweep",
+    "text_columns", "tokenizer_of", "trade_sentence", "use_hub_defaults", "zerogpu",
 ]
 
 

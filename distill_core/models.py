@@ -228,6 +228,15 @@ class ResolvedModel:
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+def conversion_pending(spec: str) -> bool:
+    """Whether resolving `spec` would convert a GGUF file first (the bundled teacher on a fresh machine)."""
+    spec = spec.strip()
+    gguf = bundled_gguf_path() if is_bundled(spec) else Path(spec).expanduser()
+    if gguf is None or gguf.suffix != ".gguf" or not gguf.is_file():
+        return False
+    return not (_converted_dir(gguf) / "config.json").is_file()
+
+
 def resolve_model(spec: str) -> ResolvedModel:
     """Resolve a (non-derived) model spec to a directory or hub id, converting a GGUF file once.
 

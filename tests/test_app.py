@@ -241,7 +241,7 @@ def test_every_knob_flows_into_the_config(tiny_teacher_dir):
 
 def test_config_from_ui_starts_from_the_preset(tiny_teacher_dir):
     """Fields without a knob (here eval_every) come from the picked preset's file."""
-    assert knobs.recipe_config(ui_values(tiny_teacher_dir)).eval_every == api.preset_config().eval_every == 10
+    assert knobs.recipe_config(ui_values(tiny_teacher_dir)).eval_every == api.preset_config().eval_every == 11
     hinton = DistillConfig.from_yaml(api.CONFIGS / "hinton.yaml")
     assert knobs.recipe_config(ui_values(tiny_teacher_dir, preset="hinton")).eval_every == hinton.eval_every == 20
 
@@ -333,6 +333,11 @@ def test_run_session_streams_progress_and_ends_with_summary(finished_session):
     out_dir = Path(user.last_run["out_dir"])
     assert out_dir.parent == runs and (out_dir / "student" / "config.json").is_file()
     assert out_dir.name in final[STATUS]
+    # every phase is named while it runs, and the finished run says where the time went
+    running = " ".join(statuses[:-1])
+    for phase in ("now: loading the teacher", "now: corpus", "now: evaluation", "now: training"):
+        assert phase in running, phase
+    assert re.search(r"Phases: .*evaluation \d+ s · training \d+ s", final[STATUS]), final[STATUS]
 
 
 def test_run_session_stop_saves_the_student(tiny_teacher_dir, monkeypatch):

@@ -8,8 +8,8 @@ from transformers import BertConfig
 
 from distill_core.errors import DistillError
 from distill_core.hub import bundled_gguf_path
-from distill_core.models import (MODELS, LazyTeacher, ModelCache, ResolvedModel, TeacherWeights, load_model, load_teacher,
-                                 resolve_model, spec_problem, tokenizer_of)
+from distill_core.models import (MODELS, LazyTeacher, ModelCache, ResolvedModel, TeacherWeights, conversion_pending,
+                                 load_model, load_teacher, resolve_model, spec_problem, tokenizer_of)
 
 
 def test_unknown_spec_fails_fast_offline(monkeypatch):
@@ -68,6 +68,14 @@ def test_bundled_teacher_loads_from_cache(bundled_dir):
     c = teacher.model.config
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.vocab_size) == (30, 576, 9, 49152)
     assert "cached at" in teacher.source
+
+
+def test_conversion_is_pending_only_for_a_gguf_not_yet_converted(bundled_dir, tiny_teacher_dir, tmp_path):
+    assert not conversion_pending("smollm2-135m")  # bundled_dir converted it
+    assert not conversion_pending(str(tiny_teacher_dir)) and not conversion_pending("/no/such/model.gguf")
+    fresh = tmp_path / "other.gguf"
+    fresh.write_bytes(b"GGUF")
+    assert conversion_pending(str(fresh))
 
 
 def test_local_gguf_file_spec(bundled_dir):
