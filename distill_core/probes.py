@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from distill_core import hosting
-from distill_core.attention import attention_maps_from
-from distill_core.models import LoadedModel, decoder_layers
+from distill_core.batcher import FORWARDS
+from distill_core.models import LoadedModel
 from distill_core.data import check_text
 from distill_core.errors import DistillError
 
@@ -31,13 +31,11 @@ def encode(tokenizer: Any, text: str) -> torch.Tensor:
     return ids
 
 
-@torch.no_grad()
 def _log_probs(model: Any, input_ids: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(t, vocab) log-probabilities of the next token at every position, at temperature T."""
-    was_training = model.training
-    model.eval()
-    logits = model(input_ids=input_ids.to(model.device)).logits[0].float().cpu()  # (t, vocab)
-    model.train(was_training)
+    """(t, vocab) log-probabilities of the next token at every position, at temperature T. The logits come
+    from the shared forward passes (batcher.FORWARDS): other users' requests on the same model run in the
+    same batch, and the same text on the same model is not run again (a moving temperature slider)."""
+    logits = FORWARDS.run(model, "logits", input_ids)  # (t, vocab), at T = 1
     return torch.log_softmax(logits / temperature, dim=-1)
 
 
@@ -134,19 +132,11 @@ def next_token_snapshot(teacher: LoadedModel, student: LoadedModel, text: str, t
 # ---------------------------------------------------------------------------------------
 # attention
 # ---------------------------------------------------------------------------------------
-@torch.no_grad()
 def attention_maps(model: Any, input_ids: torch.Tensor) -> np.ndarray:
     """Every layer's attention weights for one text: (layers, heads, t, t), query rows first.
-    Row i holds how much query token i attends to each key token j <= i (causal: j > i is 0)."""
-    n_layers = len(decoder_layers(model))
-    was_training = model.training
-    model.eval()
-    try:
-        with attention_maps_from(model, list(range(n_layers))):
-            out = model(input_ids=input_ids.to(model.device), output_attentions=True)
-    finally:
-        model.train(was_training)
-    return torch.stack([a[0].float().cpu() for a in out.attentions]).numpy()  # (layers, heads, t, t)
+    Row i holds how much query token i attends to each key token j <= i (causal: j > i is 0).
+    From the shared forward passes (batcher.FORWARDS): read-only, other users may hold the same array."""
+    return FORWARDS.run(model, "attentions", input_ids)
 
 
 def attention_entropy(maps: np.ndarray) -> np.ndarray:
@@ -242,7 +232,7 @@ def similarity_probe(teacher: LoadedModel, students: dict[str, Any], text: str,
     start = 1 if skip_first else 0
 
     def states(model: Any) -> list[torch.Tensor]:
-        return [h[start:] for h in hidden_states(model, input_ids)]
+        return [h[start:] for h in FORWARDS.run(model, "hidden", input_ids)]  # shared forward passes
 
     t_states = states(teacher.model)
     result: dict[str, Any] = {"n_tokens": int(input_ids.shape[1]) - start, "cka": {}, "pair_cka": {}, "pair_cosine": {},

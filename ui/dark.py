@@ -10,7 +10,7 @@ import gradio as gr
 
 import visuals
 from distill_core import api
-from ui.common import PRIVATE, UserSession, as_float, as_int, compared, fmt_number, prose, view_error
+from ui.common import PRIVATE, VIEW_CONCURRENCY, UserSession, as_float, as_int, compared, fmt_number, prose, view_error
 from ui.setup import Pair
 
 PROBE_TEXT = "For breakfast I ate an apple and a banana."
@@ -47,11 +47,13 @@ def build_dark(pair: Pair, user: gr.State) -> None:
 
     inputs = [text, position, temperature, top_k, pair.teacher, pair.student, user]
     outputs = [tokens_view, note, bars_plot, stats_md, kl_plot, wrong_plot]
-    probe_btn.click(probe_dark_knowledge, inputs, outputs, api_name="dark_knowledge")
+    probe_btn.click(probe_dark_knowledge, inputs, outputs, api_name="dark_knowledge",
+                    concurrency_limit=VIEW_CONCURRENCY, concurrency_id="dark_knowledge")
     temperature.change(probe_dark_knowledge, inputs, outputs, trigger_mode="always_last", show_progress="hidden",
-                       **PRIVATE)  # recomputes as the slider moves
+                       concurrency_id="dark_knowledge", **PRIVATE)  # recomputes as the slider moves
     for trigger in (top_k.release, text.submit, position.submit):
-        trigger(probe_dark_knowledge, inputs, outputs, trigger_mode="always_last", **PRIVATE)
+        trigger(probe_dark_knowledge, inputs, outputs, trigger_mode="always_last", concurrency_id="dark_knowledge",
+                **PRIVATE)
 
 
 def probe_dark_knowledge(text: str, position: Any, temperature: Any, top_k: Any, teacher_spec: str,

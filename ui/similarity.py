@@ -8,7 +8,7 @@ import gradio as gr
 
 import visuals
 from distill_core import api
-from ui.common import PRIVATE, UserSession, compared, pairs_text, prose, view_error
+from ui.common import PRIVATE, VIEW_CONCURRENCY, UserSession, compared, pairs_text, prose, view_error
 from ui.setup import Pair
 
 
@@ -35,8 +35,9 @@ def build_similarity(pair: Pair, user: gr.State) -> None:
     gr.Markdown(prose("studio", "figure-tip"))
 
     inputs, outputs = [text, pair.teacher, pair.student, user], [note, cka_plot, pairs_plot, steps_plot]
-    similarity_btn.click(show_similarity, inputs, outputs, api_name="similarity")
-    text.submit(show_similarity, inputs, outputs, **PRIVATE)
+    similarity_btn.click(show_similarity, inputs, outputs, api_name="similarity", concurrency_limit=VIEW_CONCURRENCY,
+                         concurrency_id="similarity")
+    text.submit(show_similarity, inputs, outputs, concurrency_id="similarity", **PRIVATE)
 
 
 def show_similarity(text: str, teacher_spec: str, student_spec: str, user: UserSession | None = None):
