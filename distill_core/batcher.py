@@ -161,6 +161,15 @@ class ForwardBatcher:
             raise request.error
         return request.result
 
+    def kept(self, models: tuple[Any, ...], parts: tuple, compute: Callable[[], Any]) -> Any:
+        """`compute()` (something derived from forward passes of `models`, e.g. a CKA matrix), kept with the
+        forward results for the next request of the same `parts` on the same models; computed afresh when one
+        of them is being trained."""
+        if not all(frozen(model) for model in models):
+            return compute()
+        key = ("derived", *(self.serial(model) for model in models), *parts)
+        return self.results.get_or_build(key, compute)
+
     def _take(self, lane: _Lane) -> list[_Request]:
         batch, width = [], 0
         for request in lane.queue:
