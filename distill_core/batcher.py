@@ -26,10 +26,11 @@ import torch
 
 from distill_core.attention import attention_maps_from
 from distill_core.budget import ByteBudgetCache
+from distill_core.decoding import decode_together
 from distill_core.models import decoder_layers
 from distill_core.threads import view_threads
 
-KINDS = ("logits", "attentions", "hidden")
+KINDS = ("logits", "attentions", "hidden", "continue")
 MAX_BATCH = 8
 """Texts in one batched pass."""
 MAX_BATCH_TOKENS = 2048
@@ -39,13 +40,16 @@ RESULTS_BUDGET = 256 * 2**20
 
 
 def result_bytes(value: Any) -> int:
+    """About what a kept result holds in memory (tensors and arrays exactly; numbers 8 bytes; a container 64 more)."""
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
     if isinstance(value, np.ndarray):
         return value.nbytes
+    if isinstance(value, dict):
+        return 64 + sum(result_bytes(v) for v in value.values())
     if isinstance(value, (list, tuple)):
-        return sum(result_bytes(v) for v in value)
-    return 0
+        return 64 + sum(result_bytes(v) for v in value)
+    return 8
 
 
 def frozen(model: Any) -> bool:
@@ -60,6 +64,7 @@ def frozen(model: Any) -> bool:
 class _Request:
     key: tuple
     ids: torch.Tensor
+    options: tuple = ()
     done: bool = False
     result: Any = None
     error: BaseException | None = None
@@ -76,8 +81,12 @@ class _Lane:
 
 
 @torch.no_grad()
-def _batched(model: Any, kind: str, rows: list[torch.Tensor]) -> list[Any]:
-    """One padded forward pass of `model` over `rows` (each (t,) token ids); each row's result at its length."""
+def _batched(model: Any, kind: str, rows: list[torch.Tensor], options: list[tuple] | None = None) -> list[Any]:
+    """One padded forward pass of `model` over `rows` (each (t,) token ids); each row's result at its length.
+    "continue": each row's greedy and sampled continuations, its options (new tokens, seed), decoded together
+    (decoding.decode_together)."""
+    if kind == "continue":
+        return decode_together(model, [(row, *option) for row, option in zip(rows, options or [])])
     lengths = [int(r.shape[0]) for r in rows]
     width = max(lengths)
     input_ids = torch.zeros(len(rows), width, dtype=torch.long)
@@ -126,10 +135,10 @@ class ForwardBatcher:
         with self._lock:
             return self._lanes.setdefault((serial, kind), _Lane())
 
-    def run(self, model: Any, kind: str, input_ids: torch.Tensor) -> Any:
+    def run(self, model: Any, kind: str, input_ids: torch.Tensor, options: tuple = ()) -> Any:
         """`kind` ("logits": (t, vocab); "attentions": (layers, heads, t, t); "hidden": one (t, hidden) per
-        layer) of `model` on `input_ids` (1, t), computed with the other requests waiting for this model and
-        kind, or reused. Treat the result as read-only: other users get the same object. A model that is
+        layer; "continue": the greedy and sampled continuations of `options` (new tokens, seed)) of `model` on
+        `input_ids` (1, t), computed with the other requests waiting for this model and kind, or reused. Treat the result as read-only: other users get the same object. A model that is
         being trained (a parameter requires gradients: a session's student) is run alone, in eval mode, and
         nothing of it is kept (its weights change from one call to the next)."""
         if kind not in KINDS:
@@ -139,10 +148,10 @@ class ForwardBatcher:
             was_training = model.training
             model.eval()
             try:
-                return self._compute(model, kind, [ids])[0]  # on the caller's threads (a session's own)
+                return self._compute(model, kind, [ids], [options])[0]  # on the caller's threads (a session's)
             finally:
                 model.train(was_training)
-        key = (self.serial(model), kind, tuple(ids.tolist()))
+        key = (self.serial(model), kind, tuple(ids.tolist()), options)
         hit = self.results.get(key)
         if hit is not None:
             return hit
@@ -150,7 +159,7 @@ class ForwardBatcher:
         with lane.cond:
             request = lane.inflight.get(key)  # the same request from someone else, in flight: wait for it
             if request is None:
-                request = lane.inflight[key] = _Request(key, ids)
+                request = lane.inflight[key] = _Request(key, ids, options)
                 lane.queue.append(request)
             while not request.done:
                 if lane.busy:
@@ -187,7 +196,7 @@ class ForwardBatcher:
         lane.cond.release()
         try:
             with view_threads():  # the views' share of the cores (threads.py), whoever's thread runs the batch
-                results = self._compute(model, kind, [r.ids for r in batch])
+                results = self._compute(model, kind, [r.ids for r in batch], [r.options for r in batch])
             error = None
         except BaseException as exc:  # every request of the batch gets it (e.g. out of memory)
             results, error = [None] * len(batch), exc

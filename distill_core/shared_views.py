@@ -1,65 +1,81 @@
-"""What the Evaluate tab computes once for everyone looking at the same models: a continuation of a prompt
-(greedy, or sampled with a seed) and the held-out evaluation rows are kept, by the model objects themselves
+"""What the Evaluate tab computes once for everyone looking at the same models: a prompt's greedy and sampled
+continuations and the held-out evaluation rows are kept, by the model objects themselves
 (batcher.FORWARDS.serial) and the exact inputs, and handed to the next user who asks for the same thing, with
 when they were measured. Thirty students of one shared run pressing Evaluate cost one evaluation.
 
-Sampled continuations draw from torch's global random generator (transformers `generate` takes no generator),
-so they run one at a time: two users sampling at once would each get a different continuation than their seed
-gives alone.
+A prompt's two continuations are decoded side by side and with other users' prompts for the same model
+(decoding.decode_together, through batcher.FORWARDS), the sampled one from its own random generator: what
+transformers' `generate` gives for the same seed, without touching torch's global generator.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+from distill_core import hosting
 from distill_core.batcher import FORWARDS, frozen
 from distill_core.budget import ByteBudgetCache
-from distill_core.data import Blocks
-from distill_core.evaluate import compare, generate, generation_speed, reference_ppl, size_on_disk, teacher_reference
+from distill_core.data import Blocks, check_text
+from distill_core.errors import DistillError
+from distill_core.evaluate import compare, generation_speed, reference_ppl, size_on_disk, teacher_reference
 from distill_core.models import count_parameters
 from distill_core.threads import view_threads
 
 KEPT_RESULTS = 512
-"""Generations and evaluation rows kept (each a few hundred bytes)."""
-SAMPLING = threading.Lock()
-"""Held while a continuation is sampled (torch's global random generator)."""
+"""Continuations and evaluation rows kept (each a few hundred bytes)."""
 _RESULTS = ByteBudgetCache(KEPT_RESULTS, sizeof=lambda value: 1)
 
 
-def _kept(key: tuple, model: Any, compute: Any) -> dict[str, Any]:
+def _kept(key: tuple, model: Any, compute: Any) -> Any:
     """`compute()` once per `key` for a frozen (shared) model, on the views' threads; a model being trained is
     never reused."""
-    def measured() -> dict[str, Any]:
+    def measured() -> Any:
         with view_threads():
-            return {**compute(), "measured_at": time.time()}
+            return compute()
 
     return _RESULTS.get_or_build(key, measured) if frozen(model) else measured()
 
 
-def generate_shared(model: Any, tokenizer: Any, prompt: str, new_tokens: int, sample: bool,
-                    seed: int) -> dict[str, Any]:
-    """evaluate.generate, kept for the next user asking the same model the same (prompt, new tokens, mode, seed)."""
-    def compute() -> dict[str, Any]:
-        if not sample:
-            return generate(model, tokenizer, prompt, new_tokens, sample=False)
-        with SAMPLING:
-            return generate(model, tokenizer, prompt, new_tokens, sample=True, seed=seed)
+def _check_request(prompt: str, new_tokens: int) -> None:
+    """What evaluate.generate refuses, refused the same way."""
+    check_text(prompt, "prompt")
+    hosting.check_text_size(prompt, "prompt")
+    if not 1 <= new_tokens <= 512:
+        raise DistillError(f"new tokens must be between 1 and 512, got {new_tokens}")
+    hosting.check_cap("new_tokens", new_tokens, "new tokens")
 
-    key = ("generate", FORWARDS.serial(model), prompt, int(new_tokens), bool(sample), int(seed) if sample else 0)
-    return _kept(key, model, compute)
+
+def continue_both(model: Any, tokenizer: Any, prompt: str, new_tokens: int, seed: int) -> dict[str, Any]:
+    """`prompt`'s greedy and sampled continuations, decoded with the other users' requests waiting for this
+    model (batcher.FORWARDS, decoding.decode_together) or kept from the same request earlier: for each mode
+    {text, new_tokens, tokens_per_s} as evaluate.generate returns it, plus `rows` (the batch it was decoded in)
+    and `measured_at`."""
+    _check_request(prompt, new_tokens)
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]  # as generate encodes it
+    done = FORWARDS.run(model, "continue", ids, (int(new_tokens), int(seed)))
+    return {"measured_at": done.setdefault("measured_at", time.time()), "rows": done["rows"],
+            **{mode: {"text": tokenizer.decode(done[mode]["ids"], skip_special_tokens=True),
+                      "new_tokens": len(done[mode]["ids"]),
+                      "tokens_per_s": len(done[mode]["ids"]) / max(done[mode]["seconds"], 1e-9)}
+               for mode in ("greedy", "sampled")}}
 
 
 def generate_each(models: dict[str, Any], tokenizer: Any, prompt: str, new_tokens: int = 40,
                   seed: int = 0) -> Iterator[tuple[str, dict[str, dict[str, Any]]]]:
-    """evaluate.generate_each through `generate_shared`: each model's greedy and sampled continuation, yielded
-    as (name, {"greedy": ..., "sampled": ...}) as soon as that model is done."""
+    """evaluate.generate_each's continuations (`continue_both`): (name, {"greedy": ..., "sampled": ...}) as soon
+    as that model is done, each with `measured_at` and `rows`."""
     for name, model in models.items():
-        yield name, {"greedy": generate_shared(model, tokenizer, prompt, new_tokens, False, seed),
-                     "sampled": generate_shared(model, tokenizer, prompt, new_tokens, True, seed)}
+        both = continue_both(model, tokenizer, prompt, new_tokens, seed)
+        yield name, {mode: {**both[mode], "measured_at": both["measured_at"], "rows": both["rows"]}
+                     for mode in ("greedy", "sampled")}
+
+
+def stamped(compute: Any) -> Any:
+    """`compute` whose result carries when it was measured."""
+    return lambda: {**compute(), "measured_at": time.time()}
 
 
 def _blocks_key(blocks: Blocks) -> str:
@@ -89,7 +105,7 @@ def evaluate_each(teacher: Any, students: dict[str, Any], tokenizer: Any, blocks
                                                                                     new_tokens=speed_tokens)}
 
     teacher_serial = FORWARDS.serial(teacher)
-    yield "teacher", _kept(("evaluate", teacher_serial, blocks_key, speed_tokens), teacher, teacher_row)
+    yield "teacher", _kept(("evaluate", teacher_serial, blocks_key, speed_tokens), teacher, stamped(teacher_row))
     for name, model in students.items():
         key = ("evaluate", teacher_serial, FORWARDS.serial(model), blocks_key, speed_tokens)
-        yield name, _kept(key, model, lambda model=model: student_row(model))
+        yield name, _kept(key, model, stamped(lambda model=model: student_row(model)))

@@ -47,7 +47,7 @@ def test_a_padded_batch_gives_each_text_what_it_gives_alone(teacher, kind):
 def test_waiting_requests_go_together_and_the_same_text_is_not_run_twice(teacher):
     first_running, release, calls = threading.Event(), threading.Event(), []
 
-    def compute(model, kind, rows):
+    def compute(model, kind, rows, options):
         calls.append(len(rows))
         if len(calls) == 1:
             first_running.set()
@@ -95,7 +95,7 @@ def test_a_model_being_trained_is_run_alone_every_time(teacher, tiny_teacher_dir
 
 
 def test_a_failed_pass_fails_every_request_in_it(teacher):
-    def compute(model, kind, rows):
+    def compute(model, kind, rows, options):
         raise RuntimeError("out of memory")
 
     batcher = ForwardBatcher(compute=compute)

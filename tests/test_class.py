@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import transformers.modeling_utils
 
-from distill_core import models, retention
+from distill_core import batcher, models, retention
 from distill_core.budget import model_bytes
 from distill_core.resume import load as load_checkpoint
 from tests.conftest import served_app
 from tests.test_catalogue import api_args, api_values, start_long_run, wait_for
+from ui import dark as dark_tab
 from ui import distill
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers")
@@ -101,6 +102,30 @@ def test_a_shared_link_opens_the_run_read_only_for_another_client(server, tiny_t
     assert teacher.predict(api_name="/unshare_run")[0].startswith(f"Run `{run['id']}` is no longer shared")
     assert "does not open run" in new_client(server).predict(run["id"], link.split("share=")[1],
                                                              api_name="/open_run")[4]
+
+
+def test_the_class_asking_the_same_thing_costs_one_answer(server, tiny_teacher_dir, monkeypatch):
+    """Students on one shared run asking the same question get the first one's answer (its figures built once,
+    no forward pass); a text of their own is computed; the same continuation is decoded once."""
+    teacher = new_client(server)
+    run = finished_run(teacher, tiny_teacher_dir, seed=41)
+    _, link = teacher.predict(False, api_name="/share_run")
+    students = [new_client(server) for _ in range(2)]
+    for student in students:
+        student.predict(run["id"], link.split("share=")[1], api_name="/open_run")
+    calls, real = [], dark_tab.probe_dark_knowledge
+    monkeypatch.setattr(dark_tab, "probe_dark_knowledge", lambda *args: calls.append(args[0]) or real(*args))
+    first = students[0].predict("The class text", -1, 1.0, 5, str(tiny_teacher_dir), "layers:1",
+                                api_name="/dark_knowledge")
+    passes = batcher.FORWARDS.passes
+    second = students[1].predict("The class text", -1, 1.0, 5, str(tiny_teacher_dir), "layers:1",
+                                 api_name="/dark_knowledge")
+    assert second == first and calls == ["The class text"] and batcher.FORWARDS.passes == passes
+    students[1].predict("My own text", -1, 1.0, 5, str(tiny_teacher_dir), "layers:1", api_name="/dark_knowledge")
+    assert calls == ["The class text", "My own text"] and batcher.FORWARDS.passes > passes
+    generated = [s.predict("Once upon a", 5, 2, str(tiny_teacher_dir), "layers:1", api_name="/generate")[2]
+                 for s in students]
+    assert generated[0] == generated[1] and set(generated[0]) == {"teacher", "student (before)", "student (after)"}
 
 
 def test_loaded_models_stay_under_a_small_budget_with_several_runs(server, tiny_teacher_dir, monkeypatch):

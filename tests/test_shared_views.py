@@ -1,11 +1,14 @@
 """What the Evaluate tab computes once for everyone: the same continuation and the same evaluation rows for the
 same models and inputs, kept with when they were measured; a model being trained is never kept."""
 
+import time
+
 import pytest
 import torch
 
 from distill_core import shared_views
 from distill_core.data import heldout_blocks
+from distill_core.errors import DistillError
 from distill_core.evaluate import evaluate_each, generate
 from distill_core.models import load_model
 
@@ -17,16 +20,35 @@ def teacher(tiny_teacher_dir):
     return loaded
 
 
-def test_a_continuation_is_the_engine_s_and_kept_for_the_next_user(teacher):
+@pytest.mark.parametrize("seed", [0, 3])
+def test_both_continuations_are_what_generate_gives_and_are_kept(teacher, seed):
+    """Decoded side by side, the greedy and the sampled continuation are evaluate.generate's (the sampled one
+    from its own generator seeded as generate seeds torch's); the next user asking gets them back."""
     model, tokenizer = teacher.model, teacher.tokenizer
-    greedy = shared_views.generate_shared(model, tokenizer, "The river", 6, sample=False, seed=0)
-    sampled = shared_views.generate_shared(model, tokenizer, "The river", 6, sample=True, seed=3)
-    assert greedy["text"] == generate(model, tokenizer, "The river", 6)["text"]
-    assert sampled["text"] == generate(model, tokenizer, "The river", 6, sample=True, seed=3)["text"]
-    assert shared_views.generate_shared(model, tokenizer, "The river", 6, sample=True, seed=3) is sampled
-    assert "measured_at" in sampled
-    names = [name for name, _ in shared_views.generate_each({"teacher": model}, tokenizer, "The river", 6, 3)]
-    assert names == ["teacher"]
+    both = shared_views.continue_both(model, tokenizer, "The river", 12, seed)
+    assert both["greedy"]["text"] == generate(model, tokenizer, "The river", 12)["text"]
+    assert both["sampled"]["text"] == generate(model, tokenizer, "The river", 12, sample=True, seed=seed)["text"]
+    assert both["greedy"]["new_tokens"] == 12 and both["sampled"]["tokens_per_s"] > 0
+    torch.manual_seed(1)
+    state = torch.random.get_rng_state()
+    shared_views.continue_both(model, tokenizer, "The river", 4, seed)
+    assert torch.equal(torch.random.get_rng_state(), state)  # torch's global generator untouched
+    first = dict(shared_views.generate_each({"teacher": model}, tokenizer, "The river", 12, seed))
+    again = dict(shared_views.generate_each({"teacher": model}, tokenizer, "The river", 12, seed))
+    assert again == first and first["teacher"]["sampled"]["text"] == both["sampled"]["text"]
+    assert first["teacher"]["greedy"]["measured_at"] <= time.time()
+
+
+def test_a_continuation_stops_at_the_end_of_sequence(teacher, monkeypatch):
+    model, tokenizer = teacher.model, teacher.tokenizer
+    greedy = generate(model, tokenizer, "The river", 3)
+    first = tokenizer(greedy["text"], add_special_tokens=False)["input_ids"][0]
+    monkeypatch.setattr(model.generation_config, "eos_token_id", first)  # the greedy row's first token ends it
+    both = shared_views.continue_both(model, tokenizer, "The river", 5, 0)
+    ended = generate(model, tokenizer, "The river", 5)  # transformers stops there too
+    assert both["greedy"]["new_tokens"] == ended["new_tokens"] == 1 and both["greedy"]["text"] == ended["text"]
+    with pytest.raises(DistillError, match="new tokens must be between 1 and 512"):
+        shared_views.continue_both(model, tokenizer, "The river", 0, 0)
 
 
 def test_evaluation_rows_are_the_engine_s_and_kept(teacher, tiny_config, tiny_teacher_dir):
@@ -45,8 +67,9 @@ def test_evaluation_rows_are_the_engine_s_and_kept(teacher, tiny_config, tiny_te
 
 def test_a_model_being_trained_is_measured_afresh(teacher, tiny_teacher_dir):
     training = load_model(str(tiny_teacher_dir)).model.train()
-    first = shared_views.generate_shared(training, teacher.tokenizer, "The river", 4, sample=False, seed=0)
+    first = dict(shared_views.generate_each({"student": training}, teacher.tokenizer, "The river", 4, 0))
     with torch.no_grad():
         training.lm_head.weight.mul_(-1)
-    second = shared_views.generate_shared(training, teacher.tokenizer, "The river", 4, sample=False, seed=0)
-    assert second is not first
+    second = dict(shared_views.generate_each({"student": training}, teacher.tokenizer, "The river", 4, 0))
+    assert second["student"]["greedy"]["text"] != first["student"]["greedy"]["text"]  # measured afresh
+    assert training.training

@@ -9,7 +9,8 @@ import gradio as gr
 
 import visuals
 from distill_core import api
-from ui.common import PRIVATE, VIEW_CONCURRENCY, Inputs, UserSession, as_int, compared, prose, view_error
+from ui.common import (PRIVATE, VIEW_CONCURRENCY, Answers, Inputs, UserSession, as_int, compared, prose, question_of,
+                       touch, view_error)
 from ui.setup import Pair
 
 ATTENTION_TEXT = "For breakfast I ate an apple, then I went to school."
@@ -44,13 +45,27 @@ def build_attention(pair: Pair, user: gr.State) -> Inputs:
     inputs = Inputs(dict(teacher=pair.teacher, student=pair.student, text=text, teacher_layer=teacher_layer,
                          teacher_head=teacher_head, student_layer=student_layer, student_head=student_head,
                          average_heads=average_heads, user=user))
-    handler, outputs = inputs.bind(show_attention), [note, maps_plot, difference_plot, entropy_plot]
+    handler, outputs = inputs.bind(answer_attention), [note, maps_plot, difference_plot, entropy_plot]
     attention_btn.click(handler, inputs.set, outputs, api_name="attention", concurrency_limit=VIEW_CONCURRENCY,
                         concurrency_id="attention")
     for trigger in (text.submit, teacher_layer.submit, teacher_head.submit, student_layer.submit, student_head.submit,
                     average_heads.input):
         trigger(handler, inputs.set, outputs, trigger_mode="always_last", concurrency_id="attention", **PRIVATE)
     return inputs
+
+
+ANSWERS = Answers()
+"""The view's answers, shared by users asking the same thing about the same run."""
+
+
+def answer_attention(inputs: Inputs, values: dict[Any, Any]):
+    """`show_attention` as the page and the API call it (api_name `attention`): the same question about the same
+    run gets the answer given before (ui.common.Answers)."""
+    named = inputs.named(values)
+    user = named.get("user") or UserSession()
+    touch(user)
+    key = (*(repr(named.get(name)) for name in sorted(named) if name != "user"), *question_of(user))
+    return ANSWERS.get_or_make(key, lambda: show_attention(inputs, values), note_index=0)
 
 
 def optional_int(value: Any, name: str) -> int | None:

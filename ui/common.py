@@ -11,11 +11,14 @@ import shutil
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import plotly.graph_objects as go
+from gradio.components.plot import PlotData
 
 from distill_core import api
 
@@ -99,6 +102,42 @@ def touch(user: UserSession) -> None:
     """`user` made a request now (and, once a minute, idle sessions are dropped)."""
     user.last_seen = time.time()
     expire_idle()
+
+
+class Answers:
+    """A view's latest answers by question, shared by every user: the same question about the same models (the
+    same run, seen the same way) gets the same answer, its figures built and serialised once (Gradio's PlotData,
+    which gr.Plot sends as it is). Answers that are errors are not kept."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._answers: OrderedDict[tuple, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_make(self, key: tuple, make: Callable[[], tuple], note_index: int) -> tuple:
+        with self._lock:
+            if key in self._answers:
+                self._answers.move_to_end(key)
+                return self._answers[key]
+        answer = make()
+        if str(answer[note_index]).startswith("**Error:**"):
+            return answer
+        answer = tuple(PlotData(type="plotly", plot=value.to_json()) if isinstance(value, go.Figure) else value
+                       for value in answer)
+        with self._lock:
+            self._answers[key] = answer
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+        return answer
+
+
+def question_of(user: UserSession) -> tuple:
+    """What, besides its inputs, decides a view's answer for `user`: the run it shows, how (owner or visitor),
+    and whether it is still there."""
+    run = user.last_run or {}
+    out_dir = run.get("out_dir")
+    return (out_dir, run.get("teacher"), run.get("student"), run.get("role"),
+            bool(out_dir) and (Path(out_dir) / "student").is_dir())
 
 
 class Inputs:

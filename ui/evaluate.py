@@ -141,9 +141,11 @@ def generate_side_by_side(prompt: str, new_tokens: Any, seed: Any, teacher_spec:
         yield view_error(exc), "", None
         return
     when = when_measured(run for runs in outputs.values() for run in runs.values())
-    note = (f"{models_note}  \nSampling: temperature 0.8, top-p 0.95, the same seed for every model. Speeds: "
-            f"measured {when} on {api.speed_conditions(models.teacher.model)}; they include Hugging Face "
-            "`generate` overhead, which dominates for small models.")
+    rows = max(run.get("rows", 2) for runs in outputs.values() for run in runs.values())
+    shared = f", with other users' prompts asked at the same time ({rows} rows)" if rows > 2 else ""
+    note = (f"{models_note}  \nSampling: temperature 0.8, top-k 50, top-p 0.95, the same seed for every model. "
+            f"Speeds: measured {when} on {api.speed_conditions(models.teacher.model)}, each continuation's tokens "
+            f"over the time until it ended; greedy and sampled are decoded together in one batch{shared}.")
     yield note, generation_html(prompt, outputs, seed), outputs
 
 
