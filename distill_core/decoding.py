@@ -55,8 +55,8 @@ def decode_together(model: Any, requests: list[tuple[torch.Tensor, int, int]]) -
     new: list[list[int]] = [[] for _ in limits]
     ended: list[float | None] = [None] * len(limits)
     cache, started = DynamicCache(), time.perf_counter()
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                   use_cache=True).logits[:, -1].float()  # (rows, vocab)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                   logits_to_keep=1).logits[:, -1].float()  # (rows, vocab): only the last position's (as generate)
     while True:
         step = logits.argmax(-1)  # (rows,): greedy; the sampled rows replaced below
         for i, generator in enumerate(generators):
@@ -74,6 +74,6 @@ def decode_together(model: Any, requests: list[tuple[torch.Tensor, int, int]]) -
         ids, mask = torch.cat([ids, step[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
         positions = positions[:, -1:] + 1
         logits = model(input_ids=step[:, None], attention_mask=mask, position_ids=positions, cache=cache,
-                       use_cache=True).logits[:, -1].float()
+                       use_cache=True, logits_to_keep=1).logits[:, -1].float()
     return [{mode: {"ids": new[2 * i + k], "seconds": ended[2 * i + k] - started} for k, mode in enumerate(MODES)}
             | {"rows": len(limits)} for i in range(len(requests))]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from distill_core import hosting
@@ -48,14 +49,15 @@ def _check_request(prompt: str, new_tokens: int) -> None:
     hosting.check_cap("new_tokens", new_tokens, "new tokens")
 
 
-def continue_both(model: Any, tokenizer: Any, prompt: str, new_tokens: int, seed: int) -> dict[str, Any]:
-    """`prompt`'s greedy and sampled continuations, decoded with the other users' requests waiting for this
-    model (batcher.FORWARDS, decoding.decode_together) or kept from the same request earlier: for each mode
-    {text, new_tokens, tokens_per_s} as evaluate.generate returns it, plus `rows` (the batch it was decoded in)
-    and `measured_at`."""
+def _encoded(tokenizer: Any, prompt: str, new_tokens: int) -> Any:
+    """`prompt`'s ids (1, t) as evaluate.generate encodes them, once what generate refuses is refused."""
     _check_request(prompt, new_tokens)
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]  # as generate encodes it
-    done = FORWARDS.run(model, "continue", ids, (int(new_tokens), int(seed)))
+    return tokenizer(prompt, return_tensors="pt")["input_ids"]
+
+
+def _both(tokenizer: Any, done: dict[str, Any]) -> dict[str, Any]:
+    """decoding.decode_together's result for one request, in words: for each mode {text, new_tokens,
+    tokens_per_s}, plus `rows` and `measured_at`."""
     return {"measured_at": done.setdefault("measured_at", time.time()), "rows": done["rows"],
             **{mode: {"text": tokenizer.decode(done[mode]["ids"], skip_special_tokens=True),
                       "new_tokens": len(done[mode]["ids"]),
@@ -63,14 +65,33 @@ def continue_both(model: Any, tokenizer: Any, prompt: str, new_tokens: int, seed
                for mode in ("greedy", "sampled")}}
 
 
+def continue_both(model: Any, tokenizer: Any, prompt: str, new_tokens: int, seed: int) -> dict[str, Any]:
+    """`prompt`'s greedy and sampled continuations, decoded with the other users' requests waiting for this
+    model (batcher.FORWARDS, decoding.decode_together) or kept from the same request earlier: for each mode
+    {text, new_tokens, tokens_per_s} as evaluate.generate returns it, plus `rows` (the batch it was decoded in)
+    and `measured_at`."""
+    ids = _encoded(tokenizer, prompt, new_tokens)
+    return _both(tokenizer, FORWARDS.run(model, "continue", ids, (int(new_tokens), int(seed))))
+
+
+def _continued_on_view_threads(model: Any, ids: Any, options: tuple) -> dict[str, Any]:
+    with view_threads():
+        return FORWARDS.run(model, "continue", ids, options)
+
+
 def generate_each(models: dict[str, Any], tokenizer: Any, prompt: str, new_tokens: int = 40,
                   seed: int = 0) -> Iterator[tuple[str, dict[str, dict[str, Any]]]]:
-    """evaluate.generate_each's continuations (`continue_both`): (name, {"greedy": ..., "sampled": ...}) as soon
-    as that model is done, each with `measured_at` and `rows`."""
-    for name, model in models.items():
-        both = continue_both(model, tokenizer, prompt, new_tokens, seed)
-        yield name, {mode: {**both[mode], "measured_at": both["measured_at"], "rows": both["rows"]}
-                     for mode in ("greedy", "sampled")}
+    """evaluate.generate_each's continuations (`continue_both`): (name, {"greedy": ..., "sampled": ...}) in the
+    models' order as soon as that model is done, each with `measured_at` and `rows`. The models are asked at
+    once (each joins the next batch of its own model: the wait is the slowest model's, not the sum of all);
+    the tokenizer is used only in this thread (a fast tokenizer refuses being used from two threads at once)."""
+    ids, options = _encoded(tokenizer, prompt, new_tokens), (int(new_tokens), int(seed))
+    with ThreadPoolExecutor(max_workers=len(models) or 1, thread_name_prefix="continue") as pool:
+        asked = {name: pool.submit(_continued_on_view_threads, model, ids, options) for name, model in models.items()}
+        for name, future in asked.items():
+            both = _both(tokenizer, future.result())
+            yield name, {mode: {**both[mode], "measured_at": both["measured_at"], "rows": both["rows"]}
+                         for mode in ("greedy", "sampled")}
 
 
 def stamped(compute: Any) -> Any:

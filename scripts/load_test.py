@@ -7,9 +7,11 @@
 
 The class scenario (--class): before the clock starts, user 0, the teacher, runs one session, looks at its
 evaluation and shares the run (`/share_run`); then the teacher trains another session while users 1..N-1, the
-students, open the shared link (`/open_run` with the share token) and loop the views on it, every other request
-with the class's texts (the views' defaults) and otherwise with texts of their own (sentences of
-assets/texts/sample_user_corpus.txt, a different draw per student), with --think seconds between requests. It
+students, open the shared link (`/open_run` with the share token) and loop the views on it, about half of the
+requests with the class's texts (the views' defaults) and the others with a text of their own (a passage of 8 to
+30 words from a random place in assets/texts/sample_user_corpus.txt: thousands of different passages, so a
+student's own text is almost never one asked before) and, in dark knowledge, a temperature of their own, with
+--think seconds (on average) between requests. It
 reports, besides the latencies, the app process's peak resident memory against the memory budget
 (DISTILL_MEMORY_MB; --memory-mb sets it), the runs folder's growth against its cap (DISTILL_RUNS_CAP_MB;
 --runs-cap-mb), and what the shared caches did (models loaded and evicted, forward passes and the requests
@@ -183,11 +185,15 @@ def trainer(url: str, session: dict[str, Any], deadline: float, stop_grace_s: fl
 CLASS_ENDPOINTS = ("/dark_knowledge", "/attention", "/similarity", "/generate")
 
 
-def own_texts(index: int, count: int = 12) -> list[str]:
-    """A student's own texts: `count` sentences of assets/texts/sample_user_corpus.txt, drawn for this student."""
-    text = (ROOT / "assets" / "texts" / "sample_user_corpus.txt").read_text(encoding="utf-8")
-    sentences = [s.strip() + "." for s in re.split(r"[.!?]\s+", text) if 8 <= len(s.split()) <= 40]
-    return random.Random(index).sample(sentences, min(count, len(sentences)))
+def corpus_words() -> list[str]:
+    return (ROOT / "assets" / "texts" / "sample_user_corpus.txt").read_text(encoding="utf-8").split()
+
+
+def own_text(rng: random.Random, words: list[str]) -> str:
+    """A student's own text: a passage of 8 to 30 words from a random place in the sample corpus."""
+    length = rng.randint(8, 30)
+    start = rng.randrange(0, max(1, len(words) - length))
+    return " ".join(words[start:start + length])
 
 
 def class_args(client: Any, endpoint: str, teacher: str, student: str, text: str | None) -> list:
@@ -199,8 +205,9 @@ def class_args(client: Any, endpoint: str, teacher: str, student: str, text: str
         return api_args(client, endpoint, dict(text=" ".join(words[:24]), teacher_layer=-1, teacher_head=0,
                                                student_layer=-1, student_head=0, average_heads=False,
                                                teacher=teacher, student=student))
+    temperature = [0.5, 1.0, 2.0, 4.0][len(words) % 4]  # a temperature of the student's own
     return {
-        "/dark_knowledge": [" ".join(words[: max(3, len(words) // 2)]), -1, 1.0, 10, teacher, student],
+        "/dark_knowledge": [" ".join(words[: max(3, len(words) // 2)]), -1, temperature, 10, teacher, student],
         "/similarity": [text, teacher, student],
         "/generate": [" ".join(words[:8]), 8, 0, teacher, student],
     }[endpoint]
@@ -208,8 +215,8 @@ def class_args(client: Any, endpoint: str, teacher: str, student: str, text: str
 
 def student(url: str, index: int, run_id: str, share_token: str, pair: tuple[str, str], deadline: float,
             think_s: float, tally: Tally) -> None:
-    """One student of the class: opens the shared link, then the views in turn until the deadline, every other
-    request on a text of their own."""
+    """One student of the class: opens the shared link, then the views in turn until the deadline, about half of
+    the requests on a text of their own."""
     from gradio_client import Client
 
     client = Client(url, verbose=False)
@@ -220,10 +227,10 @@ def student(url: str, index: int, run_id: str, share_token: str, pair: tuple[str
     except Exception as exc:
         error = f"{type(exc).__name__}: {str(exc)[:200]}"
     tally.add("/open_run", time.monotonic() - started, error)
-    texts, rng, turn = own_texts(index), random.Random(index), index
+    words, rng, turn = corpus_words(), random.Random(index), index
     while time.monotonic() < deadline:
         endpoint = CLASS_ENDPOINTS[turn % len(CLASS_ENDPOINTS)]
-        text = rng.choice(texts) if turn % 2 else None
+        text = own_text(rng, words) if rng.random() < 0.5 else None  # each view gets both kinds
         turn += 1
         call_started = time.monotonic()
         try:

@@ -47,7 +47,8 @@ def student_browser(link: str, out: Path, timeout_s: float) -> None:
         page.locator("#run-status").get_by_text("Shared run").wait_for(timeout=timeout_s * 1000)
         page.locator("#export-btn").click()
         page.locator("#export-note").get_by_text("shared with you read-only").wait_for(timeout=60_000)
-        time.sleep(1)
+        page.locator("#loss-plot .js-plotly-plot").wait_for(timeout=timeout_s * 1000)  # the run's curves drawn
+        time.sleep(2)
         page.screenshot(path=str(out / "shared-run.png"), full_page=True)
         print("shared-run.png:", page.locator("#run-status").inner_text().splitlines()[0])
         print("  export:", page.locator("#export-note").inner_text().splitlines()[0])

@@ -73,3 +73,21 @@ def test_a_model_being_trained_is_measured_afresh(teacher, tiny_teacher_dir):
     second = dict(shared_views.generate_each({"student": training}, teacher.tokenizer, "The river", 4, 0))
     assert second["student"]["greedy"]["text"] != first["student"]["greedy"]["text"]  # measured afresh
     assert training.training
+
+
+def test_several_models_are_asked_at_once_and_answered_in_their_order(teacher, tiny_teacher_dir):
+    """generate_each asks every model at once (each joins its own model's next batch) and yields them in the
+    models' order, each what evaluate.generate gives for it."""
+    other = load_model(str(tiny_teacher_dir)).model.eval()
+    with torch.no_grad():
+        other.lm_head.weight.mul_(-1)  # another model, frozen like a shared one
+    for parameter in other.parameters():
+        parameter.requires_grad_(False)
+    models = {"teacher": teacher.model, "other": other}
+    answered = list(shared_views.generate_each(models, teacher.tokenizer, "The baker opened", 6, 5))
+    assert [name for name, _ in answered] == ["teacher", "other"]
+    for name, runs in answered:
+        expected = generate(models[name], teacher.tokenizer, "The baker opened", 6, sample=True, seed=5)["text"]
+        assert runs["sampled"]["text"] == expected
+        assert runs["greedy"]["text"] == generate(models[name], teacher.tokenizer, "The baker opened", 6)["text"]
+    assert answered[0][1]["greedy"]["text"] != answered[1][1]["greedy"]["text"]
