@@ -176,7 +176,8 @@ def trainer(url: str, session: dict[str, Any], deadline: float, stop_grace_s: fl
             status, error = "", f"{type(exc).__name__}: {exc}"
         tally.add("/run_session", time.monotonic() - started, error)
         report["last_status"] = status.splitlines()[0] if status else error
-        done = re.match(r"\*\*(?:Done|Stopped)\*\*:? (?:at step )?(\d+)/", status)
+        # **Done:** 22/22 steps ..., **Stopped** at step 4/22 ...
+        done = re.match(r"\*\*(?:Done|Stopped):?\*\*:? (?:at step )?(\d+)/", status)
         if done:
             report["finished"] += 1
             report["steps"] += int(done.group(1))
