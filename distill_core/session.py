@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -56,6 +55,7 @@ from distill_core.losses import FitNetsProjection
 from distill_core.memory import session_fit
 from distill_core.models import LazyTeacher, LoadedModel, TeacherWeights, conversion_pending, count_parameters
 from distill_core.specs import is_derived_spec
+from distill_core.storage import swapped_in, weights_to_save
 from distill_core.step import DistillStep, SharedPrefix, make_optimizer, prepare_student
 from distill_core.students import load_student
 from distill_core.teacher_cache import CachedTeacher, TeacherCache
@@ -696,23 +696,17 @@ def save_student(student: LoadedModel, target: Path, card: str, summary: dict[st
                  config: DistillConfig) -> None:
     """A self-contained student folder: save_pretrained + tokenizer, the model card (README.md), the run's
     summary.json and the config.yaml that reruns it, every file readable by all (rw-r--r--); written to a
-    temporary directory, then swapped in."""
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    temporary directory, then swapped in (a full disk leaves the folder there before, and says so); weights
+    in the operator's DISTILL_SAVE_DTYPE (fp32 unless half precision was chosen)."""
     student.model.config.__dict__.pop("_model_name_or_path", None)  # a GGUF file's internal name, not this model's
-    student.model.save_pretrained(tmp)
-    student.tokenizer.save_pretrained(tmp)
-    (tmp / "README.md").write_text(card, encoding="utf-8")
-    write_json_atomic(tmp / "summary.json", summary)
-    config.portable().to_yaml(tmp / "config.yaml")
-    for file in tmp.iterdir():
-        file.chmod(0o644)
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    with swapped_in(target, "the student") as tmp:
+        student.model.save_pretrained(tmp, state_dict=weights_to_save(student.model))  # the operator's precision
+        student.tokenizer.save_pretrained(tmp)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        write_json_atomic(tmp / "summary.json", summary)
+        config.portable().to_yaml(tmp / "config.yaml")
+        for file in tmp.iterdir():
+            file.chmod(0o644)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -45,6 +45,8 @@ class RunView:
         self.training = False  # the engine has entered its training loop
         self.stopped_before_training = False  # Stop came before the training loop: nothing trained, nothing saved
         self.reopened_run = False  # an earlier run opened from its folder (not streamed now)
+        self.kept_checkpoint = False  # nothing saved at the end (e.g. a full disk), but a checkpoint is kept
+        self.shared = False  # opened from a share link: read-only
         self.phase = "start"  # the engine's phase (api.PHASES) and the seconds spent in each so far
         self.phases_s: dict[str, float] = {}
         self.phase_since = 0.0
@@ -95,13 +97,20 @@ class RunView:
         lines: list[str] = []
         if self.failure:
             lines.append(error_markdown(self.failure))
+            if self.kept_checkpoint:
+                folder = shown_path(self.out_dir)
+                lines.append(f"The last checkpoint is kept in `{folder}/checkpoint` (untouched): "
+                             f"`python -m distill_core distill --resume {folder}` continues the session from it.")
         elif self.stopped_before_training:
             lines.append("**Stopped** before training started: nothing was trained or saved (earlier runs are kept).")
         elif self.final is not None:
             summary = self.final["summary"]
             done = summary["steps_done"]
             student_dir = shown_path(self.out_dir / "student")
-            if self.reopened_run:
+            if self.shared:
+                lines.append(f"**Shared run `{self.out_dir.name}`** ({done}/{steps} steps), opened read-only from its "
+                             "link: every view shows its student, with your own texts and settings.")
+            elif self.reopened_run:
                 lines.append(f"**Opened the earlier run `{self.out_dir.name}`** ({done}/{steps} steps): every view and "
                              "Export show its student.")
             elif self.final["kind"] == "done":
