@@ -263,23 +263,25 @@ def vocabulary_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-_MATCHES: dict[tuple[str, str, int, int], VocabularyMatch] = {}
+_MATCHES: dict[tuple[Any, ...], VocabularyMatch] = {}
 
 
 def vocabulary_match(teacher_tokenizer: Any, student_tokenizer: Any, teacher_size: int | None = None,
                      student_size: int | None = None) -> VocabularyMatch:
-    """The exact-match mapping between two vocabularies (`vocabulary_keys`), plus the two end-of-text tokens
-    (documents end alike whatever each tokenizer calls its end token). `*_size`: the output layers' widths
+    """The exact-match mapping between two vocabularies (`vocabulary_keys`), with the two end-of-text tokens paired
+    (documents end alike whatever each tokenizer calls its end token: SmolLM2-Instruct's `<|im_end|>` with a BPE
+    student's `<|endoftext|>`, even though the teacher also has an `<|endoftext|>`, which then stays unmatched). `*_size`: the output layers' widths
     (at least the tokenizer's length). Cached per pair of vocabularies."""
     teacher_size = max(teacher_size or 0, len(teacher_tokenizer))
     student_size = max(student_size or 0, len(student_tokenizer))
     key = (vocabulary_fingerprint(teacher_tokenizer), vocabulary_fingerprint(student_tokenizer), teacher_size,
-           student_size)
+           student_size, teacher_tokenizer.eos_token_id, student_tokenizer.eos_token_id)
     if key not in _MATCHES:
         t_keys, s_keys = vocabulary_keys(teacher_tokenizer), vocabulary_keys(student_tokenizer)
         pairs = {t_keys[k]: s_keys[k] for k in t_keys.keys() & s_keys.keys()}
         t_eos, s_eos = teacher_tokenizer.eos_token_id, student_tokenizer.eos_token_id
-        if t_eos is not None and s_eos is not None and t_eos not in pairs and s_eos not in pairs.values():
+        if t_eos is not None and s_eos is not None:  # the end tokens pair with each other, whatever else matched
+            pairs = {t: s for t, s in pairs.items() if t != t_eos and s != s_eos}
             pairs[t_eos] = s_eos
         ordered = sorted(pairs.items())
         _MATCHES[key] = VocabularyMatch(torch.tensor([t for t, _ in ordered], dtype=torch.long),

@@ -77,3 +77,17 @@ def test_the_vocabulary_match_pairs_tokens_of_the_same_bytes(two_tokenizers):
     position = match.position_of("student")
     assert position[match.student_ids[5]] == 5 and (position == -1).sum() == len(student) - len(match)
     assert ("special", "<|endoftext|>") in vocabulary_keys(student)
+
+
+def test_the_end_tokens_pair_with_each_other_before_any_same_named_token(tiny_teacher_dir, two_tokenizers):
+    """SmolLM2-Instruct ends a document with <|im_end|> and also has an <|endoftext|>; a BPE student ends with its
+    <|endoftext|>. The two end tokens pair (documents end alike); the teacher's <|endoftext|> stays unmatched."""
+    from transformers import AutoTokenizer
+
+    teacher, student = AutoTokenizer.from_pretrained(tiny_teacher_dir), two_tokenizers[1]
+    assert teacher.eos_token == "<|im_end|>" and "<|endoftext|>" in teacher.get_vocab()
+    pairs = dict(zip(*(ids.tolist() for ids in (vocabulary_match(teacher, student).teacher_ids,
+                                                vocabulary_match(teacher, student).student_ids))))
+    assert pairs[teacher.eos_token_id] == student.eos_token_id
+    assert teacher.convert_tokens_to_ids("<|endoftext|>") not in pairs
+    assert list(pairs.values()).count(student.eos_token_id) == 1

@@ -47,7 +47,7 @@ def test_across_tokenizers_both_score_the_same_bytes(tiny_teacher_dir, pair_conf
     same_vocab = evaluate_pair(teacher, derive_student(teacher, "layers:2"), pair_config, speed=False)
     assert report["tokenizer_bridge"] == "span" and report["bytes"] == same_vocab["bytes"]
     assert report["teacher"]["bits_per_byte"] == pytest.approx(same_vocab["teacher"]["bits_per_byte"])
-    assert report["teacher"]["ppl"] == pytest.approx(same_vocab["teacher"]["ppl"])  # its own blocks, whatever the pair
+    assert report["teacher"]["ppl"] == pytest.approx(same_vocab["teacher"]["ppl"], rel=1e-5)  # its own blocks, whatever the pair (summed in another order)
     assert 0 <= report["student"]["top1_agreement"] <= 1 and report["student"]["kl_to_teacher"] > 0
     text = heldout_text(pair_config, teacher.tokenizer)
     direct = model_bits_per_byte(student.model, student.tokenizer, text, pair_config.seq_len)["bits_per_byte"]

@@ -15,7 +15,8 @@ MERGED = "#f4a261"
 """Tokens without a one-to-one partner, and the bands of the spans they are merged over."""
 ONE_TO_ONE_BAND = "rgba(120, 120, 120, 0.18)"
 MERGED_BAND = "rgba(244, 162, 97, 0.45)"
-ROW_FILL = {"teacher": "#dbe9f6", "student": "#fbe0d8"}
+ONE_TO_ONE = "#e6eef7"
+"""Tokens aligned one to one, on both rows (the outline colour tells the teacher's row from the student's)."""
 ROW_LINE = {"teacher": TEACHER, "student": STUDENT_AFTER}
 ROW_HEIGHT, BAND_HEIGHT, LINE_GAP = 0.8, 0.7, 0.9
 """In y units: each token row, the band between them, the gap between wrapped lines."""
@@ -38,7 +39,7 @@ def _token_rects(side: dict[str, Any], indices: range, x0: int, base: float) -> 
         start, end = side["spans"][i]
         single = side["one_to_one"][i]
         shapes.append(dict(type="rect", x0=start - x0 + 0.06, x1=end - x0 - 0.06, y0=base, y1=base + ROW_HEIGHT,
-                           fillcolor=ROW_FILL[side["name"]] if single else MERGED,
+                           fillcolor=ONE_TO_ONE if single else MERGED,
                            line=dict(color=ROW_LINE[side["name"]], width=1), layer="below"))
         piece = side["pieces"][i]
         hover = (f"{side['name']} token {i}: {display_token(piece, 40)}<br>bytes {start}–{end}<br>"
@@ -75,7 +76,7 @@ def alignment_figure(result: dict[str, Any], title: str = "", line_bytes: int = 
     fig.add_trace(go.Scatter(x=[p[0] for p in labels], y=[p[1] for p in labels], mode="text",
                              text=[p[2] for p in labels], hovertext=[p[3] for p in labels], hoverinfo="text",
                              textfont=dict(family=MONO_FONT, size=12, color="#222"), showlegend=False))
-    for name, color in ((f"aligned one to one", ROW_FILL["teacher"]), ("no one-to-one partner (merged span)", MERGED)):
+    for name, color in (("aligned one to one", ONE_TO_ONE), ("no one-to-one partner (merged span)", MERGED)):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
                                  marker=dict(symbol="square", size=13, color=color, line=dict(color="#666", width=1))))
     tick_y = [v for n in range(len(lines)) for v in (-n * line_height + ROW_HEIGHT + BAND_HEIGHT + ROW_HEIGHT / 2,
