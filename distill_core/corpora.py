@@ -22,17 +22,19 @@ import math
 import re
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill_core.config import DistillConfig
-from distill_core.data import (HELDOUT_FRACTION, check_text, checked_file, decode_text, read_prompts,
+from distill_core.data import (HELDOUT_FRACTION, Blocks, check_text, checked_file, decode_text, read_prompts,
                                read_text_file, split_documents)
 from distill_core.errors import DistillError, first_line
+from distill_core.losses import TopKTargets
 from distill_core.hub import hub_reachable_within
 from distill_core.models import LazyTeacher, resolve_model
 from distill_core.paths import cache_dir, project_path
-from distill_core.teacher_corpus import cached_corpus, generate_corpus
+from distill_core.teacher_corpus import cached_corpus, cached_texts, generate_corpus
 
 CORPUS_FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "json", ".json": "json",
                   ".csv": "csv", ".parquet": "parquet"}
@@ -44,6 +46,16 @@ DEFAULT_HUB_ROWS = 2000
 """Rows read from a Hugging Face dataset unless told otherwise (streamed: a large dataset is not downloaded whole)."""
 
 _STRING_DTYPES = ("string", "large_string")
+
+
+@dataclass
+class Corpus:
+    """A session's training text: its documents and, for the teacher-generated corpus, its blocks as the
+    teacher wrote them (one per prompt) with the teacher's top-k captured at every position."""
+
+    docs: list[str]
+    blocks: Blocks | None = None
+    targets: TopKTargets | None = None
 
 
 def corpus_format(path: str | Path) -> str:
@@ -237,41 +249,42 @@ def corpus_stats(tokenizer: Any, texts: list[str], seq_len: int, heldout_fractio
             "enough": blocks >= 2}
 
 
-def load_corpus(config: DistillConfig, teacher: LazyTeacher) -> Iterator[tuple[str, list[str] | None]]:
-    """A session's training documents from the config's source. Yields progress messages as (message,
-    None), then (description of the source, the documents)."""
+def load_corpus(config: DistillConfig, teacher: LazyTeacher) -> Iterator[tuple[str, Corpus | None]]:
+    """A session's training text from the config's source. Yields progress messages as (message, None), then
+    (description of the source, the corpus)."""
     if config.corpus_text.strip():
         docs = split_documents(check_text(config.corpus_text, "pasted text"))
-        yield f"pasted text ({len(config.corpus_text)} characters)", docs
+        yield f"pasted text ({len(config.corpus_text)} characters)", Corpus(docs)
     elif config.hub_dataset.strip():
         yield f"Reading the Hugging Face dataset {config.hub_dataset} …", None
         texts, info = load_hub_dataset(config.hub_dataset, config.hub_config or None, config.hub_split,
                                        config.corpus_column or None, config.hub_max_rows)
         yield (f"Hugging Face dataset {info['dataset']}" + (f" ({info['config']})" if info["config"] else "")
-               + f", split {info['split']}, column {info['column']}: {info['documents']} rows"), texts
+               + f", split {info['split']}, column {info['column']}: {info['documents']} rows"), Corpus(texts)
     elif config.corpus == "teacher-generated":
         yield from _teacher_generated(config, teacher)
     else:
         docs, info = read_corpus_file(config.corpus, config.corpus_column or None)
-        yield f"file {Path(config.corpus).name}" + (f", column {info['column']}" if "column" in info else ""), docs
+        yield f"file {Path(config.corpus).name}" + (f", column {info['column']}" if "column" in info else ""), Corpus(docs)
 
 
-def _teacher_generated(config: DistillConfig, teacher: LazyTeacher) -> Iterator[tuple[str, list[str] | None]]:
+def _teacher_generated(config: DistillConfig, teacher: LazyTeacher) -> Iterator[tuple[str, Corpus | None]]:
     prompts = read_prompts(config.prompts_file)
-    source = f"teacher-generated: {len(prompts)} prompts x {config.generation_tokens} new tokens"
-    identity = teacher.fingerprint()
-    texts = cached_corpus(identity, prompts, config.generation_tokens, config.seed)
-    if texts is not None:
-        yield source, texts
+    source = (f"teacher-generated: {len(prompts)} prompts, each continued to a block of {config.seq_len} tokens "
+              f"(at most {config.generation_tokens} new)")
+    cached = cached_corpus(teacher.fingerprint(), prompts, config.seq_len, config.generation_tokens, config.seed)
+    if cached is not None:  # no teacher needed to read it
+        yield source, Corpus(cached.texts, cached.blocks, cached.targets)
         return
     if teacher.loaded is None:
         yield f"Loading teacher {config.teacher} to write the corpus …", None
-    for fraction, texts in generate_corpus(teacher.get(), identity, prompts, config.generation_tokens, config.seed):
-        if texts is None:
+    for fraction, written in generate_corpus(teacher.get(), teacher.fingerprint(), prompts, config.seq_len,
+                                             config.generation_tokens, config.seed):
+        if written is None:
             yield (f"The teacher is writing its corpus, {len(prompts)} continuations (once; then cached): "
                    f"{fraction:.0%} …"), None
         else:
-            yield source, texts
+            yield source, Corpus(written.texts, written.blocks, written.targets)
 
 
 def first_texts(config: DistillConfig, rows: int) -> tuple[list[str], str]:
@@ -288,7 +301,8 @@ def first_texts(config: DistillConfig, rows: int) -> tuple[list[str], str]:
         texts, _ = read_corpus_file(config.corpus, config.corpus_column or None)
         return texts, f"`{Path(config.corpus).name}`"
     prompts = read_prompts(config.prompts_file)
-    generated = cached_corpus(resolve_model(config.teacher).fingerprint(), prompts, config.generation_tokens, config.seed)
+    generated = cached_texts(resolve_model(config.teacher).fingerprint(), prompts, config.seq_len,
+                             config.generation_tokens, config.seed)
     if generated is not None:
         return generated, "the teacher-generated corpus"
     return prompts, ("the prompts the teacher will continue (its corpus is not generated yet: a session writes it "

@@ -123,14 +123,21 @@ def pack(tokenizer: Any, texts: list[str], seq_len: int, max_tokens: int | None 
     return Blocks(ids, mask)
 
 
-def train_heldout_split(blocks: Blocks, heldout_fraction: float, seed: int) -> tuple[Blocks, Blocks]:
-    """Shuffle blocks with the seed and hold out a fraction (at least one block) for validation."""
-    if len(blocks) < 2:
+def heldout_split(n_blocks: int, heldout_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the training and the held-out blocks: shuffled with the seed, a fraction (at least one block)
+    held out for validation."""
+    if n_blocks < 2:
         raise DistillError("the corpus is too small: it needs at least two blocks (one to train, one held out); "
                            "give more text or a smaller seq_len")
-    order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
-    n_heldout = max(1, int(round(len(blocks) * heldout_fraction)))
-    return blocks.select(order[n_heldout:]), blocks.select(order[:n_heldout])
+    order = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed))
+    n_heldout = max(1, int(round(n_blocks * heldout_fraction)))
+    return order[n_heldout:], order[:n_heldout]
+
+
+def train_heldout_split(blocks: Blocks, heldout_fraction: float, seed: int) -> tuple[Blocks, Blocks]:
+    """The training and the held-out blocks (`heldout_split`)."""
+    train, heldout = heldout_split(len(blocks), heldout_fraction, seed)
+    return blocks.select(train), blocks.select(heldout)
 
 
 def batch_indices(n_blocks: int, batch_size: int, seed: int, start: int = 0) -> Iterator[torch.Tensor]:

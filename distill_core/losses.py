@@ -90,6 +90,13 @@ class TopKTargets:
         """(..., k + 1) log-probabilities: the k tokens, then the tail bucket."""
         return torch.cat([self.logp, self.tail], -1)
 
+    def truncate(self, k: int) -> "TopKTargets":
+        """The top k of these (k < kept), the rest folded into the tail bucket; themselves when k is 0 or not less."""
+        if k <= 0 or k >= self.indices.shape[-1]:
+            return self
+        tail = torch.logaddexp(self.tail, self.logp[..., k:].logsumexp(-1, keepdim=True))
+        return TopKTargets(self.indices[..., :k], self.logp[..., :k], tail)
+
     def take(self, key: "torch.Tensor | slice") -> "TopKTargets":
         """The same targets at the positions `key` selects (a boolean mask over the leading
         dimensions, or a slice of the first)."""

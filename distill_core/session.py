@@ -45,9 +45,9 @@ from distill_core.augment import augment_blocks
 from distill_core.card import model_card
 from distill_core.bridged_probes import pair_snapshot
 from distill_core.config import DistillConfig
-from distill_core.corpora import load_corpus
+from distill_core.corpora import Corpus, load_corpus
 from distill_core.cross_step import make_step
-from distill_core.data import HELDOUT_FRACTION, Blocks, batch_indices, heldout_blocks, pack, train_heldout_split
+from distill_core.data import HELDOUT_FRACTION, Blocks, batch_indices, heldout_blocks, heldout_split, pack
 from distill_core.device import resolve_device, teacher_dtype
 from distill_core.distributed import Processes, state_checksum
 from distill_core.errors import DistillError, describe_failure, first_line
@@ -64,6 +64,7 @@ from distill_core.step import DistillStep, SharedPrefix, make_optimizer, prepare
 from distill_core.students import load_student, student_vocabulary
 from distill_core.tokenizer_bridge import choose_bridge
 from distill_core.teacher_cache import CachedTeacher, TeacherCache
+from distill_core.teacher_corpus import CapturedTargets, captured_targets_blocked
 
 MAX_VAL_BLOCKS = 8
 """At most this many held-out corpus blocks are scored in each periodic evaluation."""
@@ -211,6 +212,13 @@ class Prepared:
     similarity: "PairSimilarity | None" = None
     held: HeldOut | None = None
     """The held-out text as each model reads it (bits per byte; across tokenizers, the aligned blocks and the bridge)."""
+    captured: CapturedTargets | None = None
+
+    @property
+    def step_targets(self) -> CachedTeacher | CapturedTargets | None:
+        """Where each step's soft targets come from without a teacher forward pass: the teacher cache, or the
+        targets captured while the teacher wrote the corpus; None: the teacher runs at every step."""
+        return self.cached if self.cached is not None else self.captured
 
     def snapshot(self, record: Record, step: int) -> dict[str, Any]:
         """A probe event: the dark-knowledge snapshot, plus the CKA of the mapped layer pairs."""
@@ -235,10 +243,9 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
         yield record.emit("status", message=f"Loading teacher {config.teacher} …")
         teacher.get()
     data = yield from _prepare_data(config, record, teacher)
-    docs, corpus_source, train_blocks, val_blocks, held, augmented = data
-    eval_blocks = held.blocks
+    train_blocks, eval_blocks, held = data.train_blocks, data.eval_blocks, data.held
     cached = (yield from _teacher_cache(config, record, teacher, train_blocks, eval_blocks)) if config.teacher_cache else None
-    student = yield from _build_student(config, record, teacher, docs, corpus_source)
+    student = yield from _build_student(config, record, teacher, data.docs, data.source)
     student.model.to(device)
     if procs.is_main:
         procs.barrier()
@@ -250,12 +257,12 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
     else:
         reference = fair_reference(teacher.loaded.model, held)
         teacher_params = count_parameters(teacher.loaded.model)
-    corpus = {"description": corpus_source, "documents": len(docs),
-              "sha256": hashlib.sha256("\n\n".join(docs).encode("utf-8")).hexdigest()}
+    corpus = {"description": data.source, "documents": len(data.docs),
+              "sha256": hashlib.sha256("\n\n".join(data.docs).encode("utf-8")).hexdigest()}
     prepared = Prepared(config, procs, device, teacher, corpus, train_blocks,
-                        val_blocks.select(slice(0, MAX_VAL_BLOCKS)), eval_blocks, augmented, cached, student,
+                        data.val_blocks.select(slice(0, MAX_VAL_BLOCKS)), eval_blocks, data.augmented, cached, student,
                         layer_pairs, reference, teacher_params, count_parameters(student.model), checkpoint=checkpoint,
-                        held=held)
+                        held=held, captured=data.captured)
     if teacher.loaded is not None and not held.cross:  # CKA compares states of the same tokens
         prepared.similarity = PairSimilarity(teacher.loaded, eval_blocks, layer_pairs)
     if checkpoint is None:
@@ -271,17 +278,39 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
     return prepared
 
 
+@dataclass
+class SessionData:
+    """A session's text as blocks: training (augmented copies included), validation, held-out evaluation."""
+
+    docs: list[str]
+    source: str
+    train_blocks: Blocks
+    val_blocks: Blocks
+    eval_blocks: Blocks
+    augmented: dict[str, Any] | None
+    captured: CapturedTargets | None
+    """The teacher's targets captured while it wrote the corpus, when they can train this session."""
+    held: HeldOut
+    """The held-out text as each model reads it (`eval_blocks` is its per-token side)."""
+
+
 def _prepare_data(config: DistillConfig, record: Record, teacher: LazyTeacher) -> Events:
     """The corpus, packed and split (augmented copies join the training part only; across tokenizers, in both
-    tokenizations: paired_data), and the held-out text as each model reads it; ends with the `corpus` event."""
+    tokenizations: paired_data), and the held-out text as each model reads it; ends with the `corpus` event,
+    returns the `SessionData`."""
     yield record.emit("status", message="Preparing the corpus …")
-    for corpus_source, docs in load_corpus(config, teacher):
-        if docs is None:
-            yield record.emit("status", message=corpus_source)
-    student_tokenizer, student_width, bridge, tokenizer = yield from _bridge(config, record, teacher, docs)
-    blocks = (pack_pairs(teacher.tokenizer, student_tokenizer, docs, config.seq_len) if bridge.cross
-              else pack(tokenizer, docs, config.seq_len))
-    train_blocks, val_blocks = train_heldout_split(blocks, HELDOUT_FRACTION, config.seed)
+    for source, corpus in load_corpus(config, teacher):
+        if corpus is None:
+            yield record.emit("status", message=source)
+    student_tokenizer, student_width, bridge, tokenizer = yield from _bridge(config, record, teacher, corpus.docs)
+    if bridge.cross:
+        blocks = pack_pairs(teacher.tokenizer, student_tokenizer, corpus.docs, config.seq_len)
+    else:  # the blocks the teacher wrote in its own tokens serve a pair that reads them id by id
+        blocks = (corpus.blocks if corpus.blocks is not None and bridge.kind == "none"
+                  else pack(tokenizer, corpus.docs, config.seq_len))
+    train_index, val_index = heldout_split(len(blocks), HELDOUT_FRACTION, config.seed)
+    train_blocks, val_blocks = blocks.select(train_index), blocks.select(val_index)
+    captured = yield from _captured_targets(config, record, corpus, train_index, bridge.kind)
     augmented = None
     if config.augment_methods:  # after the split: only training blocks are augmented (augment_blocks)
         for message, result in augment_blocks(tokenizer, train_blocks, config.augment_methods, config.augment_strength,
@@ -293,12 +322,12 @@ def _prepare_data(config: DistillConfig, record: Record, teacher: LazyTeacher) -
                 train_blocks, augmented = result
     held = held_out(config, teacher.tokenizer, student_tokenizer, teacher.config().vocab_size, student_width,
                     bridge, None if bridge.cross else heldout_blocks(config, tokenizer))
-    yield record.emit("corpus", source=corpus_source, documents=len(docs), train_tokens=train_blocks.n_tokens,
+    yield record.emit("corpus", source=source, documents=len(corpus.docs), train_tokens=train_blocks.n_tokens,
                       val_tokens=val_blocks.n_tokens, eval_tokens=held.blocks.scored_tokens,
                       epochs=round(config.steps * config.batch_size / max(1, len(train_blocks)), 2),
                       augmented=augmented, **({"one_to_one_share": round(blocks.one_to_one_share, 4)}
                                               if bridge.cross else {}))
-    return docs, corpus_source, train_blocks, val_blocks, held, augmented
+    return SessionData(corpus.docs, source, train_blocks, val_blocks, held.blocks, augmented, captured, held)
 
 
 def _bridge(config: DistillConfig, record: Record, teacher: LazyTeacher, docs: list[str]) -> Events:
@@ -316,6 +345,26 @@ def _bridge(config: DistillConfig, record: Record, teacher: LazyTeacher, docs: l
         yield record.emit("status", message=f"Tokenizer bridge {bridge.kind}: {bridge.reason}")
     smaller = student_tokenizer if len(student_tokenizer) < len(teacher.tokenizer) else teacher.tokenizer
     return student_tokenizer, student_width, bridge, smaller
+
+
+def _captured_targets(config: DistillConfig, record: Record, corpus: Corpus, train_index: torch.Tensor,
+                      bridge: str = "none") -> Events:
+    """The targets the teacher captured while writing, for the training blocks, when they can serve (the status
+    says which, and why not)."""
+    if corpus.targets is None or config.teacher_cache:  # another corpus, or the teacher cache serves
+        return None
+    blocked = captured_targets_blocked(config) or (
+        f"they are over the teacher's own token ids and blocks, and tokenizer_bridge={bridge} compares other ones"
+        if bridge != "none" else None)
+    if blocked:
+        yield record.emit("status", message=f"Soft targets: the teacher runs at every step (the ones it captured "
+                                            f"while writing cannot serve: {blocked})")
+        return None
+    kept = corpus.targets.indices.shape[-1]
+    k = config.top_k if 0 < config.top_k < kept else kept
+    yield record.emit("status", message=f"Soft targets: the teacher's top {k} (and the rest of the mass) at every "
+                                        "position, captured while it wrote the corpus: no teacher forward pass per step")
+    return CapturedTargets(corpus.targets.take(train_index), config.top_k)
 
 
 def _teacher_cache(config: DistillConfig, record: Record, teacher: LazyTeacher, train_blocks: Blocks,
@@ -444,7 +493,7 @@ def _training_setup(p: Prepared, record: Record) -> Events:
                           + ", ".join(f"{s}:{t}" for s, t in p.layer_pairs))
     layer_wise = projection is not None or config.attention_weight > 0
     # the shared prefix calls the student with swapped layers, past the DDP wrapper: one process only
-    shared_prefix = (None if layer_wise or p.cached is not None or p.procs.distributed
+    shared_prefix = (None if layer_wise or p.step_targets is not None or p.procs.distributed
                      else SharedPrefix.create(p.teacher.loaded, student, config, p.train_blocks))
     if shared_prefix is not None:
         yield record.emit("status", message=f"Student layers 0-{config.freeze_layers - 1} are frozen copies of the "
@@ -524,7 +573,7 @@ class Loop:
         local_index = p.procs.shard(index)  # this process's share of the batch (all of it in one process)
         step_start = time.perf_counter()
         try:
-            cached = p.cached.targets(local_index, p.device) if p.cached is not None else None
+            cached = p.step_targets.targets(local_index, p.device) if p.step_targets is not None else None
             terms = self.training.step(p.train_blocks.select(local_index), cached)
         except (RuntimeError, MemoryError) as exc:  # out of memory, or a kernel failure: keep what was learnt
             self.training.step.optimizer.zero_grad(set_to_none=True)
@@ -622,6 +671,8 @@ def _summary(p: Prepared, fitted: Fitted, after: dict[str, Any], record: Record)
         "augmented": p.augmented,
         "teacher_loaded": p.teacher.loaded is not None,
         "teacher_cache": str(p.cached.path) if p.cached is not None else None,
+        "teacher_targets": ("teacher cache" if p.cached is not None else "captured while the teacher wrote the corpus"
+                            if p.captured is not None else "teacher forward pass at every step"),
         "steps_done": fitted.step,
         "steps": config.steps,
         "stopped_early": stopped,

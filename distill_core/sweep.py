@@ -212,10 +212,11 @@ def small_corpus(config, sentences: int = SMALL_CORPUS_SENTENCES) -> Iterator[tu
     would load it). Yields progress messages, then (description, the sentences)."""
     if not isinstance(sentences, int) or sentences < 2:
         raise DistillError(f"the small corpus needs at least 2 sentences, got {sentences!r}")
-    docs, source = None, ""
-    for source, docs in load_corpus(config, LazyTeacher(config.teacher, torch.device("cpu"))):
-        if docs is None:
+    corpus, source = None, ""
+    for source, corpus in load_corpus(config, LazyTeacher(config.teacher, torch.device("cpu"))):
+        if corpus is None:
             yield source, None
+    docs = corpus.docs
     pool = [s for doc in docs for s in split_sentences(doc)]
     if len(pool) < 2:
         raise DistillError(f"the corpus ({source}) has fewer than 2 sentences")

@@ -1,120 +1,191 @@
-"""The teacher-generated corpus (sequence-level knowledge distillation, Kim & Rush 2016): the teacher
-continues each prompt once, and the student trains on those continuations. Text drawn from the
-teacher's own distribution makes the hard-label term agree with the soft targets instead of pulling
-elsewhere. Written once per teacher, prompts, length and seed, then cached on disk."""
+"""The teacher-generated corpus (sequence-level knowledge distillation, Kim & Rush 2016): the teacher continues
+each prompt, and the student trains on those continuations. Text drawn from the teacher's own distribution makes
+the hard-label term agree with the soft targets instead of pulling elsewhere.
+
+One block per prompt: the prompt and its continuation, written until the block is full (`seq_len` tokens), the
+teacher has written `new_tokens`, or it ends the text. While it writes, the teacher computes its next-token
+distribution at every position anyway; its top-k (with the tail mass, as the teacher cache keeps them) are kept
+(`TeacherCorpus.targets`), so training on this corpus needs no teacher forward pass: each block is exactly the
+context those distributions saw. Written once per teacher, prompts, block length, length and seed, then cached
+on disk (text, token blocks and targets, checked by their SHA-256)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from transformers import StoppingCriteria
+from safetensors.torch import load_file, save_file
 
+from distill_core.config import DistillConfig
+from distill_core.data import Blocks
 from distill_core.errors import DistillError
+from distill_core.losses import TopKTargets
 from distill_core.models import LoadedModel
 from distill_core.paths import cache_dir
+from distill_core.sampling import Samples, sample_continuations
+
+CAPTURE_TOP_K = 64
+"""Teacher tokens kept per position while it writes (plus the tail bucket); chosen by measurement (README,
+"The first result sooner"): the student trains as well on them as on the whole distribution."""
+SAMPLING = {"temperature": 0.8, "top_p": 0.95}
+"""How the teacher writes: sampled, a little cooler than its own distribution, the unlikely tail cut."""
+CORPUS_VERSION = 4
 
 
-def _corpus_cache_path(teacher: str, prompts: list[str], new_tokens: int, seed: int, batch_size: int) -> Path:
-    # batch composition changes which random numbers each prompt draws, so it is part of the key
-    key = json.dumps({"teacher": teacher, "prompts": prompts, "new_tokens": new_tokens, "seed": seed,
-                      "batch_size": batch_size, "version": 3})
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_dir() / "corpora" / f"teacher-generated-{digest}.json"
+@dataclass
+class TeacherCorpus:
+    """The teacher's continuations: as text, as blocks (one per prompt, right-padded), and the teacher's top-k
+    next-token log-probabilities at T=1 at every position of every block (padding positions hold a uniform
+    placeholder: they never count)."""
+
+    texts: list[str]
+    blocks: Blocks
+    targets: TopKTargets
+    """indices (n, seq_len, k) int32, logp (n, seq_len, k), tail (n, seq_len, 1)."""
 
 
-def generate_corpus(teacher: LoadedModel, identity: str, prompts: list[str], new_tokens: int, seed: int = 0,
-                    batch_size: int = 160, report_every_s: float = 2.0) -> Iterator[tuple[float, list[str] | None]]:
-    """The teacher continues each prompt once (sampled, T=0.8, top-p 0.95), in batches of up to 160
-    (on a CPU larger decode batches give more tokens/s: 160 prompts at once took 0.73x the time of
-    32 at a time). Yields (fraction done, None) every `report_every_s` while it writes, and finally
-    (1.0, texts).
+def _cache_key(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int) -> str:
+    key = json.dumps({"teacher": identity, "prompts": prompts, "seq_len": seq_len, "new_tokens": new_tokens,
+                      "seed": seed, "top_k": CAPTURE_TOP_K, "sampling": SAMPLING, "version": CORPUS_VERSION})
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    Cached on disk by the teacher's `identity` (models.ResolvedModel.fingerprint: the same weights, online
-    or offline), prompts, length and seed, so later sessions reuse the same corpus; a damaged cache file is
-    regenerated."""
+
+def _cache_paths(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int) -> tuple[Path, Path]:
+    stem = cache_dir() / "corpora" / f"teacher-generated-{_cache_key(identity, prompts, seq_len, new_tokens, seed)}"
+    return stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+
+
+def as_blocks(samples: Samples, seq_len: int, pad_token_id: int) -> tuple[Blocks, TopKTargets]:
+    """Each sampled row as one block of `seq_len` tokens (right-padded and masked) with its captured targets;
+    positions without a target hold a uniform placeholder (no -inf: nothing times a zero mask must stay 0)."""
+    n, longest = samples.ids.shape
+    ids = torch.full((n, seq_len), pad_token_id, dtype=torch.long)
+    ids[:, :longest] = samples.ids
+    lengths = torch.tensor(samples.lengths)
+    mask = (torch.arange(seq_len) < lengths[:, None]).long()
+    ids[mask == 0] = pad_token_id
+    has_target = (torch.arange(seq_len) < lengths[:, None] - 1)[..., None]  # (n, seq_len, 1)
+    k = samples.targets.indices.shape[-1]
+    uniform = torch.tensor(-math.log(k + 1))
+    pad = torch.zeros((n, seq_len - longest, 1))
+    indices = torch.cat([samples.targets.indices, pad.expand(-1, -1, k).int()], 1) * has_target
+    logp = torch.where(has_target, torch.cat([samples.targets.logp, pad.expand(-1, -1, k)], 1), uniform)
+    tail = torch.where(has_target, torch.cat([samples.targets.tail, pad], 1), uniform)
+    return Blocks(ids, mask), TopKTargets(indices.to(torch.int32), logp, tail)
+
+
+def generate_corpus(teacher: LoadedModel, identity: str, prompts: list[str], seq_len: int, new_tokens: int,
+                    seed: int = 0) -> Iterator[tuple[float, TeacherCorpus | None]]:
+    """The teacher continues every prompt at once (rows leave the batch as their blocks fill). Yields (fraction
+    of the tokens to write done, None) after each new token, and finally (1.0, the corpus). From the disk cache
+    when it was written before (keyed by the teacher's `identity`, `ResolvedModel.fingerprint`: the same weights
+    online or offline); a damaged cache is written again. Closing the generator stops the teacher at once."""
     if not prompts:
         raise DistillError("the prompts file has no prompts")
-    path = _corpus_cache_path(identity, prompts, new_tokens, seed, batch_size)
-    texts = cached_corpus(identity, prompts, new_tokens, seed, batch_size)
-    if texts is not None:
-        yield 1.0, texts
+    cached = cached_corpus(identity, prompts, seq_len, new_tokens, seed)
+    if cached is not None:
+        yield 1.0, cached
         return
-    chunks = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
-    decode_steps = [0]  # decode steps done in the current chunk, counted from generate's worker thread
-    outcome: dict[str, Any] = {}
-    abandoned = threading.Event()  # set when this generator is closed early (a Stop): the writer ends at once
-
-    class CountSteps(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            decode_steps[0] += 1
-            return torch.full((input_ids.shape[0],), abandoned.is_set(), dtype=torch.bool, device=input_ids.device)
-
-    def write_all() -> None:
-        tok, model = teacher.tokenizer, teacher.model
-        rng_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        tok.padding_side = "left"  # generation continues from the right end of every prompt
-        texts: list[str] = []
-        try:
-            for index, chunk in enumerate(chunks):
-                if abandoned.is_set():
-                    return
-                decode_steps[0] = 0
-                outcome["chunk"] = index
-                enc = tok(chunk, return_tensors="pt", padding=True).to(model.device)
-                with torch.no_grad():
-                    out = model.generate(**enc, max_new_tokens=new_tokens, do_sample=True, temperature=0.8, top_p=0.95,
-                                         pad_token_id=tok.pad_token_id, stopping_criteria=[CountSteps()])  # (b, prompt + new)
-                continuations = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-                texts.extend(p + c for p, c in zip(chunk, continuations))
-            outcome["texts"] = texts
-        except BaseException as exc:  # surfaced in the caller's thread
-            outcome["error"] = exc
-        finally:
-            tok.padding_side = "right"
-            torch.random.set_rng_state(rng_state)
-
-    worker = threading.Thread(target=write_all, name="teacher-corpus", daemon=True)
-    worker.start()
+    tok = teacher.tokenizer
+    prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    longest = max(len(p) for p in prompt_ids)
+    if longest >= seq_len:
+        raise DistillError(f"a prompt is {longest} tokens long: each prompt must be shorter than seq_len={seq_len}, "
+                           "the block it starts; shorten it or raise seq_len")
+    total = sum(min(new_tokens, seq_len - len(p)) for p in prompt_ids)
+    writing = sample_continuations(teacher.model, prompt_ids, new_tokens, max_length=seq_len, seed=seed,
+                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                   capture_top_k=CAPTURE_TOP_K, **SAMPLING)
     try:
-        while worker.is_alive():
-            worker.join(report_every_s)
-            if worker.is_alive():
-                done = outcome.get("chunk", 0) * new_tokens + min(decode_steps[0], new_tokens)
-                yield done / (len(chunks) * new_tokens), None
-    finally:
-        if worker.is_alive():  # closed while writing: stop the teacher after its current token; nothing is cached
-            abandoned.set()
-    if "error" in outcome:
-        raise outcome["error"]
-    texts = outcome["texts"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"teacher": teacher.spec, "texts": texts}, ensure_ascii=False, indent=0), encoding="utf-8")
-    tmp.replace(path)
-    yield 1.0, texts
+        while True:
+            yield min(next(writing) / total, 0.999), None
+    except StopIteration as done:
+        samples = done.value
+    blocks, targets = as_blocks(samples, seq_len, tok.pad_token_id)
+    texts = [tok.decode(samples.row(i), skip_special_tokens=True) for i in range(len(prompts))]
+    corpus = TeacherCorpus(texts, blocks, targets)
+    _write(corpus, teacher.spec, *_cache_paths(identity, prompts, seq_len, new_tokens, seed))
+    yield 1.0, corpus
 
 
+def _write(corpus: TeacherCorpus, spec: str, meta: Path, tensors: Path) -> None:
+    """Tensors first, then the text and their checksum; each to a temporary name renamed into place."""
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tensors.with_suffix(f".tmp{os.getpid()}")
+    save_file({"input_ids": corpus.blocks.input_ids, "attention_mask": corpus.blocks.attention_mask,
+               "indices": corpus.targets.indices, "logp": corpus.targets.logp, "tail": corpus.targets.tail}, str(tmp))
+    tmp.replace(tensors)
+    digest = hashlib.sha256(tensors.read_bytes()).hexdigest()
+    tmp = meta.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"teacher": spec, "texts": corpus.texts, "sha256": digest}, ensure_ascii=False,
+                              indent=0), encoding="utf-8")
+    tmp.replace(meta)
 
 
-def cached_corpus(identity: str, prompts: list[str], new_tokens: int, seed: int = 0,
-                  batch_size: int = 160) -> list[str] | None:
-    """The teacher-generated corpus if it is already cached, else None (no model is loaded). `identity`:
-    the teacher's `ResolvedModel.fingerprint()`."""
-    path = _corpus_cache_path(identity, prompts, new_tokens, seed, batch_size)
-    if not path.is_file():
+def cached_texts(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int = 0) -> list[str] | None:
+    """The teacher-generated corpus's texts if it has been written (no model is loaded, no tensors read), else None."""
+    meta, _ = _cache_paths(identity, prompts, seq_len, new_tokens, seed)
+    try:
+        texts = json.loads(meta.read_text(encoding="utf-8"))["texts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ok = isinstance(texts, list) and len(texts) == len(prompts) and all(isinstance(t, str) for t in texts)
+    return texts if ok else None
+
+
+def cached_corpus(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int = 0
+                  ) -> TeacherCorpus | None:
+    """The whole cached corpus (texts, blocks, targets) when it is complete and intact, else None."""
+    meta, tensors = _cache_paths(identity, prompts, seq_len, new_tokens, seed)
+    texts = cached_texts(identity, prompts, seq_len, new_tokens, seed)
+    if texts is None or not tensors.is_file():
         return None
     try:
-        texts = json.loads(path.read_text(encoding="utf-8"))["texts"]
-    except (ValueError, KeyError, TypeError):
+        if hashlib.sha256(tensors.read_bytes()).hexdigest() != json.loads(meta.read_text(encoding="utf-8"))["sha256"]:
+            return None
+        t = load_file(str(tensors))
+        blocks = Blocks(t["input_ids"], t["attention_mask"])
+        targets = TopKTargets(t["indices"], t["logp"], t["tail"])
+    except (OSError, ValueError, KeyError, RuntimeError):
         return None
-    if isinstance(texts, list) and len(texts) == len(prompts) and all(isinstance(t, str) for t in texts):
-        return texts
-    return None
+    if blocks.input_ids.shape != (len(prompts), seq_len) or targets.indices.shape[:2] != (len(prompts), seq_len):
+        return None
+    return TeacherCorpus(texts, blocks, targets)
+
+
+def captured_targets_blocked(config: DistillConfig) -> str:
+    """'' when the targets the teacher captured while writing can train a session with `config`; else why not
+    (the teacher then runs at every step, as for any other corpus)."""
+    if config.temperature != 1.0:
+        return (f"they are the teacher's distributions at T=1 and this session softens them at "
+                f"T={config.temperature:g}")
+    if config.attention_weight > 0:
+        return "attention transfer needs the teacher's attention maps at every step"
+    if config.hidden_weight > 0:
+        return "FitNets hints need the teacher's hidden states at every step"
+    if config.augment_methods:
+        return "augmented copies are text the teacher did not write"
+    if config.top_k > CAPTURE_TOP_K:
+        return f"top_k={config.top_k} asks for more than the {CAPTURE_TOP_K} tokens kept per position"
+    return ""
+
+
+@dataclass
+class CapturedTargets:
+    """The captured targets of the training blocks, handed to each step as the teacher cache's are: the top
+    `top_k` (all kept when 0) with the rest of the mass in the tail bucket."""
+
+    kept: TopKTargets
+    """(n_blocks, seq_len, CAPTURE_TOP_K) for the session's training blocks."""
+    top_k: int = 0
+
+    def targets(self, index: torch.Tensor, device: torch.device) -> TopKTargets:
+        """Soft targets for the training blocks at `index` (positions into the training blocks)."""
+        t = self.kept.take(index).truncate(self.top_k)
+        return TopKTargets(t.indices.to(device, torch.int64), t.logp.to(device), t.tail.to(device))

@@ -152,12 +152,14 @@ def test_load_corpus_picks_the_source_and_first_texts_previews_it(tiny_config, t
     """Pasted text wins over a file; the file's rows are the documents; the preview shows the same texts."""
     teacher = LazyTeacher(tiny_config.teacher, torch.device("cpu"))
     steps = list(load_corpus(tiny_config, teacher))
-    (source, docs), = steps
-    assert source.startswith("pasted text (") and docs == split_documents(SAMPLE_TEXT)
+    (source, corpus), = steps
+    docs = corpus.docs
+    assert source.startswith("pasted text (") and docs == split_documents(SAMPLE_TEXT) and corpus.blocks is None
     assert first_texts(tiny_config, 2) == (docs, "the pasted text")
     paths = write_formats(tmp_path)
     from_file = tiny_config.with_overrides({"corpus_text": "", "corpus": str(paths["csv"]), "corpus_column": "text"})
-    (source, docs), = list(load_corpus(from_file, teacher))
+    (source, corpus), = list(load_corpus(from_file, teacher))
+    docs = corpus.docs
     assert source == "file rows.csv, column text" and docs == [ROWS[0]["text"], ROWS[1]["text"]]
     assert first_texts(from_file, 1) == (docs, "`rows.csv`")
     assert teacher.loaded is None  # no model was loaded for any of this
@@ -170,3 +172,20 @@ def test_first_texts_of_an_unwritten_teacher_corpus_are_its_prompts(tiny_config,
     config = tiny_config.with_overrides({"corpus_text": "", "corpus": "teacher-generated", "prompts_file": str(prompts)})
     texts, where = first_texts(config, 3)
     assert texts == ["The river", "In the market"] and where.startswith("the prompts the teacher will continue")
+
+
+def test_the_teacher_generated_corpus_comes_in_blocks_with_its_targets(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The river\nIn the market\nMy bicycle\n")
+    config = tiny_config.with_overrides({"corpus_text": "", "corpus": "teacher-generated", "prompts_file": str(prompts),
+                                         "generation_tokens": 12})
+    steps = list(load_corpus(config, LazyTeacher(config.teacher, torch.device("cpu"))))
+    source, corpus = steps[-1]
+    assert "3 prompts, each continued to a block of 32 tokens (at most 12 new)" in source
+    assert corpus.blocks.input_ids.shape == (3, 32) and corpus.targets.indices.shape[:2] == (3, 32)
+    texts, where = first_texts(config, 3)
+    assert texts == corpus.docs and where == "the teacher-generated corpus"
+    teacher = LazyTeacher(config.teacher, torch.device("cpu"))
+    (_, again), = list(load_corpus(config, teacher))  # cached: read without loading the teacher
+    assert again.docs == corpus.docs and teacher.loaded is None

@@ -161,6 +161,16 @@ def test_topk_by_hand():
     assert divergence(t_b, s_b).item() == pytest.approx(kl_by_hand([0.5, 0.3, 0.2], [0.25, 0.25, 0.5]), rel=1e-6)
 
 
+def test_truncated_topk_equals_the_topk_taken_at_once():
+    torch.manual_seed(0)
+    logp = torch.randn(3, 7, 40).log_softmax(-1)
+    kept, direct = teacher_topk(logp, 16).truncate(5), teacher_topk(logp, 5)
+    assert torch.equal(kept.indices, direct.indices) and torch.allclose(kept.logp, direct.logp)
+    assert torch.allclose(kept.tail, direct.tail, atol=1e-6)
+    whole = teacher_topk(logp, 16)
+    assert whole.truncate(0) is whole and whole.truncate(16) is whole
+
+
 @pytest.mark.parametrize("kind", DIVERGENCES)
 def test_topk_equals_full_when_k_is_vocab(kind):
     torch.manual_seed(2)

@@ -290,3 +290,22 @@ def test_the_same_tokens_in_a_wider_output_layer_distil_over_the_shared_ids(tiny
     assert "output layers of 49152 (teacher) and 49216 (student) rows" in summary["tokenizer_bridge"]["reason"]
     assert summary["after"]["kl_to_teacher"] < summary["before"]["kl_to_teacher"]
     assert summary["after"]["bits_per_byte"] < summary["before"]["bits_per_byte"]
+
+
+def test_targets_captured_while_writing_do_not_serve_across_tokenizers(tiny_config, tmp_path, monkeypatch):
+    """The teacher's targets captured while it wrote the corpus are over its own ids and blocks: a student with a
+    vocabulary of its own gets the teacher's forward pass at every step, and the status says why."""
+    monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path / "cache"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(["The river", "In the market", "My bicycle", "The old mill", "At night",
+                                  "The baker", "Rain fell", "Our garden"]) + "\n", encoding="utf-8")
+    config = tiny_config.with_overrides({"student": BPE_STUDENT, "corpus": "teacher-generated", "corpus_text": "",
+                                         "prompts_file": str(prompts), "generation_tokens": 28, "steps": 2,
+                                         "eval_every": 0, "probe_every": 0, "temperature": 1.0})
+    events = run_all(config, tmp_path / "run")
+    assert events[-1]["kind"] == "done", events[-1]
+    why = [e["message"] for e in events if "cannot serve" in e.get("message", "")]
+    assert why and "tokenizer_bridge=span" in why[0], why
+    assert events[-1]["summary"]["teacher_targets"] == "teacher forward pass at every step"
+    same_vocab = run_all(config.with_overrides({"student": "layers:2"}), tmp_path / "same")
+    assert same_vocab[-1]["summary"]["teacher_targets"] == "captured while the teacher wrote the corpus"

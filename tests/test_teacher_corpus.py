@@ -1,21 +1,71 @@
-"""The teacher-generated corpus: written once with progress, cached, rebuilt when damaged."""
+"""The teacher-generated corpus: one block per prompt, written once with progress, the teacher's targets captured
+on exactly the context each block holds, cached, rebuilt when damaged; when the captured targets can serve."""
 
+import pytest
+import torch
+
+from distill_core.config import DistillConfig
+from distill_core.errors import DistillError
+from distill_core.losses import teacher_topk
 from distill_core.models import load_teacher
-from distill_core.teacher_corpus import generate_corpus
+from distill_core.teacher_corpus import CAPTURE_TOP_K, captured_targets_blocked, generate_corpus
+
+PROMPTS = ["The river", "In the market", "My bicycle"]
 
 
 def test_generate_corpus_reports_progress_and_caches(tiny_teacher_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path))
     teacher = load_teacher(str(tiny_teacher_dir))
-    prompts = ["The river", "In the market", "My bicycle"]
-    first = list(generate_corpus(teacher, "tiny-identity", prompts, new_tokens=40, seed=0, batch_size=2, report_every_s=0.01))
+    first = list(generate_corpus(teacher, "tiny-identity", PROMPTS, seq_len=24, new_tokens=40, seed=0))
     fractions = [f for f, _ in first]
     assert len(first) >= 2 and fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert all(texts is None for _, texts in first[:-1])
-    texts = first[-1][1]
-    assert len(texts) == 3 and all(text.startswith(p) and len(text) > len(p) for text, p in zip(texts, prompts))
-    cached = list(generate_corpus(teacher, "tiny-identity", prompts, new_tokens=40, seed=0, batch_size=2))
-    assert cached == [(1.0, texts)]  # from the cache: no generation, no progress steps
-    [cache_file] = (tmp_path / "corpora").glob("*.json")
-    cache_file.write_text("{not json")
-    assert list(generate_corpus(teacher, "tiny-identity", prompts, new_tokens=40, seed=0, batch_size=2))[-1][1] == texts  # rebuilt, same seed
+    assert all(corpus is None for _, corpus in first[:-1])
+    corpus = first[-1][1]
+    assert len(corpus.texts) == 3 and all(t.startswith(p) and len(t) > len(p) for t, p in zip(corpus.texts, PROMPTS))
+    assert corpus.blocks.input_ids.shape == (3, 24) and corpus.targets.indices.shape == (3, 24, CAPTURE_TOP_K)
+    cached = list(generate_corpus(teacher, "tiny-identity", PROMPTS, seq_len=24, new_tokens=40, seed=0))
+    assert len(cached) == 1 and cached[0][1].texts == corpus.texts  # from the cache: no generation, no progress
+    assert torch.equal(cached[0][1].targets.logp, corpus.targets.logp)
+    for damaged in tmp_path.joinpath("corpora").glob("*.safetensors"):
+        damaged.write_bytes(damaged.read_bytes()[:-10])
+    again = list(generate_corpus(teacher, "tiny-identity", PROMPTS, seq_len=24, new_tokens=40, seed=0))
+    assert len(again) > 1 and again[-1][1].texts == corpus.texts  # rebuilt, same seed, same text
+
+
+def test_each_block_is_the_context_its_captured_targets_saw(tiny_teacher_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path))
+    teacher = load_teacher(str(tiny_teacher_dir))
+    *_, (_, corpus) = generate_corpus(teacher, "tiny-identity", PROMPTS, seq_len=16, new_tokens=6, seed=1)
+    blocks, targets = corpus.blocks, corpus.targets
+    for row in range(len(PROMPTS)):
+        length = int(blocks.attention_mask[row].sum())
+        prompt = len(teacher.tokenizer(PROMPTS[row], add_special_tokens=False)["input_ids"])
+        assert length <= prompt + 6  # at most new_tokens written; the block is padded after them
+        with torch.no_grad():  # the teacher's own forward pass over the finished block
+            logits = teacher.model(blocks.input_ids[row : row + 1, :length]).logits[0, :-1]
+        expected = teacher_topk(torch.log_softmax(logits.float(), -1), CAPTURE_TOP_K)
+        assert torch.equal(targets.indices[row, : length - 1].long(), expected.indices)
+        assert torch.allclose(targets.logp[row, : length - 1], expected.logp, atol=1e-4)
+        assert torch.isfinite(targets.logp[row]).all() and torch.isfinite(targets.tail[row]).all()
+
+
+def test_a_prompt_longer_than_the_block_is_refused(tiny_teacher_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path))
+    teacher = load_teacher(str(tiny_teacher_dir))
+    with pytest.raises(DistillError, match="shorter than seq_len=4"):
+        list(generate_corpus(teacher, "tiny-identity", ["a prompt of more than four tokens"], seq_len=4, new_tokens=8))
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({}, ""),
+    ({"temperature": 2.0}, "at T=1"),
+    ({"attention_weight": 0.1}, "attention maps"),
+    ({"hidden_weight": 0.1}, "hidden states"),
+    ({"augment": "word_swap"}, "did not write"),
+    ({"top_k": CAPTURE_TOP_K + 1}, "more than the"),
+    ({"top_k": 8}, ""),
+])
+def test_when_the_captured_targets_can_serve(changes, reason):
+    config = DistillConfig(**{"temperature": 1.0, **changes})
+    blocked = captured_targets_blocked(config)
+    assert (reason in blocked) if reason else blocked == ""

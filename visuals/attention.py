@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .distributions import display_token
-from .theme import MONO_FONT, apply_layout, as_matrices
+from .theme import MONO_FONT, apply_layout, as_matrices, grid_heatmap
 
 MASKED_NOTE = "masked: a token cannot attend to later tokens"
 MASK_FILL = dict(shape="/", bgcolor="#f0f0f0", fgcolor="#b5b5b5", size=7, solidity=0.25)
@@ -157,11 +157,8 @@ def head_entropy_grid(entropy: dict[str, Sequence], selected: dict[str, tuple[in
     for col, name in enumerate(names, start=1):
         grid = grids[name]
         layers, heads = grid.shape
-        fig.add_trace(go.Heatmap(
-            z=np.where(np.isfinite(grid), grid, None).tolist(), x=list(range(heads)), y=list(range(layers)),
-            coloraxis="coloraxis", xgap=1, ygap=1, name=name, hoverongaps=False,
-            hovertemplate=f"{name}<br>layer %{{y}}, head %{{x}}<br>entropy %{{z:.2f}}<extra></extra>"),
-            row=1, col=col)
+        fig.add_trace(grid_heatmap(grid, name, f"{name}<br>layer %{{y}}, head %{{x}}<br>entropy %{{z:.2f}}<extra></extra>"),
+                      row=1, col=col)
         fig.update_xaxes(title_text="head", tickmode="linear", dtick=1 if heads <= 16 else max(1, heads // 8),
                          range=[-0.5, heads - 0.5], showgrid=False, zeroline=False, row=1, col=col)
         fig.update_yaxes(title_text="layer" if col == 1 else None, range=[layers - 0.5, -0.5], showgrid=False,

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from .theme import STUDENT_AFTER, apply_layout, as_matrices, model_color
+from .theme import STUDENT_AFTER, apply_layout, as_matrices, grid_heatmap, model_color
 
 CKA_SCALE = "Viridis"
 PAIR_MARK = "mapped pair (student:teacher)"
@@ -35,11 +35,8 @@ def cka_heatmaps(cka: dict[str, Sequence], layer_pairs: Sequence[Sequence[int]] 
     for col, name in enumerate(names, start=1):
         m = mats[name]
         n_t, n_s = m.shape
-        fig.add_trace(go.Heatmap(
-            z=np.where(np.isfinite(m), m, None).tolist(), x=list(range(n_s)), y=list(range(n_t)),
-            coloraxis="coloraxis", xgap=1, ygap=1, name=name, hoverongaps=False,
-            hovertemplate=f"{name}<br>student layer %{{x}} vs teacher layer %{{y}}<br>CKA %{{z:.3f}}<extra></extra>"),
-            row=1, col=col)
+        fig.add_trace(grid_heatmap(m, name, f"{name}<br>student layer %{{x}} vs teacher layer %{{y}}<br>CKA %{{z:.3f}}"
+                                            "<extra></extra>"), row=1, col=col)
         shown = [(s, t) for s, t in pairs if s < n_s and t < n_t]
         if shown:
             fig.add_trace(go.Scatter(

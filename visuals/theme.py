@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 
 TEACHER = "#1f77b4"
@@ -45,8 +46,6 @@ def apply_layout(fig: go.Figure, title: str = "", height: int = 420) -> go.Figur
 def as_matrices(named: dict, expected: str) -> dict:
     """name -> 2-D float array, in dict order; ValueError naming the first entry that is not 2-D
     (`expected` says which axes it should have) or an empty dict."""
-    import numpy as np
-
     if not named:
         raise ValueError("nothing to plot: no model's values were given")
     matrices = {}
@@ -56,3 +55,11 @@ def as_matrices(named: dict, expected: str) -> dict:
             raise ValueError(f"{name!r}: values of shape {matrix.shape}; expected ({expected})")
         matrices[name] = matrix
     return matrices
+
+
+def grid_heatmap(grid: np.ndarray, name: str, hovertemplate: str) -> go.Heatmap:
+    """A (rows, columns) grid as a heatmap on the figure's shared colour axis, one cell per entry (gaps drawn
+    between cells), non-finite entries left blank."""
+    rows, cols = grid.shape
+    return go.Heatmap(z=np.where(np.isfinite(grid), grid, None).tolist(), x=list(range(cols)), y=list(range(rows)),
+                      coloraxis="coloraxis", xgap=1, ygap=1, name=name, hoverongaps=False, hovertemplate=hovertemplate)
