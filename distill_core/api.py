@@ -18,9 +18,10 @@ from distill_core.augment import preview as augmentation_preview
 from distill_core.augment_methods import AUGMENTERS, parse_methods
 from distill_core.batcher import FORWARDS
 from distill_core.bench import GPU_DEFAULTS, run_bench
+from distill_core.bridged_probes import pair_dark_knowledge
 from distill_core.child import emulated_gpu, run_in_child, session_in_child
 from distill_core.comparison import AFTER, BEFORE, Comparison
-from distill_core.compat import check_pair, compatibility_report, layer_pairs_for
+from distill_core.compat import check_pair, compatibility_report, layer_pairs_for, pair_alignment
 from distill_core.config import CHOICES, RESUME_FIELDS, SUGGESTIONS, DistillConfig, field_help
 from distill_core.corpora import CORPUS_FORMATS, corpus_stats, first_texts, read_corpus_file, text_columns
 from distill_core.data import check_text, heldout_blocks, read_text_file
@@ -30,6 +31,9 @@ from distill_core.errors import DistillError, describe_failure, first_line
 from distill_core.evaluate import (evaluate_each, evaluate_models, evaluate_pair, generate, generate_each,
                                    speed_conditions, trade_sentence)
 from distill_core.export import export_config, export_run, export_student, safe_filename
+from distill_core.fair_eval import byte_trade_sentence
+from distill_core.fair_eval import evaluate_each as evaluate_rows
+from distill_core.fair_eval import evaluate_pair as evaluate_student
 from distill_core.hosting import (HUB_DEFAULT_PAIR, browser_secret, check_readable, gpu_duration, idle_expiry_s,
                                   memory_budget_bytes, public_limits, public_mode, spaces_gpu, use_hub_defaults,
                                   zerogpu, zerogpu_emulation)
@@ -57,20 +61,21 @@ __all__ = [
     "DistillError", "FINAL_KINDS", "FORWARDS", "GPU_DEFAULTS", "HUB_DEFAULT_PAIR", "LAYER_MAP_SPECS", "LOADED",
     "OWNER", "PAUSED", "QUICKSTART", "RESUME_FIELDS", "ROOT", "SLICE_SHARE", "SMALL_CORPUS_SENTENCES",
     "SUGGESTIONS", "SessionQueue", "StopSignal", "Ticket", "VIEWER", "WordChanges", "ablation", "attention_probe",
-    "augmentation_preview", "augmentation_rows", "browser_secret", "cache_stats", "changed_words", "check_pair",
-    "check_readable", "check_text", "compatibility_report", "corpus_stats", "dark_knowledge", "delete_run",
-    "describe_failure", "end_to_end", "evaluate_each", "evaluate_models", "evaluate_pair", "evaluate_shared",
-    "export_config", "export_run", "export_student", "field_help", "finished_runs", "first_line", "first_texts",
-    "for_views", "generate", "generate_each", "generate_shared", "gpu", "gpu_duration", "heldout_blocks",
-    "idle_expiry_s", "is_main_process", "layer_pairs_for", "link_query", "load_student", "load_teacher", "look_at",
-    "make_room", "memory_budget_bytes", "new_run", "new_run_dir", "open_for", "open_run", "parse_methods",
-    "parse_student_list", "preset_config", "preset_description", "preset_names", "public_limits", "public_mode",
-    "read_corpus_file", "read_student_rows", "read_text_file", "resolve_model", "run_bench", "run_config",
-    "run_events", "run_in_child", "run_in_slices", "run_session", "run_summary", "running", "runs_dir",
-    "safe_filename", "session_in_child", "share_run", "sharing", "similarity_probe", "slice_limit", "sliced",
-    "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions", "student_sweep", "text_columns",
-    "thread_settings", "tokenizer_of", "trade_sentence", "training_steps", "unshare_run", "use_hub_defaults",
-    "zerogpu",
+    "augmentation_preview", "augmentation_rows", "browser_secret", "byte_trade_sentence", "cache_stats",
+    "changed_words", "check_pair", "check_readable", "check_text", "compatibility_report", "corpus_stats",
+    "dark_knowledge", "delete_run", "describe_failure", "end_to_end", "evaluate_each", "evaluate_models",
+    "evaluate_pair", "evaluate_rows", "evaluate_shared", "evaluate_student", "export_config", "export_run",
+    "export_student", "field_help", "finished_runs", "first_line", "first_texts", "for_views", "generate",
+    "generate_each", "generate_shared", "gpu", "gpu_duration", "heldout_blocks", "idle_expiry_s",
+    "is_main_process", "layer_pairs_for", "link_query", "load_student", "load_teacher", "look_at", "make_room",
+    "memory_budget_bytes", "new_run", "new_run_dir", "open_for", "open_run", "pair_alignment",
+    "pair_dark_knowledge", "parse_methods", "parse_student_list", "preset_config", "preset_description",
+    "preset_names", "public_limits", "public_mode", "read_corpus_file", "read_student_rows", "read_text_file",
+    "resolve_model", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices", "run_session",
+    "run_summary", "running", "runs_dir", "safe_filename", "session_in_child", "share_run", "sharing",
+    "similarity_probe", "slice_limit", "sliced", "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions",
+    "student_sweep", "text_columns", "thread_settings", "tokenizer_of", "trade_sentence", "training_steps",
+    "unshare_run", "use_hub_defaults", "zerogpu",
 ]
 
 

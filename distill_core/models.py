@@ -157,10 +157,7 @@ def check_model_size(config: Any, name: str) -> None:
 
 @one_build_at_a_time
 def _load_pretrained(path_or_id: str, *, local_only: bool, attn_implementation: str) -> tuple[Any, Any]:
-    config = load_config(path_or_id, local_only)
-    if getattr(config, "is_encoder_decoder", False) or not _is_causal_lm(config):
-        arch = ", ".join(getattr(config, "architectures", None) or [config.model_type])
-        raise DistillError(f"{path_or_id!r} is not a causal language model ({arch}); pick a decoder-only LM")
+    config = require_causal_lm(load_config(path_or_id, local_only), path_or_id)
     check_model_size(config, repr(path_or_id))
     try:
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, **hub_options(local_only))
@@ -170,6 +167,14 @@ def _load_pretrained(path_or_id: str, *, local_only: bool, attn_implementation: 
     except Exception as exc:
         raise DistillError(f"cannot load {path_or_id!r}: {first_line(exc, 300) or type(exc).__name__}") from None
     return model, tokenizer
+
+
+def require_causal_lm(config: Any, path_or_id: str) -> Any:
+    """The config, or a DistillError when it is not a decoder-only causal LM's."""
+    if getattr(config, "is_encoder_decoder", False) or not _is_causal_lm(config):
+        arch = ", ".join(getattr(config, "architectures", None) or [config.model_type])
+        raise DistillError(f"{path_or_id!r} is not a causal language model ({arch}); pick a decoder-only LM")
+    return config
 
 
 def _is_causal_lm(config: Any) -> bool:

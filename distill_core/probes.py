@@ -70,6 +70,9 @@ def dark_knowledge(
     tokens = [tokenizer.decode([int(t)]) for t in input_ids[0]]
     models = {"teacher": teacher.model, **students}
     log_probs = {name: _log_probs(model, input_ids, temperature) for name, model in models.items()}
+    width = min(lp.shape[-1] for lp in log_probs.values())  # output layers of different widths: the shared ids
+    if any(lp.shape[-1] != width for lp in log_probs.values()):
+        log_probs = {name: lp[:, :width].log_softmax(-1) for name, lp in log_probs.items()}
     at_pos = {name: lp[position].exp() for name, lp in log_probs.items()}  # (vocab,)
 
     candidates: list[int] = []

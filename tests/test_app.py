@@ -115,6 +115,24 @@ def test_compatibility_shows_report(tiny_teacher_dir):
     assert "keeps teacher layers" in markdown  # the derivation note
 
 
+def test_a_student_with_its_own_tokenizer_gets_the_bridge_and_the_alignment_view(tiny_teacher_dir, monkeypatch):
+    from distill_core import students
+    from distill_core.data import split_documents
+
+    monkeypatch.setattr(students, "corpus_documents", lambda spec, config=None: (split_documents(SAMPLE_TEXT), "text"))
+    spec = "fresh:layers=2,hidden=32,heads=2,vocab=bpe:400"
+    markdown, report = setup.check_compatibility(str(tiny_teacher_dir), spec)
+    assert "different vocabularies" in markdown and "**Tokenizer bridge:** `span`" in markdown
+    assert "align one to one" in markdown and "**FitNets:** on: only at the ends of aligned spans" in markdown
+    note, figure = setup.show_alignment(setup.ALIGNMENT_TEXT, str(tiny_teacher_dir), spec)
+    assert note.startswith("Bridge **span**") and "bytes align one to one" in figure.layout.title.text
+    assert list(figure.layout.yaxis.ticktext) == ["teacher", "student"]
+    note, figure = setup.show_alignment(setup.ALIGNMENT_TEXT, str(tiny_teacher_dir), "layers:2")
+    assert note.startswith("Same vocabulary") and figure.layout.title.text.startswith("100% of the text's 42 bytes")
+    note, figure = setup.show_alignment("", str(tiny_teacher_dir), "layers:2")
+    assert note.startswith("**Error:**") and figure is None
+
+
 @pytest.mark.parametrize("teacher_spec, student_spec, expected", [
     ("smollm2-999", "layers:20", "smollm2-999"),
     (None, "layers:1", "empty"),
@@ -231,7 +249,8 @@ def test_no_function_of_the_app_takes_more_than_eight_parameters():
 
 def test_every_knob_flows_into_the_config(tiny_teacher_dir):
     chosen = dict(steps=9, batch_size=2, seq_len=48, learning_rate=1e-3, warmup_steps=2, seed=7, temperature=3.5,
-                  kd_weight=0.6, divergence="jsd", jsd_beta=0.3, skew_alpha=0.2, top_k=16, teacher_cache=True,
+                  kd_weight=0.6, divergence="jsd", jsd_beta=0.3, skew_alpha=0.2, tokenizer_bridge="shared_ids",
+                  top_k=16, teacher_cache=True,
                   attention_weight=0.0, attention_loss="mse", hidden_weight=0.0, hidden_loss="cosine",
                   layer_map="0:0,1:3", freeze_embeddings=False, freeze_layers=1)
     assert set(chosen) == set(knobs.KNOB_FIELDS)
@@ -883,9 +902,10 @@ def test_evaluate_before_any_session(tiny_teacher_dir):
     assert "No distillation session has run" in note
     assert set(rows) == {"teacher", "student (before)"}
     assert "| | teacher | student (before) |" in table
-    for label in ("held-out perplexity", "top-1 agreement", "KL(teacher ‖ model)", "parameters", "size on disk",
-                  "tokens/s"):
+    for label in ("held-out perplexity", "bits per byte", "top-1 agreement", "KL(teacher ‖ model)", "parameters",
+                  "size on disk", "tokens/s"):
         assert label in table
+    assert all(row["bits_per_byte"] > 0 for row in rows.values())
     assert table.startswith("**The student (before) keeps") and "fewer parameters" in table
 
 
@@ -905,7 +925,7 @@ def test_evaluate_after_a_session(finished_session, tiny_teacher_dir):
     assert [o[0].split("**")[1] for o in progress] == ["Measuring teacher … 1 of 3", "Measuring student (before) … 2 of 3",
                                                       "Measuring student (after) … 3 of 3"]
     assert [list(o[2] or {}) for o in progress] == [[], ["teacher"], ["teacher", "student (before)"]]
-    assert progress[1][1].count("…") == 2 * 6 and "keeps" not in progress[1][1]  # two columns of six still to come
+    assert progress[1][1].count("…") == 2 * 7 and "keeps" not in progress[1][1]  # two columns of seven still to come
     assert progress[2][2]["teacher"] == rows["teacher"]
 
 

@@ -106,6 +106,7 @@ def show_attention(inputs: Inputs, values: dict[Any, Any]):
         chosen = {name: optional_int(named.get(name), name.replace("_", " "))
                   for name in ("teacher_layer", "teacher_head", "student_layer", "student_head")}
         models, models_note = compared(user, named.get("teacher"), named.get("student"))
+        models.require_same_tokens("Attention")
         pairs = models.layer_pairs()
         result = attention_result(models, named.get("text"))
         t_maps, s_maps = result["maps"]["teacher"], result["maps"][api.BEFORE]  # (layers, heads, t, t)

@@ -81,7 +81,7 @@ def probe_dark_knowledge(text: str, position: Any, temperature: Any, top_k: Any,
         position, top_k = as_int(position, "position"), as_int(top_k, "top-k")
         temperature = as_float(temperature, "temperature")
         models, models_note = compared(user, teacher_spec, student_spec)
-        result = api.dark_knowledge(models.teacher, models.students, text, position, temperature, top_k)
+        result = api.pair_dark_knowledge(models.teacher, models.with_tokenizers, text, position, temperature, top_k)
     except Exception as exc:  # DistillError: its message; anything else (e.g. out of memory): one line
         return "", view_error(exc), None, "", None, None
 
@@ -93,7 +93,26 @@ def probe_dark_knowledge(text: str, position: Any, temperature: Any, top_k: Any,
                                          title="The teacher's ranking of the wrong answers, next to the students'")
     note = (f"{models_note}  \nPosition {result['position']} of {len(result['tokens'])} tokens; ★ marks the actual "
             "next token. Wrong answers are ranked among the candidates shown (every model's top-k).")
+    if result.get("bridged"):
+        note += "  \n" + bridged_note(result)
     return tokens_html(result["tokens"], result["position"]), note, bars, stats_markdown(result), strip, wrong
+
+
+def bridged_note(result: dict[str, Any]) -> str:
+    """What a cross-tokenizer probe shows: the bridged candidates, where each student was asked, what it lacks."""
+    lines = ["**Across tokenizers:** the students read the text in tokens of their own. The text above is the "
+             "teacher's tokens; each student is asked at its own token that ends where the probed teacher token ends "
+             "(both have read the same text), and the candidates are tokens by the text they stand for, so one "
+             "candidate is the same string in every vocabulary. KL per position: over the shared tokens plus one "
+             "bucket for the rest, where both have read the same text (gaps elsewhere)."]
+    for name, at in result["student_positions"].items():
+        if at is None:
+            lines.append(f"{name}: no token of it ends where the probed teacher token ends, so it is not shown here.")
+        missing = result["missing"].get(name)
+        if missing:
+            shown = ", ".join(f"`{visuals.display_token(m)}`" for m in missing[:8])
+            lines.append(f"{name} has no token for {shown}{' …' if len(missing) > 8 else ''} (probability 0).")
+    return "  \n".join(lines)
 
 
 def tokens_html(tokens: list[str], position: int) -> str:
@@ -119,7 +138,7 @@ def stats_markdown(result: dict[str, Any]) -> str:
              f"in its own top {top} | mean KL to teacher over the text (nats) |",
              "|---|---:|---:|---:|---:|"]
     for name, entropy in result["entropy"].items():
-        rank = result["actual_rank"][name] if result["actual_rank"] else "—"
+        rank = (result["actual_rank"] or {}).get(name, "—")
         shared = sum(r <= top for r in ranks["ranks"][name])
         mean_kl = fmt_number(result["mean_kl"][name]) if name in result["mean_kl"] else "—"
         lines.append(f"| {name} | {entropy:.3f} | {rank} | {shared}/{top} | {mean_kl} |")

@@ -62,7 +62,7 @@ def evaluate_students(teacher_spec: str, student_spec: str, user: UserSession | 
         names, rows = ["teacher", *models.students], {}
         where = api.speed_conditions(models.teacher.model)
         yield progress_note("Measuring", names, rows), evaluation_markdown(rows, names, models.config, blocks, where), None
-        for name, row in api.evaluate_shared(models.teacher.model, models.students, models.teacher.tokenizer, blocks):
+        for name, row in api.evaluate_rows(models.teacher, models.with_tokenizers, models.config):
             rows[name] = row
             if len(rows) < len(names):
                 yield (progress_note("Measuring", names, rows),
@@ -70,7 +70,9 @@ def evaluate_students(teacher_spec: str, student_spec: str, user: UserSession | 
     except Exception as exc:
         yield view_error(exc), "", None
         return
-    sentence = api.trade_sentence(rows, api.AFTER if api.AFTER in rows else api.BEFORE)
+    student = api.AFTER if api.AFTER in rows else api.BEFORE
+    sentence = (api.byte_trade_sentence(rows, student) if rows[student].get("bridge") in ("uld", "span")
+                else api.trade_sentence(rows, student))
     yield models_note, f"**{sentence}**\n\n" + evaluation_markdown(rows, names, models.config, blocks, where), rows
 
 
@@ -88,7 +90,8 @@ def evaluation_markdown(rows: dict[str, dict[str, Any]], names: list[str], confi
     figures come from."""
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     metrics = [
-        ("held-out perplexity ↓", lambda r: fmt_number(r["ppl"], 2)),
+        ("held-out perplexity ↓ (per the model's own tokens)", lambda r: fmt_number(r["ppl"], 2)),
+        ("bits per byte ↓ (the same bytes for every model)", lambda r: fmt_number(r.get("bits_per_byte"), 4)),
         ("top-1 agreement with the teacher ↑", lambda r: pct(r["top1_agreement"])),
         ("KL(teacher ‖ model), nats/token ↓", lambda r: fmt_number(r["kl_to_teacher"])),
         ("parameters", lambda r: fmt_params(r["params"])),
@@ -101,7 +104,13 @@ def evaluation_markdown(rows: dict[str, dict[str, Any]], names: list[str], confi
     when = when_measured(rows.values())
     lines += ["", f"Measured {when} on {blocks.n_tokens:,} tokens of `{shown_path(config.eval_text)}` (blocks of "
                   f"{config.seq_len} tokens; never trained on); tokens/s measured {when} on {where}, from 32 greedy "
-                  "tokens, best of 2."]
+                  "tokens, best of 2. Bits per byte: each model's total negative log-likelihood of the same held-out "
+                  "bytes, in bits, over their number, so that models with different tokenizers compare (perplexity "
+                  "does not: a token of one tokenizer is not a token of another)."]
+    if any(row.get("bridge") in ("uld", "span") for row in rows.values()):
+        lines.append("A student here reads other tokens than the teacher: its agreement and KL are measured over the "
+                     "aligned spans of the same text (top-1: the two most likely next tokens stand for the same "
+                     "text; KL: over the shared tokens plus one bucket for the rest).")
     return "\n".join(lines)
 
 
@@ -130,10 +139,16 @@ def generate_side_by_side(prompt: str, new_tokens: Any, seed: Any, teacher_spec:
         api.check_text(prompt or "", "prompt")
         yield "Loading the models …", "", None
         models, models_note = compared(user, teacher_spec, student_spec)
-        every = {"teacher": models.teacher.model, **models.students}
+        every = {"teacher": (models.teacher.model, models.teacher.tokenizer), **models.with_tokenizers}
         names, outputs = list(every), {}
         yield progress_note("Generating with", names, outputs), "", None
-        for name, runs in api.generate_shared(every, models.teacher.tokenizer, prompt, new_tokens, seed):
+        if models.cross_tokenizer:  # each model reads and writes its own tokens
+            streams = ((name, runs) for name, (model, tokenizer) in every.items()
+                       for _, runs in api.generate_each({name: model}, tokenizer, prompt, new_tokens, seed))
+        else:  # one tokenizer: the models' forward passes are shared with other users' requests
+            streams = api.generate_shared({name: model for name, (model, _) in every.items()},
+                                          models.teacher.tokenizer, prompt, new_tokens, seed)
+        for name, runs in streams:
             outputs[name] = runs
             if len(outputs) < len(names):
                 yield progress_note("Generating with", names, outputs), generation_html(prompt, outputs, seed), dict(outputs)

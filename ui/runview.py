@@ -10,8 +10,8 @@ import visuals
 from distill_core import api
 from ui.common import error_markdown, fmt_number, fmt_params, fmt_seconds, shown_path
 
-SWEEP_TABLE_HEADERS = ["model", "params", "ppl before", "ppl after", "top-1 agreement", "KL to teacher",
-                       "tokens/s", "wall time", "error"]
+SWEEP_TABLE_HEADERS = ["model", "params", "ppl before", "ppl after", "bits/byte before", "bits/byte after",
+                       "top-1 agreement", "KL to teacher", "tokens/s", "wall time", "error"]
 
 
 PHASE_NAMES = {"conversion": "converting the teacher", "teacher": "loading the teacher", "corpus": "corpus",
@@ -167,6 +167,8 @@ class RunView:
         pct = lambda v: "—" if v is None else f"{100 * v:.1f}%"  # noqa: E731
         rows = [
             ("held-out perplexity ↓", fmt_number(t["ppl"], 2), fmt_number(before["ppl"], 2), fmt_number(after["ppl"], 2)),
+            ("bits per byte ↓", fmt_number(t.get("bits_per_byte"), 4), fmt_number(before.get("bits_per_byte"), 4),
+             fmt_number(after.get("bits_per_byte"), 4)),
             ("top-1 agreement with the teacher ↑", "—", pct(before["top1_agreement"]), pct(after["top1_agreement"])),
             ("KL(teacher ‖ student), nats/token ↓", "—", fmt_number(before["kl_to_teacher"]),
              fmt_number(after["kl_to_teacher"])),
@@ -181,6 +183,12 @@ class RunView:
                       f"total {fmt_seconds(s['wall_s'])} · corpus: {s['corpus']} · saved in `{shown_path(self.out_dir)}`"]
         if s.get("augmented"):
             lines += ["", augmented_markdown(s["augmented"])]
+        bridge = s.get("tokenizer_bridge") or {}
+        if bridge.get("bridge") not in (None, "none"):
+            lines += ["", f"Tokenizer bridge **{bridge['bridge']}**: {bridge['reason']}"
+                      + (f"; {bridge['one_to_one_share']:.0%} of the corpus's bytes align one to one"
+                         if bridge.get("one_to_one_share") is not None else "")
+                      + ". Perplexities are per each model's own tokens; bits per byte compare them."]
         return "\n".join(lines)
 
 
@@ -200,11 +208,12 @@ def size_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     teacher = next((r for r in rows if isinstance(r.get("teacher_ppl"), (int, float))), None)
     if teacher is not None:
         table.append(["teacher", fmt_params(teacher.get("teacher_params")), "—",
-                      fmt_number(teacher["teacher_ppl"], 2), "—", "—", speed(teacher.get("teacher_tokens_per_s")),
-                      "—", ""])
+                      fmt_number(teacher["teacher_ppl"], 2), "—", fmt_number(teacher.get("teacher_bits_per_byte"), 4),
+                      "—", "—", speed(teacher.get("teacher_tokens_per_s")), "—", ""])
     for r in rows:
         table.append([str(r.get("spec", "?")), fmt_params(r.get("params")), fmt_number(r.get("ppl_before"), 2),
-                      fmt_number(r.get("ppl"), 2), pct(r.get("top1_agreement")), fmt_number(r.get("kl_to_teacher")),
+                      fmt_number(r.get("ppl"), 2), fmt_number(r.get("bpb_before"), 4), fmt_number(r.get("bpb"), 4),
+                      pct(r.get("top1_agreement")), fmt_number(r.get("kl_to_teacher")),
                       speed(r.get("tokens_per_s")), fmt_seconds(r.get("wall_s")), str(r.get("error") or "")])
     return table
 

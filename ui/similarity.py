@@ -61,6 +61,7 @@ def show_similarity(text: str, teacher_spec: str, student_spec: str, user: UserS
     user = user if user is not None else UserSession()
     try:
         models, models_note = compared(user, teacher_spec, student_spec)
+        models.require_same_tokens("Similarity")
         pairs = models.layer_pairs()
         projection, projection_note = models.projection(pairs) if models.after is not None else (None, "")
         result = api.similarity_probe(models.teacher, models.students, text, pairs, projection)
