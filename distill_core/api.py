@@ -42,6 +42,7 @@ from distill_core.specs import parse_student_list
 from distill_core.students import load_student
 from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, read_student_rows, small_corpus,
                                 student_sweep)
+from distill_core.tracking import dashboard_command, start_dashboard, tracker_dir, tracking_enabled, tracking_project
 
 __all__ = [
     "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "Comparison", "DistillConfig",
@@ -49,15 +50,16 @@ __all__ = [
     "RESUME_FIELDS", "ROOT", "SLICE_SHARE", "SMALL_CORPUS_SENTENCES", "SUGGESTIONS", "StopSignal", "WordChanges",
     "ablation", "attention_probe", "augmentation_preview", "augmentation_rows", "browser_secret", "changed_words",
     "check_pair", "check_readable", "check_text", "compatibility_report", "corpus_stats", "dark_knowledge",
-    "describe_failure", "end_to_end", "evaluate_each", "evaluate_models", "evaluate_pair", "export_config",
-    "export_run", "export_student", "field_help", "finished_runs", "first_line", "first_texts", "generate",
-    "generate_each", "gpu", "gpu_duration", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student",
-    "load_teacher", "new_run", "new_run_dir", "open_run", "parse_methods", "parse_student_list", "preset_config",
-    "preset_description", "preset_names", "public_limits", "public_mode", "read_corpus_file", "read_student_rows",
-    "read_text_file", "resolve_model", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices",
-    "run_session", "run_summary", "runs_dir", "safe_filename", "session_in_child", "similarity_probe",
-    "slice_limit", "sliced", "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions", "student_sweep",
-    "text_columns", "tokenizer_of", "trade_sentence", "use_hub_defaults", "zerogpu",
+    "dashboard_command", "describe_failure", "end_to_end", "evaluate_each", "evaluate_models", "evaluate_pair",
+    "export_config", "export_run", "export_student", "field_help", "finished_runs", "first_line", "first_texts",
+    "generate", "generate_each", "gpu", "gpu_duration", "heldout_blocks", "is_main_process", "layer_pairs_for",
+    "load_student", "load_teacher", "new_run", "new_run_dir", "open_run", "parse_methods", "parse_student_list",
+    "preset_config", "preset_description", "preset_names", "public_limits", "public_mode", "read_corpus_file",
+    "read_student_rows", "read_text_file", "resolve_model", "run_bench", "run_config", "run_events", "run_in_child",
+    "run_in_slices", "run_session", "run_summary", "runs_dir", "safe_filename", "session_in_child",
+    "similarity_probe", "slice_limit", "sliced", "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions",
+    "start_dashboard", "student_sweep", "text_columns", "tokenizer_of", "tracker_dir", "tracking_enabled",
+    "tracking_project", "trade_sentence", "use_hub_defaults", "zerogpu",
 ]
 
 

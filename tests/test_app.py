@@ -987,3 +987,15 @@ def test_export_zip_is_self_contained_and_loads(finished_session, tmp_path, monk
     assert Path(full).stat().st_size > 1.5 * half_size
     # a second export replaces the first on disk
     assert Path(full).is_file() and not Path(archive).exists()
+
+
+def test_the_run_history_section_says_how_to_open_the_tracker(monkeypatch):
+    monkeypatch.setenv("DISTILL_TRACKING", "1")
+    monkeypatch.setenv("DISTILL_TRACKIO_PROJECT", "class-of-today")
+    note = distill.history_markdown()
+    assert "`class-of-today`" in note and "trackio show --project class-of-today" in note
+    monkeypatch.setenv("DISTILL_PUBLIC", "1")  # a Space: the dashboard's own port is not reachable from outside
+    assert "trackio show" not in distill.history_markdown()
+    assert distill.open_history().startswith("**Error:**")
+    monkeypatch.setenv("DISTILL_TRACKING", "0")
+    assert "off" in distill.history_markdown() and distill.open_history().startswith("**Error:**")
