@@ -94,12 +94,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.max_tokens < 2:
         raise DistillError(f"--max-tokens must be at least 2, got {args.max_tokens}")
     api.read_text_file(args.text, "evaluation text")  # a bad file fails before any model loads
-    teacher = api.load_teacher(args.teacher)
-    student = api.load_student(args.student, teacher)
     config = DistillConfig(teacher=args.teacher, eval_text=args.text, eval_max_tokens=args.max_tokens,
-                           seq_len=args.seq_len)
-    blocks = api.heldout_blocks(config, teacher.tokenizer)
-    print(json.dumps(api.evaluate_pair(teacher.model, student.model, teacher.tokenizer, blocks), indent=2))
+                           seq_len=args.seq_len, tokenizer_bridge=args.tokenizer_bridge)
+    teacher = api.load_teacher(args.teacher)
+    student = api.load_student(args.student, teacher, tokenizer_bridge=args.tokenizer_bridge)
+    print(json.dumps(api.evaluate_student(teacher, student, config), indent=2))
     return 0
 
 
@@ -174,16 +173,18 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         elif event["kind"] in ("status", *api.FINAL_KINDS):
             _log_event(event)
     width = max([12, *(len(row["name"]) for row in rows)])
-    print(f"{'name':<{width}} {'ppl':>9} {'top1_agreement':>15} {'kl_to_teacher':>14} {'wall_s':>8}")
+    print(f"{'name':<{width}} {'ppl':>9} {'bits_per_byte':>13} {'top1_agreement':>15} {'kl_to_teacher':>14} "
+          f"{'wall_s':>8}")
     for row in rows:
-        print(f"{row['name']:<{width}} {row['ppl']:>9.2f} {row['top1_agreement']:>15.3f} "
-              f"{row['kl_to_teacher']:>14.3f} {row['wall_s']:>8.1f}")
+        bpb = row.get("bits_per_byte")
+        print(f"{row['name']:<{width}} {row['ppl']:>9.2f} {'-' if bpb is None else format(bpb, '.4f'):>13} "
+              f"{row['top1_agreement']:>15.3f} {row['kl_to_teacher']:>14.3f} {row['wall_s']:>8.1f}")
     return 0
 
 
 STUDENT_COLUMNS = [("spec", 34, None), ("params_M", 9, ".1f"), ("ppl_before", 11, ".2f"), ("ppl", 9, ".2f"),
-                   ("top1_agreement", 15, ".3f"), ("kl_to_teacher", 14, ".3f"), ("tokens_per_s", 13, ".1f"),
-                   ("wall_s", 8, ".1f")]
+                   ("bpb_before", 11, ".4f"), ("bpb", 7, ".4f"), ("top1_agreement", 15, ".3f"),
+                   ("kl_to_teacher", 14, ".3f"), ("tokens_per_s", 13, ".1f"), ("wall_s", 8, ".1f")]
 
 
 def _student_table_line(values: dict | None = None) -> str:
@@ -230,7 +231,8 @@ def _print_size_table(config: DistillConfig, teacher: dict | None, rows: list[di
     print(_student_table_line())
     if teacher is not None:
         print(_student_table_line({"spec": f"teacher {config.teacher}", "params_M": teacher["teacher_params"] / 1e6,
-                                   "ppl": teacher["teacher_ppl"], "tokens_per_s": teacher["teacher_tokens_per_s"]}))
+                                   "ppl": teacher["teacher_ppl"], "bpb": teacher.get("teacher_bits_per_byte"),
+                                   "tokens_per_s": teacher["teacher_tokens_per_s"]}))
     for row in rows:
         if row["error"] and row["params"] is None:
             print(f"{row['spec']:<34} error: {row['error']}")
@@ -315,10 +317,13 @@ def event_line(event: dict) -> str:
         return (f"step {event['step']:>4}/{event['steps']}  loss {event['loss']:.3f} ({terms})  "
                 f"lr {event['lr']:.2e}  {event['tokens_per_s']:.0f} tok/s  eta {event['eta_s']:.0f}s")
     if kind == "eval":
-        line = (f"eval @ step {event['step']}: held-out ppl {event['held_out_ppl']:.1f}, corpus validation ppl "
-                f"{event['val_ppl']:.1f}")
+        line = (f"eval @ step {event['step']}: held-out ppl {event['held_out_ppl']:.1f}"
+                + (f", {event['held_out_bpb']:.3f} bits/byte" if event.get("held_out_bpb") is not None else "")
+                + f", corpus validation ppl {event['val_ppl']:.1f}")
         if "kl_to_teacher" in event:
             line += f", top-1 agreement {event['top1_agreement']:.3f}, KL to teacher {event['kl_to_teacher']:.3f}"
+            if event.get("teacher_bpb") is not None:
+                line += f" (teacher {event['teacher_ppl']:.1f} ppl, {event['teacher_bpb']:.3f} bits/byte)"
         return line
     if kind == "probe":
         pairs = ", ".join(f"{c!r} {t:.2f}/{s:.2f}" for c, t, s in
@@ -417,12 +422,16 @@ def _add_bench_and_evaluate(sub: Any) -> None:
     add_config_options(bench)
     bench.set_defaults(func=cmd_bench)
 
-    evaluate = sub.add_parser("evaluate", help="held-out perplexity, agreement, KL and speed of a student against its teacher")
+    evaluate = sub.add_parser("evaluate", help="held-out perplexity, bits per byte, agreement, KL and speed of a student "
+                              "against its teacher")
     evaluate.add_argument("--teacher", required=True)
     evaluate.add_argument("--student", required=True, help="a saved student directory or a derived spec like layers:6")
     evaluate.add_argument("--text", required=True, help="UTF-8 text file to evaluate on")
     evaluate.add_argument("--max-tokens", type=int, default=1024, help="score at most this many tokens (default 1024)")
     evaluate.add_argument("--seq-len", type=int, default=256, help=argparse.SUPPRESS)
+    evaluate.add_argument("--tokenizer-bridge", default="auto", choices=api.CHOICES["tokenizer_bridge"],
+                          help="how a student with another vocabulary is compared (default auto); perplexity is "
+                          "per each model's own tokens, bits per byte compares any two")
     evaluate.set_defaults(func=cmd_evaluate)
 
 

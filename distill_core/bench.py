@@ -279,6 +279,9 @@ def _models(config: DistillConfig, shapes: str | None, device: torch.device,
 
     def make_student() -> LoadedModel:
         student = load_student(config.student, teacher, seed=config.seed)
+        if student.tokenizer.get_vocab() != teacher.tokenizer.get_vocab():  # the plain loop reads one vocabulary
+            raise DistillError(f"bench times a pair that reads the same tokens; {config.student!r} has a tokenizer of "
+                               "its own (its sessions go through a tokenizer bridge)")
         student.model.to(device)
         return student
     return teacher, make_student

@@ -17,7 +17,7 @@ KNOWN_LICENSES = {BUNDLED_HUB_ID: "apache-2.0", "HuggingFaceTB/SmolLM2-360M-Inst
                   "HuggingFaceTB/SmolLM2-1.7B-Instruct": "apache-2.0"}
 """Licences of teachers this project knows (SmolLM2: Apache 2.0); a distilled student inherits its teacher's."""
 RECIPE_FIELDS = ("student", "steps", "batch_size", "seq_len", "learning_rate", "warmup_steps", "temperature",
-                 "kd_weight", "divergence", "top_k", "attention_weight", "hidden_weight", "layer_map",
+                 "kd_weight", "divergence", "tokenizer_bridge", "top_k", "attention_weight", "hidden_weight", "layer_map",
                  "freeze_embeddings", "freeze_layers", "augment", "precision", "seed")
 """The config fields the card's recipe table shows (config.yaml beside it holds every field)."""
 RERUN = "python -m distill_core distill --config config.yaml --out runs/again"
@@ -40,8 +40,10 @@ def model_card(config: DistillConfig, summary: dict[str, Any], corpus: dict[str,
     results = [EvalResult(task_type="text-generation", dataset_type="held-out", dataset_name=config.eval_text,
                           metric_type=metric, metric_name=label, metric_value=round(float(after[key]), 4))
                for key, metric, label in (("ppl", "perplexity", "held-out perplexity"),
+                                          ("bits_per_byte", "bits_per_byte", "held-out bits per byte"),
                                           ("top1_agreement", "accuracy", "top-1 agreement with the teacher"),
-                                          ("kl_to_teacher", "kl_divergence", "KL(teacher || student), nats/token"))]
+                                          ("kl_to_teacher", "kl_divergence", "KL(teacher || student), nats/token"))
+               if after.get(key) is not None]
     data = ModelCardData(base_model=teacher, library_name="transformers", license=KNOWN_LICENSES.get(teacher),
                          tags=["knowledge-distillation", "distill-studio", "text-generation"],
                          pipeline_tag="text-generation", model_name=name, eval_results=results)
@@ -66,13 +68,19 @@ def _recipe(config: DistillConfig) -> str:
 
 def _before_after(summary: dict[str, Any]) -> str:
     teacher, before, after = summary["teacher"], summary["before"], summary["after"]
+    bpb = lambda row: "—" if row.get("bits_per_byte") is None else f"{row['bits_per_byte']:.4f}"  # noqa: E731
     rows = [("held-out perplexity ↓", f"{teacher['ppl']:.2f}", f"{before['ppl']:.2f}", f"{after['ppl']:.2f}"),
+            ("bits per byte ↓", bpb(teacher), bpb(before), bpb(after)),
             ("top-1 agreement with the teacher ↑", "—", f"{before['top1_agreement']:.1%}",
              f"{after['top1_agreement']:.1%}"),
             ("KL(teacher ‖ student), nats/token ↓", "—", f"{before['kl_to_teacher']:.3f}",
              f"{after['kl_to_teacher']:.3f}")]
+    bridge = (summary.get("tokenizer_bridge") or {}).get("bridge", "none")
+    own = "" if bridge in ("none", "shared_ids") else (
+        f" The student has a tokenizer of its own (distilled across tokenizers, bridge `{bridge}`): perplexities are "
+        "per each model's own tokens; bits per byte, of the same held-out bytes, compare them.")
     lines = ["## Teacher, student before and after",
-             f"Measured on {summary['eval_tokens']:,} held-out tokens the student never trained on.", "",
+             f"Measured on {summary['eval_tokens']:,} held-out tokens the student never trained on.{own}", "",
              "| | teacher | student before | student after |", "|---|---:|---:|---:|"]
     return "\n".join(lines + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows])
 

@@ -15,33 +15,60 @@ from typing import Any
 
 from safetensors.torch import load_file
 
-from distill_core.errors import first_line
+from distill_core.config import DistillConfig
+from distill_core.errors import DistillError, first_line
 from distill_core.layer_map import resolve_layer_map
 from distill_core.losses import FitNetsProjection
-from distill_core.models import STUDENTS, LoadedModel, load_saved_model, load_teacher
+from distill_core.models import STUDENTS, LoadedModel, ResolvedModel, load_saved_model, load_teacher, load_tokenizer
 from distill_core.presets import preset_config
+from distill_core.retention import look_at
 from distill_core.runs import run_config, run_summary
-from distill_core.specs import initial_student_spec
-from distill_core.students import load_student
+from distill_core.specs import initial_student_spec, own_vocabulary
+from distill_core.students import corpus_documents, load_student
 
 BEFORE = "student (before)"
 AFTER = "student (after)"
 PROJECTION_FILE = "fitnets_projection.safetensors"
 
 
-def untrained_student(teacher_spec: str, student_spec: str, seed: int | None = None) -> LoadedModel:
-    """A freshly derived (or loaded) student for the pair, as a session starts from; built once and shared."""
+def _frozen(loaded: Any) -> Any:
+    """A shared student is never trained (a session trains its own copy): frozen, its forward passes can be
+    shared and reused across users (batcher.FORWARDS)."""
+    getattr(loaded, "model", loaded).requires_grad_(False)
+    return loaded
+
+
+def untrained_student(teacher_spec: str, student_spec: str, seed: int | None = None,
+                      config: DistillConfig | None = None) -> LoadedModel:
+    """A freshly derived (or loaded) student for the pair, as a session starts from; built once and shared. A
+    student with a BPE vocabulary of its own trains it on `config`'s corpus (a run's), else the default one."""
     seed = preset_config().seed if seed is None else int(seed)
-    key = ("untrained", teacher_spec.strip(), student_spec.strip(), seed)
-    return STUDENTS.get(key, lambda: load_student(key[2], load_teacher(key[1]), seed=seed))
+    docs = corpus_documents(teacher_spec.strip(), config) if own_vocabulary(student_spec) else (None, None)
+    key = ("untrained", teacher_spec.strip(), student_spec.strip(), seed, hash(tuple(docs[0] or ())))
+    bridge = config.tokenizer_bridge if config is not None else "auto"
+    return STUDENTS.get(key, lambda: _frozen(load_student(key[2], load_teacher(key[1]), seed=seed,
+                                                          calibration=docs[0], calibration_source=docs[1],
+                                                          tokenizer_bridge=bridge)))
 
 
 def trained_student(out_dir: str | Path) -> Any:
     """The student a session saved in `out_dir`/student, loaded once for every user (a new save of the
-    folder is a new entry)."""
+    folder is a new entry). A run removed meanwhile (by retention or its owner) says so."""
     folder = Path(out_dir) / "student"
+    if not (folder / "config.json").is_file():
+        raise DistillError(f"run {Path(out_dir).name} is no longer on this machine (its owner deleted it, or it "
+                           "was removed to keep the runs folder under the operator's cap): open another run")
+    look_at(out_dir)  # someone is looking at it: retention keeps it
     stamp = tuple(int(p.stat().st_mtime_ns) for p in sorted(folder.glob("*.safetensors")))
-    return STUDENTS.get(("trained", str(folder.resolve()), stamp), lambda: load_saved_model(folder))
+    return STUDENTS.get(("trained", str(folder.resolve()), stamp), lambda: _frozen(load_saved_model(folder)))
+
+
+def trained_tokenizer(out_dir: str | Path) -> Any:
+    """The tokenizer a session saved with its student (the teacher's, or the student's own vocabulary)."""
+    folder = Path(out_dir) / "student"
+    stamp = int((folder / "tokenizer.json").stat().st_mtime_ns) if (folder / "tokenizer.json").is_file() else 0
+    return STUDENTS.get(("tokenizer", str(folder.resolve()), stamp),
+                        lambda: load_tokenizer(ResolvedModel(str(folder), str(folder), f"saved student {folder}")))
 
 
 class Comparison:
@@ -69,7 +96,8 @@ class Comparison:
         self.before_spec = initial_student_spec(self.summary, student_spec) if self.run else student_spec
         self.config = config if config is not None else preset_config().with_overrides(
             {"teacher": teacher_spec, "student": student_spec})
-        self.before = untrained_student(teacher_spec, self.before_spec, self.config.seed)
+        self.before = untrained_student(teacher_spec, self.before_spec, self.config.seed, self.config)
+        self.after_tokenizer = trained_tokenizer(last_run["out_dir"]) if self.after is not None else None
 
     @property
     def students(self) -> dict[str, Any]:
@@ -78,6 +106,27 @@ class Comparison:
         if self.after is not None:
             students[AFTER] = self.after
         return students
+
+    @property
+    def with_tokenizers(self) -> dict[str, tuple[Any, Any]]:
+        """Display name -> (model, its tokenizer): what a view needs when a student reads other tokens."""
+        students = {BEFORE: (self.before.model, self.before.tokenizer)}
+        if self.after is not None:
+            students[AFTER] = (self.after, self.after_tokenizer)
+        return students
+
+    @property
+    def cross_tokenizer(self) -> bool:
+        """Whether a compared student reads the text in tokens other than the teacher's."""
+        vocab = self.teacher.tokenizer.get_vocab()
+        return any(tok.get_vocab() != vocab for _, tok in self.with_tokenizers.values())
+
+    def require_same_tokens(self, view: str) -> None:
+        """DistillError for a view that compares the models token by token when a student reads other tokens."""
+        if self.cross_tokenizer:
+            raise DistillError(f"The {view} view compares the models token by token, and this student reads the text "
+                               "in tokens of its own (a different tokenizer): see Setup's alignment view for how the "
+                               "two tokenizations line up, and Dark knowledge for the distributions across them")
 
     @property
     def out_dir(self) -> Path | None:

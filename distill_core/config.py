@@ -23,11 +23,13 @@ from distill_core.hosting import check_public
 from distill_core.layer_map import LAYER_MAP_SPECS
 from distill_core.losses import ATTENTION_LOSSES, DIVERGENCES, HIDDEN_LOSSES
 from distill_core.paths import ASSETS, relative_to_project
+from distill_core.tokenizer_bridge import BRIDGES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 CHOICES: dict[str, tuple[str, ...]] = {"divergence": DIVERGENCES, "attention_loss": ATTENTION_LOSSES,
-                                       "hidden_loss": HIDDEN_LOSSES, "precision": PRECISIONS, "device": DEVICES}
+                                       "hidden_loss": HIDDEN_LOSSES, "precision": PRECISIONS, "device": DEVICES,
+                                       "tokenizer_bridge": BRIDGES}
 """The values a choice field accepts (the UI's dropdowns and the CLI's choices come from here)."""
 SUGGESTIONS: dict[str, tuple[str, ...]] = {"layer_map": LAYER_MAP_SPECS}
 PATH_FIELDS = ("corpus", "prompts_file", "eval_text")
@@ -51,7 +53,7 @@ class DistillConfig:
     teacher: str = "smollm2-135m"
     """Teacher model spec: `smollm2-135m` (bundled), a Hugging Face id, a local directory or a .gguf file."""
     student: str = "layers:20"
-    """Student model spec: any teacher spec, or one derived from the teacher: `layers:N`, `layers:0,5,9`, `fresh:layers=L,hidden=H,heads=A`."""
+    """Student model spec: any teacher spec, or one derived from the teacher: `layers:N`, `layers:0,5,9`, `fresh:layers=L,hidden=H,heads=A` (add `,vocab=bpe:N` for its own byte-level BPE vocabulary of N tokens, trained on the corpus)."""
 
     corpus: str = "teacher-generated"
     """Training text: `teacher-generated` (the teacher continues assets/prompts.txt; sequence-level KD), or a corpus file: UTF-8 .txt (paragraphs are documents), .jsonl/.json, .csv or .parquet (one document per row of `corpus_column`)."""
@@ -108,6 +110,8 @@ class DistillConfig:
     """beta of the generalized JSD: mixture m = beta p_teacher + (1 - beta) q_student; strictly between 0 and 1."""
     skew_alpha: float = 0.1
     """alpha of the skew KL, KL(p || alpha p + (1 - alpha) q); in [0, 1), 0 is forward KL."""
+    tokenizer_bridge: str = "auto"
+    """How soft targets cross between the two vocabularies: auto (none for the same vocabulary, shared_ids for the same tokens with output layers of different sizes, span for different tokenizers), none, shared_ids, uld (Universal Logit Distillation: sorted probabilities, positions aligned by index) or span (tokens aligned by the text they cover; shared tokens compared directly, the rest by ULD)."""
     top_k: int = 0
     """Distil on the teacher's top-k next tokens plus one tail bucket for the rest of the mass (0: the whole distribution)."""
     teacher_cache: bool = False

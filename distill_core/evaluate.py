@@ -15,7 +15,7 @@ from distill_core import hosting
 from distill_core.models import count_parameters
 from distill_core.errors import DistillError
 from distill_core.data import Blocks, check_text
-from distill_core.losses import shift_for_next_token
+from distill_core.losses import shared_rows, shift_for_next_token
 
 SPEED_PROMPT = "The history of the city begins"
 
@@ -76,7 +76,7 @@ def compare(teacher: Any, student: Any, blocks: Blocks, batch_size: int = 8,
         labels, mask = shift_for_next_token(ids, attn)
         m = mask.bool()
         s_logp = student(input_ids=ids, attention_mask=attn).logits.float()[m].log_softmax(-1)  # (n, vocab)
-        t_logp = t_logp.to(s_logp.device)
+        t_logp, s_logp = shared_rows(t_logp.to(s_logp.device), s_logp)  # output layers of different widths
         y = labels[m]
         sums["teacher_nll"] += float(F.nll_loss(t_logp, y, reduction="sum"))
         sums["student_nll"] += float(F.nll_loss(s_logp, y, reduction="sum"))

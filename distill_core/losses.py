@@ -226,11 +226,13 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: "torch.Tenso
 
 class OutputHead:
     """A model's output layer as (weight, bias): logits = hidden @ weight.T + bias. Only plain
-    linear heads qualify (no logit soft-capping or scaling, which some architectures add)."""
+    linear heads qualify (no logit soft-capping or scaling, which some architectures add). `rows`: only the
+    first rows (the ids both output layers have, tokenizer_bridge's `shared_ids`); None: all of them."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, rows: int | None = None):
         head = model.get_output_embeddings()
-        self.weight, self.bias = head.weight, head.bias
+        self.weight = head.weight[:rows]
+        self.bias = head.bias[:rows] if head.bias is not None else None
 
     @staticmethod
     def supported(model: torch.nn.Module) -> bool:
@@ -427,6 +429,16 @@ def fitnets_loss(
             raise ValueError(f"unknown hidden loss {kind!r}; choose one of {', '.join(HIDDEN_LOSSES)}")
         total = total + _masked_mean(per_position, mask)
     return total / len(student_hidden)
+
+
+def shared_rows(teacher_logp: torch.Tensor, student_logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two log-distributions (..., vocab) over output layers of different widths but the same tokens at the
+    ids both have (tokenizer_bridge's `shared_ids`): both cut to those ids and renormalised over them; the same
+    tensors when the widths agree."""
+    if teacher_logp.shape[-1] == student_logp.shape[-1]:
+        return teacher_logp, student_logp
+    rows = min(teacher_logp.shape[-1], student_logp.shape[-1])
+    return teacher_logp[..., :rows].log_softmax(-1), student_logp[..., :rows].log_softmax(-1)
 
 
 def shift_for_next_token(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -44,21 +43,27 @@ from distill_core import probes
 from distill_core import resume as training_checkpoint
 from distill_core.augment import augment_blocks
 from distill_core.card import model_card
+from distill_core.bridged_probes import pair_snapshot
 from distill_core.config import DistillConfig
 from distill_core.corpora import Corpus, load_corpus
+from distill_core.cross_step import make_step
 from distill_core.data import HELDOUT_FRACTION, Blocks, batch_indices, heldout_blocks, heldout_split, pack
 from distill_core.device import resolve_device, teacher_dtype
 from distill_core.distributed import Processes, state_checksum
 from distill_core.errors import DistillError, describe_failure, first_line
-from distill_core.evaluate import compare, score, teacher_reference
+from distill_core.evaluate import score
+from distill_core.fair_eval import HeldOut, compare_student, held_out, reference as fair_reference, student_bpb, teacher_bpb
 from distill_core.layer_map import resolve_layer_map
 from distill_core.layer_select import NeedsTeacherNetwork
 from distill_core.losses import FitNetsProjection
 from distill_core.memory import session_fit
 from distill_core.models import LazyTeacher, LoadedModel, TeacherWeights, conversion_pending, count_parameters
-from distill_core.specs import is_derived_spec
+from distill_core.paired_data import pack_pairs
+from distill_core.specs import is_derived_spec, own_vocabulary
+from distill_core.storage import swapped_in, weights_to_save
 from distill_core.step import DistillStep, SharedPrefix, make_optimizer, prepare_student
-from distill_core.students import load_student
+from distill_core.students import load_student, student_vocabulary
+from distill_core.tokenizer_bridge import choose_bridge
 from distill_core.teacher_cache import CachedTeacher, TeacherCache
 from distill_core.teacher_corpus import CapturedTargets, captured_targets_blocked
 from distill_core.tracking import SessionTracker
@@ -240,6 +245,8 @@ class Prepared:
     before: dict[str, Any] = field(default_factory=dict)
     checkpoint: training_checkpoint.Checkpoint | None = None
     similarity: "PairSimilarity | None" = None
+    held: HeldOut | None = None
+    """The held-out text as each model reads it (bits per byte; across tokenizers, the aligned blocks and the bridge)."""
     captured: CapturedTargets | None = None
 
     @property
@@ -252,7 +259,7 @@ class Prepared:
         """A probe event: the dark-knowledge snapshot, plus the CKA of the mapped layer pairs."""
         probe_teacher = (self.teacher.loaded if self.teacher.loaded is not None
                          else self.cached.as_teacher(self.teacher.tokenizer, self.config.teacher))
-        event = probes.next_token_snapshot(probe_teacher, self.student, self.config.probe_text, self.config.temperature)
+        event = pair_snapshot(probe_teacher, self.student, self.config.probe_text, self.config.temperature)
         if self.similarity is not None:
             event.update(self.similarity.measure(self.student))
         return record.emit("probe", step=step, **event)
@@ -275,7 +282,7 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
         yield record.emit("status", message=f"Loading teacher {config.teacher} …", phase="teacher")
         teacher.get()
     data = yield from _prepare_data(config, record, teacher)
-    train_blocks, eval_blocks = data.train_blocks, data.eval_blocks
+    train_blocks, eval_blocks, held = data.train_blocks, data.eval_blocks, data.held
     cached = (yield from _teacher_cache(config, record, teacher, train_blocks, eval_blocks)) if config.teacher_cache else None
     student = yield from _build_student(config, record, teacher, data.docs, data.source)
     student.model.to(device)
@@ -287,20 +294,24 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
     if cached is not None:
         reference, teacher_params = cached.reference, cached.teacher_params
     else:
-        reference = teacher_reference(teacher.loaded.model, eval_blocks)
+        reference = fair_reference(teacher.loaded.model, held)
         teacher_params = count_parameters(teacher.loaded.model)
     corpus = {"description": data.source, "documents": len(data.docs),
               "sha256": hashlib.sha256("\n\n".join(data.docs).encode("utf-8")).hexdigest()}
     prepared = Prepared(config, procs, device, teacher, corpus, train_blocks,
                         data.val_blocks.select(slice(0, MAX_VAL_BLOCKS)), eval_blocks, data.augmented, cached, student,
                         layer_pairs, reference, teacher_params, count_parameters(student.model), checkpoint=checkpoint,
-                        captured=data.captured)
-    if teacher.loaded is not None:
+                        held=held, captured=data.captured)
+    if teacher.loaded is not None and not held.cross:  # CKA compares states of the same tokens
         prepared.similarity = PairSimilarity(teacher.loaded, eval_blocks, layer_pairs)
     if checkpoint is None:
-        yield record.emit("status", message="Evaluating the student before distillation …", phase="evaluation")
-        prepared.before = compare(None, student.model, eval_blocks, reference=reference)
-        yield record.emit("eval", step=0, **periodic_eval(student, eval_blocks, prepared.val_blocks, prepared.before))
+        yield record.emit("status", message="Evaluating the student before distillation …",
+                          phase="evaluation")
+        prepared.before = compare_student(student.model, held, reference)
+        prepared.before["teacher_bpb"] = teacher_bpb(teacher.loaded.model if teacher.loaded is not None else None,
+                                                     held, teacher.fingerprint())
+        yield record.emit("eval", step=0, **periodic_eval(student, eval_blocks, prepared.val_blocks, prepared.before,
+                                                          held))
         yield prepared.snapshot(record, 0)
     else:  # measured by the run that wrote the checkpoint, on the same student before training
         prepared.before = checkpoint.state["before"]
@@ -319,20 +330,27 @@ class SessionData:
     augmented: dict[str, Any] | None
     captured: CapturedTargets | None
     """The teacher's targets captured while it wrote the corpus, when they can train this session."""
+    held: HeldOut
+    """The held-out text as each model reads it (`eval_blocks` is its per-token side)."""
 
 
 def _prepare_data(config: DistillConfig, record: Record, teacher: LazyTeacher) -> Events:
-    """The corpus, packed and split (augmented copies join the training part only), and the held-out
-    evaluation blocks; ends with the `corpus` event, returns the `SessionData`."""
+    """The corpus, packed and split (augmented copies join the training part only; across tokenizers, in both
+    tokenizations: paired_data), and the held-out text as each model reads it; ends with the `corpus` event,
+    returns the `SessionData`."""
     yield record.emit("status", message="Preparing the corpus …", phase="corpus")
     for source, corpus in load_corpus(config, teacher):
         if corpus is None:
             yield record.emit("status", message=source)
-    tokenizer = teacher.tokenizer
-    blocks = corpus.blocks if corpus.blocks is not None else pack(tokenizer, corpus.docs, config.seq_len)
+    student_tokenizer, student_width, bridge, tokenizer = yield from _bridge(config, record, teacher, corpus.docs)
+    if bridge.cross:
+        blocks = pack_pairs(teacher.tokenizer, student_tokenizer, corpus.docs, config.seq_len)
+    else:  # the blocks the teacher wrote in its own tokens serve a pair that reads them id by id
+        blocks = (corpus.blocks if corpus.blocks is not None and bridge.kind == "none"
+                  else pack(tokenizer, corpus.docs, config.seq_len))
     train_index, val_index = heldout_split(len(blocks), HELDOUT_FRACTION, config.seed)
     train_blocks, val_blocks = blocks.select(train_index), blocks.select(val_index)
-    captured = yield from _captured_targets(config, record, corpus, train_index)
+    captured = yield from _captured_targets(config, record, corpus, train_index, bridge.kind)
     augmented = None
     if config.augment_methods:  # after the split: only training blocks are augmented (augment_blocks)
         for message, result in augment_blocks(tokenizer, train_blocks, config.augment_methods, config.augment_strength,
@@ -342,20 +360,42 @@ def _prepare_data(config: DistillConfig, record: Record, teacher: LazyTeacher) -
                 yield record.emit("status", message=message)
             else:
                 train_blocks, augmented = result
-    eval_blocks = heldout_blocks(config, tokenizer)
+    held = held_out(config, teacher.tokenizer, student_tokenizer, teacher.config().vocab_size, student_width,
+                    bridge, None if bridge.cross else heldout_blocks(config, tokenizer))
     yield record.emit("corpus", source=source, documents=len(corpus.docs), train_tokens=train_blocks.n_tokens,
-                      val_tokens=val_blocks.n_tokens, eval_tokens=eval_blocks.scored_tokens,
+                      val_tokens=val_blocks.n_tokens, eval_tokens=held.blocks.scored_tokens,
                       epochs=round(config.steps * config.batch_size / max(1, len(train_blocks)), 2),
-                      augmented=augmented)
-    return SessionData(corpus.docs, source, train_blocks, val_blocks, eval_blocks, augmented, captured)
+                      augmented=augmented, **({"one_to_one_share": round(blocks.one_to_one_share, 4)}
+                                              if bridge.cross else {}))
+    return SessionData(corpus.docs, source, train_blocks, val_blocks, held.blocks, augmented, captured, held)
 
 
-def _captured_targets(config: DistillConfig, record: Record, corpus: Corpus, train_index: torch.Tensor) -> Events:
+def _bridge(config: DistillConfig, record: Record, teacher: LazyTeacher, docs: list[str]) -> Events:
+    """The student's tokenizer (a BPE of its own trained on `docs` for `vocab=bpe:N`), the bridge between the
+    two vocabularies (tokenizer_bridge.py) and the tokenizer the corpus is packed with when both read the same
+    tokens (with shared_ids, the one with fewer tokens)."""
+    if own_vocabulary(config.student):
+        yield record.emit("status", message=f"Training the student's BPE vocabulary on the corpus ({len(docs)} "
+                                            "documents; cached for later sessions) …")
+    teacher_width = teacher.config().vocab_size
+    student_tokenizer, student_width = student_vocabulary(config.student, teacher, teacher_width, docs)
+    bridge = choose_bridge(config.tokenizer_bridge, teacher.tokenizer, student_tokenizer, teacher_width, student_width)
+    bridge.check_config(config)
+    if bridge.kind != "none":
+        yield record.emit("status", message=f"Tokenizer bridge {bridge.kind}: {bridge.reason}")
+    smaller = student_tokenizer if len(student_tokenizer) < len(teacher.tokenizer) else teacher.tokenizer
+    return student_tokenizer, student_width, bridge, smaller
+
+
+def _captured_targets(config: DistillConfig, record: Record, corpus: Corpus, train_index: torch.Tensor,
+                      bridge: str = "none") -> Events:
     """The targets the teacher captured while writing, for the training blocks, when they can serve (the status
     says which, and why not)."""
     if corpus.targets is None or config.teacher_cache:  # another corpus, or the teacher cache serves
         return None
-    blocked = captured_targets_blocked(config)
+    blocked = captured_targets_blocked(config) or (
+        f"they are over the teacher's own token ids and blocks, and tokenizer_bridge={bridge} compares other ones"
+        if bridge != "none" else None)
     if blocked:
         yield record.emit("status", message=f"Soft targets: the teacher runs at every step (the ones it captured "
                                             f"while writing cannot serve: {blocked})")
@@ -396,11 +436,11 @@ def _build_student(config: DistillConfig, record: Record, teacher: LazyTeacher, 
         source = LoadedModel(weights, teacher.tokenizer, config.teacher, teacher.resolve().source)
     try:
         return load_student(config.student, source, seed=config.seed, calibration=docs,
-                            calibration_source=corpus_source)
+                            calibration_source=corpus_source, tokenizer_bridge=config.tokenizer_bridge)
     except NeedsTeacherNetwork:  # e.g. layers:N:angular measures the teacher once, then caches its choice
         yield record.emit("status", message=f"Loading teacher {config.teacher} to choose the student's layers …")
         return load_student(config.student, teacher.get(), seed=config.seed, calibration=docs,
-                            calibration_source=corpus_source)
+                            calibration_source=corpus_source, tokenizer_bridge=config.tokenizer_bridge)
 
 
 class PairSimilarity:
@@ -425,10 +465,11 @@ class PairSimilarity:
 
 
 def periodic_eval(student: LoadedModel, eval_blocks: Blocks, val_blocks: Blocks,
-                  full: dict[str, Any] | None = None) -> dict[str, Any]:
+                  full: dict[str, Any] | None = None, held: HeldOut | None = None) -> dict[str, Any]:
     """Student perplexity on the held-out text and on the held-out part of the training corpus
-    (the two diverge when the student over-fits the corpus); with `full` (a `compare` result) also the
-    teacher's perplexity, top-1 agreement and KL to the teacher."""
+    (the two diverge when the student over-fits the corpus), with `held` its bits per byte on the held-out
+    text; with `full` (a `compare_student` result) also the teacher's perplexity and bits per byte, top-1
+    agreement and KL to the teacher."""
     was_training = student.model.training
     student.model.eval()
     held_out = score(student.model, eval_blocks)
@@ -436,9 +477,11 @@ def periodic_eval(student: LoadedModel, eval_blocks: Blocks, val_blocks: Blocks,
     student.model.train(was_training)
     result = {"held_out_ppl": held_out["ppl"], "held_out_loss": held_out["loss"],
               "val_ppl": val["ppl"], "val_loss": val["loss"]}
+    if held is not None:
+        result["held_out_bpb"] = full["student_bpb"] if full is not None else student_bpb(student.model, held)
     if full is not None:
         result.update(teacher_ppl=full["teacher_ppl"], top1_agreement=full["top1_agreement"],
-                      kl_to_teacher=full["kl_to_teacher"])
+                      kl_to_teacher=full["kl_to_teacher"], teacher_bpb=full.get("teacher_bpb"))
     return result
 
 
@@ -506,10 +549,10 @@ def _training_setup(p: Prepared, record: Record) -> Events:
                       if p.procs.distributed and projection is not None else None)
     if p.checkpoint is not None:
         p.checkpoint.restore(student.model, projection, optimizer, scheduler)
-    step = DistillStep(config, p.teacher.loaded, student, optimizer, layer_pairs=p.layer_pairs,
-                       projection=projection, shared_prefix=shared_prefix,
-                       student_forward=p.procs.wrap(student.model),  # DDP under accelerate launch, else None
-                       after_backward=after_backward)
+    step = make_step(config, p.teacher.loaded, student, optimizer, p.held.bridge, p.held.shared,
+                     layer_pairs=p.layer_pairs, projection=projection, shared_prefix=shared_prefix,
+                     student_forward=p.procs.wrap(student.model),  # DDP under accelerate launch, else None
+                     after_backward=after_backward)
     if p.checkpoint is not None and step.scaler is not None:
         p.checkpoint.restore_scaler(step.scaler)
     return Training(step, scheduler, n_trainable, projection, memory)
@@ -603,7 +646,8 @@ class Loop:
                                       eta_s=elapsed / step * (config.steps - step)))
         if config.eval_every and step % config.eval_every == 0 and step < config.steps:
             record.enter("evaluation")
-            events.append(record.emit("eval", step=step, **periodic_eval(p.student, p.eval_blocks, p.val_blocks)))
+            events.append(record.emit("eval", step=step, **periodic_eval(p.student, p.eval_blocks, p.val_blocks,
+                                                                         held=p.held)))
         if config.probe_every and step % config.probe_every == 0 and step < config.steps:
             record.enter("evaluation")
             events.append(p.snapshot(record, step))
@@ -636,8 +680,9 @@ def finish(p: Prepared, fitted: Fitted, record: Record) -> Events:
     config, out, student = p.config, record.out, p.student
     student.model.eval()
     yield record.emit("status", message="Evaluating the student after distillation …", phase="evaluation")
-    after = compare(None, student.model, p.eval_blocks, reference=p.reference)
-    yield record.emit("eval", step=fitted.step, **periodic_eval(student, p.eval_blocks, p.val_blocks, after))
+    after = compare_student(student.model, p.held, p.reference)
+    after["teacher_bpb"] = p.before.get("teacher_bpb")
+    yield record.emit("eval", step=fitted.step, **periodic_eval(student, p.eval_blocks, p.val_blocks, after, p.held))
     yield p.snapshot(record, fitted.step)
     stopped = fitted.stopped(config)
     summary = _summary(p, fitted, after, record)
@@ -684,7 +729,10 @@ def _summary(p: Prepared, fitted: Fitted, after: dict[str, Any], record: Record)
         "train_s": fitted.train_s,
         "phases_s": record.phases_s(),
         "eval_tokens": p.before["tokens"],
-        "teacher": {"ppl": p.before["teacher_ppl"], "params": p.teacher_params},
+        "eval_bytes": p.held.text.n_bytes,
+        "tokenizer_bridge": _bridge_summary(p),
+        "teacher": {"ppl": p.before["teacher_ppl"], "bits_per_byte": p.before.get("teacher_bpb"),
+                    "params": p.teacher_params},
         "student": {"params": p.student_params, "trainable_params": fitted.trainable_params},
         "memory_estimate_gb": fitted.memory["estimate_gb"]["total"],
         "before": _eval_summary(p.before),
@@ -703,31 +751,35 @@ def _ranks_agree(p: Prepared, fitted: Fitted) -> dict[str, Any] | None:
 
 
 def _eval_summary(result: dict[str, Any]) -> dict[str, Any]:
-    return {"ppl": result["student_ppl"], "top1_agreement": result["top1_agreement"],
-            "kl_to_teacher": result["kl_to_teacher"]}
+    return {"ppl": result["student_ppl"], "bits_per_byte": result.get("student_bpb"),
+            "top1_agreement": result["top1_agreement"], "kl_to_teacher": result["kl_to_teacher"]}
+
+
+def _bridge_summary(p: Prepared) -> dict[str, Any]:
+    """summary.json's `tokenizer_bridge`: which bridge, why, and across tokenizers how much of the corpus aligns."""
+    bridge = p.held.bridge
+    summary = {"bridge": bridge.kind, "requested": bridge.requested, "reason": bridge.reason,
+               "student_vocabulary": len(p.student.tokenizer)}
+    if bridge.cross:
+        summary["one_to_one_share"] = round(p.train_blocks.one_to_one_share, 4)
+    return summary
 
 
 def save_student(student: LoadedModel, target: Path, card: str, summary: dict[str, Any],
                  config: DistillConfig) -> None:
     """A self-contained student folder: save_pretrained + tokenizer, the model card (README.md), the run's
     summary.json and the config.yaml that reruns it, every file readable by all (rw-r--r--); written to a
-    temporary directory, then swapped in."""
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    temporary directory, then swapped in (a full disk leaves the folder there before, and says so); weights
+    in the operator's DISTILL_SAVE_DTYPE (fp32 unless half precision was chosen)."""
     student.model.config.__dict__.pop("_model_name_or_path", None)  # a GGUF file's internal name, not this model's
-    student.model.save_pretrained(tmp)
-    student.tokenizer.save_pretrained(tmp)
-    (tmp / "README.md").write_text(card, encoding="utf-8")
-    write_json_atomic(tmp / "summary.json", summary)
-    config.portable().to_yaml(tmp / "config.yaml")
-    for file in tmp.iterdir():
-        file.chmod(0o644)
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    with swapped_in(target, "the student") as tmp:
+        student.model.save_pretrained(tmp, state_dict=weights_to_save(student.model))  # the operator's precision
+        student.tokenizer.save_pretrained(tmp)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        write_json_atomic(tmp / "summary.json", summary)
+        config.portable().to_yaml(tmp / "config.yaml")
+        for file in tmp.iterdir():
+            file.chmod(0o644)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

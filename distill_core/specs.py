@@ -10,6 +10,8 @@
   `layers:0,5,9` exactly these teacher layers (0-based), weights copied.
   `fresh:layers=L,hidden=H,heads=A`  random initialisation in the teacher's architecture family,
                 with the teacher's tokenizer.
+  `fresh:layers=L,hidden=H,heads=A,vocab=bpe:N`  the same with a vocabulary of its own: a byte-level BPE of
+                N tokens trained on the session's corpus (bpe.py), so the pair distils across tokenizers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ LAYER_RULES = ("depth", "angular")
 """How `layers:N` picks its N layers: `depth` (the fixed rule of `select_layers`, the default) or
 `angular` (measured on calibration text, distill_core/layer_select.py)."""
 _FRESH_KEYS = {"layers", "hidden", "heads"}
+MIN_VOCAB, MAX_VOCAB = 300, 200_000
+"""A student's own BPE vocabulary: it starts from the 256 byte tokens, so below 300 there is nothing to merge;
+above 200k a session's corpus could not fill it."""
 
 
 def is_derived_spec(spec: str) -> bool:
@@ -64,12 +69,28 @@ def _parse_layers(spec: str, rest: str) -> dict[str, Any]:
                        "measurement) or layers:i,j,k (0-based teacher layers)")
 
 
+def parse_vocab(spec: str, value: str) -> int:
+    """`bpe:8000` -> 8000, the requested size of a `vocab=` field; DistillError otherwise."""
+    match = re.fullmatch(r"bpe:(\d+)", value.strip())
+    if not match:
+        raise DistillError(f"{spec!r}: vocab must be bpe:N (a byte-level BPE of N tokens trained on the corpus), "
+                           f"got {value!r}")
+    size = int(match.group(1))
+    if not MIN_VOCAB <= size <= MAX_VOCAB:
+        raise DistillError(f"{spec!r}: a BPE vocabulary needs between {MIN_VOCAB} and {MAX_VOCAB} tokens, got {size}")
+    return size
+
+
 def _parse_fresh(spec: str, rest: str) -> dict[str, int]:
     values: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = part.partition("=")
+        if eq and key.strip() == "vocab":
+            values["vocab"] = parse_vocab(spec, value)
+            continue
         if not eq or key.strip() not in _FRESH_KEYS or not value.strip().isdigit():
-            raise DistillError(f"{spec!r}: expected fresh:layers=L,hidden=H,heads=A with positive integers")
+            raise DistillError(f"{spec!r}: expected fresh:layers=L,hidden=H,heads=A with positive integers "
+                               "(and optionally ,vocab=bpe:N)")
         values[key.strip()] = int(value)
     missing = _FRESH_KEYS - set(values)
     if missing:
@@ -81,10 +102,20 @@ def _parse_fresh(spec: str, rest: str) -> dict[str, int]:
     return values
 
 
+def own_vocabulary(spec: str) -> int | None:
+    """The BPE vocabulary size a derived student trains for itself (`fresh:...,vocab=bpe:N`), else None."""
+    try:
+        kind, args = parse_derived_spec(spec)
+    except DistillError:
+        return None
+    return args.get("vocab") if kind == "fresh" else None
+
+
 def parse_derived_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """`layers:N` and `layers:N:depth` -> ("layers", {"count": N, "rule": "depth"});
     `layers:N:angular` -> ("layers", {"count": N, "rule": "angular"});
-    `layers:0,5` -> ("layers", {"indices": [0, 5]}); `fresh:layers=2,hidden=64,heads=4` -> ("fresh", {...})."""
+    `layers:0,5` -> ("layers", {"indices": [0, 5]}); `fresh:layers=2,hidden=64,heads=4` -> ("fresh", {...});
+    `fresh:layers=2,hidden=64,heads=4,vocab=bpe:8000` -> ("fresh", {..., "vocab": 8000})."""
     spec = spec.strip()
     kind, _, rest = spec.partition(":")
     if kind == "layers":

@@ -173,6 +173,7 @@ class DistillStep:
         self.device = next(student.model.parameters()).device
         self.dtype = autocast_dtype(config, self.device)
         self.attention = config.attention_weight > 0
+        self.vocab_rows: int | None = None  # tokenizer_bridge's shared_ids: distil over the first rows only
         # fp16 (GPUs without native bf16): the loss is scaled for backward so small gradients do not underflow
         self.scaler = torch.amp.GradScaler(self.device.type) if needs_grad_scaler(self.dtype) else None
 
@@ -202,7 +203,8 @@ class DistillStep:
             out = (model.base_model if chunked else model)(
                 input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden,
                 output_attentions=self.attention, use_cache=False)
-        distribution = (out.last_hidden_state, OutputHead(model)) if chunked else out.logits
+        distribution = ((out.last_hidden_state, OutputHead(model, self.vocab_rows)) if chunked
+                        else out.logits[..., :self.vocab_rows])
         return TeacherTargets(distribution, out.hidden_states, dict(zip(layers, out.attentions or ())))
 
     def student_outputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, teacher: TeacherTargets,
@@ -219,7 +221,7 @@ class DistillStep:
         with _maps_if(self.attention, self.student.model, layers):
             out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden,
                         output_attentions=self.attention, use_cache=False)
-        final = out.last_hidden_state if chunked else out.logits
+        final = out.last_hidden_state if chunked else out.logits[..., :self.vocab_rows]
         return StudentOutputs(final, out.hidden_states, dict(zip(layers, out.attentions or ())))
 
     def loss_terms(self, teacher: TeacherTargets, student: StudentOutputs, labels: torch.Tensor, mask: torch.Tensor,
@@ -227,7 +229,8 @@ class DistillStep:
         """alpha * soft targets + (1 - alpha) * hard labels, plus the weighted layer-wise terms."""
         c = self.config
         if chunked:
-            loss = chunked_distillation_loss(student.final, OutputHead(self.student.model), teacher.distribution,
+            loss = chunked_distillation_loss(student.final, OutputHead(self.student.model, self.vocab_rows),
+                                             teacher.distribution,
                                              labels, mask, c.temperature, c.kd_weight, c.divergence, c.top_k,
                                              c.jsd_beta, c.skew_alpha, c.loss_chunk_tokens)
         else:

@@ -1,5 +1,6 @@
 """Students: derived from the teacher (a subset of its layers with their weights, or a fresh model of its
-family and tokenizer) or loaded from a spec of their own and checked against the teacher's vocabulary.
+family, with its tokenizer or a byte-level BPE of its own) or loaded from a spec of their own and checked
+against the teacher's vocabulary (a student whose tokens differ needs a tokenizer bridge: tokenizer_bridge.py).
 
 `layers:N` keeps N teacher layers with their weights (DistilBERT's initialisation, Sanh et al. 2019): which
 ones by the depth rule (specs.select_layers) or, for `layers:N:angular`, by measurement on calibration
@@ -14,10 +15,15 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from distill_core import layer_select
+from distill_core.bpe import bpe_tokenizer
+from distill_core.config import DistillConfig
+from distill_core.corpora import load_corpus
 from distill_core.errors import DistillError
-from distill_core.models import LoadedModel, check_model_size, decoder_layers, load_model, one_build_at_a_time
+from distill_core.models import (LazyTeacher, LoadedModel, check_model_size, decoder_layers, load_config, load_model,
+                                 load_tokenizer, one_build_at_a_time, require_causal_lm, resolve_model)
 from distill_core.paths import ASSETS
-from distill_core.specs import is_derived_spec, parse_derived_spec, select_layers
+from distill_core.specs import is_derived_spec, own_vocabulary, parse_derived_spec, select_layers
+from distill_core.tokenizer_bridge import choose_bridge
 
 
 @one_build_at_a_time
@@ -25,21 +31,66 @@ def derive_student(teacher: LoadedModel, spec: str, seed: int = 0, attn_implemen
                    calibration: list[str] | None = None, calibration_source: str | None = None) -> LoadedModel:
     """Build a student from the teacher: a layer subset with copied weights, or a fresh model.
 
-    `calibration`: texts a `layers:N:angular` student measures its layer distances on (a session
-    passes its training documents; `calibration_source` says what they are, for the notes). None:
-    the lines of assets/prompts.txt. Other specs ignore both."""
+    `calibration`: texts a `layers:N:angular` student measures its layer distances on, and a
+    `fresh:...,vocab=bpe:N` student trains its vocabulary on (a session passes its training documents;
+    `calibration_source` says what they are, for the notes). None: the lines of assets/prompts.txt for the
+    angular rule, the default corpus for a BPE (`corpus_documents`). Other specs ignore both."""
     kind, args = parse_derived_spec(spec)
     config = teacher.model.config.__class__.from_dict(teacher.model.config.to_dict())
     config._attn_implementation = attn_implementation
+    tokenizer = teacher.tokenizer
+    if kind == "fresh" and "vocab" in args:
+        docs, calibration_source = (calibration, calibration_source) if calibration is not None else (
+            corpus_documents(teacher.spec))
+        tokenizer = bpe_tokenizer(docs, args["vocab"])
     torch.manual_seed(seed)  # the fresh weights (and a subset's unused ones) come from this seed
     if kind == "layers":
         student, keep, notes, selection = _layer_subset(teacher, spec, args, config, calibration, calibration_source)
     else:
-        student, keep, notes, selection = _fresh(teacher, spec, args, config), None, [
-            "random initialisation (fresh), teacher's architecture family and tokenizer"], None
-    student.generation_config.pad_token_id = teacher.tokenizer.pad_token_id
+        student, keep, notes, selection = _fresh(teacher, spec, args, config, tokenizer), None, [
+            _fresh_note(teacher, tokenizer, args, calibration_source)], None
+    student.generation_config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer is not teacher.tokenizer:
+        student.generation_config.eos_token_id = tokenizer.eos_token_id
+        student.generation_config.bos_token_id = tokenizer.bos_token_id
     student.eval()
-    return LoadedModel(student, teacher.tokenizer, spec, f"derived from {teacher.spec}", keep, notes, selection)
+    return LoadedModel(student, tokenizer, spec, f"derived from {teacher.spec}", keep, notes, selection)
+
+
+def _fresh_note(teacher: LoadedModel, tokenizer: Any, args: dict[str, Any], source: str | None) -> str:
+    if tokenizer is teacher.tokenizer:
+        return "random initialisation (fresh), teacher's architecture family and tokenizer"
+    return (f"random initialisation (fresh), teacher's architecture family; its own byte-level BPE vocabulary of "
+            f"{len(tokenizer)} tokens (asked for {args['vocab']}) trained on {source or 'the corpus'}")
+
+
+def corpus_documents(teacher_spec: str, config: DistillConfig | None = None) -> tuple[list[str], str]:
+    """The training documents of `config` (default: a session with this teacher's default corpus, teacher-generated,
+    cached after its first session), with their description: what a BPE student trains its vocabulary on when
+    no corpus is given."""
+    config = config.with_overrides({"teacher": teacher_spec}) if config is not None else DistillConfig(
+        teacher=teacher_spec)
+    for source, docs in load_corpus(config, LazyTeacher(teacher_spec, torch.device("cpu"))):
+        if docs is not None:
+            return docs, source
+    raise DistillError(f"no corpus for {teacher_spec!r}")
+
+
+def student_vocabulary(spec: str, teacher: Any, teacher_width: int,
+                       documents: list[str] | None = None) -> tuple[Any, int]:
+    """A student's tokenizer and output-layer width without building the student: the teacher's for a derived
+    student, a BPE trained on `documents` (default: `corpus_documents`) for `fresh:...,vocab=bpe:N`, the
+    model's own (its config's vocab_size, no weights loaded) for any other spec. `teacher`: anything with the
+    teacher's `spec` and `tokenizer` (a LoadedModel, a LazyTeacher)."""
+    vocab = own_vocabulary(spec)
+    if vocab is not None:
+        tokenizer = bpe_tokenizer(documents if documents is not None else corpus_documents(teacher.spec)[0], vocab)
+        return tokenizer, len(tokenizer)
+    if is_derived_spec(spec):
+        return teacher.tokenizer, teacher_width
+    resolved = resolve_model(spec)
+    config = require_causal_lm(load_config(resolved.target, resolved.local_only), resolved.target)
+    return load_tokenizer(resolved), int(config.vocab_size)
 
 
 def _layer_subset(teacher: LoadedModel, spec: str, args: dict[str, Any], config: Any, calibration: list[str] | None,
@@ -76,9 +127,9 @@ def _layer_subset(teacher: LoadedModel, spec: str, args: dict[str, Any], config:
     return student, keep, notes, layer_selection
 
 
-def _fresh(teacher: LoadedModel, spec: str, args: dict[str, int], config: Any) -> Any:
+def _fresh(teacher: LoadedModel, spec: str, args: dict[str, int], config: Any, tokenizer: Any) -> Any:
     """A randomly initialised model of the teacher's family: L layers, width H, A heads (the teacher's
-    query-to-KV-head ratio and MLP ratio kept where they divide)."""
+    query-to-KV-head ratio and MLP ratio kept where they divide), over `tokenizer`'s vocabulary."""
     t_config = teacher.model.config
     heads = args["heads"]
     t_ratio = t_config.num_attention_heads // max(1, getattr(t_config, "num_key_value_heads", None)
@@ -95,6 +146,10 @@ def _fresh(teacher: LoadedModel, spec: str, args: dict[str, int], config: Any) -
         config.intermediate_size = int(round(ratio * args["hidden"] / 64)) * 64 or 64
     if getattr(config, "layer_types", None):
         config.layer_types = [config.layer_types[0]] * args["layers"]
+    if tokenizer is not teacher.tokenizer:  # its own vocabulary: the embedding and output layer follow it
+        config.vocab_size = len(tokenizer)
+        config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+        config.pad_token_id = tokenizer.pad_token_id
     check_model_size(config, f"the student {spec!r}")
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=config._attn_implementation)
 
@@ -149,27 +204,20 @@ def _ranges(indices: list[int]) -> str:
 
 
 def load_student(spec: str, teacher: LoadedModel, seed: int = 0, attn_implementation: str = "sdpa", *,
-                 calibration: list[str] | None = None, calibration_source: str | None = None) -> LoadedModel:
+                 calibration: list[str] | None = None, calibration_source: str | None = None,
+                 tokenizer_bridge: str = "auto") -> LoadedModel:
     """A student spec is either derived from the teacher or a model spec of its own. `calibration`
-    (and `calibration_source`): see `derive_student`; only `layers:N:angular` uses them."""
+    (and `calibration_source`): see `derive_student`; only `layers:N:angular` and `vocab=bpe:N` use them.
+    A student of its own must share the teacher's vocabulary unless `tokenizer_bridge` bridges them."""
     if is_derived_spec(spec):
         return derive_student(teacher, spec, seed=seed, attn_implementation=attn_implementation,
                               calibration=calibration, calibration_source=calibration_source)
     student = load_model(spec, attn_implementation)
-    check_compatible(teacher, student)
+    check_compatible(teacher, student, tokenizer_bridge)
     return student
 
 
-def check_compatible(teacher: LoadedModel, student: LoadedModel) -> None:
-    t_vocab, s_vocab = teacher.tokenizer.get_vocab(), student.tokenizer.get_vocab()
-    if t_vocab != s_vocab:
-        only_t = len(set(t_vocab) - set(s_vocab))
-        only_s = len(set(s_vocab) - set(t_vocab))
-        raise DistillError(
-            f"tokenizers differ: teacher {teacher.spec!r} has {len(t_vocab)} tokens, student {student.spec!r} "
-            f"has {len(s_vocab)} ({only_t} only in the teacher's, {only_s} only in the student's, "
-            "or the same tokens with other ids); distillation needs the same vocabulary "
-            "(cross-tokenizer distillation is not supported)"
-        )
-
-
+def check_compatible(teacher: LoadedModel, student: LoadedModel, tokenizer_bridge: str = "auto") -> None:
+    """DistillError when no bridge (`tokenizer_bridge`, tokenizer_bridge.choose_bridge) lets the pair distil."""
+    choose_bridge(tokenizer_bridge, teacher.tokenizer, student.tokenizer, teacher.model.config.vocab_size,
+                  student.model.config.vocab_size)

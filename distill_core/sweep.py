@@ -22,6 +22,7 @@ import torch
 
 from distill_core import hosting
 from distill_core.augment_methods import parse_methods
+from distill_core.bits_per_byte import heldout_text, model_bits_per_byte
 from distill_core.config import DistillConfig
 from distill_core.corpora import load_corpus
 from distill_core.data import heldout_blocks
@@ -31,8 +32,9 @@ from distill_core.evaluate import generation_speed, score
 from distill_core.models import MODELS, LazyTeacher, ResolvedModel, count_parameters, load_saved_model, load_tokenizer
 from distill_core.session import FINAL_KINDS, run_session, write_json_atomic
 
-STUDENT_ROW_KEYS = ("spec", "params", "ppl_before", "ppl", "top1_agreement", "kl_to_teacher", "tokens_per_s",
-                    "teacher_params", "teacher_ppl", "teacher_tokens_per_s", "wall_s", "error")
+STUDENT_ROW_KEYS = ("spec", "params", "ppl_before", "ppl", "bpb_before", "bpb", "top1_agreement", "kl_to_teacher",
+                    "tokens_per_s", "teacher_params", "teacher_ppl", "teacher_bits_per_byte", "teacher_tokens_per_s",
+                    "wall_s", "error")
 """The keys of every row of `students.json`, in this order."""
 
 ABLATION_WEIGHTS = {"attention_weight": 1.0, "hidden_weight": 1.0}
@@ -51,11 +53,14 @@ def safe_name(spec: str) -> str:
 
 
 def _teacher_line(config, device, speed_tokens: int) -> dict[str, Any]:
-    """The teacher's parameters, held-out perplexity (the sessions' evaluation text and packing) and
-    greedy-decoding speed, measured in this process on the sessions' device."""
+    """The teacher's parameters, held-out perplexity (the sessions' evaluation text and packing), bits per byte
+    (the same bytes as the students', bits_per_byte.py) and greedy-decoding speed, measured in this process on
+    the sessions' device."""
     teacher = MODELS.teacher(config.teacher, device)  # the views' teacher on the CPU, a copy elsewhere
     blocks = heldout_blocks(config, teacher.tokenizer)
+    text = heldout_text(config, teacher.tokenizer)
     return {"params": count_parameters(teacher.model), "ppl": score(teacher.model, blocks)["ppl"],
+            "bits_per_byte": model_bits_per_byte(teacher.model, teacher.tokenizer, text, config.seq_len)["bits_per_byte"],
             "tokens_per_s": generation_speed(teacher.model, teacher.tokenizer, new_tokens=speed_tokens)}
 
 
@@ -107,7 +112,7 @@ def student_sweep(config, specs: list[str], out_dir: str | Path, stop: threading
     teacher = _teacher_line(config, device, speed_tokens)
     yield event("teacher", **{f"teacher_{k}": v for k, v in teacher.items()},
                 message=(f"teacher: {teacher['params'] / 1e6:.1f} M parameters, held-out ppl {teacher['ppl']:.2f}, "
-                         f"{teacher['tokens_per_s']:.1f} tokens/s"))
+                         f"{teacher['bits_per_byte']:.4f} bits/byte, {teacher['tokens_per_s']:.1f} tokens/s"))
 
     rows: list[dict[str, Any]] = []
     used: set[str] = set()
@@ -132,7 +137,7 @@ def _student_row(config: DistillConfig, run_dir: Path, stop: Any, teacher: dict[
     spec, (device, speed_tokens) = config.student, speed
     row = dict.fromkeys(STUDENT_ROW_KEYS)
     row.update(spec=spec, teacher_params=teacher["params"], teacher_ppl=teacher["ppl"],
-               teacher_tokens_per_s=teacher["tokens_per_s"])
+               teacher_bits_per_byte=teacher["bits_per_byte"], teacher_tokens_per_s=teacher["tokens_per_s"])
     t0 = time.perf_counter()
     final = None
     try:
@@ -142,7 +147,8 @@ def _student_row(config: DistillConfig, run_dir: Path, stop: Any, teacher: dict[
             yield {**ev, "student": spec}
         summary = final["summary"]
         row.update(params=summary["student"]["params"], ppl_before=summary["before"]["ppl"],
-                   ppl=summary["after"]["ppl"], top1_agreement=summary["after"]["top1_agreement"],
+                   ppl=summary["after"]["ppl"], bpb_before=summary["before"].get("bits_per_byte"),
+                   bpb=summary["after"].get("bits_per_byte"), top1_agreement=summary["after"]["top1_agreement"],
                    kl_to_teacher=summary["after"]["kl_to_teacher"], wall_s=summary["wall_s"],
                    teacher_ppl=summary["teacher"]["ppl"], error=None if final["kind"] == "done" else final["message"])
         if not stop.is_set():  # a stopped sweep ends without the extra measurement
@@ -232,7 +238,8 @@ def augmentation_rows(config, methods: list[str] | str, sentences: list[str]) ->
 def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = None) -> Iterator[dict[str, Any]]:
     """The technique ablation (`ablation_rows`, or the given (name, config) `rows`, e.g.
     `augmentation_rows`), one session each in `out_dir/<name>`: yields every session event with
-    `"ablation": name` added, then `{"kind": "row", "row": row}` (name, ppl, top1_agreement,
+    `"ablation": name` added, then `{"kind": "row", "row": row}` (name, ppl, bits_per_byte (and before, and the
+    teacher's), top1_agreement,
     kl_to_teacher, wall_s, ppl_before, teacher_ppl, error, augmented) and rewrites
     `out_dir/ablation.json`. A DistillError from a session (bad input) ends the ablation."""
     out = Path(out_dir)
@@ -246,7 +253,10 @@ def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = N
                 final = ev
             yield {**ev, "ablation": name}
         summary = final["summary"]
-        row = {"name": name, "ppl": summary["after"]["ppl"], "top1_agreement": summary["after"]["top1_agreement"],
+        row = {"name": name, "ppl": summary["after"]["ppl"], "bits_per_byte": summary["after"].get("bits_per_byte"),
+               "bits_per_byte_before": summary["before"].get("bits_per_byte"),
+               "teacher_bits_per_byte": summary["teacher"].get("bits_per_byte"),
+               "top1_agreement": summary["after"]["top1_agreement"],
                "kl_to_teacher": summary["after"]["kl_to_teacher"], "wall_s": summary["wall_s"],
                "ppl_before": summary["before"]["ppl"], "teacher_ppl": summary["teacher"]["ppl"],
                "error": summary["error"], "augmented": summary.get("augmented")}

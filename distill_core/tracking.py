@@ -33,8 +33,8 @@ STEP_SKIP = ("kind", "elapsed_s", "phase", "step", "steps", "eta_s")
 """Step-event fields that are bookkeeping, not metrics."""
 LONGEST_VALUE = 120
 """Characters of a config value the tracker keeps (a pasted corpus is a config value)."""
-EVAL_KEYS = ("held_out_ppl", "held_out_loss", "val_ppl", "val_loss", "teacher_ppl", "top1_agreement",
-             "kl_to_teacher")
+EVAL_KEYS = ("held_out_ppl", "held_out_loss", "held_out_bpb", "val_ppl", "val_loss", "teacher_ppl", "teacher_bpb",
+             "top1_agreement", "kl_to_teacher")
 
 
 def tracking_enabled() -> bool:

@@ -4,6 +4,7 @@
     .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --out docs/screenshots [--steps N]
         [--sizes-json runs/<run>/students.json | --skip-sizes]
     .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only augmentation   # about a minute
+    .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only alignment [--cross-run RUN_ID]
 
 Drives Debian's Chromium through Playwright: checks compatibility of the default pair (setup.png),
 previews every augmenter on the teacher-generated corpus (augmentation.png; --only augmentation takes
@@ -51,6 +52,43 @@ def shoot_augmentation(page, out: Path, timeout_s: float = 300) -> None:
     time.sleep(1)
 
 
+CROSS_STUDENT = "fresh:layers=4,hidden=256,heads=4,vocab=bpe:8000"
+"""A student with a BPE vocabulary of its own (the README's cross-tokenizer sessions)."""
+
+
+def shoot_alignment(page, out: Path, cross_run: str | None, timeout_s: float = 300) -> None:
+    """Setup with the cross-tokenizer student: the compatibility report and how the vocabularies line up on the
+    default text (alignment.png); with `cross_run` (an earlier run of that pair in the app's runs folder), that run
+    opened and the Dark knowledge view across tokenizers (dark-knowledge-cross.png)."""
+    box = page.locator("#student-spec input")
+    box.fill(CROSS_STUDENT)
+    box.blur()
+    page.get_by_role("button", name="Check compatibility").click()
+    page.locator("#compat-report").get_by_text("Tokenizer bridge").wait_for(timeout=timeout_s * 1000)
+    page.locator("#alignment-note").get_by_text("Bridge").wait_for(timeout=timeout_s * 1000)
+    time.sleep(2)
+    scroll = page.evaluate("window.scrollY")
+    top = page.locator("#compat-report").bounding_box()
+    plot = page.locator("#alignment-plot").bounding_box()
+    page.screenshot(path=str(out / "alignment.png"), full_page=True,
+                    clip={"x": 0, "y": scroll + top["y"] - 8, "width": 1400,
+                          "height": plot["y"] + plot["height"] - top["y"] + 24})
+    if not cross_run:
+        return
+    page.get_by_role("tab", name="Distill").click()
+    page.locator("#earlier-runs").get_by_text("Earlier runs").first.click()
+    picker = page.locator("#earlier-run input")
+    picker.click()
+    page.get_by_role("option", name=cross_run).first.click()
+    page.locator("#open-run-btn").click()
+    page.locator("#earlier-note").get_by_text("Opened").wait_for(timeout=timeout_s * 1000)
+    page.get_by_role("tab", name="Dark knowledge").click()
+    page.locator("#probe-btn").click()
+    page.locator("#probe-stats").get_by_text("student (after)").wait_for(timeout=timeout_s * 1000)
+    time.sleep(2)
+    page.screenshot(path=str(out / "dark-knowledge-cross.png"), full_page=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default="http://127.0.0.1:7860/")
@@ -61,8 +99,11 @@ def main() -> None:
     parser.add_argument("--skip-sizes", action="store_true", help="no Student size screenshot")
     parser.add_argument("--sizes-timeout", type=float, default=3600, help="seconds to wait for the sweep")
     parser.add_argument("--teacher", default=None, help="type this teacher spec in Setup first (e.g. a tiny test model)")
-    parser.add_argument("--only", choices=["augmentation", "setup"], default=None,
-                        help="take only this screenshot (no session: augmentation about a minute, setup seconds)")
+    parser.add_argument("--only", choices=["augmentation", "setup", "alignment"], default=None,
+                        help="take only this screenshot (no session: augmentation about a minute, setup seconds, "
+                             "alignment: the Setup tab with a student of its own tokenizer)")
+    parser.add_argument("--cross-run", default=None, help="with --only alignment: an earlier run of that pair to open "
+                        "for the Dark knowledge view across tokenizers (a run id in the app's runs folder)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +118,10 @@ def main() -> None:
             box.blur()
         if args.only == "augmentation":
             shoot_augmentation(page, out)
+            browser.close()
+            return
+        if args.only == "alignment":
+            shoot_alignment(page, out, args.cross_run)
             browser.close()
             return
         page.get_by_role("button", name="Check compatibility").click()

@@ -72,3 +72,28 @@ def served_app(runs: Path) -> Iterator[str]:
             yield url
         finally:
             demo.close()
+
+
+@pytest.fixture(scope="session")
+def two_tokenizers():
+    """Two tiny byte-level BPE tokenizers trained here (Hugging Face `tokenizers`): a teacher's of 420 tokens on the
+    sample text, a student's of 320 on every other paragraph of it; they cut the same text differently, and each
+    has merges the other lacks."""
+    from distill_core.bpe import bpe_tokenizer
+    from distill_core.data import split_documents
+
+    docs = split_documents(SAMPLE_TEXT)
+    return bpe_tokenizer(docs, 420), bpe_tokenizer(docs[1::2], 320)
+
+
+def tiny_lm(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2, heads: int = 2):
+    """A tiny randomly initialised Llama over `vocab_size` ids (initialised wide: peaked distributions), eval mode."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                         max_position_embeddings=256, tie_word_embeddings=True, initializer_range=0.3,
+                         attn_implementation="eager")
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).eval()

@@ -8,6 +8,7 @@ import ast
 import functools
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from distill_core.data import read_prompts
 from distill_core.errors import DistillError
 from distill_core.specs import initial_student_spec
 from tests.conftest import REPO, SAMPLE_TEXT
-from ui import attention, data, distill, evaluate, knobs, setup, similarity, sizes
+from ui import attention, common, data, distill, evaluate, knobs, setup, similarity, sizes
 from ui.common import Inputs, UserSession
 from ui.dark import probe_dark_knowledge
 from ui.runview import SWEEP_TABLE_HEADERS
@@ -112,6 +113,24 @@ def test_compatibility_shows_report(tiny_teacher_dir):
     assert "| layers | 4 | 2 |" in markdown
     assert "same vocabulary ✓" in markdown
     assert "keeps teacher layers" in markdown  # the derivation note
+
+
+def test_a_student_with_its_own_tokenizer_gets_the_bridge_and_the_alignment_view(tiny_teacher_dir, monkeypatch):
+    from distill_core import students
+    from distill_core.data import split_documents
+
+    monkeypatch.setattr(students, "corpus_documents", lambda spec, config=None: (split_documents(SAMPLE_TEXT), "text"))
+    spec = "fresh:layers=2,hidden=32,heads=2,vocab=bpe:400"
+    markdown, report = setup.check_compatibility(str(tiny_teacher_dir), spec)
+    assert "different vocabularies" in markdown and "**Tokenizer bridge:** `span`" in markdown
+    assert "align one to one" in markdown and "**FitNets:** on: only at the ends of aligned spans" in markdown
+    note, figure = setup.show_alignment(setup.ALIGNMENT_TEXT, str(tiny_teacher_dir), spec)
+    assert note.startswith("Bridge **span**") and "bytes align one to one" in figure.layout.title.text
+    assert list(figure.layout.yaxis.ticktext) == ["teacher", "student"]
+    note, figure = setup.show_alignment(setup.ALIGNMENT_TEXT, str(tiny_teacher_dir), "layers:2")
+    assert note.startswith("Same vocabulary") and figure.layout.title.text.startswith("100% of the text's 42 bytes")
+    note, figure = setup.show_alignment("", str(tiny_teacher_dir), "layers:2")
+    assert note.startswith("**Error:**") and figure is None
 
 
 @pytest.mark.parametrize("teacher_spec, student_spec, expected", [
@@ -230,7 +249,8 @@ def test_no_function_of_the_app_takes_more_than_eight_parameters():
 
 def test_every_knob_flows_into_the_config(tiny_teacher_dir):
     chosen = dict(steps=9, batch_size=2, seq_len=48, learning_rate=1e-3, warmup_steps=2, seed=7, temperature=3.5,
-                  kd_weight=0.6, divergence="jsd", jsd_beta=0.3, skew_alpha=0.2, top_k=16, teacher_cache=True,
+                  kd_weight=0.6, divergence="jsd", jsd_beta=0.3, skew_alpha=0.2, tokenizer_bridge="shared_ids",
+                  top_k=16, teacher_cache=True,
                   attention_weight=0.0, attention_loss="mse", hidden_weight=0.0, hidden_loss="cosine",
                   layer_map="0:0,1:3", freeze_embeddings=False, freeze_layers=1)
     assert set(chosen) == set(knobs.KNOB_FIELDS)
@@ -797,12 +817,13 @@ def test_attention_after_a_session_picks_layers_heads_and_averages(finished_sess
     assert [t.name for t in heatmap_traces(out[ATT_MAPS])] == ["teacher", "student (before)", "student (after)"]
     assert out[ATT_DIFF].layout.annotations[0].text == "student (after) − teacher"
     assert "Student (after) is the last session's student" in out[ATT_NOTE]
-    probe = user.attention[1]
-    # another head: the cached probe is reused (no model runs), and averaging outlines whole layers
+    passes = api.FORWARDS.passes
+    # another head: the maps are reused (the shared forward passes: no model runs), and averaging outlines
+    # whole layers
     out = show_attention(attention.ATTENTION_TEXT, (3, 0, 0, 0), True, pair, user)
-    assert user.attention[1] is probe
+    assert api.FORWARDS.passes == passes
     assert out[ATT_MAPS].layout.annotations[0].text == "teacher · layer 3 · heads averaged"
-    maps = probe["maps"]["teacher"]
+    maps = attention.attention_result(api.Comparison(*pair, user.last_run), attention.ATTENTION_TEXT)["maps"]["teacher"]
     z = np.array(heatmap_traces(out[ATT_MAPS])[0].z, dtype=float)
     assert np.allclose(np.tril(z), np.tril(maps[3].mean(0)), equal_nan=True)
     assert all(shape.x0 == -0.5 for shape in out[ATT_ENTROPY].layout.shapes)
@@ -881,9 +902,10 @@ def test_evaluate_before_any_session(tiny_teacher_dir):
     assert "No distillation session has run" in note
     assert set(rows) == {"teacher", "student (before)"}
     assert "| | teacher | student (before) |" in table
-    for label in ("held-out perplexity", "top-1 agreement", "KL(teacher ‖ model)", "parameters", "size on disk",
-                  "tokens/s"):
+    for label in ("held-out perplexity", "bits per byte", "top-1 agreement", "KL(teacher ‖ model)", "parameters",
+                  "size on disk", "tokens/s"):
         assert label in table
+    assert all(row["bits_per_byte"] > 0 for row in rows.values())
     assert table.startswith("**The student (before) keeps") and "fewer parameters" in table
 
 
@@ -903,7 +925,7 @@ def test_evaluate_after_a_session(finished_session, tiny_teacher_dir):
     assert [o[0].split("**")[1] for o in progress] == ["Measuring teacher … 1 of 3", "Measuring student (before) … 2 of 3",
                                                       "Measuring student (after) … 3 of 3"]
     assert [list(o[2] or {}) for o in progress] == [[], ["teacher"], ["teacher", "student (before)"]]
-    assert progress[1][1].count("…") == 2 * 6 and "keeps" not in progress[1][1]  # two columns of six still to come
+    assert progress[1][1].count("…") == 2 * 7 and "keeps" not in progress[1][1]  # two columns of seven still to come
     assert progress[2][2]["teacher"] == rows["teacher"]
 
 
@@ -987,6 +1009,22 @@ def test_export_zip_is_self_contained_and_loads(finished_session, tmp_path, monk
     assert Path(full).stat().st_size > 1.5 * half_size
     # a second export replaces the first on disk
     assert Path(full).is_file() and not Path(archive).exists()
+
+
+def test_an_idle_browser_s_state_expires_and_a_busy_one_s_never(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_IDLE_MINUTES", "10")
+    idle, busy, active = UserSession(), UserSession(), UserSession()
+    export = tmp_path / "export"
+    export.mkdir()
+    for user in (idle, busy, active):
+        user.last_run = {"out_dir": str(tmp_path), "teacher": "t", "student": "s"}
+        user.runs = [{"id": "x", "token": "y"}]
+    idle.export_dir = export
+    idle.last_seen = busy.last_seen = time.time() - 11 * 60
+    busy.running = True
+    assert common.expire_idle(force=True) == 1
+    assert idle.last_run is None and idle.runs == [] and idle.export_dir is None and not export.exists()
+    assert busy.last_run is not None and active.last_run is not None
 
 
 def test_the_run_history_section_says_how_to_open_the_tracker(monkeypatch):

@@ -220,8 +220,13 @@ CASES = [
          r"is not a causal language model \(BertForMaskedLM\); pick a decoder-only LM"),
     Case("student-not-a-causal-lm", {"student": "@bert"},
          r"is not a causal language model \(BertForMaskedLM\); pick a decoder-only LM"),
-    Case("student-tokenizer-mismatch", {"student": "@other-tokenizer"},
-         r"tokenizers differ: .*2 only in the student's.*distillation needs the same vocabulary"),
+    Case("student-tokenizer-mismatch", {"student": "@other-tokenizer", "tokenizer_bridge": "none"},
+         r"tokenizers differ \(the same token at each of the 49152 ids both tokenizers have; output layers of 49152 "
+         r"\(teacher\) and 49154 \(student\) rows\); distillation needs the same vocabulary or a bridge: set "
+         r"tokenizer_bridge to auto, shared_ids, uld or span"),
+    Case("student-tokenizer-no-shared-ids", {"student": "@other-tokenizer", "tokenizer_bridge": "span",
+                                              "attention_weight": 0.0, "top_k": 4},
+         r"top_k compares the teacher's top tokens id by id; tokenizer_bridge=span compares whole distributions"),
     Case("teacher-is-a-derived-spec", {"teacher": "layers:2"},
          r"'layers:2' derives a student from a teacher; it cannot be a teacher itself"),
     Case("student-empty-spec", {"student": "  "}, r"spec is empty"),

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -47,6 +48,12 @@ def test_bad_input_exits_nonzero_with_one_line(args, reason, tiny_teacher_dir, t
     assert "Traceback" not in result.stderr
 
 
+def write_config(config, folder) -> Path:
+    path = folder / "tiny.yaml"
+    config.with_overrides(["eval_every=2", "probe_every=0"]).to_yaml(path)
+    return path
+
+
 def test_distill_then_evaluate_round_trip(tiny_config, tmp_path):
     config_path = tmp_path / "tiny.yaml"
     tiny_config.with_overrides(["steps=9", "eval_every=2", "probe_every=0"]).to_yaml(config_path)
@@ -69,9 +76,33 @@ def test_distill_then_evaluate_round_trip(tiny_config, tmp_path):
                  "--text", str(text), "--max-tokens", "128")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report["teacher"]) == {"ppl", "params", "tokens_per_s"}
-    assert set(report["student"]) == {"ppl", "top1_agreement", "kl_to_teacher", "params", "tokens_per_s"}
+    assert set(report["teacher"]) == {"ppl", "bits_per_byte", "params", "tokens_per_s"}
+    assert set(report["student"]) == {"ppl", "bits_per_byte", "top1_agreement", "kl_to_teacher", "params",
+                                      "tokens_per_s"}
     assert 0 <= report["student"]["top1_agreement"] <= 1
+    assert report["tokenizer_bridge"] == "none" and report["bytes"] > 0 and report["student"]["bits_per_byte"] > 0
+
+
+def test_distill_and_evaluate_a_student_with_its_own_tokenizer(tiny_config, tmp_path):
+    out = tmp_path / "bpe"
+    result = cli("distill", "--config", str(write_config(tiny_config, tmp_path)), "--out", str(out), "--student",
+                 "fresh:layers=2,hidden=32,heads=2,vocab=bpe:400", "--steps", "3", "--tokenizer-bridge", "span")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["tokenizer_bridge"]["bridge"] == "span" and summary["after"]["bits_per_byte"] > 0
+    assert "bits/byte" in result.stderr and "Tokenizer bridge span" in result.stderr
+    # the session's held-out text, budget and windows: the same bytes, the same figures
+    result = cli("evaluate", "--teacher", tiny_config.teacher, "--student", str(out / "student"), "--text",
+                 tiny_config.eval_text, "--max-tokens", str(tiny_config.eval_max_tokens), "--seq-len",
+                 str(tiny_config.seq_len))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["tokenizer_bridge"] == "span" and report["bytes"] == summary["eval_bytes"]
+    assert report["student"]["bits_per_byte"] == pytest.approx(summary["after"]["bits_per_byte"], rel=1e-4)
+    assert report["teacher"]["bits_per_byte"] == pytest.approx(summary["teacher"]["bits_per_byte"], rel=1e-4)
+    result = cli("evaluate", "--teacher", tiny_config.teacher, "--student", str(out / "student"), "--text",
+                 tiny_config.eval_text, "--tokenizer-bridge", "none")
+    assert result.returncode == 2 and "tokenizers differ" in result.stderr
 
 
 def test_ablate_writes_every_row(tiny_config, tmp_path):
@@ -91,7 +122,9 @@ def test_ablate_writes_every_row(tiny_config, tmp_path):
     assert configs["ce_only"]["kd_weight"] == 0 and configs["soft_target"]["kd_weight"] > 0
     assert configs["attention"]["attention_weight"] > 0 and configs["attention"]["hidden_weight"] == 0
     assert configs["fitnets"]["hidden_weight"] > 0 and configs["all"]["attention_weight"] > 0
-    assert result.stdout.splitlines()[0].split() == ["name", "ppl", "top1_agreement", "kl_to_teacher", "wall_s"]
+    assert result.stdout.splitlines()[0].split() == ["name", "ppl", "bits_per_byte", "top1_agreement", "kl_to_teacher",
+                                                     "wall_s"]
+    assert all(row["bits_per_byte"] > 0 and row["teacher_bits_per_byte"] > 0 for row in rows)
 
 
 def test_ablate_students_sweeps_sizes(tiny_config, tmp_path):
@@ -105,8 +138,8 @@ def test_ablate_students_sweeps_sizes(tiny_config, tmp_path):
     assert [r["spec"] for r in rows] == ["layers:1", "layers:0,3"] and all(r["error"] is None for r in rows)
     assert not (out / "ablation.json").exists()
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["spec", "params_M", "ppl_before", "ppl", "top1_agreement", "kl_to_teacher",
-                                "tokens_per_s", "wall_s"]
+    assert lines[0].split() == ["spec", "params_M", "ppl_before", "ppl", "bpb_before", "bpb", "top1_agreement",
+                                "kl_to_teacher", "tokens_per_s", "wall_s"]
     assert lines[1].startswith("teacher ") and len(lines) == 4
     for line, row in zip(lines[2:], rows):
         cells = line.split()

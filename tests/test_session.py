@@ -244,3 +244,82 @@ def test_the_corpus_event_counts_the_held_out_tokens_the_evaluation_scores(tiny_
     events = run_all(tiny_config.with_overrides({"steps": 1, "eval_every": 0, "probe_every": 0}), tmp_path)
     corpus = next(e for e in events if e["kind"] == "corpus")
     assert corpus["eval_tokens"] == events[-1]["summary"]["eval_tokens"] > 0
+
+
+BPE_STUDENT = "fresh:layers=2,hidden=32,heads=2,vocab=bpe:400"
+
+
+def test_a_student_with_its_own_vocabulary_distils_across_tokenizers(tiny_config, tmp_path):
+    """fresh:...,vocab=bpe:N trains its own BPE on the corpus; auto bridges the two tokenizers by span alignment;
+    every evaluation reports bits per byte; the student is saved with its own tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    events = run_all(tiny_config.with_overrides({"student": BPE_STUDENT}), tmp_path)
+    assert events[-1]["kind"] == "done", events[-1]
+    summary = events[-1]["summary"]
+    bridge = summary["tokenizer_bridge"]
+    assert bridge["bridge"] == "span" and bridge["student_vocabulary"] == 400 and 0 < bridge["one_to_one_share"] < 1
+    assert summary["after"]["bits_per_byte"] < summary["before"]["bits_per_byte"]
+    assert summary["teacher"]["bits_per_byte"] > 0 and summary["eval_bytes"] > 0
+    assert summary["after"]["kl_to_teacher"] < summary["before"]["kl_to_teacher"]
+    evals = [e for e in events if e["kind"] == "eval"]
+    assert all(e["held_out_bpb"] > 0 for e in evals) and evals[0]["teacher_bpb"] == summary["teacher"]["bits_per_byte"]
+    assert any("Tokenizer bridge span" in e.get("message", "") for e in events)
+    probes = [e for e in events if e["kind"] == "probe"]
+    assert probes and all(len(p["candidates"]) == len(p["student_probs"]) for p in probes)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "student")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "student")
+    assert len(tokenizer) == model.config.vocab_size == 400
+    assert "bits per byte" in (tmp_path / "student" / "README.md").read_text()
+
+
+def test_uld_trains_and_refuses_layer_wise_terms(tiny_config, tmp_path):
+    events = run_all(tiny_config.with_overrides({"student": BPE_STUDENT, "tokenizer_bridge": "uld", "steps": 4}),
+                     tmp_path / "uld")
+    assert events[-1]["kind"] == "done" and events[-1]["summary"]["tokenizer_bridge"]["bridge"] == "uld"
+    with pytest.raises(DistillError, match="attention transfer is off with tokenizer_bridge=uld"):
+        run_all(tiny_config.with_overrides({"student": BPE_STUDENT, "tokenizer_bridge": "uld",
+                                            "attention_weight": 1.0}), tmp_path / "refused")
+    with pytest.raises(DistillError, match=r"tokenizers differ \(different tokenizers \(49152 tokens and 400\)\)"):
+        run_all(tiny_config.with_overrides({"student": BPE_STUDENT, "tokenizer_bridge": "none"}), tmp_path / "none")
+
+
+def test_the_same_tokens_in_a_wider_output_layer_distil_over_the_shared_ids(tiny_config, tiny_teacher_dir, tmp_path):
+    """A student saved with 64 padding rows after the teacher's 49152 (like Qwen2.5-7B's 152064 rows against
+    0.5B's 151936): auto picks shared_ids and distils over the ids both have."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer) + 64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(1)
+    student_dir = tmp_path / "padded_student"
+    LlamaForCausalLM(config).save_pretrained(student_dir)
+    tokenizer.save_pretrained(student_dir)
+    events = run_all(tiny_config.with_overrides({"student": str(student_dir), "steps": 6}), tmp_path / "run")
+    assert events[-1]["kind"] == "done", events[-1]
+    summary = events[-1]["summary"]
+    assert summary["tokenizer_bridge"]["bridge"] == "shared_ids"
+    assert "output layers of 49152 (teacher) and 49216 (student) rows" in summary["tokenizer_bridge"]["reason"]
+    assert summary["after"]["kl_to_teacher"] < summary["before"]["kl_to_teacher"]
+    assert summary["after"]["bits_per_byte"] < summary["before"]["bits_per_byte"]
+
+
+def test_targets_captured_while_writing_do_not_serve_across_tokenizers(tiny_config, tmp_path, monkeypatch):
+    """The teacher's targets captured while it wrote the corpus are over its own ids and blocks: a student with a
+    vocabulary of its own gets the teacher's forward pass at every step, and the status says why."""
+    monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path / "cache"))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(["The river", "In the market", "My bicycle", "The old mill", "At night",
+                                  "The baker", "Rain fell", "Our garden"]) + "\n", encoding="utf-8")
+    config = tiny_config.with_overrides({"student": BPE_STUDENT, "corpus": "teacher-generated", "corpus_text": "",
+                                         "prompts_file": str(prompts), "generation_tokens": 28, "steps": 2,
+                                         "eval_every": 0, "probe_every": 0, "temperature": 1.0})
+    events = run_all(config, tmp_path / "run")
+    assert events[-1]["kind"] == "done", events[-1]
+    why = [e["message"] for e in events if "cannot serve" in e.get("message", "")]
+    assert why and "tokenizer_bridge=span" in why[0], why
+    assert events[-1]["summary"]["teacher_targets"] == "teacher forward pass at every step"
+    same_vocab = run_all(config.with_overrides({"student": "layers:2"}), tmp_path / "same")
+    assert same_vocab[-1]["summary"]["teacher_targets"] == "captured while the teacher wrote the corpus"

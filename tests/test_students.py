@@ -55,5 +55,9 @@ def test_tokenizer_mismatch_is_refused(tiny_teacher_dir, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir)
     model.save_pretrained(tmp_path)
     other.save_pretrained(tmp_path)
-    with pytest.raises(DistillError, match="tokenizers differ"):
-        load_student(str(tmp_path), teacher)
+    with pytest.raises(DistillError, match=r"tokenizers differ \(.*\); distillation needs the same vocabulary or a "
+                                           r"bridge: set tokenizer_bridge to auto, uld or span"):
+        load_student(str(tmp_path), teacher, tokenizer_bridge="none")
+    with pytest.raises(DistillError, match="tokenizer_bridge=shared_ids needs the same token at every id"):
+        load_student(str(tmp_path), teacher, tokenizer_bridge="shared_ids")
+    assert load_student(str(tmp_path), teacher).tokenizer.get_vocab() == vocab  # auto: a bridge applies

@@ -8,6 +8,7 @@ import pytest
 
 from visuals import (
     MASKED_NOTE,
+    alignment_figure,
     attention_difference,
     attention_heatmaps,
     cka_heatmaps,
@@ -23,6 +24,7 @@ from visuals import (
     wrong_answer_ranking,
     wrong_answer_ranks,
 )
+from visuals.alignment import MERGED, MERGED_BAND
 
 HISTORY = [
     {"kind": "step", "step": 1, "loss": 5.0, "kd_loss": 3.0, "ce_loss": 6.0, "lr": 1e-4,
@@ -398,3 +400,36 @@ def test_wrong_answer_ranking_bump_chart() -> None:
     assert list(fig.layout.xaxis.ticktext) == list(FRUIT_PROBS)  # the teacher first
     assert fig.layout.yaxis.range[0] > fig.layout.yaxis.range[1]  # rank 1 on top
     assert "rank" in fig.layout.yaxis.title.text
+
+
+def _alignment_result() -> dict:
+    # "the breakfast": teacher "the", " breakfast"; student "t", "he", " break", "fast"
+    return {"teacher": {"pieces": ["the", " breakfast"], "spans": [(0, 3), (3, 13)], "one_to_one": [False, False]},
+            "student": {"pieces": ["t", "he", " break", "fast"], "spans": [(0, 1), (1, 3), (3, 9), (9, 13)],
+                        "one_to_one": [False, False, False, False]},
+            "groups": [{"teacher": [0, 0], "student": [0, 1], "start": 0, "end": 3, "one_to_one": False},
+                       {"teacher": [1, 1], "student": [2, 3], "start": 3, "end": 13, "one_to_one": False}],
+            "one_to_one_share": 0.0, "bytes": 13}
+
+
+def test_alignment_figure_draws_each_token_over_its_bytes_and_a_band_per_span() -> None:
+    fig = alignment_figure(_alignment_result(), "title")
+    shapes = fig.layout.shapes
+    assert len(shapes) == 2 + 2 + 4  # two bands, two teacher tokens, four student tokens
+    bands = [s for s in shapes if s.fillcolor == MERGED_BAND]
+    assert [(b.x0, b.x1) for b in bands] == [(0, 3), (3, 13)]
+    tokens = [s for s in shapes if s.fillcolor == MERGED]
+    assert len(tokens) == 6  # none has a one-to-one partner
+    labels = fig.data[0].text
+    assert list(labels) == ["the", "␣breakfast", "t", "he", "␣break", "fast"]
+    assert list(fig.layout.yaxis.ticktext) == ["teacher", "student"]
+
+
+def test_alignment_figure_wraps_long_texts_by_whole_spans() -> None:
+    groups = [{"teacher": [i, i], "student": [i, i], "start": 4 * i, "end": 4 * i + 4, "one_to_one": True}
+              for i in range(30)]
+    side = {"pieces": ["abcd"] * 30, "spans": [(4 * i, 4 * i + 4) for i in range(30)], "one_to_one": [True] * 30}
+    fig = alignment_figure({"teacher": side, "student": side, "groups": groups, "one_to_one_share": 1.0,
+                                    "bytes": 120}, line_bytes=40)
+    assert list(fig.layout.yaxis.ticktext) == ["teacher", "student"] * 3  # 120 bytes in lines of 40
+    assert max(s.x1 for s in fig.layout.shapes) <= 40

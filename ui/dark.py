@@ -10,7 +10,8 @@ import gradio as gr
 
 import visuals
 from distill_core import api
-from ui.common import PRIVATE, UserSession, as_float, as_int, compared, fmt_number, prose, view_error
+from ui.common import (PRIVATE, VIEW_CONCURRENCY, Answers, UserSession, as_float, as_int, compared, fmt_number, prose,
+                       question_of, touch, view_error)
 from ui.setup import Pair
 
 PROBE_TEXT = "For breakfast I ate an apple and a banana."
@@ -47,11 +48,28 @@ def build_dark(pair: Pair, user: gr.State) -> None:
 
     inputs = [text, position, temperature, top_k, pair.teacher, pair.student, user]
     outputs = [tokens_view, note, bars_plot, stats_md, kl_plot, wrong_plot]
-    probe_btn.click(probe_dark_knowledge, inputs, outputs, api_name="dark_knowledge")
-    temperature.change(probe_dark_knowledge, inputs, outputs, trigger_mode="always_last", show_progress="hidden",
-                       **PRIVATE)  # recomputes as the slider moves
+    probe_btn.click(answer_dark_knowledge, inputs, outputs, api_name="dark_knowledge",
+                    concurrency_limit=VIEW_CONCURRENCY, concurrency_id="dark_knowledge")
+    temperature.change(answer_dark_knowledge, inputs, outputs, trigger_mode="always_last", show_progress="hidden",
+                       concurrency_id="dark_knowledge", **PRIVATE)  # recomputes as the slider moves
     for trigger in (top_k.release, text.submit, position.submit):
-        trigger(probe_dark_knowledge, inputs, outputs, trigger_mode="always_last", **PRIVATE)
+        trigger(answer_dark_knowledge, inputs, outputs, trigger_mode="always_last", concurrency_id="dark_knowledge",
+                **PRIVATE)
+
+
+ANSWERS = Answers()
+"""The view's answers, shared by users asking the same thing about the same run."""
+
+
+def answer_dark_knowledge(text: str, position: Any, temperature: Any, top_k: Any, teacher_spec: str,
+                          student_spec: str, user: UserSession | None = None):
+    """`probe_dark_knowledge` as the page and the API call it (api_name `dark_knowledge`): the same question
+    about the same run gets the answer given before, figures and all (ui.common.Answers)."""
+    user = user if user is not None else UserSession()
+    touch(user)
+    key = (text, position, temperature, top_k, teacher_spec, student_spec, *question_of(user))
+    return ANSWERS.get_or_make(key, lambda: probe_dark_knowledge(text, position, temperature, top_k, teacher_spec,
+                                                                 student_spec, user), note_index=1)
 
 
 def probe_dark_knowledge(text: str, position: Any, temperature: Any, top_k: Any, teacher_spec: str,
@@ -63,7 +81,7 @@ def probe_dark_knowledge(text: str, position: Any, temperature: Any, top_k: Any,
         position, top_k = as_int(position, "position"), as_int(top_k, "top-k")
         temperature = as_float(temperature, "temperature")
         models, models_note = compared(user, teacher_spec, student_spec)
-        result = api.dark_knowledge(models.teacher, models.students, text, position, temperature, top_k)
+        result = api.pair_dark_knowledge(models.teacher, models.with_tokenizers, text, position, temperature, top_k)
     except Exception as exc:  # DistillError: its message; anything else (e.g. out of memory): one line
         return "", view_error(exc), None, "", None, None
 
@@ -75,7 +93,26 @@ def probe_dark_knowledge(text: str, position: Any, temperature: Any, top_k: Any,
                                          title="The teacher's ranking of the wrong answers, next to the students'")
     note = (f"{models_note}  \nPosition {result['position']} of {len(result['tokens'])} tokens; ★ marks the actual "
             "next token. Wrong answers are ranked among the candidates shown (every model's top-k).")
+    if result.get("bridged"):
+        note += "  \n" + bridged_note(result)
     return tokens_html(result["tokens"], result["position"]), note, bars, stats_markdown(result), strip, wrong
+
+
+def bridged_note(result: dict[str, Any]) -> str:
+    """What a cross-tokenizer probe shows: the bridged candidates, where each student was asked, what it lacks."""
+    lines = ["**Across tokenizers:** the students read the text in tokens of their own. The text above is the "
+             "teacher's tokens; each student is asked at its own token that ends where the probed teacher token ends "
+             "(both have read the same text), and the candidates are tokens by the text they stand for, so one "
+             "candidate is the same string in every vocabulary. KL per position: over the shared tokens plus one "
+             "bucket for the rest, where both have read the same text (gaps elsewhere)."]
+    for name, at in result["student_positions"].items():
+        if at is None:
+            lines.append(f"{name}: no token of it ends where the probed teacher token ends, so it is not shown here.")
+        missing = result["missing"].get(name)
+        if missing:
+            shown = ", ".join(f"`{visuals.display_token(m)}`" for m in missing[:8])
+            lines.append(f"{name} has no token for {shown}{' …' if len(missing) > 8 else ''} (probability 0).")
+    return "  \n".join(lines)
 
 
 def tokens_html(tokens: list[str], position: int) -> str:
@@ -101,7 +138,7 @@ def stats_markdown(result: dict[str, Any]) -> str:
              f"in its own top {top} | mean KL to teacher over the text (nats) |",
              "|---|---:|---:|---:|---:|"]
     for name, entropy in result["entropy"].items():
-        rank = result["actual_rank"][name] if result["actual_rank"] else "—"
+        rank = (result["actual_rank"] or {}).get(name, "—")
         shared = sum(r <= top for r in ranks["ranks"][name])
         mean_kl = fmt_number(result["mean_kl"][name]) if name in result["mean_kl"] else "—"
         lines.append(f"| {name} | {entropy:.3f} | {rank} | {shared}/{top} | {mean_kl} |")

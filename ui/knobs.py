@@ -63,6 +63,7 @@ KNOBS = (
     Knob("divergence", "dropdown", "Divergence", SOFT_TARGETS, 0),
     Knob("jsd_beta", "slider", "JSD β (divergence jsd)", SOFT_TARGETS, 0, slider=(0.01, 0.99, 0.01)),
     Knob("skew_alpha", "slider", "Skew α (divergence skew_kl)", SOFT_TARGETS, 0, slider=(0, 0.99, 0.01)),
+    Knob("tokenizer_bridge", "dropdown", "Tokenizer bridge (when the vocabularies differ)", SOFT_TARGETS, 0),
     Knob("top_k", "number", "Top-k teacher tokens (0 = all)", TOP_K, 1),
     Knob("teacher_cache", "checkbox", "Cache the teacher's top-k", TOP_K, 1),
     Knob("attention_weight", "number", "Attention weight", ATTENTION, 1),

@@ -10,8 +10,8 @@ import visuals
 from distill_core import api
 from ui.common import error_markdown, fmt_number, fmt_params, fmt_seconds, shown_path
 
-SWEEP_TABLE_HEADERS = ["model", "params", "ppl before", "ppl after", "top-1 agreement", "KL to teacher",
-                       "tokens/s", "wall time", "error"]
+SWEEP_TABLE_HEADERS = ["model", "params", "ppl before", "ppl after", "bits/byte before", "bits/byte after",
+                       "top-1 agreement", "KL to teacher", "tokens/s", "wall time", "error"]
 
 
 PHASE_NAMES = {"conversion": "converting the teacher", "teacher": "loading the teacher", "corpus": "corpus",
@@ -45,6 +45,8 @@ class RunView:
         self.training = False  # the engine has entered its training loop
         self.stopped_before_training = False  # Stop came before the training loop: nothing trained, nothing saved
         self.reopened_run = False  # an earlier run opened from its folder (not streamed now)
+        self.kept_checkpoint = False  # nothing saved at the end (e.g. a full disk), but a checkpoint is kept
+        self.shared = False  # opened from a share link: read-only
         self.phase = "start"  # the engine's phase (api.PHASES) and the seconds spent in each so far
         self.phases_s: dict[str, float] = {}
         self.phase_since = 0.0
@@ -95,13 +97,20 @@ class RunView:
         lines: list[str] = []
         if self.failure:
             lines.append(error_markdown(self.failure))
+            if self.kept_checkpoint:
+                folder = shown_path(self.out_dir)
+                lines.append(f"The last checkpoint is kept in `{folder}/checkpoint` (untouched): "
+                             f"`python -m distill_core distill --resume {folder}` continues the session from it.")
         elif self.stopped_before_training:
             lines.append("**Stopped** before training started: nothing was trained or saved (earlier runs are kept).")
         elif self.final is not None:
             summary = self.final["summary"]
             done = summary["steps_done"]
             student_dir = shown_path(self.out_dir / "student")
-            if self.reopened_run:
+            if self.shared:
+                lines.append(f"**Shared run `{self.out_dir.name}`** ({done}/{steps} steps), opened read-only from its "
+                             "link: every view shows its student, with your own texts and settings.")
+            elif self.reopened_run:
                 lines.append(f"**Opened the earlier run `{self.out_dir.name}`** ({done}/{steps} steps): every view and "
                              "Export show its student.")
             elif self.final["kind"] == "done":
@@ -158,6 +167,8 @@ class RunView:
         pct = lambda v: "—" if v is None else f"{100 * v:.1f}%"  # noqa: E731
         rows = [
             ("held-out perplexity ↓", fmt_number(t["ppl"], 2), fmt_number(before["ppl"], 2), fmt_number(after["ppl"], 2)),
+            ("bits per byte ↓", fmt_number(t.get("bits_per_byte"), 4), fmt_number(before.get("bits_per_byte"), 4),
+             fmt_number(after.get("bits_per_byte"), 4)),
             ("top-1 agreement with the teacher ↑", "—", pct(before["top1_agreement"]), pct(after["top1_agreement"])),
             ("KL(teacher ‖ student), nats/token ↓", "—", fmt_number(before["kl_to_teacher"]),
              fmt_number(after["kl_to_teacher"])),
@@ -172,6 +183,12 @@ class RunView:
                       f"total {fmt_seconds(s['wall_s'])} · corpus: {s['corpus']} · saved in `{shown_path(self.out_dir)}`"]
         if s.get("augmented"):
             lines += ["", augmented_markdown(s["augmented"])]
+        bridge = s.get("tokenizer_bridge") or {}
+        if bridge.get("bridge") not in (None, "none"):
+            lines += ["", f"Tokenizer bridge **{bridge['bridge']}**: {bridge['reason']}"
+                      + (f"; {bridge['one_to_one_share']:.0%} of the corpus's bytes align one to one"
+                         if bridge.get("one_to_one_share") is not None else "")
+                      + ". Perplexities are per each model's own tokens; bits per byte compare them."]
         return "\n".join(lines)
 
 
@@ -191,11 +208,12 @@ def size_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     teacher = next((r for r in rows if isinstance(r.get("teacher_ppl"), (int, float))), None)
     if teacher is not None:
         table.append(["teacher", fmt_params(teacher.get("teacher_params")), "—",
-                      fmt_number(teacher["teacher_ppl"], 2), "—", "—", speed(teacher.get("teacher_tokens_per_s")),
-                      "—", ""])
+                      fmt_number(teacher["teacher_ppl"], 2), "—", fmt_number(teacher.get("teacher_bits_per_byte"), 4),
+                      "—", "—", speed(teacher.get("teacher_tokens_per_s")), "—", ""])
     for r in rows:
         table.append([str(r.get("spec", "?")), fmt_params(r.get("params")), fmt_number(r.get("ppl_before"), 2),
-                      fmt_number(r.get("ppl"), 2), pct(r.get("top1_agreement")), fmt_number(r.get("kl_to_teacher")),
+                      fmt_number(r.get("ppl"), 2), fmt_number(r.get("bpb_before"), 4), fmt_number(r.get("bpb"), 4),
+                      pct(r.get("top1_agreement")), fmt_number(r.get("kl_to_teacher")),
                       speed(r.get("tokens_per_s")), fmt_seconds(r.get("wall_s")), str(r.get("error") or "")])
     return table
 

@@ -8,12 +8,15 @@ from typing import Any
 
 import gradio as gr
 
+import visuals
 from distill_core import api
-from ui.common import PRIVATE, error_markdown, fmt_params, one_line, pairs_text, prose
+from ui.common import PRIVATE, error_markdown, fmt_params, one_line, pairs_text, prose, view_error
 
 TEACHER_PRESETS = ["smollm2-135m", "HuggingFaceTB/SmolLM2-360M-Instruct"]
 STUDENT_PRESETS = ["layers:20", "layers:15", "layers:10", "layers:6", "fresh:layers=4,hidden=256,heads=4",
-                   "HuggingFaceTB/SmolLM2-135M-Instruct"]
+                   "fresh:layers=4,hidden=256,heads=4,vocab=bpe:8000", "HuggingFaceTB/SmolLM2-135M-Instruct"]
+ALIGNMENT_TEXT = "For breakfast I ate an apple and a banana."
+"""The alignment view's default text (the Dark knowledge probe's)."""
 
 
 @dataclass
@@ -62,6 +65,7 @@ def build_setup() -> Pair:
     with gr.Accordion("Raw report (JSON)", open=False):
         report_json = gr.JSON(label="compatibility report")
     check = check_btn.click(check_compatibility, [teacher, student], [report_md, report_json], api_name="compatibility")
+    build_alignment(teacher, student, check)
     quiet = dict(show_progress="hidden", **PRIVATE)
     for box, preset in ((teacher, teacher_preset), (student, student_preset)):
         preset.input(pick_preset, preset, [box, preset], **quiet).then(spec_warnings, [teacher, student], spec_md, **quiet)
@@ -71,6 +75,38 @@ def build_setup() -> Pair:
 
 
 PRESET_INFO = "Fills the box above; edit it there, or type any spec."
+
+
+def build_alignment(teacher: Any, student: Any, check: Any) -> None:
+    """How the two vocabularies line up on a text (api_name `alignment`); redrawn after each compatibility check."""
+    with gr.Accordion("How the vocabularies line up", open=True):
+        gr.Markdown(prose("setup", "alignment"))
+        with gr.Row(equal_height=True):
+            text = gr.Textbox(ALIGNMENT_TEXT, label="Text", max_lines=3, scale=4, elem_id="alignment-text")
+            button = gr.Button("Show the alignment", scale=1, elem_id="alignment-btn")
+        note = gr.Markdown(elem_id="alignment-note")
+        plot = gr.Plot(show_label=False, elem_id="alignment-plot")
+    button.click(show_alignment, [text, teacher, student], [note, plot], api_name="alignment")
+    text.submit(show_alignment, [text, teacher, student], [note, plot], **PRIVATE)
+    check.then(show_alignment, [text, teacher, student], [note, plot], **PRIVATE)
+
+
+def show_alignment(text: str, teacher_spec: str, student_spec: str) -> tuple[str, Any]:
+    """The teacher's tokens of `text` above the student's, the aligned spans between them (api_name
+    `alignment`). Returns note markdown and the figure."""
+    try:
+        result = api.pair_alignment(teacher_spec, student_spec, text)
+    except Exception as exc:  # DistillError: its message; anything else: one line
+        return view_error(exc), None
+    n_teacher, n_student = len(result["teacher"]["pieces"]), len(result["student"]["pieces"])
+    title = (f"{result['one_to_one_share']:.0%} of the text's {result['bytes']} bytes align one to one "
+             f"({n_teacher} teacher tokens, {n_student} student tokens)")
+    if result["bridge"] == "none":
+        note = "Same vocabulary: every token has a one-to-one partner, and soft targets compare the distributions id by id."
+    else:
+        note = (f"Bridge **{result['bridge']}**: {result['reason']}. Orange tokens have no one-to-one partner: the "
+                "span-aligned loss merges their probabilities over the span the band covers.")
+    return note, visuals.alignment_figure(result, title)
 
 
 def pick_preset(value: str | None) -> tuple[Any, Any]:
@@ -129,14 +165,22 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines = ["| | teacher | student |", "|---|---|---|"]
     lines += [f"| {name} | {a} | {b} |" for name, a, b in rows]
     same = tok["same_vocabulary"]
+    bridge = report.get("tokenizer_bridge") or {}
     techniques = ", ".join(name.replace("_", " ") for name, ok in report["techniques"].items() if ok)
     lines += [
         "",
-        f"- **Tokenizer:** {'same vocabulary ✓' if same else 'different vocabularies ✗'} "
+        f"- **Tokenizer:** {'same vocabulary ✓' if same else 'different vocabularies'} "
         f"(fingerprints `{tok['teacher_fingerprint']}` / `{tok['student_fingerprint']}`)",
         f"- **Compression:** {comp['param_ratio']}× fewer parameters, {comp['layer_ratio']}× fewer layers",
         f"- **Techniques that apply:** {techniques or 'none'}",
     ]
+    if bridge and bridge.get("bridge") != "none":
+        share = bridge.get("one_to_one_share")
+        lines += [f"- **Tokenizer bridge:** `{bridge['bridge']}`: {bridge['reason']}; {bridge['shared_tokens']:,} tokens "
+                  f"in both vocabularies" + (f"; {share:.0%} of the held-out text's bytes align one to one"
+                                             if share is not None else ""),
+                  f"- **Attention transfer:** {bridge['attention_transfer']}",
+                  f"- **FitNets:** {bridge['fitnets']}"]
     if report.get("layer_map"):
         lines.append(f"- **Layer map** (`auto`, for attention transfer and FitNets; student:teacher): "
                      f"{pairs_text(report['layer_map'])}")
