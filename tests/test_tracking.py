@@ -26,6 +26,9 @@ def tracked(monkeypatch, tmp_path):
 
 
 def runs_of(project):
+    """The project's runs by name (none when trackio has no such project yet)."""
+    if project not in SQLiteStorage.get_projects():
+        return {}
     return {run.name: run for run in trackio.Api().runs(project)}
 
 
