@@ -55,6 +55,7 @@ from distill_core.students import load_student
 from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, read_student_rows, small_corpus,
                                 student_sweep)
 from distill_core.threads import for_views, thread_settings, training_steps
+from distill_core.tracking import dashboard_command, start_dashboard, tracker_dir, tracking_enabled, tracking_project
 
 __all__ = [
     "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "Comparison", "DistillConfig",
@@ -63,10 +64,10 @@ __all__ = [
     "SUGGESTIONS", "SessionQueue", "StopSignal", "Ticket", "VIEWER", "WordChanges", "ablation", "attention_probe",
     "augmentation_preview", "augmentation_rows", "browser_secret", "byte_trade_sentence", "cache_stats",
     "changed_words", "check_pair", "check_readable", "check_text", "compatibility_report", "corpus_stats",
-    "dark_knowledge", "delete_run", "describe_failure", "end_to_end", "evaluate_each", "evaluate_models",
-    "evaluate_pair", "evaluate_rows", "evaluate_shared", "evaluate_student", "export_config", "export_run",
-    "export_student", "field_help", "finished_runs", "first_line", "first_texts", "for_views", "generate",
-    "generate_each", "generate_shared", "gpu", "gpu_duration", "heldout_blocks", "idle_expiry_s",
+    "dark_knowledge", "dashboard_command", "delete_run", "describe_failure", "end_to_end", "evaluate_each",
+    "evaluate_models", "evaluate_pair", "evaluate_rows", "evaluate_shared", "evaluate_student", "export_config",
+    "export_run", "export_student", "field_help", "finished_runs", "first_line", "first_texts", "for_views",
+    "generate", "generate_each", "generate_shared", "gpu", "gpu_duration", "heldout_blocks", "idle_expiry_s",
     "is_main_process", "layer_pairs_for", "link_query", "load_student", "load_teacher", "look_at", "make_room",
     "memory_budget_bytes", "new_run", "new_run_dir", "open_for", "open_run", "pair_alignment",
     "pair_dark_knowledge", "parse_methods", "parse_student_list", "preset_config", "preset_description",
@@ -74,8 +75,9 @@ __all__ = [
     "resolve_model", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices", "run_session",
     "run_summary", "running", "runs_dir", "safe_filename", "session_in_child", "share_run", "sharing",
     "similarity_probe", "slice_limit", "sliced", "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions",
-    "student_sweep", "text_columns", "thread_settings", "tokenizer_of", "trade_sentence", "training_steps",
-    "unshare_run", "use_hub_defaults", "zerogpu",
+    "start_dashboard", "student_sweep", "text_columns", "thread_settings", "tokenizer_of", "tracker_dir",
+    "tracking_enabled", "tracking_project", "trade_sentence", "training_steps", "unshare_run", "use_hub_defaults",
+    "zerogpu",
 ]
 
 

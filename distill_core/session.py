@@ -22,6 +22,7 @@ this generator; each trains on its share of every batch and only the main proces
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -65,6 +66,7 @@ from distill_core.students import load_student, student_vocabulary
 from distill_core.tokenizer_bridge import choose_bridge
 from distill_core.teacher_cache import CachedTeacher, TeacherCache
 from distill_core.teacher_corpus import CapturedTargets, captured_targets_blocked
+from distill_core.tracking import SessionTracker
 
 PHASES = ("start", "conversion", "teacher", "corpus", "student", "evaluation", "training", "saving")
 """The phases of a session, in order (evaluation recurs during training); `summary.json`'s `phases_s` times
@@ -177,14 +179,27 @@ def run_session(config: DistillConfig, out_dir: str | Path | None = None, stop: 
             raise DistillError("resuming needs the stopped session's output folder")
         checkpoint = training_checkpoint.check_resumable(Path(out_dir), config)
     record = Record(config, out_dir, procs, checkpoint)
+    tracker = SessionTracker(config, out_dir, resume=checkpoint is not None, main=procs.is_main)
     deadline = record.started + time_limit_s if time_limit_s is not None else None
     try:
-        prepared = yield from prepare(config, record, procs, checkpoint)
-        fitted = yield from fit(prepared, record, stop, deadline)
-        if not fitted.paused:
-            yield from finish(prepared, fitted, record)
+        with contextlib.closing(_stages(config, record, procs, checkpoint, stop, deadline)) as stages:
+            for event in stages:  # the one place every event passes: the tracker sees them all
+                warning = tracker.log(event)
+                yield event
+                if warning is not None:
+                    yield record.emit("status", message=f"Warning: {warning}", warning=warning)
     finally:
         record.close()
+        tracker.finish()
+
+
+def _stages(config: DistillConfig, record: Record, procs: Processes, checkpoint: training_checkpoint.Checkpoint | None,
+            stop: Any, deadline: float | None) -> Events:
+    """prepare -> fit -> finish (not finish when the session pauses, to resume in another call)."""
+    prepared = yield from prepare(config, record, procs, checkpoint)
+    fitted = yield from fit(prepared, record, stop, deadline)
+    if not fitted.paused:
+        yield from finish(prepared, fitted, record)
 
 
 def run_in_slices(config: DistillConfig, out_dir: str | Path, stop: Any, run: Any = None,

@@ -245,6 +245,7 @@ def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = N
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows_done = []
+    write_json_atomic(out / "ablation.json", rows_done)  # not a previous comparison's rows; marks the rows' group
     for name, row_config in rows if rows is not None else ablation_rows(config):
         final = None
         for ev in run_session(row_config, out / name):

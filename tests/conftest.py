@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["DISTILL_TRACKING"] = "0"  # sessions log to the tracker only in the tests that turn it on (test_tracking)
+os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="distill-trackio-")  # never the operator's store
 for _hosting_variable in ("DISTILL_PUBLIC", "SPACE_ID", "DISTILL_TRUST_REMOTE_CODE", "DISTILL_HUB_DEFAULTS"):
     os.environ.pop(_hosting_variable, None)  # the tests load local models: not public mode (distill_core/hosting.py)
 

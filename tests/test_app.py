@@ -1025,3 +1025,15 @@ def test_an_idle_browser_s_state_expires_and_a_busy_one_s_never(tmp_path, monkey
     assert common.expire_idle(force=True) == 1
     assert idle.last_run is None and idle.runs == [] and idle.export_dir is None and not export.exists()
     assert busy.last_run is not None and active.last_run is not None
+
+
+def test_the_run_history_section_says_how_to_open_the_tracker(monkeypatch):
+    monkeypatch.setenv("DISTILL_TRACKING", "1")
+    monkeypatch.setenv("DISTILL_TRACKIO_PROJECT", "class-of-today")
+    note = distill.history_markdown()
+    assert "`class-of-today`" in note and "trackio show --project class-of-today" in note
+    monkeypatch.setenv("DISTILL_PUBLIC", "1")  # a Space: the dashboard's own port is not reachable from outside
+    assert "trackio show" not in distill.history_markdown()
+    assert distill.open_history().startswith("**Error:**")
+    monkeypatch.setenv("DISTILL_TRACKING", "0")
+    assert "off" in distill.history_markdown() and distill.open_history().startswith("**Error:**")

@@ -21,7 +21,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 API_NAMES = {"/compatibility", "/preset", "/layer_map", "/run_session", "/stop", "/size_sweep", "/size_plot",
              "/dark_knowledge", "/attention", "/similarity", "/evaluate", "/generate", "/export",
-             "/augment_preview"}
+             "/augment_preview", "/run_history"}
 RUN_SESSION_INPUTS = [  # run_session's API inputs, in the order the README documents (the order they are created)
     "teacher", "student", "preset", "steps", "batch_size", "seq_len", "learning_rate", "warmup_steps", "seed",
     "corpus_choice", "upload", "pasted", "hub_dataset", "hub_config", "hub_split", "hub_max_rows", "corpus_column",

@@ -83,6 +83,7 @@ def build_distill(pair: Pair, user: gr.State, memory: gr.BrowserState) -> Distil
     build_export(user)
     build_share(user)
     earlier = build_earlier_runs(user, memory, results, pair)
+    build_history()
 
     layer_map = recipe.components["layer_map"]
     known_map = dict(fn=layer_map_if_known, inputs=[pair.teacher, pair.student, layer_map], outputs=layer_map_md,
@@ -120,6 +121,39 @@ def build_export(user: gr.State) -> None:
             export_yaml = gr.File(label="Config (.yaml)", interactive=False, elem_id="export-config")
         export_md = gr.Markdown(elem_id="export-note", padding=True)
     export_btn.click(export_run, [dtype, user], [export_md, export_zip, export_yaml], api_name="export")
+
+
+def build_history() -> None:
+    """Run history: every session, size sweep and comparison in trackio's dashboard, to compare a day's runs."""
+    with gr.Accordion("Run history: every run in a tracker (trackio)", open=False, elem_id="history"):
+        gr.Markdown(history_markdown(), elem_id="history-note", padding=True)
+        open_btn = gr.Button("Open the run history", elem_id="history-btn",
+                             interactive=api.tracking_enabled() and not api.public_mode())
+        link = gr.Markdown(elem_id="history-link", padding=True)
+    open_btn.click(open_history, None, link, api_name="run_history", show_progress="minimal")
+
+
+def history_markdown() -> str:
+    """Where the tracker is and how to open it (or why it is off)."""
+    if not api.tracking_enabled():
+        return "Run history is off on this server (`DISTILL_TRACKING=0`)."
+    where = (f"Every session, size sweep and comparison logs its config and its curves, step by step, to the "
+             f"local trackio project `{api.tracking_project()}`: compare all of today's runs there, side by side.")
+    if api.public_mode():
+        return f"{where} On a Space, the operator shares the dashboard (README, *Run history*)."
+    return (f"{where} **Open the run history** starts trackio's dashboard on another port of this machine; from a "
+            f"shell: `{api.dashboard_command()}`.")
+
+
+def open_history() -> str:
+    """Start trackio's dashboard (once per server) and link to it."""
+    if not api.tracking_enabled() or api.public_mode():
+        return error_markdown("the run history's dashboard is not served from this app here")
+    try:
+        url = api.start_dashboard()
+    except Exception as exc:  # the tracker is extra: say what went wrong, the app goes on
+        return error_markdown(f"trackio's dashboard did not start: {api.first_line(exc)}")
+    return f"Run history: [{url}]({url}) (trackio's dashboard: pick runs, compare their curves; a sweep is a group)."
 
 
 def pair_markdown(teacher: str, student: str, warnings: str) -> str:
