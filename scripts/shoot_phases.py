@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+from shoot_app import CHROMIUM_ARGS  # scripts/ is on the path when this runs as a script
 NAMES = {"converting the teacher": "conversion", "loading the teacher": "teacher", "corpus": "corpus",
          "building the student": "student", "evaluation": "evaluation", "training": "training", "saving": "saving"}
 
