@@ -22,11 +22,11 @@ from distill_core.comparison import AFTER, BEFORE, Comparison
 from distill_core.compat import check_pair, compatibility_report, layer_pairs_for
 from distill_core.config import CHOICES, RESUME_FIELDS, SUGGESTIONS, DistillConfig, field_help
 from distill_core.corpora import CORPUS_FORMATS, corpus_stats, first_texts, read_corpus_file, text_columns
-from distill_core.data import check_text, heldout_blocks, read_text_file
+from distill_core.data import check_text, heldout_blocks, read_text_file, real_text_or_note
 from distill_core.distributed import is_main_process
 from distill_core.errors import DistillError, describe_failure, first_line
 from distill_core.evaluate import (evaluate_each, evaluate_models, evaluate_pair, generate, generate_each,
-                                   speed_conditions, trade_sentence)
+                                   real_text_report, speed_conditions, trade_sentence)
 from distill_core.export import export_config, export_run, export_student, safe_filename
 from distill_core.hosting import (HUB_DEFAULT_PAIR, browser_secret, check_readable, gpu_duration, public_limits,
                                   public_mode, spaces_gpu, use_hub_defaults, zerogpu, zerogpu_emulation)
@@ -36,24 +36,25 @@ from distill_core.paths import CONFIGS, ROOT, runs_dir
 from distill_core.presets import QUICKSTART, preset_config, preset_description, preset_names
 from distill_core.runs import finished_runs, new_run, open_run, run_config, run_events, run_summary
 from distill_core.probes import attention_probe, dark_knowledge, similarity_probe
+from distill_core.realtext import describe as describe_real_text
 from distill_core.session import FINAL_KINDS, PAUSED, StopSignal, run_in_slices, run_session
 from distill_core.specs import parse_student_list
 from distill_core.students import load_student
-from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, read_student_rows, small_corpus,
-                                student_sweep)
+from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, ablation_rows, augmentation_rows, read_student_rows,
+                                small_corpus, student_sweep)
 
 __all__ = [
     "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "Comparison", "DistillConfig",
     "DistillError", "FINAL_KINDS", "GPU_DEFAULTS", "HUB_DEFAULT_PAIR", "LAYER_MAP_SPECS", "PAUSED", "QUICKSTART",
     "RESUME_FIELDS", "ROOT", "SLICE_SHARE", "SMALL_CORPUS_SENTENCES", "SUGGESTIONS", "StopSignal", "WordChanges",
-    "ablation", "attention_probe", "augmentation_preview", "augmentation_rows", "browser_secret", "changed_words",
+    "ablation", "ablation_rows", "attention_probe", "augmentation_preview", "augmentation_rows", "browser_secret", "changed_words",
     "check_pair", "check_readable", "check_text", "compatibility_report", "corpus_stats", "dark_knowledge",
-    "describe_failure", "evaluate_each", "evaluate_models", "evaluate_pair", "export_config", "export_run",
+    "describe_failure", "describe_real_text", "evaluate_each", "evaluate_models", "evaluate_pair", "export_config", "export_run",
     "export_student", "field_help", "finished_runs", "first_line", "first_texts", "generate", "generate_each",
     "gpu", "gpu_duration", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student", "load_teacher",
     "new_run", "new_run_dir", "open_run", "parse_methods", "parse_student_list", "preset_config",
     "preset_description", "preset_names", "public_limits", "public_mode", "read_corpus_file", "read_student_rows",
-    "read_text_file", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices", "run_session",
+    "read_text_file", "real_text_or_note", "real_text_report", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices", "run_session",
     "run_summary", "runs_dir", "safe_filename", "session_in_child", "similarity_probe", "slice_limit", "sliced",
     "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions", "student_sweep", "text_columns", "tokenizer_of",
     "trade_sentence", "use_hub_defaults", "zerogpu",

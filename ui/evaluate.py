@@ -55,19 +55,21 @@ def evaluate_students(teacher_spec: str, student_spec: str, user: UserSession | 
         yield "Loading the models and the held-out text …", "", None
         models, models_note = compared(user, teacher_spec, student_spec)
         blocks = api.heldout_blocks(models.config, models.teacher.tokenizer)
+        real = api.real_text_or_note(models.config, models.teacher.tokenizer)
         names, rows = ["teacher", *models.students], {}
         where = api.speed_conditions(models.teacher.model)
-        yield progress_note("Measuring", names, rows), evaluation_markdown(rows, names, models.config, blocks, where), None
-        for name, row in api.evaluate_each(models.teacher.model, models.students, models.teacher.tokenizer, blocks):
+        table = lambda: evaluation_markdown(rows, names, models.config, (blocks, real), where)  # noqa: E731
+        yield progress_note("Measuring", names, rows), table(), None
+        for name, row in api.evaluate_each(models.teacher.model, models.students, models.teacher.tokenizer, blocks,
+                                           real_blocks=real[0]):
             rows[name] = row
             if len(rows) < len(names):
-                yield (progress_note("Measuring", names, rows),
-                       evaluation_markdown(rows, names, models.config, blocks, where), dict(rows))
+                yield progress_note("Measuring", names, rows), table(), dict(rows)
     except Exception as exc:
         yield view_error(exc), "", None
         return
     sentence = api.trade_sentence(rows, api.AFTER if api.AFTER in rows else api.BEFORE)
-    yield models_note, f"**{sentence}**\n\n" + evaluation_markdown(rows, names, models.config, blocks, where), rows
+    yield models_note, f"**{sentence}**\n\n" + table(), rows
 
 
 def progress_note(doing: str, names: list[str], done: dict[str, Any]) -> str:
@@ -79,14 +81,21 @@ def progress_note(doing: str, names: list[str], done: dict[str, Any]) -> str:
 
 
 def evaluation_markdown(rows: dict[str, dict[str, Any]], names: list[str], config: api.DistillConfig,
-                        blocks: Any, where: str) -> str:
+                        texts: tuple[Any, tuple[Any, str | None]], where: str) -> str:
     """The table of every model in `names` (a column each; `…` for one not measured yet) and where its
-    figures come from."""
+    figures come from. `texts`: the held-out blocks, and the real text's (blocks, or None and why not)."""
+    blocks, (real_blocks, real_note) = texts
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    real_metrics = [
+        ("real-text perplexity ↓", lambda r: fmt_number(r["real_ppl"], 2)),
+        ("real-text top-1 agreement ↑", lambda r: pct(r["real_top1_agreement"])),
+        ("real-text KL(teacher ‖ model) ↓", lambda r: fmt_number(r["real_kl_to_teacher"])),
+    ] if real_blocks is not None else []
     metrics = [
         ("held-out perplexity ↓", lambda r: fmt_number(r["ppl"], 2)),
         ("top-1 agreement with the teacher ↑", lambda r: pct(r["top1_agreement"])),
         ("KL(teacher ‖ model), nats/token ↓", lambda r: fmt_number(r["kl_to_teacher"])),
+        *real_metrics,
         ("parameters", lambda r: fmt_params(r["params"])),
         ("size on disk (fp32 weights)", lambda r: f"{r['size_bytes'] / 1e6:,.1f} MB"),
         ("generation speed (greedy, batch 1) ↑", lambda r: f"{fmt_number(r.get('tokens_per_s'), 1)} tokens/s"),
@@ -97,6 +106,9 @@ def evaluation_markdown(rows: dict[str, dict[str, Any]], names: list[str], confi
     lines += ["", f"Measured just now on {blocks.n_tokens:,} tokens of `{shown_path(config.eval_text)}` (blocks of "
                   f"{config.seq_len} tokens; never trained on); tokens/s measured just now on {where}, from 32 greedy "
                   "tokens, best of 2."]
+    source = api.describe_real_text(config.real_text)
+    lines += [f"Real text (written by nobody here): {real_blocks.n_tokens:,} tokens of {source}, scored the same way."
+              if real_blocks is not None else f"Real text not measured: {real_note}."]
     return "\n".join(lines)
 
 
