@@ -185,7 +185,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
               f"{row['kl_to_teacher']:>14.3f} {_cell(row.get('real_ppl'), 9, '.2f')} "
               f"{_cell(row.get('real_kl_to_teacher'), 8, '.3f')} {row['wall_s']:>8.1f}")
     if rows and rows[0].get("real_teacher_ppl") is not None:
-        print(f"(real text: the teacher's perplexity {rows[0]['real_teacher_ppl']:.2f}; held-out: {rows[0]['teacher_ppl']:.2f})")
+        print(f"real text: the teacher's perplexity {rows[0]['real_teacher_ppl']:.2f} (held-out: "
+              f"{rows[0]['teacher_ppl']:.2f})", file=sys.stderr)
     return 0
 
 
