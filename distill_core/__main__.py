@@ -95,10 +95,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise DistillError(f"--max-tokens must be at least 2, got {args.max_tokens}")
     api.read_text_file(args.text, "evaluation text")  # a bad file fails before any model loads
     config = DistillConfig(teacher=args.teacher, eval_text=args.text, eval_max_tokens=args.max_tokens,
-                           seq_len=args.seq_len, tokenizer_bridge=args.tokenizer_bridge)
+                           seq_len=args.seq_len, tokenizer_bridge=args.tokenizer_bridge, real_text=args.real_text)
     teacher = api.load_teacher(args.teacher)
     student = api.load_student(args.student, teacher, tokenizer_bridge=args.tokenizer_bridge)
-    print(json.dumps(api.evaluate_student(teacher, student, config), indent=2))
+    report = api.evaluate_student(teacher, student, config)
+    report["real_text"] = (api.real_text_report(teacher.model, student.model, teacher.tokenizer, config)
+                           if report["tokenizer_bridge"] not in api.CROSS_BRIDGES or not config.real_text.strip()
+                           else {"source": api.describe_real_text(config.real_text),
+                                 "note": "not measured: the student reads another vocabulary"})
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -155,7 +160,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     config = config_from(args, args.config, f"eval_text={args.eval_text}")
     if specs is not None:
         return _student_sweep(config, specs, Path(args.out), args.speed_tokens)
-    plan = None
+    if args.rows is not None and args.augmentation is not None:
+        raise DistillError("--rows chooses rows of the technique ablation; leave it out with --augmentation")
+    plan = api.ablation_rows(config, [n.strip() for n in args.rows.split(",") if n.strip()]) if args.rows else None
     if args.augmentation is not None:
         methods = api.parse_methods(args.augmentation)  # fail before any corpus is loaded
         if not methods:
@@ -174,17 +181,25 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             _log_event(event)
     width = max([12, *(len(row["name"]) for row in rows)])
     print(f"{'name':<{width}} {'ppl':>9} {'bits_per_byte':>13} {'top1_agreement':>15} {'kl_to_teacher':>14} "
-          f"{'wall_s':>8}")
+          f"{'real_ppl':>9} {'real_kl':>8} {'wall_s':>8}")
     for row in rows:
-        bpb = row.get("bits_per_byte")
-        print(f"{row['name']:<{width}} {row['ppl']:>9.2f} {'-' if bpb is None else format(bpb, '.4f'):>13} "
-              f"{row['top1_agreement']:>15.3f} {row['kl_to_teacher']:>14.3f} {row['wall_s']:>8.1f}")
+        print(f"{row['name']:<{width}} {row['ppl']:>9.2f} {_cell(row.get('bits_per_byte'), 13, '.4f')} "
+              f"{row['top1_agreement']:>15.3f} {row['kl_to_teacher']:>14.3f} {_cell(row.get('real_ppl'), 9, '.2f')} "
+              f"{_cell(row.get('real_kl_to_teacher'), 8, '.3f')} {row['wall_s']:>8.1f}")
+    if rows and rows[0].get("real_teacher_ppl") is not None:
+        print(f"real text: the teacher's perplexity {rows[0]['real_teacher_ppl']:.2f} (held-out: "
+              f"{rows[0]['teacher_ppl']:.2f})", file=sys.stderr)
     return 0
 
 
 STUDENT_COLUMNS = [("spec", 34, None), ("params_M", 9, ".1f"), ("ppl_before", 11, ".2f"), ("ppl", 9, ".2f"),
                    ("bpb_before", 11, ".4f"), ("bpb", 7, ".4f"), ("top1_agreement", 15, ".3f"),
-                   ("kl_to_teacher", 14, ".3f"), ("tokens_per_s", 13, ".1f"), ("wall_s", 8, ".1f")]
+                   ("kl_to_teacher", 14, ".3f"), ("real_ppl", 9, ".2f"), ("tokens_per_s", 13, ".1f"),
+                   ("wall_s", 8, ".1f")]
+
+
+def _cell(value: float | None, width: int, fmt: str) -> str:
+    return f"{'-' if value is None else format(value, fmt):>{width}}"
 
 
 def _student_table_line(values: dict | None = None) -> str:
@@ -232,7 +247,9 @@ def _print_size_table(config: DistillConfig, teacher: dict | None, rows: list[di
     if teacher is not None:
         print(_student_table_line({"spec": f"teacher {config.teacher}", "params_M": teacher["teacher_params"] / 1e6,
                                    "ppl": teacher["teacher_ppl"], "bpb": teacher.get("teacher_bits_per_byte"),
-                                   "tokens_per_s": teacher["teacher_tokens_per_s"]}))
+                                   "tokens_per_s": teacher["teacher_tokens_per_s"],
+                                   "real_ppl": next((row["real_teacher_ppl"] for row in rows if row.get("real_teacher_ppl")),
+                                                    None)}))
     for row in rows:
         if row["error"] and row["params"] is None:
             print(f"{row['spec']:<34} error: {row['error']}")
@@ -396,6 +413,8 @@ def _add_ablate(sub: Any) -> None:
                         "small corpus, same seed and steps; e.g. synonym,teacher_substitute")
     ablate.add_argument("--small-corpus", type=int, metavar="N", help="sentences in the small corpus of "
                         "--augmentation, drawn from the config's corpus (default 300)")
+    ablate.add_argument("--rows", metavar="NAMES", help="only these rows of the technique ablation, comma-separated "
+                                                        "(ce_only,soft_target,attention,fitnets,all)")
     ablate.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     ablate.add_argument("--speed-tokens", type=int, default=32, help=argparse.SUPPRESS)
     add_config_options(ablate, skip=("eval_text",))
@@ -432,6 +451,9 @@ def _add_bench_and_evaluate(sub: Any) -> None:
     evaluate.add_argument("--tokenizer-bridge", default="auto", choices=api.CHOICES["tokenizer_bridge"],
                           help="how a student with another vocabulary is compared (default auto); perplexity is "
                           "per each model's own tokens, bits per byte compares any two")
+    evaluate.add_argument("--real-text", default="bible-kjv",
+                          help="real text reported next to --text: bible-kjv (the Book of Ruth, KJV, from Debian's "
+                               "bible-kjv-text; the default), a text file, or '' for none")
     evaluate.set_defaults(func=cmd_evaluate)
 
 

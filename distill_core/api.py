@@ -24,12 +24,12 @@ from distill_core.comparison import AFTER, BEFORE, Comparison
 from distill_core.compat import check_pair, compatibility_report, layer_pairs_for, pair_alignment
 from distill_core.config import CHOICES, RESUME_FIELDS, SUGGESTIONS, DistillConfig, field_help
 from distill_core.corpora import CORPUS_FORMATS, corpus_stats, first_texts, read_corpus_file, text_columns
-from distill_core.data import check_text, heldout_blocks, read_text_file
+from distill_core.data import check_text, heldout_blocks, read_text_file, real_text_or_note
 from distill_core.distributed import is_main_process
 from distill_core.end_to_end import end_to_end
 from distill_core.errors import DistillError, describe_failure, first_line
 from distill_core.evaluate import (evaluate_each, evaluate_models, evaluate_pair, generate, generate_each,
-                                   speed_conditions, trade_sentence)
+                                   real_text_report, speed_conditions, trade_sentence)
 from distill_core.export import export_config, export_run, export_student, safe_filename
 from distill_core.fair_eval import byte_trade_sentence
 from distill_core.fair_eval import evaluate_each as evaluate_rows
@@ -45,6 +45,7 @@ from distill_core.retention import delete_run, look_at, make_room
 from distill_core.runs import finished_runs, open_run, run_config, run_events, run_summary, running
 from distill_core.runs import new_run as _new_run_folder
 from distill_core.probes import attention_probe, dark_knowledge, similarity_probe
+from distill_core.realtext import describe as describe_real_text
 from distill_core.session import FINAL_KINDS, PAUSED, StopSignal, run_in_slices, run_session
 from distill_core.session_queue import SessionQueue, Ticket
 from distill_core.share import OWNER, VIEWER, link_query, open_for, share_run, sharing, unshare_run
@@ -52,32 +53,33 @@ from distill_core.shared_views import evaluate_each as evaluate_shared
 from distill_core.shared_views import generate_each as generate_shared
 from distill_core.specs import parse_student_list
 from distill_core.students import load_student
-from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, read_student_rows, small_corpus,
-                                student_sweep)
+from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, ablation_rows, augmentation_rows, read_student_rows,
+                                small_corpus, student_sweep)
 from distill_core.threads import for_views, thread_settings, training_steps
+from distill_core.tokenizer_bridge import CROSS_BRIDGES
 from distill_core.tracking import dashboard_command, start_dashboard, tracker_dir, tracking_enabled, tracking_project
 
 __all__ = [
     "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "Comparison", "DistillConfig",
     "DistillError", "FINAL_KINDS", "FORWARDS", "GPU_DEFAULTS", "HUB_DEFAULT_PAIR", "LAYER_MAP_SPECS", "LOADED",
-    "OWNER", "PAUSED", "QUICKSTART", "RESUME_FIELDS", "ROOT", "SLICE_SHARE", "SMALL_CORPUS_SENTENCES",
-    "SUGGESTIONS", "SessionQueue", "StopSignal", "Ticket", "VIEWER", "WordChanges", "ablation", "attention_probe",
-    "augmentation_preview", "augmentation_rows", "browser_secret", "byte_trade_sentence", "cache_stats",
-    "changed_words", "check_pair", "check_readable", "check_text", "compatibility_report", "corpus_stats",
-    "dark_knowledge", "dashboard_command", "delete_run", "describe_failure", "end_to_end", "evaluate_each",
-    "evaluate_models", "evaluate_pair", "evaluate_rows", "evaluate_shared", "evaluate_student", "export_config",
-    "export_run", "export_student", "field_help", "finished_runs", "first_line", "first_texts", "for_views",
-    "generate", "generate_each", "generate_shared", "gpu", "gpu_duration", "heldout_blocks", "idle_expiry_s",
-    "is_main_process", "layer_pairs_for", "link_query", "load_student", "load_teacher", "look_at", "make_room",
-    "memory_budget_bytes", "new_run", "new_run_dir", "open_for", "open_run", "pair_alignment",
-    "pair_dark_knowledge", "parse_methods", "parse_student_list", "preset_config", "preset_description",
-    "preset_names", "public_limits", "public_mode", "read_corpus_file", "read_student_rows", "read_text_file",
-    "resolve_model", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices", "run_session",
-    "run_summary", "running", "runs_dir", "safe_filename", "session_in_child", "share_run", "sharing",
-    "similarity_probe", "slice_limit", "sliced", "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions",
-    "start_dashboard", "student_sweep", "text_columns", "thread_settings", "tokenizer_of", "tracker_dir",
-    "tracking_enabled", "tracking_project", "trade_sentence", "training_steps", "unshare_run", "use_hub_defaults",
-    "zerogpu",
+    "CROSS_BRIDGES", "OWNER", "PAUSED", "QUICKSTART", "RESUME_FIELDS", "ROOT", "SLICE_SHARE",
+    "SMALL_CORPUS_SENTENCES", "SUGGESTIONS", "SessionQueue", "StopSignal", "Ticket", "VIEWER", "WordChanges",
+    "ablation", "ablation_rows", "attention_probe", "augmentation_preview", "augmentation_rows", "browser_secret",
+    "byte_trade_sentence", "cache_stats", "changed_words", "check_pair", "check_readable", "check_text",
+    "compatibility_report", "corpus_stats", "dark_knowledge", "dashboard_command", "delete_run", "describe_failure",
+    "describe_real_text", "end_to_end", "evaluate_each", "evaluate_models", "evaluate_pair", "evaluate_rows",
+    "evaluate_shared", "evaluate_student", "export_config", "export_run", "export_student", "field_help",
+    "finished_runs", "first_line", "first_texts", "for_views", "generate", "generate_each", "generate_shared",
+    "gpu", "gpu_duration", "heldout_blocks", "idle_expiry_s", "is_main_process", "layer_pairs_for", "link_query",
+    "load_student", "load_teacher", "look_at", "make_room", "memory_budget_bytes", "new_run", "new_run_dir",
+    "open_for", "open_run", "pair_alignment", "pair_dark_knowledge", "parse_methods", "parse_student_list",
+    "preset_config", "preset_description", "preset_names", "public_limits", "public_mode", "read_corpus_file",
+    "read_student_rows", "read_text_file", "real_text_or_note", "real_text_report", "resolve_model", "run_bench",
+    "run_config", "run_events", "run_in_child", "run_in_slices", "run_session", "run_summary", "running",
+    "runs_dir", "safe_filename", "session_in_child", "share_run", "sharing", "similarity_probe", "slice_limit",
+    "sliced", "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions", "start_dashboard", "student_sweep",
+    "text_columns", "thread_settings", "tokenizer_of", "tracker_dir", "tracking_enabled", "tracking_project",
+    "trade_sentence", "training_steps", "unshare_run", "use_hub_defaults", "zerogpu",
 ]
 
 

@@ -32,7 +32,7 @@ CHOICES: dict[str, tuple[str, ...]] = {"divergence": DIVERGENCES, "attention_los
                                        "tokenizer_bridge": BRIDGES}
 """The values a choice field accepts (the UI's dropdowns and the CLI's choices come from here)."""
 SUGGESTIONS: dict[str, tuple[str, ...]] = {"layer_map": LAYER_MAP_SPECS}
-PATH_FIELDS = ("corpus", "prompts_file", "eval_text")
+PATH_FIELDS = ("corpus", "prompts_file", "eval_text", "real_text")
 """The fields that name files (read through paths.project_path; `portable` writes them project-relative)."""
 """Named values of a free-form field (layer_map also takes explicit pairs like 0:0,5:12)."""
 UPPER_LIMITS = {"steps": 1_000_000, "batch_size": 4096, "generation_tokens": 4096, "eval_max_tokens": 1_000_000,
@@ -85,6 +85,8 @@ class DistillConfig:
     """Held-out text (never trained on) for perplexity, agreement and KL to the teacher."""
     eval_max_tokens: int = 512
     """At most this many tokens of `eval_text` are scored in each evaluation."""
+    real_text: str = "bible-kjv"
+    """Real English text nobody on this project wrote, scored like `eval_text` and reported next to it: `bible-kjv` (the Book of Ruth, King James Version, from Debian's bible-kjv-text package), a text file, or empty for none."""
 
     steps: int = 60
     """Optimizer steps in the session."""

@@ -15,6 +15,7 @@ from distill_core import hosting
 from distill_core.config import DistillConfig
 from distill_core.errors import DistillError
 from distill_core.paths import project_path
+from distill_core.realtext import PACKAGED, real_text_path
 
 MAX_TEXT_BYTES = 20 * 1024 * 1024
 """Largest text file a session reads (20 MiB)."""
@@ -169,3 +170,23 @@ def heldout_blocks(config: DistillConfig, tokenizer: Any) -> Blocks:
     `evaluate` and the app's Evaluate tab all score on."""
     text = read_text_file(config.eval_text, "evaluation text")
     return pack(tokenizer, split_documents(text), config.seq_len, max_tokens=config.eval_max_tokens, pad_last=True)
+
+
+def real_text_blocks(config: DistillConfig, tokenizer: Any) -> Blocks | None:
+    """The real-text evaluation blocks of a config (`real_text`), packed like `heldout_blocks`; None when
+    the config names none. DistillError (saying how to install it) when the packaged text is missing."""
+    path = real_text_path(config.real_text)
+    if path is None:
+        return None
+    # the packaged text lives in the cache, outside what public mode lets a config name: read it directly
+    text = path.read_text(encoding="utf-8") if config.real_text.strip() == PACKAGED else read_text_file(path, "real text")
+    return pack(tokenizer, split_documents(text), config.seq_len, max_tokens=config.eval_max_tokens, pad_last=True)
+
+
+def real_text_or_note(config: DistillConfig, tokenizer: Any) -> tuple[Blocks | None, str | None]:
+    """`real_text_blocks`, or (None, why) when the real text cannot be read (a view shows the reason and goes on)."""
+    try:
+        blocks = real_text_blocks(config, tokenizer)
+    except DistillError as err:
+        return None, str(err)
+    return blocks, None if blocks is not None else "no real text configured"

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from distill_core import hosting
 from distill_core.models import count_parameters
 from distill_core.errors import DistillError
-from distill_core.data import Blocks, check_text
+from distill_core.data import Blocks, check_text, real_text_or_note
+from distill_core.realtext import describe as describe_real_text
 from distill_core.losses import shared_rows, shift_for_next_token
 
 SPEED_PROMPT = "The history of the city begins"
@@ -174,15 +175,34 @@ def size_on_disk(model: Any) -> int:
     return total
 
 
+def real_text_report(teacher: Any, student: Any, tokenizer: Any, config: Any) -> dict[str, Any] | None:
+    """The CLI `evaluate`'s `real_text`: the pair on the config's real text (`source`, `tokens`, teacher
+    {ppl}, student {ppl, top1_agreement, kl_to_teacher}), or `source` and a `note` saying why it was not
+    measured; None when the config names no real text."""
+    if not config.real_text.strip():
+        return None
+    blocks, note = real_text_or_note(config, tokenizer)
+    if blocks is None:
+        return {"source": describe_real_text(config.real_text), "note": note}
+    result = evaluate_pair(teacher, student, tokenizer, blocks, speed=False)
+    return {"source": describe_real_text(config.real_text), "tokens": result.pop("tokens"),
+            "teacher": {"ppl": result["teacher"]["ppl"]},
+            "student": {k: result["student"][k] for k in ("ppl", "top1_agreement", "kl_to_teacher")}}
+
+
 def evaluate_each(teacher: Any, students: dict[str, Any], tokenizer: Any, blocks: Blocks, speed: bool = True,
-                  speed_tokens: int = 32) -> Iterator[tuple[str, dict[str, Any]]]:
+                  speed_tokens: int = 32, real_blocks: Blocks | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """The Evaluation tab's rows one model at a time, each yielded as (name, row) as soon as that model is
     measured, the teacher first: perplexity on the held-out blocks, top-1 agreement and KL to the teacher,
     parameters, weight size and greedy tokens/s (when `speed`), all measured in this call. A model's speed
-    is measured right after its scores, so that a row arrives complete."""
+    is measured right after its scores, so that a row arrives complete. With `real_blocks` (the real text) each
+    row also has `real_ppl`, `real_top1_agreement` and `real_kl_to_teacher` on them."""
     reference = teacher_reference(teacher, blocks)
+    real_reference = teacher_reference(teacher, real_blocks) if real_blocks is not None else None
     row = {"ppl": reference_ppl(reference, blocks), "top1_agreement": 1.0, "kl_to_teacher": 0.0,
            "params": count_parameters(teacher), "size_bytes": size_on_disk(teacher)}
+    if real_blocks is not None:
+        row.update(real_ppl=reference_ppl(real_reference, real_blocks), real_top1_agreement=1.0, real_kl_to_teacher=0.0)
     if speed:
         row["tokens_per_s"] = generation_speed(teacher, tokenizer, new_tokens=speed_tokens)
     yield "teacher", row
@@ -191,16 +211,21 @@ def evaluate_each(teacher: Any, students: dict[str, Any], tokenizer: Any, blocks
         row = {"ppl": result["student_ppl"], "top1_agreement": result["top1_agreement"],
                "kl_to_teacher": result["kl_to_teacher"], "params": count_parameters(model),
                "size_bytes": size_on_disk(model)}
+        if real_blocks is not None:
+            real = compare(teacher, model, real_blocks, reference=real_reference)
+            row.update(real_ppl=real["student_ppl"], real_top1_agreement=real["top1_agreement"],
+                       real_kl_to_teacher=real["kl_to_teacher"])
         if speed:
             row["tokens_per_s"] = generation_speed(model, tokenizer, new_tokens=speed_tokens)
         yield name, row
 
 
 def evaluate_models(teacher: Any, students: dict[str, Any], tokenizer: Any, blocks: Blocks,
-                    speed: bool = True, speed_tokens: int = 32) -> dict[str, dict[str, Any]]:
+                    speed: bool = True, speed_tokens: int = 32, real_blocks: Blocks | None = None) -> dict[str, dict[str, Any]]:
     """The Evaluation tab's table at once: `evaluate_each`'s rows by name, the teacher first (the command
     line and the scripts read it whole)."""
-    return dict(evaluate_each(teacher, students, tokenizer, blocks, speed=speed, speed_tokens=speed_tokens))
+    return dict(evaluate_each(teacher, students, tokenizer, blocks, speed=speed, speed_tokens=speed_tokens,
+                              real_blocks=real_blocks))
 
 
 def generate_each(models: dict[str, Any], tokenizer: Any, prompt: str, new_tokens: int = 40,

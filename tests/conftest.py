@@ -48,7 +48,7 @@ def tiny_session_config(teacher_dir: Path, **changes):
     values = dict(
         teacher=str(teacher_dir), student="layers:2", corpus_text=SAMPLE_TEXT, steps=12, batch_size=4,
         seq_len=32, learning_rate=3e-3, warmup_steps=1, eval_every=4, probe_every=6, eval_max_tokens=128,
-        freeze_embeddings=False, seed=0,
+        freeze_embeddings=False, seed=0, real_text=str(REPO / "tests" / "fixtures" / "gettysburg.txt"),
     )
     return DistillConfig(**{**values, **changes})
 

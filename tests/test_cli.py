@@ -81,6 +81,13 @@ def test_distill_then_evaluate_round_trip(tiny_config, tmp_path):
                                       "tokens_per_s"}
     assert 0 <= report["student"]["top1_agreement"] <= 1
     assert report["tokenizer_bridge"] == "none" and report["bytes"] > 0 and report["student"]["bits_per_byte"] > 0
+    assert set(report["real_text"]) >= {"source"}  # the packaged text, or a note saying how to install it
+    fixture = REPO / "tests" / "fixtures" / "gettysburg.txt"
+    result = cli("evaluate", "--teacher", tiny_config.teacher, "--student", str(out / "student"),
+                 "--text", str(text), "--max-tokens", "128", "--real-text", str(fixture))
+    real = json.loads(result.stdout)["real_text"]
+    assert real["source"] == str(fixture) and real["tokens"] > 100 and real["student"]["ppl"] > 0
+    assert real["student"]["ppl"] != report["student"]["ppl"]
 
 
 def test_distill_and_evaluate_a_student_with_its_own_tokenizer(tiny_config, tmp_path):
@@ -123,8 +130,23 @@ def test_ablate_writes_every_row(tiny_config, tmp_path):
     assert configs["attention"]["attention_weight"] > 0 and configs["attention"]["hidden_weight"] == 0
     assert configs["fitnets"]["hidden_weight"] > 0 and configs["all"]["attention_weight"] > 0
     assert result.stdout.splitlines()[0].split() == ["name", "ppl", "bits_per_byte", "top1_agreement", "kl_to_teacher",
-                                                     "wall_s"]
+                                                     "real_ppl", "real_kl", "wall_s"]
     assert all(row["bits_per_byte"] > 0 and row["teacher_bits_per_byte"] > 0 for row in rows)
+    assert all(row["real_ppl"] > 0 and row["real_teacher_ppl"] > 0 for row in rows)  # the fixture's real text
+    assert "real text: the teacher's perplexity" in result.stderr
+
+
+def test_ablate_rows_runs_only_the_rows_named(tiny_config, tmp_path):
+    config_path = tmp_path / "tiny.yaml"
+    tiny_config.with_overrides(["steps=2", "eval_every=0", "probe_every=0"]).to_yaml(config_path)
+    out = tmp_path / "two"
+    heldout = str(REPO / "assets" / "texts" / "heldout.txt")
+    result = cli("ablate", "--config", str(config_path), "--eval-text", heldout, "--out", str(out),
+                 "--rows", "soft_target,ce_only")
+    assert result.returncode == 0, result.stderr
+    assert [r["name"] for r in json.loads((out / "ablation.json").read_text())] == ["ce_only", "soft_target"]
+    bad = cli("ablate", "--config", str(config_path), "--eval-text", heldout, "--out", str(out), "--rows", "nope")
+    assert bad.returncode != 0 and "unknown ablation row nope" in bad.stderr
 
 
 def test_ablate_students_sweeps_sizes(tiny_config, tmp_path):
@@ -139,7 +161,7 @@ def test_ablate_students_sweeps_sizes(tiny_config, tmp_path):
     assert not (out / "ablation.json").exists()
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["spec", "params_M", "ppl_before", "ppl", "bpb_before", "bpb", "top1_agreement",
-                                "kl_to_teacher", "tokens_per_s", "wall_s"]
+                                "kl_to_teacher", "real_ppl", "tokens_per_s", "wall_s"]
     assert lines[1].startswith("teacher ") and len(lines) == 4
     for line, row in zip(lines[2:], rows):
         cells = line.split()

@@ -57,6 +57,34 @@ def test_evaluate_each_yields_each_model_as_it_finishes_the_teacher_first(tiny_t
     assert rows["small"]["ppl"] == pytest.approx(rest[0][1]["ppl"])
 
 
+def test_evaluate_each_reports_the_real_text_next_to_the_held_out_text(tiny_teacher_dir):
+    from pathlib import Path
+
+    from distill_core.config import DistillConfig
+    from distill_core.data import real_text_blocks
+    from distill_core.evaluate import real_text_report
+
+    teacher = load_teacher(str(tiny_teacher_dir))
+    student = derive_student(teacher, "layers:2").model
+    blocks = pack(teacher.tokenizer, split_documents(TEXT * 4), 16, max_tokens=64, pad_last=True)
+    fixture = Path(__file__).parent / "fixtures" / "gettysburg.txt"
+    config = DistillConfig(teacher=str(tiny_teacher_dir), real_text=str(fixture), seq_len=16, eval_max_tokens=96)
+    real = real_text_blocks(config, teacher.tokenizer)
+    assert real.scored_tokens <= 96 and real.scored_tokens > 64
+    rows = evaluate_models(teacher.model, {"student": student}, teacher.tokenizer, blocks, speed=False, real_blocks=real)
+    assert rows["teacher"]["real_kl_to_teacher"] == 0.0
+    expected = compare(teacher.model, student, real)
+    assert rows["student"]["real_ppl"] == pytest.approx(expected["student_ppl"])
+    assert rows["teacher"]["real_ppl"] == pytest.approx(expected["teacher_ppl"])
+    assert rows["student"]["real_ppl"] != pytest.approx(rows["student"]["ppl"])  # another text, another figure
+    report = real_text_report(teacher.model, student, teacher.tokenizer, config)
+    assert report["student"]["ppl"] == pytest.approx(expected["student_ppl"]) and report["tokens"] == expected["tokens"]
+    assert real_text_report(teacher.model, student, teacher.tokenizer, config.with_overrides({"real_text": ""})) is None
+    missing = real_text_report(teacher.model, student, teacher.tokenizer,
+                               config.with_overrides({"real_text": str(fixture.with_name("absent.txt"))}))
+    assert "not found" in missing["note"]
+
+
 def test_generate_each_yields_greedy_and_sampled_per_model(tiny_teacher_dir):
     teacher = load_teacher(str(tiny_teacher_dir))
     student = derive_student(teacher, "layers:1")

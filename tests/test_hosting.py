@@ -359,10 +359,11 @@ def test_spaces_is_pinned_and_leaves_the_gradio_pin_alone():
     assert wants_gradio == ["gradio"]  # any gradio: requirements.txt's pin (the Space's sdk_version) decides
 
 
-def test_packages_txt_has_the_makefiles_wordnet():
-    wanted = re.search(r"^WORDNET_PACKAGES := (.+)$", (REPO / "Makefile").read_text(encoding="utf-8"), re.M).group(1)
+@pytest.mark.parametrize("variable", ["WORDNET_PACKAGES", "REALTEXT_PACKAGES"])
+def test_packages_txt_has_the_makefiles_debian_packages(variable):
+    wanted = re.search(rf"^{variable} := (.+)$", (REPO / "Makefile").read_text(encoding="utf-8"), re.M).group(1)
     listed = (REPO / "packages.txt").read_text(encoding="utf-8").split()
-    assert set(wanted.split()) <= set(listed)
+    assert wanted.split() and set(wanted.split()) <= set(listed)
 
 
 def test_app_shows_and_enforces_the_public_limits(public, monkeypatch):

@@ -25,3 +25,12 @@ def test_each_preset_is_valid_and_described():
 def test_unknown_preset():
     with pytest.raises(DistillError, match="unknown preset 'nope'"):
         preset_config("nope")
+
+
+def test_the_gpu_preset_loads_validates_and_says_how_it_was_sized():
+    config = preset_config("gpu-10min")
+    config.validate()
+    assert (config.teacher, config.student, config.device) == ("smollm2-135m", "layers:20", "auto")
+    assert config.steps * config.batch_size * config.seq_len > 100 * 22 * 8 * 64  # far beyond the CPU quickstart
+    text = (CONFIGS / "gpu-10min.yaml").read_text(encoding="utf-8")
+    assert "How it was sized" in text and "GFLOP" in text

@@ -323,3 +323,20 @@ def test_targets_captured_while_writing_do_not_serve_across_tokenizers(tiny_conf
     assert events[-1]["summary"]["teacher_targets"] == "teacher forward pass at every step"
     same_vocab = run_all(config.with_overrides({"student": "layers:2"}), tmp_path / "same")
     assert same_vocab[-1]["summary"]["teacher_targets"] == "captured while the teacher wrote the corpus"
+
+
+def test_the_summary_reports_the_real_text_next_to_the_held_out_text(tiny_config, tmp_path):
+    summary = run_all(tiny_config.with_overrides({"steps": 4}), tmp_path / "with")[-1]["summary"]
+    real = summary["real_text"]
+    assert real["source"].endswith("gettysburg.txt") and real["tokens"] > 100
+    assert set(real) == {"source", "tokens", "teacher", "before", "after"}
+    assert real["after"]["kl_to_teacher"] != real["before"]["kl_to_teacher"]  # measured again after training
+    assert real["after"]["ppl"] != summary["after"]["ppl"] and real["teacher"]["ppl"] != summary["teacher"]["ppl"]
+    saved = json.loads((tmp_path / "with" / "summary.json").read_text())
+    assert saved["real_text"] == real
+    # a real text that cannot be read is a note, not a failed session; none configured: null
+    events = run_all(tiny_config.with_overrides({"steps": 1, "real_text": str(tmp_path / "absent.txt")}), tmp_path / "m")
+    assert events[-1]["kind"] == "done" and "not found" in events[-1]["summary"]["real_text"]["note"]
+    assert any("Real-text evaluation skipped" in e.get("message", "") for e in events if e["kind"] == "status")
+    none = run_all(tiny_config.with_overrides({"steps": 1, "real_text": ""}), tmp_path / "n")[-1]["summary"]
+    assert none["real_text"] is None

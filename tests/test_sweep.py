@@ -91,3 +91,25 @@ def test_read_student_rows_checks_the_file(tmp_path):
                           (tmp_path / "rows.json", "must hold a list of rows with a `spec` each")]:
         with pytest.raises(DistillError, match=message):
             read_student_rows(path)
+
+
+def test_ablation_rows_can_be_chosen_by_name(tiny_config):
+    from distill_core.sweep import ablation_rows
+
+    chosen = ablation_rows(tiny_config, ["soft_target", "ce_only"])
+    assert [name for name, _ in chosen] == ["ce_only", "soft_target"]  # the ablation's order
+    assert chosen[0][1].kd_weight == 0.0 and chosen[1][1].kd_weight > 0
+    with pytest.raises(DistillError, match="unknown ablation row nope"):
+        ablation_rows(tiny_config, ["nope"])
+
+
+def test_real_fields_of_a_summary():
+    from distill_core.sweep import REAL_KEYS, real_fields
+
+    summary = {"real_text": {"source": "x", "tokens": 9, "teacher": {"ppl": 3.0},
+                             "before": {"ppl": 9.0, "top1_agreement": 0.1, "kl_to_teacher": 2.0},
+                             "after": {"ppl": 5.0, "top1_agreement": 0.4, "kl_to_teacher": 1.0}}}
+    assert real_fields(summary) == {"real_ppl_before": 9.0, "real_ppl": 5.0, "real_top1_agreement": 0.4,
+                                    "real_kl_to_teacher": 1.0, "real_teacher_ppl": 3.0}
+    assert set(real_fields({"real_text": None})) == set(REAL_KEYS)
+    assert all(v is None for v in real_fields({"real_text": {"note": "missing"}}).values())

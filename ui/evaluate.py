@@ -59,21 +59,23 @@ def evaluate_students(teacher_spec: str, student_spec: str, user: UserSession | 
         yield "Loading the models and the held-out text …", "", None
         models, models_note = compared(user, teacher_spec, student_spec)
         blocks = api.heldout_blocks(models.config, models.teacher.tokenizer)
+        real = api.real_text_or_note(models.config, models.teacher.tokenizer)
         names, rows = ["teacher", *models.students], {}
         where = api.speed_conditions(models.teacher.model)
-        yield progress_note("Measuring", names, rows), evaluation_markdown(rows, names, models.config, blocks, where), None
-        for name, row in api.evaluate_rows(models.teacher, models.with_tokenizers, models.config):
+        table = lambda: evaluation_markdown(rows, names, models.config, (blocks, real), where)  # noqa: E731
+        yield progress_note("Measuring", names, rows), table(), None
+        for name, row in api.evaluate_rows(models.teacher, models.with_tokenizers, models.config,
+                                           real_blocks=real[0]):
             rows[name] = row
             if len(rows) < len(names):
-                yield (progress_note("Measuring", names, rows),
-                       evaluation_markdown(rows, names, models.config, blocks, where), dict(rows))
+                yield progress_note("Measuring", names, rows), table(), dict(rows)
     except Exception as exc:
         yield view_error(exc), "", None
         return
     student = api.AFTER if api.AFTER in rows else api.BEFORE
-    sentence = (api.byte_trade_sentence(rows, student) if rows[student].get("bridge") in ("uld", "span")
+    sentence = (api.byte_trade_sentence(rows, student) if rows[student].get("bridge") in api.CROSS_BRIDGES
                 else api.trade_sentence(rows, student))
-    yield models_note, f"**{sentence}**\n\n" + evaluation_markdown(rows, names, models.config, blocks, where), rows
+    yield models_note, f"**{sentence}**\n\n" + table(), rows
 
 
 def progress_note(doing: str, names: list[str], done: dict[str, Any]) -> str:
@@ -85,15 +87,22 @@ def progress_note(doing: str, names: list[str], done: dict[str, Any]) -> str:
 
 
 def evaluation_markdown(rows: dict[str, dict[str, Any]], names: list[str], config: api.DistillConfig,
-                        blocks: Any, where: str) -> str:
+                        texts: tuple[Any, tuple[Any, str | None]], where: str) -> str:
     """The table of every model in `names` (a column each; `…` for one not measured yet) and where its
-    figures come from."""
-    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    figures come from. `texts`: the held-out blocks, and the real text's (blocks, or None and why not)."""
+    blocks, (real_blocks, real_note) = texts
+    pct = lambda v: "—" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    real_metrics = [
+        ("real-text perplexity ↓", lambda r: fmt_number(r.get("real_ppl"), 2)),
+        ("real-text top-1 agreement ↑", lambda r: pct(r.get("real_top1_agreement"))),
+        ("real-text KL(teacher ‖ model) ↓", lambda r: fmt_number(r.get("real_kl_to_teacher"))),
+    ] if real_blocks is not None else []
     metrics = [
         ("held-out perplexity ↓ (per the model's own tokens)", lambda r: fmt_number(r["ppl"], 2)),
         ("bits per byte ↓ (the same bytes for every model)", lambda r: fmt_number(r.get("bits_per_byte"), 4)),
         ("top-1 agreement with the teacher ↑", lambda r: pct(r["top1_agreement"])),
         ("KL(teacher ‖ model), nats/token ↓", lambda r: fmt_number(r["kl_to_teacher"])),
+        *real_metrics,
         ("parameters", lambda r: fmt_params(r["params"])),
         ("size on disk (fp32 weights)", lambda r: f"{r['size_bytes'] / 1e6:,.1f} MB"),
         ("generation speed (greedy, batch 1) ↑", lambda r: f"{fmt_number(r.get('tokens_per_s'), 1)} tokens/s"),
@@ -107,10 +116,14 @@ def evaluation_markdown(rows: dict[str, dict[str, Any]], names: list[str], confi
                   "tokens, best of 2. Bits per byte: each model's total negative log-likelihood of the same held-out "
                   "bytes, in bits, over their number, so that models with different tokenizers compare (perplexity "
                   "does not: a token of one tokenizer is not a token of another)."]
-    if any(row.get("bridge") in ("uld", "span") for row in rows.values()):
+    if any(row.get("bridge") in api.CROSS_BRIDGES for row in rows.values()):
         lines.append("A student here reads other tokens than the teacher: its agreement and KL are measured over the "
                      "aligned spans of the same text (top-1: the two most likely next tokens stand for the same "
-                     "text; KL: over the shared tokens plus one bucket for the rest).")
+                     "text; KL: over the shared tokens plus one bucket for the rest). The real text is scored per "
+                     "token, so it is not measured for such a student.")
+    source = api.describe_real_text(config.real_text)
+    lines += [f"Real text (written by nobody here): {real_blocks.n_tokens:,} tokens of {source}, scored the same way."
+              if real_blocks is not None else f"Real text not measured: {real_note}."]
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from distill_core import api
 from ui.common import error_markdown, fmt_number, fmt_params, fmt_seconds, shown_path
 
 SWEEP_TABLE_HEADERS = ["model", "params", "ppl before", "ppl after", "bits/byte before", "bits/byte after",
-                       "top-1 agreement", "KL to teacher", "tokens/s", "wall time", "error"]
+                       "top-1 agreement", "KL to teacher", "real-text ppl", "tokens/s", "wall time", "error"]
 
 
 PHASE_NAMES = {"conversion": "converting the teacher", "teacher": "loading the teacher", "corpus": "corpus",
@@ -178,7 +178,11 @@ class RunView:
         lines = [f"### Before / after ({s['steps_done']}/{s['steps']} steps, {s['eval_tokens']:,} held-out tokens)",
                  "", f"| | teacher `{s['teacher_spec']}` | student before `{s['student_spec']}` | student after |",
                  "|---|---:|---:|---:|"]
-        lines += [f"| {name} | {a} | {b} | {c} |" for name, a, b, c in rows]
+        lines += [f"| {name} | {a} | {b} | {c} |" for name, a, b, c in rows + real_text_rows(s.get("real_text"))]
+        if (s.get("real_text") or {}).get("note"):
+            lines += ["", f"Real text not measured: {s['real_text']['note']}"]
+        elif s.get("real_text"):
+            lines += ["", f"Real text: {s['real_text']['tokens']:,} tokens of {s['real_text']['source']} (nobody here wrote it)."]
         lines += ["", f"Final training loss {fmt_number(s['final_loss'])} · training {fmt_seconds(s['train_s'])} · "
                       f"total {fmt_seconds(s['wall_s'])} · corpus: {s['corpus']} · saved in `{shown_path(self.out_dir)}`"]
         if s.get("augmented"):
@@ -190,6 +194,17 @@ class RunView:
                          if bridge.get("one_to_one_share") is not None else "")
                       + ". Perplexities are per each model's own tokens; bits per byte compare them."]
         return "\n".join(lines)
+
+
+def real_text_rows(real: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    """The before/after table's real-text rows from a summary's `real_text` (none when it was not measured)."""
+    if not real or "after" not in real:
+        return []
+    before, after = real.get("before") or {}, real["after"]
+    return [("real-text perplexity ↓", fmt_number(real["teacher"]["ppl"], 2), fmt_number(before.get("ppl"), 2),
+             fmt_number(after["ppl"], 2)),
+            ("real-text KL(teacher ‖ student) ↓", "—", fmt_number(before.get("kl_to_teacher")),
+             fmt_number(after["kl_to_teacher"]))]
 
 
 def augmented_markdown(report: dict[str, Any]) -> str:
@@ -209,11 +224,12 @@ def size_table(rows: list[dict[str, Any]]) -> list[list[str]]:
     if teacher is not None:
         table.append(["teacher", fmt_params(teacher.get("teacher_params")), "—",
                       fmt_number(teacher["teacher_ppl"], 2), "—", fmt_number(teacher.get("teacher_bits_per_byte"), 4),
-                      "—", "—", speed(teacher.get("teacher_tokens_per_s")), "—", ""])
+                      "—", "—", fmt_number(teacher.get("real_teacher_ppl"), 2), speed(teacher.get("teacher_tokens_per_s")),
+                      "—", ""])
     for r in rows:
         table.append([str(r.get("spec", "?")), fmt_params(r.get("params")), fmt_number(r.get("ppl_before"), 2),
                       fmt_number(r.get("ppl"), 2), fmt_number(r.get("bpb_before"), 4), fmt_number(r.get("bpb"), 4),
-                      pct(r.get("top1_agreement")), fmt_number(r.get("kl_to_teacher")),
+                      pct(r.get("top1_agreement")), fmt_number(r.get("kl_to_teacher")), fmt_number(r.get("real_ppl"), 2),
                       speed(r.get("tokens_per_s")), fmt_seconds(r.get("wall_s")), str(r.get("error") or "")])
     return table
 
