@@ -89,7 +89,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = DistillConfig(teacher=args.teacher, eval_text=args.text, eval_max_tokens=args.max_tokens,
                            seq_len=args.seq_len)
     blocks = api.heldout_blocks(config, teacher.tokenizer)
-    print(json.dumps(api.evaluate_pair(teacher.model, student.model, teacher.tokenizer, blocks), indent=2))
+    report = api.evaluate_pair(teacher.model, student.model, teacher.tokenizer, blocks)
+    if args.sample_tokens:  # the teacher grades the student's own continuations of held-out prompts
+        prompts = api.heldout_prompts(config.with_overrides({"sample_eval_prompts": args.prompts}), teacher.tokenizer)
+        own = api.own_text_report(teacher.model, student.model, teacher.tokenizer, prompts, args.sample_tokens,
+                                  seed=args.seed)
+        report["teacher"].update(own["teacher"])
+        report["student"].update(own["student"])
+        report["sample_tokens"] = own["sample_tokens"]
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -142,6 +150,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise DistillError("--students and --augmentation are separate sweeps; give one of them")
     if args.small_corpus is not None and args.augmentation is None:
         raise DistillError("--small-corpus goes with --augmentation METHODS")
+    if args.on_policy and (specs is not None or args.augmentation is not None):
+        raise DistillError("--on-policy is a sweep of its own; leave out --students and --augmentation")
     api.read_text_file(args.eval_text, "evaluation text")
     config = config_from(args, args.config, f"eval_text={args.eval_text}")
     if specs is not None:
@@ -154,6 +164,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         for message, sentences in api.small_corpus(config, args.small_corpus or api.SMALL_CORPUS_SENTENCES):
             print(f"small corpus: {message}", file=sys.stderr, flush=True)
         plan = api.augmentation_rows(config, methods, sentences)
+    if args.on_policy:
+        plan = api.on_policy_rows(config)
     rows, last_name = [], None
     for event in api.ablation(config, args.out, plan):
         if event["ablation"] != last_name:
@@ -163,12 +175,25 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             rows.append(event["row"])
         elif event["kind"] in ("status", *api.FINAL_KINDS):
             _log_event(event)
-    width = max([12, *(len(row["name"]) for row in rows)])
-    print(f"{'name':<{width}} {'ppl':>9} {'top1_agreement':>15} {'kl_to_teacher':>14} {'wall_s':>8}")
-    for row in rows:
-        print(f"{row['name']:<{width}} {row['ppl']:>9.2f} {row['top1_agreement']:>15.3f} "
-              f"{row['kl_to_teacher']:>14.3f} {row['wall_s']:>8.1f}")
+    _print_ablation_table(rows)
     return 0
+
+
+def _print_ablation_table(rows: list[dict]) -> None:
+    """The ablation's rows: held-out perplexity, the teacher's NLL per token of the student's own continuations
+    of held-out prompts (sample_nll; the teacher's own samples' under the table), agreement, KL, wall time."""
+    width = max([12, *(len(row["name"]) for row in rows)])
+    print(f"{'name':<{width}} {'steps':>6} {'on_policy':>10} {'ppl':>9} {'sample_nll':>11} {'top1_agreement':>15} "
+          f"{'kl_to_teacher':>14} {'wall_s':>8}")
+    number = lambda value, fmt: "-" if value is None else format(value, fmt)  # noqa: E731
+    for row in rows:
+        print(f"{row['name']:<{width}} {row['steps']:>6} {row['on_policy_steps']:>10} {row['ppl']:>9.2f} "
+              f"{number(row['sample_nll'], '.3f'):>11} {row['top1_agreement']:>15.3f} {row['kl_to_teacher']:>14.3f} "
+              f"{row['wall_s']:>8.1f}")
+    floor = next((row["teacher_sample_nll"] for row in rows if row.get("teacher_sample_nll") is not None), None)
+    if floor is not None:
+        print(f"(sample_nll: the teacher's NLL per token of the student's continuations of held-out prompts; of the "
+              f"teacher's own: {floor:.3f})")
 
 
 STUDENT_COLUMNS = [("spec", 34, None), ("params_M", 9, ".1f"), ("ppl_before", 11, ".2f"), ("ppl", 9, ".2f"),
@@ -344,11 +369,14 @@ def _add_distill(sub: Any) -> None:
 def _add_ablate(sub: Any) -> None:
     ablate = sub.add_parser(
         "ablate", usage="%(prog)s --config FILE --eval-text FILE --out DIR [--students SPECS | --augmentation "
-        "METHODS [--small-corpus N]] [--set KEY=VALUE ...] [--FIELD VALUE ...]", help="same seed, data and steps: ce_only, soft_target, attention, fitnets, all; or, with "
-        "--students, the config's recipe on several student sizes",
+        "METHODS [--small-corpus N] | --on-policy] [--set KEY=VALUE ...] [--FIELD VALUE ...]",
+        help="same seed, data and steps: ce_only, soft_target, attention, fitnets, all; or soft targets against "
+        "on-policy distillation (--on-policy); or, with --students, the config's recipe on several student sizes",
         description="Without --students: one session per technique row (ce_only, soft_target, attention, fitnets, "
         "all), DIR/ablation.json. With --augmentation METHODS: soft_target and soft_target+augment on a small "
-        "corpus (--small-corpus N sentences), DIR/ablation.json. With --students: one session per student spec "
+        "corpus (--small-corpus N sentences), DIR/ablation.json. With --on-policy: soft_target, on_policy_0.5 and "
+        "on_policy_1 (GKD's share λ of the steps on the student's own continuations, the teacher scoring every token), "
+        "each with the teacher's NLL per token of the student's samples of held-out prompts, DIR/ablation.json. With --students: one session per student spec "
         "with the config's recipe, DIR/students.json and a size-against-quality table (the teacher's line first).")
     ablate.add_argument("--config", required=True)
     ablate.add_argument("--eval-text", required=True, help="held-out UTF-8 text every row is evaluated on")
@@ -363,6 +391,9 @@ def _add_ablate(sub: Any) -> None:
                         help="instead of the technique rows: soft_target and soft_target+augment (these methods, "
                         "comma-separated, at the config's augment_strength and augment_copies) on a deliberately "
                         "small corpus, same seed and steps; e.g. synonym,teacher_substitute")
+    ablate.add_argument("--on-policy", action="store_true",
+                        help="instead of the technique rows: soft_target, then on_policy_0.5 and on_policy_1 (the same "
+                        "recipe with that share of the steps on the student's own continuations), same seed and steps")
     ablate.add_argument("--small-corpus", type=int, metavar="N", help="sentences in the small corpus of "
                         "--augmentation, drawn from the config's corpus (default 300)")
     ablate.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
@@ -391,6 +422,12 @@ def _add_bench_and_evaluate(sub: Any) -> None:
     evaluate.add_argument("--text", required=True, help="UTF-8 text file to evaluate on")
     evaluate.add_argument("--max-tokens", type=int, default=1024, help="score at most this many tokens (default 1024)")
     evaluate.add_argument("--seq-len", type=int, default=256, help=argparse.SUPPRESS)
+    evaluate.add_argument("--prompts", default=DistillConfig().sample_eval_prompts,
+                          help="held-out prompts the student continues for the teacher-scored measure of its own text "
+                          "(default assets/texts/heldout_prompts.txt)")
+    evaluate.add_argument("--sample-tokens", type=int, default=32,
+                          help="new tokens per prompt for that measure (0 skips it; default 32)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the sampled continuations (default 0)")
     evaluate.set_defaults(func=cmd_evaluate)
 
 

@@ -28,6 +28,7 @@ from distill_core.errors import DistillError, describe_failure, first_line
 from distill_core.evaluate import (evaluate_each, evaluate_models, evaluate_pair, generate, generate_each,
                                    speed_conditions, trade_sentence)
 from distill_core.export import export_config, export_run, export_student, safe_filename
+from distill_core.grading import grade_continuations, heldout_prompts, own_text_report
 from distill_core.hosting import (HUB_DEFAULT_PAIR, browser_secret, check_readable, gpu_duration, public_limits,
                                   public_mode, spaces_gpu, use_hub_defaults, zerogpu, zerogpu_emulation)
 from distill_core.layer_map import LAYER_MAP_SPECS
@@ -39,8 +40,8 @@ from distill_core.probes import attention_probe, dark_knowledge, similarity_prob
 from distill_core.session import FINAL_KINDS, PAUSED, StopSignal, run_in_slices, run_session
 from distill_core.specs import parse_student_list
 from distill_core.students import load_student
-from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, read_student_rows, small_corpus,
-                                student_sweep)
+from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, on_policy_rows,
+                                read_student_rows, small_corpus, student_sweep)
 
 __all__ = [
     "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "Comparison", "DistillConfig",
@@ -50,13 +51,14 @@ __all__ = [
     "check_pair", "check_readable", "check_text", "compatibility_report", "corpus_stats", "dark_knowledge",
     "describe_failure", "evaluate_each", "evaluate_models", "evaluate_pair", "export_config", "export_run",
     "export_student", "field_help", "finished_runs", "first_line", "first_texts", "generate", "generate_each",
-    "gpu", "gpu_duration", "heldout_blocks", "is_main_process", "layer_pairs_for", "load_student", "load_teacher",
-    "new_run", "new_run_dir", "open_run", "parse_methods", "parse_student_list", "preset_config",
-    "preset_description", "preset_names", "public_limits", "public_mode", "read_corpus_file", "read_student_rows",
-    "read_text_file", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices", "run_session",
-    "run_summary", "runs_dir", "safe_filename", "session_in_child", "similarity_probe", "slice_limit", "sliced",
-    "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions", "student_sweep", "text_columns", "tokenizer_of",
-    "trade_sentence", "use_hub_defaults", "zerogpu",
+    "gpu", "gpu_duration", "grade_continuations", "heldout_blocks", "heldout_prompts", "is_main_process",
+    "layer_pairs_for", "load_student", "load_teacher", "new_run", "new_run_dir", "on_policy_rows", "open_run",
+    "own_text_report", "parse_methods", "parse_student_list", "preset_config", "preset_description", "preset_names",
+    "public_limits", "public_mode", "read_corpus_file", "read_student_rows", "read_text_file", "run_bench",
+    "run_config", "run_events", "run_in_child", "run_in_slices", "run_session", "run_summary", "runs_dir",
+    "safe_filename", "session_in_child", "similarity_probe", "slice_limit", "sliced", "small_corpus", "spaces_gpu",
+    "spec_problem", "speed_conditions", "student_sweep", "text_columns", "tokenizer_of", "trade_sentence",
+    "use_hub_defaults", "zerogpu",
 ]
 
 

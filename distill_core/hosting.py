@@ -206,9 +206,9 @@ def check_public(config: Any) -> None:
     _check_bytes(len(config.corpus_text.encode("utf-8")), "the pasted training text")
     for name in ("teacher", "student"):
         check_spec_allowed(str(getattr(config, name)), f"{name} spec")
-    for name in ("corpus", "prompts_file", "eval_text"):
+    for name in ("corpus", "prompts_file", "eval_text", "rollout_prompts", "sample_eval_prompts"):
         value = str(getattr(config, name)).strip()
-        if name == "corpus" and value in ("", "teacher-generated"):
+        if (name == "corpus" and value in ("", "teacher-generated")) or (name == "rollout_prompts" and not value):
             continue
         check_readable(value, name)
     for model in config.back_translation_models.split(","):

@@ -50,11 +50,13 @@ from distill_core.device import resolve_device, teacher_dtype
 from distill_core.distributed import Processes, state_checksum
 from distill_core.errors import DistillError, describe_failure, first_line
 from distill_core.evaluate import compare, score, teacher_reference
+from distill_core.grading import graded_row, heldout_prompts, sample_measure, teacher_floor
 from distill_core.layer_map import resolve_layer_map
 from distill_core.layer_select import NeedsTeacherNetwork
 from distill_core.losses import FitNetsProjection
 from distill_core.memory import session_fit
 from distill_core.models import LazyTeacher, LoadedModel, TeacherWeights, count_parameters
+from distill_core.on_policy import OnPolicy, Rollout
 from distill_core.specs import is_derived_spec
 from distill_core.step import DistillStep, SharedPrefix, make_optimizer, prepare_student
 from distill_core.students import load_student
@@ -117,7 +119,7 @@ class Record:
 
     def emit(self, kind: str, **payload: Any) -> dict[str, Any]:
         event = {"kind": kind, "elapsed_s": round(self.elapsed(), 3), **payload}
-        if self.metrics is not None and kind in ("step", "eval", "probe"):
+        if self.metrics is not None and kind in ("step", "eval", "probe", "rollout"):
             self.metrics.write(json.dumps(event) + "\n")
             self.metrics.flush()
         return event
@@ -206,6 +208,10 @@ class Prepared:
     checkpoint: training_checkpoint.Checkpoint | None = None
     similarity: "PairSimilarity | None" = None
     captured: CapturedTargets | None = None
+    on_policy: OnPolicy | None = None
+    """The on-policy schedule and prompts (on_policy_fraction > 0), else None."""
+    sample_prompts: list[list[int]] | None = None
+    """The held-out prompts the student continues for the teacher-scored measure of its own text (None: skipped)."""
 
     @property
     def step_targets(self) -> CachedTeacher | CapturedTargets | None:
@@ -222,6 +228,35 @@ class Prepared:
             event.update(self.similarity.measure(self.student))
         return record.emit("probe", step=step, **event)
 
+    def own_text(self, model: Any, with_floor: bool = False) -> dict[str, Any]:
+        """The teacher-scored measure of `model`'s own continuations of the held-out prompts (grading.py):
+        `sample_nll` and `sample_reverse_kl` (None each when skipped); with `with_floor`, the teacher's own
+        samples' `teacher_sample_nll` too (cached per teacher on disk). Seeded by the session's seed: before and after see the same draws."""
+        c = self.config
+        if self.sample_prompts is None:
+            return {"sample_nll": None, "sample_reverse_kl": None, **({"teacher_sample_nll": None} if with_floor
+                                                                       else {})}
+        teacher, tokenizer = self.teacher.loaded.model, self.teacher.tokenizer
+        args = (tokenizer, self.sample_prompts, c.sample_eval_tokens, c.seed, c.rollout_temperature, c.rollout_top_p)
+        measured = sample_measure(teacher, model, *args)
+        result = {"sample_nll": measured["nll"], "sample_reverse_kl": measured["reverse_kl"],
+                  "sample_tokens": measured["tokens"]}
+        if with_floor:
+            identity = f"{self.teacher.fingerprint()}:{self.device.type}:{next(teacher.parameters()).dtype}"
+            result["teacher_sample_nll"] = teacher_floor(teacher, identity, *args)
+        return result
+
+
+def _sample_prompts(config: DistillConfig, record: Record, teacher: LazyTeacher) -> Events:
+    """The held-out prompts of the teacher-scored measure as token ids, or None (and why) when it is skipped."""
+    if not config.sample_eval_tokens:
+        return None
+    if teacher.loaded is None:
+        yield record.emit("status", message="The teacher-scored measure of the student's own text is skipped: the "
+                                            "teacher cache serves this session and the teacher is not loaded")
+        return None
+    return heldout_prompts(config, teacher.tokenizer)
+
 
 def prepare(config: DistillConfig, record: Record, procs: Processes,
             checkpoint: training_checkpoint.Checkpoint | None) -> Events:
@@ -232,7 +267,7 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
     if not procs.is_main:  # the main process fills the shared caches (corpus, teacher cache, ...) first
         procs.barrier()
     teacher = LazyTeacher(config.teacher, device, teacher_dtype(config, device), config.compile)
-    if not config.teacher_cache:
+    if not config.teacher_cache or config.on_policy_fraction > 0:  # on-policy steps: the teacher scores live
         yield record.emit("status", message=f"Loading teacher {config.teacher} …")
         teacher.get()
     data = yield from _prepare_data(config, record, teacher)
@@ -258,9 +293,13 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
                         captured=data.captured)
     if teacher.loaded is not None:
         prepared.similarity = PairSimilarity(teacher.loaded, eval_blocks, layer_pairs)
+    if config.on_policy_fraction > 0:
+        prepared.on_policy = OnPolicy(config, teacher.tokenizer)
+    prepared.sample_prompts = yield from _sample_prompts(config, record, teacher)
     if checkpoint is None:
         yield record.emit("status", message="Evaluating the student before distillation …")
         prepared.before = compare(None, student.model, eval_blocks, reference=reference)
+        prepared.before.update(prepared.own_text(student.model, with_floor=True))
         yield record.emit("eval", step=0, **periodic_eval(student, eval_blocks, prepared.val_blocks, prepared.before))
         yield prepared.snapshot(record, 0)
     else:  # measured by the run that wrote the checkpoint, on the same student before training
@@ -400,6 +439,8 @@ def periodic_eval(student: LoadedModel, eval_blocks: Blocks, val_blocks: Blocks,
     if full is not None:
         result.update(teacher_ppl=full["teacher_ppl"], top1_agreement=full["top1_agreement"],
                       kl_to_teacher=full["kl_to_teacher"])
+        result.update({key: full[key] for key in ("sample_nll", "sample_reverse_kl", "teacher_sample_nll")
+                       if full.get(key) is not None})
     return result
 
 
@@ -419,6 +460,10 @@ class Fitted:
     memory: dict[str, Any]
     paused: bool = False
     """This call's time limit ended it; a checkpoint holds where it got to."""
+    on_policy_steps: int = 0
+    """Steps of this call that trained on the student's own text."""
+    rollout_s: float = 0.0
+    """Seconds the student spent writing for them."""
 
     def stopped(self, config: DistillConfig) -> bool:
         return self.step < config.steps
@@ -510,7 +555,8 @@ def fit(p: Prepared, record: Record, stop: Any, deadline: float | None = None) -
                           message=f"paused at step {loop.step} of {config.steps}: this call's time is used up; "
                                   "the next one resumes from the checkpoint")
     return Fitted(loop.step, loop.last_loss, loop.error, round(time.perf_counter() - train_started, 2),
-                  training.trainable_params, training.projection, training.memory, paused)
+                  training.trainable_params, training.projection, training.memory, paused, loop.on_policy_steps,
+                  loop.rollout_s)
 
 
 class Loop:
@@ -521,6 +567,7 @@ class Loop:
         self.p, self.record, self.training = p, record, training
         self.step, self.saved_step, self.error, self.rng_top = start, start, None, None
         self.last_loss = p.checkpoint.state["last_loss"] if p.checkpoint is not None else math.nan
+        self.on_policy_steps, self.rollout_s = 0, 0.0
 
     def one_step(self, index: torch.Tensor, train_started: float) -> list[dict[str, Any]] | None:
         """Train on the batch of block indices `index`; the events it makes, or None when it failed
@@ -528,11 +575,9 @@ class Loop:
         p, config, record = self.p, self.p.config, self.record
         if record.out is not None:
             self.rng_top = training_checkpoint.rng_state()  # what a checkpoint of this step needs if the step fails
-        local_index = p.procs.shard(index)  # this process's share of the batch (all of it in one process)
         step_start = time.perf_counter()
         try:
-            cached = p.step_targets.targets(local_index, p.device) if p.step_targets is not None else None
-            terms = self.training.step(p.train_blocks.select(local_index), cached)
+            terms, batch, rollout = self._train(index)
         except (RuntimeError, MemoryError) as exc:  # out of memory, or a kernel failure: keep what was learnt
             self.training.step.optimizer.zero_grad(set_to_none=True)
             if p.device.type == "cuda":
@@ -549,19 +594,41 @@ class Loop:
         self.step += 1
         terms = p.procs.mean(terms)  # the shards' losses averaged (the terms themselves in one process)
         self.last_loss = terms["loss"]
-        return self._after_step(terms, index, step_start, train_started)
+        # tokens trained on, over all processes
+        tokens = int(batch.attention_mask.sum()) * p.procs.world if rollout is not None else \
+            int(p.train_blocks.attention_mask[index].sum())
+        return self._after_step(terms, tokens, rollout, step_start, train_started)
 
-    def _after_step(self, terms: dict[str, float], index: torch.Tensor, step_start: float,
+    def _train(self, index: torch.Tensor) -> tuple[dict[str, float] | None, Blocks, Rollout | None]:
+        """One step on the corpus's blocks at `index`, or (an on-policy step) on the student's own continuations
+        of prompts; its terms, the batch and the rollout (None off-policy). Off-policy, exactly the step of a
+        session without on-policy steps."""
+        p, step = self.p, self.step + 1
+        if p.on_policy is not None and p.on_policy.is_on_policy(step):
+            share = p.procs.shard(torch.tensor(p.on_policy.prompts_for(step))).tolist()  # this process's prompts
+            rollout = p.on_policy.rollout(p.student.model, step, share)
+            self.on_policy_steps, self.rollout_s = self.on_policy_steps + 1, self.rollout_s + rollout.seconds
+            return self.training.step(rollout.blocks, None, rollout.continuation), rollout.blocks, rollout
+        local_index = p.procs.shard(index)  # this process's share of the batch (all of it in one process)
+        cached = p.step_targets.targets(local_index, p.device) if p.step_targets is not None else None
+        batch = p.train_blocks.select(local_index)
+        return self.training.step(batch, cached), batch, None
+
+    def _after_step(self, terms: dict[str, float], tokens: int, rollout: Rollout | None, step_start: float,
                     train_started: float) -> list[dict[str, Any]]:
         p, config, record, step = self.p, self.p.config, self.record, self.step
         events = []
         if step % config.log_every == 0 or step == config.steps:
-            tokens = int(p.train_blocks.attention_mask[index].sum())  # the whole batch, over all processes
-            elapsed = time.perf_counter() - train_started
+            elapsed = time.perf_counter() - train_started  # the student's writing included: an honest ETA
+            extra = {} if p.on_policy is None else {"on_policy": rollout is not None}
+            if rollout is not None:
+                extra.update(rollout_s=round(rollout.seconds, 3), rollout_tokens=rollout.new_tokens)
             events.append(record.emit("step", step=step, steps=config.steps, **terms,
                                       lr=self.training.scheduler.get_last_lr()[0],
                                       tokens_per_s=tokens / (time.perf_counter() - step_start),
-                                      eta_s=elapsed / step * (config.steps - step)))
+                                      eta_s=elapsed / step * (config.steps - step), **extra))
+            if rollout is not None and p.procs.is_main:
+                events.append(self._rollout_event(rollout))
         if config.eval_every and step % config.eval_every == 0 and step < config.steps:
             events.append(record.emit("eval", step=step, **periodic_eval(p.student, p.eval_blocks, p.val_blocks)))
         if config.probe_every and step % config.probe_every == 0 and step < config.steps:
@@ -570,6 +637,17 @@ class Loop:
                 and step < config.steps:
             events.append(self.save_checkpoint(training_checkpoint.rng_state()))
         return events
+
+    def _rollout_event(self, rollout: Rollout) -> dict[str, Any]:
+        """The step's first continuation, graded by the teacher token by token (the live view of an on-policy
+        session)."""
+        p = self.p
+        p.student.model.eval()
+        try:
+            graded = graded_row(p.teacher.loaded.model, p.student.model, p.teacher.tokenizer, rollout.samples, 0)
+        finally:
+            p.student.model.train()
+        return self.record.emit("rollout", step=self.step, **graded)
 
     def save_checkpoint(self, rng: dict[str, Any]) -> dict[str, Any]:
         """Write OUT/checkpoint at this step; a failed write keeps the previous checkpoint and the run goes on."""
@@ -595,6 +673,7 @@ def finish(p: Prepared, fitted: Fitted, record: Record) -> Events:
     student.model.eval()
     yield record.emit("status", message="Evaluating the student after distillation …")
     after = compare(None, student.model, p.eval_blocks, reference=p.reference)
+    after.update(p.own_text(student.model))
     yield record.emit("eval", step=fitted.step, **periodic_eval(student, p.eval_blocks, p.val_blocks, after))
     yield p.snapshot(record, fitted.step)
     stopped = fitted.stopped(config)
@@ -641,7 +720,9 @@ def _summary(p: Prepared, fitted: Fitted, after: dict[str, Any], record: Record)
         "wall_s": round(record.elapsed(), 2),
         "train_s": fitted.train_s,
         "eval_tokens": p.before["tokens"],
-        "teacher": {"ppl": p.before["teacher_ppl"], "params": p.teacher_params},
+        "teacher": {"ppl": p.before["teacher_ppl"], "params": p.teacher_params,
+                    "sample_nll": p.before.get("teacher_sample_nll")},
+        "on_policy": _on_policy_summary(p, fitted),
         "student": {"params": p.student_params, "trainable_params": fitted.trainable_params},
         "memory_estimate_gb": fitted.memory["estimate_gb"]["total"],
         "before": _eval_summary(p.before),
@@ -661,7 +742,18 @@ def _ranks_agree(p: Prepared, fitted: Fitted) -> dict[str, Any] | None:
 
 def _eval_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {"ppl": result["student_ppl"], "top1_agreement": result["top1_agreement"],
-            "kl_to_teacher": result["kl_to_teacher"]}
+            "kl_to_teacher": result["kl_to_teacher"], "sample_nll": result.get("sample_nll"),
+            "sample_reverse_kl": result.get("sample_reverse_kl")}
+
+
+def _on_policy_summary(p: Prepared, fitted: Fitted) -> dict[str, Any]:
+    """The session's on-policy share (GKD's λ), the steps it drew on-policy and the student's writing time; and
+    where the teacher-scored measure's prompts come from."""
+    c = p.config
+    return {"fraction": c.on_policy_fraction, "divergence": c.on_policy_divergence if c.on_policy_fraction else None,
+            "steps": fitted.on_policy_steps, "rollout_s": round(fitted.rollout_s, 2),
+            "sample_eval_prompts": c.portable().sample_eval_prompts if p.sample_prompts is not None else None,
+            "sample_eval_tokens": c.sample_eval_tokens}
 
 
 def save_student(student: LoadedModel, target: Path, card: str, summary: dict[str, Any],

@@ -4,6 +4,7 @@
     .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --out docs/screenshots [--steps N]
         [--sizes-json runs/<run>/students.json | --skip-sizes]
     .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only augmentation   # about a minute
+    .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only grading   # an on-policy session
 
 Drives Debian's Chromium through Playwright: checks compatibility of the default pair (setup.png),
 previews every augmenter on the teacher-generated corpus (augmentation.png; --only augmentation takes
@@ -11,7 +12,8 @@ just this one, with no session),
 shows the Distill tab's preset picker and Techniques knobs (distill-knobs.png), runs a session (the
 quickstart recipe, or --steps N; distill.png), probes dark knowledge (dark-knowledge.png), shows the
 attention maps (attention.png), hidden-state similarity (similarity.png), the evaluation table and
-generations side by side (evaluate.png), then
+generations side by side (evaluate.png), the teacher grading the students' own continuations
+(grading.png), then
 compares the Student size tab's default students with the same recipe (student-size.png; about
 3 minutes per student on 2 CPU cores), or plots an earlier sweep's students.json (--sizes-json).
 """
@@ -51,6 +53,46 @@ def shoot_augmentation(page, out: Path, timeout_s: float = 300) -> None:
     time.sleep(1)
 
 
+def run_session(page, timeout_s: float) -> None:
+    """Press Run in the Distill tab and wait for the before/after summary."""
+    page.locator("#run-btn").click()
+    start = time.time()
+    while "Before / after" not in page.locator("#run-summary").inner_text():
+        status = page.locator("#run-status").inner_text()
+        if status.startswith("Error") or time.time() - start > timeout_s:
+            raise SystemExit(f"session did not finish: {status[:300]}")
+        time.sleep(3)
+    print(f"session finished in {time.time() - start:.0f} s", flush=True)
+
+
+def shoot_grading(page, out: Path, timeout_s: float = 600) -> None:
+    """The Teacher grades tab: grade the default prompt's continuations, screenshot (grading.png)."""
+    page.get_by_role("tab", name="Teacher grades").click()
+    page.locator("#grade-btn").click()
+    page.locator("#grade-table").get_by_text("least likely").first.wait_for(timeout=timeout_s * 1000)
+    time.sleep(2)
+    page.screenshot(path=str(out / "grading.png"), full_page=True)
+
+
+def shoot_on_policy(page, out: Path, steps: int | None, timeout_s: float) -> None:
+    """The on-policy preset's session (distill-on-policy.png: its curves and the student's last rollout graded
+    by the teacher), then the Teacher grades tab after it (grading.png)."""
+    page.get_by_role("tab", name="Distill").click()
+    page.locator("#layer-map-pairs").get_by_text("layer pair").wait_for(timeout=180_000)
+    picker = page.locator("#preset input")
+    picker.click()
+    page.get_by_role("option", name="on-policy").click()
+    page.locator("#preset-note").get_by_text("On-policy distillation").wait_for(timeout=30_000)
+    if steps:
+        page.locator("#steps input").fill(str(steps))
+    time.sleep(1)
+    run_session(page, timeout_s)
+    page.locator("#techniques").get_by_text("Techniques").first.click()  # fold the knobs: the results show
+    time.sleep(2)
+    page.screenshot(path=str(out / "distill-on-policy.png"), full_page=True)
+    shoot_grading(page, out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default="http://127.0.0.1:7860/")
@@ -61,8 +103,9 @@ def main() -> None:
     parser.add_argument("--skip-sizes", action="store_true", help="no Student size screenshot")
     parser.add_argument("--sizes-timeout", type=float, default=3600, help="seconds to wait for the sweep")
     parser.add_argument("--teacher", default=None, help="type this teacher spec in Setup first (e.g. a tiny test model)")
-    parser.add_argument("--only", choices=["augmentation", "setup"], default=None,
-                        help="take only this screenshot (no session: augmentation about a minute, setup seconds)")
+    parser.add_argument("--only", choices=["augmentation", "setup", "grading"], default=None,
+                        help="take only this screenshot (no session: augmentation about a minute, setup seconds; "
+                        "grading: an on-policy session, then the Teacher grades tab)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +120,10 @@ def main() -> None:
             box.blur()
         if args.only == "augmentation":
             shoot_augmentation(page, out)
+            browser.close()
+            return
+        if args.only == "grading":
+            shoot_on_policy(page, out, args.steps, args.timeout)
             browser.close()
             return
         page.get_by_role("button", name="Check compatibility").click()
@@ -95,14 +142,7 @@ def main() -> None:
         bottom = page.locator("#run-btn").bounding_box()
         page.screenshot(path=str(out / "distill-knobs.png"), full_page=True,
                         clip={"x": 0, "y": 0, "width": 1400, "height": bottom["y"] + bottom["height"] + 16})
-        page.locator("#run-btn").click()
-        start = time.time()
-        while "Before / after" not in page.locator("#run-summary").inner_text():
-            status = page.locator("#run-status").inner_text()
-            if status.startswith("Error") or time.time() - start > args.timeout:
-                raise SystemExit(f"session did not finish: {status[:300]}")
-            time.sleep(3)
-        print(f"session finished in {time.time() - start:.0f} s", flush=True)
+        run_session(page, args.timeout)
         page.locator("#techniques").get_by_text("Techniques").first.click()  # fold the knobs: the results show
         time.sleep(2)
         page.screenshot(path=str(out / "distill.png"), full_page=True)
@@ -125,6 +165,7 @@ def main() -> None:
         page.locator("#generate-view").get_by_text("student (after)").wait_for(timeout=600_000)
         time.sleep(1)
         page.screenshot(path=str(out / "evaluate.png"), full_page=True)
+        shoot_grading(page, out)
 
         if not args.skip_sizes:
             page.get_by_role("tab", name="Student size").click()

@@ -77,6 +77,7 @@ def build_distill(pair: Pair, user: gr.State, memory: gr.BrowserState) -> Distil
                       gr.Plot(visuals.loss_curves([]), label="Loss curves", show_label=False, elem_id="loss-plot"),
                       gr.Plot(label="Probe snapshot", show_label=False, visible=False, elem_id="probe-plot"),
                       gr.Markdown(elem_id="run-summary"))
+    rollout = gr.Plot(label="The student's last rollout", show_label=False, visible=False, elem_id="rollout-plot")
     build_export(user)
     earlier = build_earlier_runs(user, memory, results, pair)
 
@@ -94,7 +95,7 @@ def build_distill(pair: Pair, user: gr.State, memory: gr.BrowserState) -> Distil
                  show_progress="hidden")
     layer_map.change(layer_map_markdown, [pair.teacher, pair.student, layer_map], layer_map_md, api_name="layer_map",
                      show_progress="minimal")
-    run_btn.click(recipe.bind(run_distillation), recipe.set, [*results.outputs(), run_btn, stop_btn],
+    run_btn.click(recipe.bind(run_distillation), recipe.set, [*results.outputs(), run_btn, stop_btn, rollout],
                   api_name="run_session", concurrency_limit=1, concurrency_id=DISTILLATION_QUEUE,
                   show_progress="minimal", show_progress_on=results.status  # shows "queue: 2/3" while waiting
                   ).then(remember, [user, earlier.memory], [earlier.memory, earlier.picker], show_progress="hidden",
@@ -172,7 +173,8 @@ def layer_map_if_known(teacher_spec: str, student_spec: str, spec: str) -> str:
 # ---------------------------------------------------------------------------------------
 def run_distillation(recipe: Inputs, values: dict[Any, Any]):
     """Stream one session (api_name `run_session`; `values`: {component: value} of `recipe`'s inputs). Yields,
-    in order: status markdown, loss curves, probe snapshot, summary markdown, Run button, Stop button."""
+    in order: status markdown, loss curves, probe snapshot, summary markdown, Run button, Stop button, the last
+    on-policy rollout graded by the teacher."""
     named = recipe.named(values)
     user = named.get("user") or UserSession()
     running, idle = run_buttons(True), run_buttons(False)
@@ -181,7 +183,7 @@ def run_distillation(recipe: Inputs, values: dict[Any, Any]):
         # a pair already checked: a bad layer map fails now, not after the first evaluation
         api.layer_pairs_for(config.teacher, config.student, config.layer_map, load=False)
     except api.DistillError as exc:
-        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), "", *idle
+        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), "", *idle, gr.skip()
         return
 
     out_dir, token = api.new_run()
@@ -189,7 +191,7 @@ def run_distillation(recipe: Inputs, values: dict[Any, Any]):
     user.stop.clear()
     user.running = True
     try:
-        yield view.status_markdown(), view.loss_figure(), gr.update(visible=False), "", *running
+        yield view.status_markdown(), view.loss_figure(), gr.update(visible=False), "", *running, gr.update(visible=False)
         yield from stream_session(config, view, user, running)
     finally:
         user.running = False
@@ -201,7 +203,8 @@ def run_distillation(recipe: Inputs, values: dict[Any, Any]):
     elif view.final is None:
         shutil.rmtree(out_dir, ignore_errors=True)  # failed or stopped before training: nothing worth keeping
     probe = gr.update(value=view.probe_figure(), visible=True) if view.last_probe else gr.skip()
-    yield view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), *idle
+    rollout = gr.update(value=view.rollout_figure(), visible=True) if view.last_rollout else gr.skip()
+    yield view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), *idle, rollout
 
 
 def stream_session(config: api.DistillConfig, view: RunView, user: UserSession, running: tuple):
@@ -230,8 +233,9 @@ def stream_session(config: api.DistillConfig, view: RunView, user: UserSession, 
             if event["kind"] in ("step", "eval") and (new_eval or now - last_plot >= PLOT_INTERVAL_S):
                 plot, last_plot = view.loss_figure(), now
             probe = gr.update(value=view.probe_figure(), visible=True) if event["kind"] == "probe" else gr.skip()
+            rollout = gr.update(value=view.rollout_figure(), visible=True) if event["kind"] == "rollout" else gr.skip()
             last_yield = now
-            yield view.status_markdown(), plot, probe, gr.skip(), *running
+            yield view.status_markdown(), plot, probe, gr.skip(), *running, rollout
     except Exception as exc:  # the engine's message, or one line (e.g. out of memory): the app stays up
         view.fail(warn(exc))
 
