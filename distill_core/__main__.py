@@ -183,17 +183,19 @@ def _print_ablation_table(rows: list[dict]) -> None:
     """The ablation's rows: held-out perplexity, the teacher's NLL per token of the student's own continuations
     of held-out prompts (sample_nll; the teacher's own samples' under the table), agreement, KL, wall time."""
     width = max([12, *(len(row["name"]) for row in rows)])
-    print(f"{'name':<{width}} {'steps':>6} {'on_policy':>10} {'ppl':>9} {'sample_nll':>11} {'top1_agreement':>15} "
-          f"{'kl_to_teacher':>14} {'wall_s':>8}")
+    print(f"{'name':<{width}} {'steps':>6} {'on_policy':>10} {'ppl':>9} {'sample_nll':>11} {'sample_rkl':>11} "
+          f"{'entropy':>8} {'top1_agreement':>15} {'kl_to_teacher':>14} {'wall_s':>8}")
     number = lambda value, fmt: "-" if value is None else format(value, fmt)  # noqa: E731
     for row in rows:
         print(f"{row['name']:<{width}} {row['steps']:>6} {row['on_policy_steps']:>10} {row['ppl']:>9.2f} "
-              f"{number(row['sample_nll'], '.3f'):>11} {row['top1_agreement']:>15.3f} {row['kl_to_teacher']:>14.3f} "
-              f"{row['wall_s']:>8.1f}")
+              f"{number(row['sample_nll'], '.3f'):>11} {number(row['sample_reverse_kl'], '.3f'):>11} "
+              f"{number(row['sample_entropy'], '.3f'):>8} {row['top1_agreement']:>15.3f} "
+              f"{row['kl_to_teacher']:>14.3f} {row['wall_s']:>8.1f}")
     floor = next((row["teacher_sample_nll"] for row in rows if row.get("teacher_sample_nll") is not None), None)
     if floor is not None:
         print(f"(sample_nll: the teacher's NLL per token of the student's continuations of held-out prompts; of the "
-              f"teacher's own: {floor:.3f})")
+              f"teacher's own: {floor:.3f}. sample_rkl: reverse KL(student || teacher) there; entropy: the "
+              "student's there)", file=sys.stderr)
 
 
 STUDENT_COLUMNS = [("spec", 34, None), ("params_M", 9, ".1f"), ("ppl_before", 11, ".2f"), ("ppl", 9, ".2f"),

@@ -132,7 +132,7 @@ class DistillConfig:
     freeze_layers: int = 0
     """Keep the student's first N layers fixed (for a `layers:` student they are copies of the teacher's first layers); backward stops above them."""
     on_policy_fraction: float = 0.0
-    """On-policy distillation (GKD's student-data fraction λ, Agarwal et al. 2024): the share of steps whose batch is the student's own continuations of prompts, every token of which the teacher scores, instead of the corpus. 0 trains on the corpus alone (off-policy), 1 on the student's own text alone."""
+    """On-policy distillation (GKD's student-data fraction λ, Agarwal et al. 2024): the share of steps whose batch is the student's own continuations of prompts, every token of which the teacher scores, instead of the corpus (spread evenly: 0.5 is every second step). 0 trains on the corpus alone (off-policy), 1 on the student's own text alone."""
     on_policy_divergence: str = "reverse_kl"
     """Divergence on an on-policy batch, over the tokens the student wrote only (no hard labels there: they would be its own tokens): reverse_kl (mode-seeking; MiniLLM, Gu et al. 2024), forward_kl, jsd or skew_kl."""
     rollout_prompts: str = ""

@@ -77,10 +77,12 @@ def _log_probs(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 
 def score_samples(teacher: Any, samples: Samples, model: Any = None) -> dict[str, torch.Tensor]:
     """The teacher's log-probability of each token the model wrote, and (with `model`, the one that wrote them)
-    the reverse KL(model || teacher) at its position; each (n,) over the continuation positions, row by row."""
+    the reverse KL(model || teacher) and the model's entropy at its position; each (n,) over the continuation
+    positions, row by row. reverse KL = E_model[-log teacher] - entropy: a model lowers it by spreading its
+    mass as well as by writing what the teacher expects."""
     counted = continuation_mask(samples)
     attention = (torch.arange(samples.ids.shape[1]) < torch.tensor(samples.lengths)[:, None]).long()
-    teacher_logp, reverse_kl = [], []
+    teacher_logp, reverse_kl, entropy = [], [], []
     for start in range(0, samples.ids.shape[0], SCORE_ROWS):
         rows = slice(start, start + SCORE_ROWS)
         ids, mask, keep = samples.ids[rows], attention[rows], counted[rows].bool()
@@ -89,22 +91,27 @@ def score_samples(teacher: Any, samples: Samples, model: Any = None) -> dict[str
         t_logp = _log_probs(teacher, ids, mask)
         teacher_logp.append(t_logp.gather(-1, next_ids[..., None])[..., 0][keep])
         if model is not None:
-            reverse_kl.append(kl_divergence(_log_probs(model, ids, mask)[keep], t_logp[keep]))
-    return {"teacher_logp": torch.cat(teacher_logp), "reverse_kl": torch.cat(reverse_kl) if reverse_kl else None}
+            m_logp = _log_probs(model, ids, mask)[keep]
+            reverse_kl.append(kl_divergence(m_logp, t_logp[keep]))
+            entropy.append(-(m_logp.exp() * m_logp).sum(-1))
+    return {"teacher_logp": torch.cat(teacher_logp), "reverse_kl": torch.cat(reverse_kl) if reverse_kl else None,
+            "entropy": torch.cat(entropy) if entropy else None}
 
 
 def sample_measure(teacher: Any, model: Any, tokenizer: Any, prompts: list[list[int]], new_tokens: int, seed: int,
                    temperature: float = 1.0, top_p: float = 1.0) -> dict[str, Any]:
     """`model` continues each prompt (sampled from `seed`); the teacher's mean negative log-likelihood per token
-    of what it wrote (`nll`) and the mean reverse KL(model || teacher) per token (`reverse_kl`; 0 when the model
-    is the teacher: its own samples, the floor), over `tokens` continuation tokens."""
+    of what it wrote (`nll`), the mean reverse KL(model || teacher) per token (`reverse_kl`; 0 when the model
+    is the teacher: its own samples, the floor) and the model's mean entropy there (`entropy`; None for the
+    teacher), over `tokens` continuation tokens."""
     samples = sample(model, tokenizer, prompts, new_tokens, seed, temperature, top_p)
     scored = score_samples(teacher, samples, None if model is teacher else model)
     n = int(scored["teacher_logp"].numel())
     if n == 0:
         raise DistillError("the model wrote no tokens for the held-out prompts (each ended at once)")
     reverse_kl = float(scored["reverse_kl"].mean()) if scored["reverse_kl"] is not None else 0.0
-    return {"nll": float(-scored["teacher_logp"].mean()), "reverse_kl": reverse_kl, "tokens": n}
+    entropy = float(scored["entropy"].mean()) if scored["entropy"] is not None else None
+    return {"nll": float(-scored["teacher_logp"].mean()), "reverse_kl": reverse_kl, "entropy": entropy, "tokens": n}
 
 
 def teacher_floor(teacher: Any, identity: str, tokenizer: Any, prompts: list[list[int]], new_tokens: int, seed: int,
@@ -189,9 +196,11 @@ def grade_continuations(teacher: Any, models: dict[str, Any], tokenizer: Any, pr
 def own_text_report(teacher: Any, student: Any, tokenizer: Any, prompts: list[list[int]], new_tokens: int,
                     seed: int = 0, temperature: float = 1.0, top_p: float = 1.0) -> dict[str, Any]:
     """`sample_measure` for the student and, as the floor, for the teacher's own samples (same prompts, settings
-    and seed): {"teacher": {"sample_nll"}, "student": {"sample_nll", "sample_reverse_kl"}, "sample_tokens"}."""
+    and seed): {"teacher": {"sample_nll"}, "student": {"sample_nll", "sample_reverse_kl", "sample_entropy"},
+    "sample_tokens"}."""
     args = (tokenizer, prompts, new_tokens, seed, temperature, top_p)
     floor, own = sample_measure(teacher, teacher, *args), sample_measure(teacher, student, *args)
     return {"teacher": {"sample_nll": floor["nll"]},
-            "student": {"sample_nll": own["nll"], "sample_reverse_kl": own["reverse_kl"]},
+            "student": {"sample_nll": own["nll"], "sample_reverse_kl": own["reverse_kl"],
+                        "sample_entropy": own["entropy"]},
             "sample_tokens": own["tokens"]}

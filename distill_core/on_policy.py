@@ -3,17 +3,19 @@ batched, with a KV cache, no gradient: sampling.py), the teacher scores prompt +
 pass inside the step, and the loss is a divergence on the continuation's positions only (`DistillStep` with a
 `continuation` mask). This is GKD (Agarwal et al. 2024, "On-Policy Distillation of Language Models: Learning
 from Self-Generated Mistakes"): with probability λ (`on_policy_fraction`) a step's batch is the student's
-own, else the corpus; with reverse KL as in MiniLLM (Gu et al. 2024). A student trained only on text someone
+own, else the corpus (here the on-policy steps are spread evenly, so that exactly that share of the steps is
+on-policy, and the session's time and ETA are known); with reverse KL as in MiniLLM (Gu et al. 2024). A student trained only on text someone
 else wrote never sees the contexts its own mistakes lead to (exposure bias); here it does, and the teacher
 says at each of them what it should have written.
 
-Which steps are on-policy, which prompts they continue and the sampling itself are drawn from the session's
-seed and the step's number alone, so a session is reproducible and a resumed one draws what the
+Which steps are on-policy follows from the step's number, and which prompts they continue and the sampling
+itself are drawn from the session's seed and the step's number alone, so a session is reproducible and a resumed one draws what the
 uninterrupted one would have.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -61,9 +63,11 @@ class OnPolicy:
         return random.Random(f"{purpose}:{self.config.seed}:{step}")
 
     def is_on_policy(self, step: int) -> bool:
-        """Whether step `step` (1-based) trains on the student's own text: with probability on_policy_fraction."""
+        """Whether step `step` (1-based) trains on the student's own text: a share on_policy_fraction of the steps,
+        spread evenly (λ = 0.5: every second step; 0.25: every fourth), not drawn at random, so that a session of
+        n steps has round-down(λ n) of them whatever the seed."""
         fraction = self.config.on_policy_fraction
-        return fraction >= 1.0 or (fraction > 0.0 and self._draw("on-policy", step).random() < fraction)
+        return math.floor(step * fraction + 1e-9) > math.floor((step - 1) * fraction + 1e-9)
 
     def prompts_for(self, step: int) -> list[int]:
         """The prompts (indices) step `step` continues: batch_size of them, without repeats while there are enough."""

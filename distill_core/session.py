@@ -234,13 +234,13 @@ class Prepared:
         samples' `teacher_sample_nll` too (cached per teacher on disk). Seeded by the session's seed: before and after see the same draws."""
         c = self.config
         if self.sample_prompts is None:
-            return {"sample_nll": None, "sample_reverse_kl": None, **({"teacher_sample_nll": None} if with_floor
-                                                                       else {})}
+            return {"sample_nll": None, "sample_reverse_kl": None, "sample_entropy": None,
+                    **({"teacher_sample_nll": None} if with_floor else {})}
         teacher, tokenizer = self.teacher.loaded.model, self.teacher.tokenizer
         args = (tokenizer, self.sample_prompts, c.sample_eval_tokens, c.seed, c.rollout_temperature, c.rollout_top_p)
         measured = sample_measure(teacher, model, *args)
         result = {"sample_nll": measured["nll"], "sample_reverse_kl": measured["reverse_kl"],
-                  "sample_tokens": measured["tokens"]}
+                  "sample_entropy": measured["entropy"], "sample_tokens": measured["tokens"]}
         if with_floor:
             identity = f"{self.teacher.fingerprint()}:{self.device.type}:{next(teacher.parameters()).dtype}"
             result["teacher_sample_nll"] = teacher_floor(teacher, identity, *args)
@@ -743,7 +743,7 @@ def _ranks_agree(p: Prepared, fitted: Fitted) -> dict[str, Any] | None:
 def _eval_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {"ppl": result["student_ppl"], "top1_agreement": result["top1_agreement"],
             "kl_to_teacher": result["kl_to_teacher"], "sample_nll": result.get("sample_nll"),
-            "sample_reverse_kl": result.get("sample_reverse_kl")}
+            "sample_reverse_kl": result.get("sample_reverse_kl"), "sample_entropy": result.get("sample_entropy")}
 
 
 def _on_policy_summary(p: Prepared, fitted: Fitted) -> dict[str, Any]:

@@ -245,7 +245,8 @@ def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = N
     """The technique ablation (`ablation_rows`, or the given (name, config) `rows`, e.g.
     `augmentation_rows`), one session each in `out_dir/<name>`: yields every session event with
     `"ablation": name` added, then `{"kind": "row", "row": row}` (name, ppl, top1_agreement,
-    kl_to_teacher, sample_nll and sample_reverse_kl (the teacher-scored measure of the student's own text),
+    kl_to_teacher, sample_nll, sample_reverse_kl and sample_entropy (the teacher-scored measure of the student's
+    own text, and the student's entropy there),
     teacher_sample_nll, on_policy_fraction, on_policy_steps, steps, wall_s, ppl_before, teacher_ppl, error,
     augmented) and rewrites
     `out_dir/ablation.json`. A DistillError from a session (bad input) ends the ablation."""
@@ -262,7 +263,7 @@ def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = N
         after, on_policy = summary["after"], summary.get("on_policy") or {}
         row = {"name": name, "ppl": after["ppl"], "top1_agreement": after["top1_agreement"],
                "kl_to_teacher": after["kl_to_teacher"], "sample_nll": after.get("sample_nll"),
-               "sample_reverse_kl": after.get("sample_reverse_kl"),
+               "sample_reverse_kl": after.get("sample_reverse_kl"), "sample_entropy": after.get("sample_entropy"),
                "teacher_sample_nll": summary["teacher"].get("sample_nll"),
                "on_policy_fraction": on_policy.get("fraction", 0.0), "on_policy_steps": on_policy.get("steps", 0),
                "steps": summary["steps_done"], "wall_s": summary["wall_s"],

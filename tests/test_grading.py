@@ -32,7 +32,7 @@ def test_the_teachers_scores_of_a_models_samples_by_hand(pair):
     prompts = [tok("The river", add_special_tokens=False)["input_ids"], tok("A cat sat on", add_special_tokens=False)["input_ids"]]
     samples = sample(student.model, tok, prompts, 5, seed=3)
     scored = score_samples(teacher.model, samples, student.model)
-    expected_logp, expected_kl = [], []
+    expected_logp, expected_kl, expected_entropy, cross_entropy = [], [], [], []
     with torch.no_grad():
         for row in range(2):
             ids = samples.row(row)[None]
@@ -41,12 +41,18 @@ def test_the_teachers_scores_of_a_models_samples_by_hand(pair):
             for i in range(samples.prompt_lengths[row], samples.lengths[row]):  # each written token
                 expected_logp.append(float(t[i - 1, ids[0, i]]))
                 expected_kl.append(float((s[i - 1].exp() * (s[i - 1] - t[i - 1])).sum()))
+                expected_entropy.append(float(-(s[i - 1].exp() * s[i - 1]).sum()))
+                cross_entropy.append(float(-(s[i - 1].exp() * t[i - 1]).sum()))
     assert scored["teacher_logp"].tolist() == pytest.approx(expected_logp, abs=1e-4)
     assert scored["reverse_kl"].tolist() == pytest.approx(expected_kl, abs=1e-4)
+    assert scored["entropy"].tolist() == pytest.approx(expected_entropy, abs=1e-4)
+    # reverse KL = the teacher's cross-entropy under the model - the model's entropy
+    assert [c - h for c, h in zip(cross_entropy, expected_entropy)] == pytest.approx(expected_kl, abs=1e-4)
     measured = sample_measure(teacher.model, student.model, tok, prompts, 5, seed=3)
     assert measured["nll"] == pytest.approx(-sum(expected_logp) / len(expected_logp), rel=1e-5)
     assert measured["reverse_kl"] == pytest.approx(sum(expected_kl) / len(expected_kl), rel=1e-4)
     assert measured["tokens"] == len(expected_logp) == samples.new_tokens
+    assert measured["entropy"] == pytest.approx(sum(expected_entropy) / len(expected_entropy), rel=1e-4)
 
 
 def test_the_teachers_own_samples_are_the_floor(pair):
@@ -58,7 +64,8 @@ def test_the_teachers_own_samples_are_the_floor(pair):
     assert report["teacher"]["sample_nll"] == floor["nll"] and floor["reverse_kl"] == 0.0
     # the untrained student writes text the (peaked) teacher finds less likely than its own
     assert report["student"]["sample_nll"] > report["teacher"]["sample_nll"]
-    assert report["student"]["sample_reverse_kl"] > 0
+    assert report["student"]["sample_reverse_kl"] > 0 and report["student"]["sample_entropy"] > 0
+    assert floor["entropy"] is None
 
 
 def test_a_graded_row_token_by_token(pair):

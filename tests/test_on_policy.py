@@ -105,9 +105,11 @@ def test_rollouts_and_the_schedule_come_from_the_seed(tiny_models, tiny_config):
     teacher, student = tiny_models
     config = tiny_config.with_overrides({"on_policy_fraction": 0.5, "rollout_tokens": 6, "batch_size": 3})
     plan = OnPolicy(config, teacher.tokenizer)
-    schedule = [plan.is_on_policy(step) for step in range(1, 201)]
-    assert schedule == [OnPolicy(config, teacher.tokenizer).is_on_policy(step) for step in range(1, 201)]
-    assert 70 < sum(schedule) < 130  # about half
+    assert [plan.is_on_policy(step) for step in range(1, 9)] == [False, True] * 4  # every second step
+    quarter = OnPolicy(config.with_overrides({"on_policy_fraction": 0.25}), teacher.tokenizer)
+    assert [s for s in range(1, 13) if quarter.is_on_policy(s)] == [4, 8, 12]
+    third = OnPolicy(config.with_overrides({"on_policy_fraction": 0.3}), teacher.tokenizer)
+    assert sum(third.is_on_policy(s) for s in range(1, 101)) == 30
     assert all(OnPolicy(config.with_overrides({"on_policy_fraction": 1.0}), teacher.tokenizer).is_on_policy(s)
                for s in range(1, 20))
     assert not any(OnPolicy(config.with_overrides({"on_policy_fraction": 0.0}), teacher.tokenizer).is_on_policy(s)
@@ -136,7 +138,7 @@ def test_a_session_mixes_on_policy_and_off_policy_steps(tiny_config, tmp_path):
     assert events[-1]["kind"] == "done"
     steps = [e for e in events if e["kind"] == "step"]
     on = [e["step"] for e in steps if e["on_policy"]]
-    assert 0 < len(on) < 6
+    assert on == [2, 4, 6]  # half the steps, every second one
     for e in steps:
         if e["on_policy"]:
             assert {"on_policy_kd_loss", "rollout_s", "rollout_tokens"} <= set(e) and "ce_loss" not in e
