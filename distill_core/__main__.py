@@ -327,6 +327,10 @@ def event_line(event: dict) -> str:
         if "kl_to_teacher" in event:
             line += f", top-1 agreement {event['top1_agreement']:.3f}, KL to teacher {event['kl_to_teacher']:.3f}"
         return line
+    if kind == "rollout":
+        text = "".join(event["tokens"]).replace("\n", " ")
+        return (f"rollout @ step {event['step']} (the teacher's NLL {event['mean_nll']:.2f} nats/token): "
+                f"{event['prompt']!r} + {text[:80]!r}")
     if kind == "probe":
         pairs = ", ".join(f"{c!r} {t:.2f}/{s:.2f}" for c, t, s in
                           list(zip(event["candidates"], event["teacher_probs"], event["student_probs"]))[:4])

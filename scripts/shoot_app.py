@@ -5,6 +5,9 @@
         [--sizes-json runs/<run>/students.json | --skip-sizes]
     .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only augmentation   # about a minute
     .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only grading   # an on-policy session
+    .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only grading --open-run RUN_ID
+        # the same after an earlier on-policy session (e.g. `distill --config assets/configs/on-policy.yaml` into
+        # the app's runs folder), opened from Earlier runs
 
 Drives Debian's Chromium through Playwright: checks compatibility of the default pair (setup.png),
 previews every augmenter on the teacher-generated corpus (augmentation.png; --only augmentation takes
@@ -74,6 +77,17 @@ def shoot_grading(page, out: Path, timeout_s: float = 600) -> None:
     page.screenshot(path=str(out / "grading.png"), full_page=True)
 
 
+def open_earlier_run(page, run_id: str) -> None:
+    """Open a finished run of the runs folder from the Distill tab's Earlier runs: the views show its student."""
+    page.get_by_role("tab", name="Distill").click()
+    page.locator("#earlier-runs").get_by_text("Earlier runs").first.click()
+    picker = page.locator("#earlier-run input")
+    picker.click()
+    page.get_by_role("option", name=run_id).first.click()
+    page.locator("#open-run-btn").click()
+    page.locator("#run-status").get_by_text("Opened the earlier run").wait_for(timeout=300_000)
+
+
 def shoot_on_policy(page, out: Path, steps: int | None, timeout_s: float) -> None:
     """The on-policy preset's session (distill-on-policy.png: its curves and the student's last rollout graded
     by the teacher), then the Teacher grades tab after it (grading.png)."""
@@ -102,6 +116,8 @@ def main() -> None:
     parser.add_argument("--sizes-json", default=None, help="plot this students.json instead of running a sweep")
     parser.add_argument("--skip-sizes", action="store_true", help="no Student size screenshot")
     parser.add_argument("--sizes-timeout", type=float, default=3600, help="seconds to wait for the sweep")
+    parser.add_argument("--open-run", default=None, help="with --only grading: open this earlier run instead of "
+                        "running a session")
     parser.add_argument("--teacher", default=None, help="type this teacher spec in Setup first (e.g. a tiny test model)")
     parser.add_argument("--only", choices=["augmentation", "setup", "grading"], default=None,
                         help="take only this screenshot (no session: augmentation about a minute, setup seconds; "
@@ -120,6 +136,11 @@ def main() -> None:
             box.blur()
         if args.only == "augmentation":
             shoot_augmentation(page, out)
+            browser.close()
+            return
+        if args.only == "grading" and args.open_run:
+            open_earlier_run(page, args.open_run)
+            shoot_grading(page, out)
             browser.close()
             return
         if args.only == "grading":
