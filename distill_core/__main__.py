@@ -1,4 +1,4 @@
-"""Command line: python -m distill_core info | distill | evaluate | ablate | bench
+"""Command line: python -m distill_core prepare | info | distill | evaluate | ablate | bench
 
 Every config field is an option of `distill`, `ablate` and `bench` (`--steps 30`, `--divergence jsd`), with
 the docstring its field has in config.py as help: `python -m distill_core distill --help` lists them all.
@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,15 @@ def config_from(args: argparse.Namespace, path: str | Path, *extra: str) -> Dist
 # ---------------------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------------------
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Setup's last step (`make run`, `make test`): the bundled teacher converted from GGUF once, so that the
+    app's first session and page load do no conversion."""
+    started = time.perf_counter()
+    resolved = api.resolve_model(args.teacher)
+    print(f"{args.teacher}: {resolved.source} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     config = DistillConfig(teacher=args.teacher, student=args.student).with_overrides(args.set or [])
     print(json.dumps(api.check_pair(args.teacher, args.student, config), indent=2))
@@ -284,7 +294,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         config = config.with_overrides(api.GPU_DEFAULTS)
     config = config.with_overrides(args.set or [])
     config = config.with_overrides(config_overrides(args)) if config_overrides(args) else config
-    result = api.run_bench(config, repeats=args.repeats, shapes=shapes)
+    result = api.run_bench(config, repeats=args.repeats, shapes=shapes, compile_variant=args.compile_variant)
     print(f"device {result['device']}; {result['teacher']} ({result['teacher_params'] / 1e6:.1f} M) -> "
           f"{result['student']} ({result['student_params'] / 1e6:.1f} M); batch {config.batch_size} x {config.seq_len}; "
           f"engine settings {result['engine_settings']}; median of {args.repeats} steps after a warm-up")
@@ -296,9 +306,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if result["batch_note"]:
         print(f"note: {result['batch_note']}")
     print(f"speedup {result['speedup']:.2f}x, memory ratio {result['memory_ratio']:.2f}")
+    if result["compile"]:
+        c = result["compile"]
+        print(f"compile: {c['compile_s']:.1f} s to compile, {c['saving_per_step_s']:.3f} s saved per step: pays after "
+              f"{c['break_even_steps'] or 'never'} steps ({'within' if c['pays_within_session'] else 'not within'} "
+              f"this session's {c['session_steps']})")
     keys = ("device", "engine_tokens_per_s", "reference_tokens_per_s", "speedup", "engine_peak_mb",
-            "reference_peak_mb", "memory_ratio")
+            "reference_peak_mb", "memory_ratio") + (("compile",) if result["compile"] else ())
     print(json.dumps({key: result[key] for key in keys}))
+    if args.end_to_end:
+        print("end to end: the session cold (empty cache), then warm, each from the command to summary.json ...",
+              file=sys.stderr, flush=True)
+        overrides = [*(args.set or []), *(f"{key}={value}" for key, value in config_overrides(args).items())]
+        print(json.dumps({"end_to_end": api.end_to_end(args.config or QUICKSTART, overrides)}))
     return 0
 
 
@@ -345,6 +365,12 @@ def _log_event(event: dict) -> None:
 # ---------------------------------------------------------------------------------------
 # the parser
 # ---------------------------------------------------------------------------------------
+def _add_prepare(sub: Any) -> None:
+    prepare = sub.add_parser("prepare", help="convert the bundled teacher once (setup does this before the app starts)")
+    prepare.add_argument("--teacher", default="smollm2-135m", help="the model to convert or check (default: the bundled one)")
+    prepare.set_defaults(func=cmd_prepare)
+
+
 def _add_info(sub: Any) -> None:
     info = sub.add_parser("info", help="print a JSON compatibility report for a teacher/student pair")
     info.add_argument("--teacher", required=True, help="teacher spec, e.g. smollm2-135m")
@@ -410,8 +436,8 @@ def _add_ablate(sub: Any) -> None:
 
 def _add_bench_and_evaluate(sub: Any) -> None:
     bench = sub.add_parser("bench", help="time the engine's step against a plain reference loop, same shapes and data",
-                           usage="%(prog)s [--config FILE] [--shapes NAME] [--repeats N] [--set KEY=VALUE ...] "
-                           "[--FIELD VALUE ...]")
+                           usage="%(prog)s [--config FILE] [--shapes NAME] [--repeats N] [--compile-variant] "
+                           "[--end-to-end] [--set KEY=VALUE ...] [--FIELD VALUE ...]")
     bench.add_argument("--config", default=None,
                        help="the pair, shapes and engine settings (default: the quickstart session; on a GPU, the "
                             "SmolLM2-360M -> 135M shapes at batch 16 x 1024)")
@@ -419,6 +445,12 @@ def _add_bench_and_evaluate(sub: Any) -> None:
                        "pair: smollm2-360m>135m or tiny")
     bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     bench.add_argument("--repeats", type=int, default=5, help="timed steps per loop after one warm-up (default 5)")
+    bench.add_argument("--compile-variant", action="store_true",
+                       help="also time the engine with compiled layers (always on a GPU) and say after how many steps "
+                            "compiling pays for itself")
+    bench.add_argument("--end-to-end", action="store_true",
+                       help="also run the config's session twice as `distill` (cold: an empty cache; warm) and print "
+                            "each one's wall time from the command to summary.json, split into phases (minutes)")
     add_config_options(bench)
     bench.set_defaults(func=cmd_bench)
 
@@ -440,6 +472,7 @@ def _add_bench_and_evaluate(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m distill_core", description="Distill Studio engine")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_prepare(sub)
     _add_info(sub)
     _add_distill(sub)
     _add_ablate(sub)

@@ -16,6 +16,7 @@ from pathlib import Path
 from distill_core.augment import WordChanges, changed_words
 from distill_core.augment import preview as augmentation_preview
 from distill_core.augment_methods import AUGMENTERS, parse_methods
+from distill_core.batcher import FORWARDS
 from distill_core.bench import GPU_DEFAULTS, run_bench
 from distill_core.child import emulated_gpu, run_in_child, session_in_child
 from distill_core.comparison import AFTER, BEFORE, Comparison
@@ -24,41 +25,53 @@ from distill_core.config import CHOICES, RESUME_FIELDS, SUGGESTIONS, DistillConf
 from distill_core.corpora import CORPUS_FORMATS, corpus_stats, first_texts, read_corpus_file, text_columns
 from distill_core.data import check_text, heldout_blocks, read_text_file
 from distill_core.distributed import is_main_process
+from distill_core.end_to_end import end_to_end
 from distill_core.errors import DistillError, describe_failure, first_line
 from distill_core.evaluate import (evaluate_each, evaluate_models, evaluate_pair, generate, generate_each,
                                    speed_conditions, trade_sentence)
 from distill_core.export import export_config, export_run, export_student, safe_filename
 from distill_core.grading import grade_continuations, heldout_prompts, own_text_report
-from distill_core.hosting import (HUB_DEFAULT_PAIR, browser_secret, check_readable, gpu_duration, public_limits,
-                                  public_mode, spaces_gpu, use_hub_defaults, zerogpu, zerogpu_emulation)
+from distill_core.hosting import (HUB_DEFAULT_PAIR, browser_secret, check_readable, gpu_duration, idle_expiry_s,
+                                  memory_budget_bytes, public_limits, public_mode, spaces_gpu, use_hub_defaults,
+                                  zerogpu, zerogpu_emulation)
 from distill_core.layer_map import LAYER_MAP_SPECS
-from distill_core.models import load_teacher, spec_problem, tokenizer_of
+from distill_core.models import LOADED, load_teacher, resolve_model, spec_problem, tokenizer_of
 from distill_core.paths import CONFIGS, ROOT, runs_dir
 from distill_core.presets import QUICKSTART, preset_config, preset_description, preset_names
-from distill_core.runs import finished_runs, new_run, open_run, run_config, run_events, run_summary
+from distill_core.retention import delete_run, look_at, make_room
+from distill_core.runs import finished_runs, open_run, run_config, run_events, run_summary, running
+from distill_core.runs import new_run as _new_run_folder
 from distill_core.probes import attention_probe, dark_knowledge, similarity_probe
 from distill_core.session import FINAL_KINDS, PAUSED, StopSignal, run_in_slices, run_session
+from distill_core.session_queue import SessionQueue, Ticket
+from distill_core.share import OWNER, VIEWER, link_query, open_for, share_run, sharing, unshare_run
+from distill_core.shared_views import evaluate_each as evaluate_shared
+from distill_core.shared_views import generate_each as generate_shared
 from distill_core.specs import parse_student_list
 from distill_core.students import load_student
 from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, augmentation_rows, on_policy_rows,
                                 read_student_rows, small_corpus, student_sweep)
+from distill_core.threads import for_views, thread_settings, training_steps
 
 __all__ = [
     "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "Comparison", "DistillConfig",
-    "DistillError", "FINAL_KINDS", "GPU_DEFAULTS", "HUB_DEFAULT_PAIR", "LAYER_MAP_SPECS", "PAUSED", "QUICKSTART",
-    "RESUME_FIELDS", "ROOT", "SLICE_SHARE", "SMALL_CORPUS_SENTENCES", "SUGGESTIONS", "StopSignal", "WordChanges",
-    "ablation", "attention_probe", "augmentation_preview", "augmentation_rows", "browser_secret", "changed_words",
-    "check_pair", "check_readable", "check_text", "compatibility_report", "corpus_stats", "dark_knowledge",
-    "describe_failure", "evaluate_each", "evaluate_models", "evaluate_pair", "export_config", "export_run",
-    "export_student", "field_help", "finished_runs", "first_line", "first_texts", "generate", "generate_each",
-    "gpu", "gpu_duration", "grade_continuations", "heldout_blocks", "heldout_prompts", "is_main_process",
-    "layer_pairs_for", "load_student", "load_teacher", "new_run", "new_run_dir", "on_policy_rows", "open_run",
-    "own_text_report", "parse_methods", "parse_student_list", "preset_config", "preset_description", "preset_names",
-    "public_limits", "public_mode", "read_corpus_file", "read_student_rows", "read_text_file", "run_bench",
-    "run_config", "run_events", "run_in_child", "run_in_slices", "run_session", "run_summary", "runs_dir",
-    "safe_filename", "session_in_child", "similarity_probe", "slice_limit", "sliced", "small_corpus", "spaces_gpu",
-    "spec_problem", "speed_conditions", "student_sweep", "text_columns", "tokenizer_of", "trade_sentence",
-    "use_hub_defaults", "zerogpu",
+    "DistillError", "FINAL_KINDS", "FORWARDS", "GPU_DEFAULTS", "HUB_DEFAULT_PAIR", "LAYER_MAP_SPECS", "LOADED",
+    "OWNER", "PAUSED", "QUICKSTART", "RESUME_FIELDS", "ROOT", "SLICE_SHARE", "SMALL_CORPUS_SENTENCES",
+    "SUGGESTIONS", "SessionQueue", "StopSignal", "Ticket", "VIEWER", "WordChanges", "ablation", "attention_probe",
+    "augmentation_preview", "augmentation_rows", "browser_secret", "cache_stats", "changed_words", "check_pair",
+    "check_readable", "check_text", "compatibility_report", "corpus_stats", "dark_knowledge", "delete_run",
+    "describe_failure", "end_to_end", "evaluate_each", "evaluate_models", "evaluate_pair", "evaluate_shared",
+    "export_config", "export_run", "export_student", "field_help", "finished_runs", "first_line", "first_texts",
+    "for_views", "generate", "generate_each", "generate_shared", "gpu", "gpu_duration", "grade_continuations",
+    "heldout_blocks", "heldout_prompts", "idle_expiry_s", "is_main_process", "layer_pairs_for", "link_query",
+    "load_student", "load_teacher", "look_at", "make_room", "memory_budget_bytes", "new_run", "new_run_dir",
+    "on_policy_rows", "open_for", "open_run", "own_text_report", "parse_methods", "parse_student_list",
+    "preset_config", "preset_description", "preset_names", "public_limits", "public_mode", "read_corpus_file",
+    "read_student_rows", "read_text_file", "resolve_model", "run_bench", "run_config", "run_events", "run_in_child",
+    "run_in_slices", "run_session", "run_summary", "running", "runs_dir", "safe_filename", "session_in_child",
+    "share_run", "sharing", "similarity_probe", "slice_limit", "sliced", "small_corpus", "spaces_gpu",
+    "spec_problem", "speed_conditions", "student_sweep", "text_columns", "thread_settings", "tokenizer_of",
+    "trade_sentence", "training_steps", "unshare_run", "use_hub_defaults", "zerogpu",
 ]
 
 
@@ -85,6 +98,19 @@ def sliced(run: Callable, duration: int) -> Callable:
     return functools.partial(run_in_slices, run=run, time_limit_s=slice_limit(duration))
 
 
+def new_run() -> tuple[Path, str]:
+    """A fresh folder for one session or sweep, runs/<timestamp>-<random id>/, and its token; the runs folder
+    is first brought under the operator's cap (retention.make_room: the oldest finished runs go)."""
+    make_room()
+    return _new_run_folder()
+
+
 def new_run_dir() -> Path:
     """A fresh folder for one session or sweep, runs/<timestamp>-<random id>/ (its token dropped)."""
     return new_run()[0]
+
+
+def cache_stats() -> dict[str, dict[str, int]]:
+    """What the shared caches hold: the loaded models (bytes, budget, evictions) and the views' forward results."""
+    return {"models": LOADED.stats(), "forwards": {**FORWARDS.results.stats(), "passes": FORWARDS.passes,
+                                                   "batched_rows": FORWARDS.batched_rows}}

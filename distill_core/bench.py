@@ -4,7 +4,8 @@ The reference is what a first distillation script does: HF forward passes of tea
 full-vocabulary logits in fp32, `F.kl_div` on temperature-softened log-probabilities (T^2 scaled)
 mixed with cross-entropy, every student parameter trained with AdamW. The engine runs the session's
 own step (`step.DistillStep`) with the config's settings (frozen teacher-copied embeddings, the shared
-frozen prefix, top-k targets from the teacher cache when the config asks for them).
+frozen prefix, top-k targets without a teacher forward pass where the session has them: from the teacher
+cache, or captured while the teacher wrote the corpus). The reference always runs the teacher.
 
 On a GPU the reference runs under the session's autocast dtype (bf16 from compute capability 8.0, fp16
 below) with fused AdamW and the teacher held in that dtype, as the engine holds it (a fair plain loop:
@@ -26,6 +27,7 @@ card's dense peak in the autocast dtype.
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import threading
 import time
@@ -45,6 +47,7 @@ from distill_core.memory import session_fit
 from distill_core.models import MODELS, LoadedModel, compile_layers, count_parameters
 from distill_core.step import DistillStep, SharedPrefix, make_optimizer, prepare_student
 from distill_core.students import load_student
+from distill_core.teacher_corpus import CAPTURE_TOP_K, captured_targets_blocked
 
 
 class PeakMemory:
@@ -86,8 +89,14 @@ class PeakMemory:
             self.peak_mb = (max(self.peak, self._rss()) - self.start) / 2**20
 
 
-def _time_steps(step: Callable[[], Any], repeats: int, device: torch.device) -> list[float]:
-    step()  # warm-up: allocator, kernels, optimizer state
+def _time_steps(step: Callable[[], Any], repeats: int, device: torch.device) -> tuple[float, list[float]]:
+    """The warm-up step's seconds (allocator, kernels, optimizer state; with compile, the compilation) and
+    the `repeats` timed steps' seconds."""
+    started = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    warmup = time.perf_counter() - started
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -97,7 +106,7 @@ def _time_steps(step: Callable[[], Any], repeats: int, device: torch.device) -> 
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return times
+    return warmup, times
 
 
 def reference_step(teacher: Any, student: Any, optimizer: torch.optim.Optimizer, batch: Blocks,
@@ -203,6 +212,16 @@ def engine_teacher(teacher: LoadedModel, config: DistillConfig, device: torch.de
     return LoadedModel(model, teacher.tokenizer, teacher.spec, teacher.source, teacher.layers_kept)
 
 
+def precomputed_targets(config: DistillConfig) -> str:
+    """Where a session with `config` reads its soft targets without a teacher forward pass per step: "teacher
+    cache", "captured while the teacher wrote the corpus", or "" (the teacher runs at every step)."""
+    if config.teacher_cache:
+        return "teacher cache"
+    if config.corpus == "teacher-generated" and not captured_targets_blocked(config):
+        return "captured while the teacher wrote the corpus"
+    return ""
+
+
 def engine_step(teacher: LoadedModel, student: LoadedModel, config: DistillConfig, batch: Blocks,
                 device: torch.device) -> Callable[[], Any]:
     """The session's own training step (`step.DistillStep`) with the config's settings on `batch`, ready
@@ -211,40 +230,43 @@ def engine_step(teacher: LoadedModel, student: LoadedModel, config: DistillConfi
     holds it (`engine_teacher`)."""
     optimizer = make_optimizer(prepare_student(student, config), config, device)
     targets = None
-    if config.teacher_cache:  # what the cache holds: the teacher's top-k at T, computed beforehand
+    source = precomputed_targets(config)
+    if source:  # what the cache or the teacher-written corpus holds: the teacher's top-k, computed beforehand
+        k = config.top_k if source == "teacher cache" else min(config.top_k or CAPTURE_TOP_K, CAPTURE_TOP_K)
         with torch.no_grad():
             ids, attn = batch.input_ids.to(device), batch.attention_mask.to(device)
             logits = teacher.model(input_ids=ids, attention_mask=attn).logits
-            targets = teacher_topk(torch.log_softmax(logits.float() / config.temperature, -1), config.top_k)
+            targets = teacher_topk(torch.log_softmax(logits.float() / config.temperature, -1), k)
     shared = None if targets is not None else SharedPrefix.create(teacher, student, config, batch)
     step = DistillStep(config, teacher, student, optimizer, shared_prefix=shared)
     return lambda: step(batch, targets)
 
 
 def _engine_variant(held: LoadedModel, make_student: Callable[[], LoadedModel], config: DistillConfig,
-                    batch: Blocks, device: torch.device, repeats: int) -> tuple[list[float], float]:
-    """`engine_step` on a fresh student: step times and peak memory. `held` is the teacher as the session
-    holds it; a compiled variant gets its own compiled copy."""
+                    batch: Blocks, device: torch.device, repeats: int) -> dict[str, float]:
+    """`engine_step` on a fresh student: its row (median step, warm-up and peak memory). `held` is the
+    teacher as the session holds it; a compiled variant gets its own compiled copy."""
     teacher = engine_teacher(held, config, device) if config.compile else held
     step = engine_step(teacher, make_student(), config, batch, device)
     with PeakMemory(device) as mem:
-        times = _time_steps(step, repeats, device)
-    return times, mem.peak_mb
+        warmup, times = _time_steps(step, repeats, device)
+    return {"step_s": statistics.median(times), "warmup_s": warmup, "peak_mb": mem.peak_mb}
 
 
 def _reference_variant(held: LoadedModel, make_student: Callable[[], LoadedModel], config: DistillConfig,
-                       batch: Blocks, device: torch.device, repeats: int) -> tuple[list[float], float, int]:
+                       batch: Blocks, device: torch.device, repeats: int) -> tuple[dict[str, float], int]:
     """The plain loop on a fresh student, every parameter trained (the session's autocast on a GPU, its
-    teacher held in the same dtype as the engine's): step times, peak memory, the student's parameters."""
+    teacher held in the same dtype as the engine's): its row, and the student's parameters."""
     student = make_student().model
     student.train()
     student.requires_grad_(True)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, fused=device.type == "cuda")
     dtype = autocast_dtype(config, device)
     with PeakMemory(device) as memory:
-        times = _time_steps(lambda: reference_step(held.model, student, optimizer, batch, config.temperature,
-                                                   config.kd_weight, dtype), repeats, device)
-    return times, memory.peak_mb, count_parameters(student)  # the student goes when this returns
+        warmup, times = _time_steps(lambda: reference_step(held.model, student, optimizer, batch, config.temperature,
+                                                           config.kd_weight, dtype), repeats, device)
+    row = {"step_s": statistics.median(times), "warmup_s": warmup, "peak_mb": memory.peak_mb}
+    return row, count_parameters(student)  # the student goes when this returns
 
 
 def _models(config: DistillConfig, shapes: str | None, device: torch.device,
@@ -262,10 +284,11 @@ def _models(config: DistillConfig, shapes: str | None, device: torch.device,
     return teacher, make_student
 
 
-def run_bench(config: DistillConfig, repeats: int = 5, seed: int = 0, shapes: str | None = None) -> dict[str, Any]:
-    """The reference loop and the engine (and on a GPU the engine with compiled layers) on one random
-    batch of the config's shapes; returns the measured figures. `shapes` builds random-weight models of
-    the named shapes (`SHAPES`) instead of loading the config's pair."""
+def run_bench(config: DistillConfig, repeats: int = 5, seed: int = 0, shapes: str | None = None,
+              compile_variant: bool = False) -> dict[str, Any]:
+    """The reference loop and the engine (and on a GPU, or with `compile_variant` anywhere, the engine with
+    compiled layers) on one random batch of the config's shapes; returns the measured figures. `shapes`
+    builds random-weight models of the named shapes (`SHAPES`) instead of loading the config's pair."""
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -276,16 +299,15 @@ def run_bench(config: DistillConfig, repeats: int = 5, seed: int = 0, shapes: st
                         generator=torch.Generator().manual_seed(seed))
     batch = Blocks(ids, torch.ones_like(ids))
     held = engine_teacher(teacher, config.with_overrides({"compile": False}), device)  # the session's dtype
-    ref_times, ref_peak, student_params = _reference_variant(held, make_student, config, batch, device, repeats)
-    rows = {"reference": {"step_s": statistics.median(ref_times), "peak_mb": ref_peak}}
+    reference, student_params = _reference_variant(held, make_student, config, batch, device, repeats)
+    rows = {"reference": reference}
     variants = {"engine": config}
-    if device.type == "cuda" and not config.compile:
+    if (device.type == "cuda" or compile_variant) and not config.compile:
         variants["engine+compile"] = config.with_overrides({"compile": True})
     for name, variant in variants.items():
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        times, peak = _engine_variant(held, make_student, variant, batch, device, repeats)
-        rows[name] = {"step_s": statistics.median(times), "peak_mb": peak}
+        rows[name] = _engine_variant(held, make_student, variant, batch, device, repeats)
     return _report(config, shapes, device, rows, (count_parameters(teacher.model), student_params), asked, repeats)
 
 
@@ -297,7 +319,7 @@ def _report(config: DistillConfig, shapes: str | None, device: torch.device, row
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
     # model FLOPs per token: teacher forward 2P, student forward + backward 6P (the engine runs no teacher
     # when it reads the teacher cache; the reference always does)
-    flops_per_token = {name: 6 * student_params + (0 if name != "reference" and config.teacher_cache
+    flops_per_token = {name: 6 * student_params + (0 if name != "reference" and precomputed_targets(config)
                                                    else 2 * teacher_params) for name in rows}
     device_name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     peak = peak_flops(device_name, precision) if device.type == "cuda" else None
@@ -318,6 +340,7 @@ def _report(config: DistillConfig, shapes: str | None, device: torch.device, row
         "engine_settings": {"precision": precision, "loss_chunk_tokens": config.loss_chunk_tokens,
                             "freeze_embeddings": config.freeze_embeddings, "freeze_layers": config.freeze_layers,
                             "teacher_cache": config.teacher_cache, "top_k": config.top_k,
+                            "soft_targets": precomputed_targets(config) or "teacher forward pass at every step",
                             "gradient_checkpointing": config.gradient_checkpointing, "compile": config.compile},
         "rows": rows, "flops_per_token": flops_per_token,
         "reference_step_s": ref["step_s"], "engine_step_s": engine["step_s"],
@@ -326,4 +349,19 @@ def _report(config: DistillConfig, shapes: str | None, device: torch.device, row
         "reference_peak_mb": ref["peak_mb"], "engine_peak_mb": engine["peak_mb"],
         "memory_ratio": engine["peak_mb"] / ref["peak_mb"] if ref["peak_mb"] > 0 else float("nan"),
         "engine_mfu": engine["mfu"], "reference_mfu": ref["mfu"], "repeats": repeats,
+        "compile": compile_payoff(rows, config.steps),
     }
+
+
+def compile_payoff(rows: dict[str, dict[str, Any]], steps: int) -> dict[str, Any] | None:
+    """What compiling costs (its warm-up over the plain engine's) and saves per step, the steps after which it
+    has paid for itself, and whether a session of `steps` gets there (None without a compiled row)."""
+    if "engine+compile" not in rows:
+        return None
+    compiled, plain = rows["engine+compile"], rows["engine"]
+    cost = compiled["warmup_s"] - plain["warmup_s"]
+    saving = plain["step_s"] - compiled["step_s"]
+    break_even = cost / saving if saving > 0 else None
+    return {"compile_s": round(cost, 2), "saving_per_step_s": round(saving, 4),
+            "break_even_steps": math.ceil(break_even) if break_even is not None else None,
+            "pays_within_session": break_even is not None and break_even < steps, "session_steps": steps}

@@ -15,11 +15,12 @@ from typing import Any
 
 from safetensors.torch import load_file
 
-from distill_core.errors import first_line
+from distill_core.errors import DistillError, first_line
 from distill_core.layer_map import resolve_layer_map
 from distill_core.losses import FitNetsProjection
 from distill_core.models import STUDENTS, LoadedModel, load_saved_model, load_teacher
 from distill_core.presets import preset_config
+from distill_core.retention import look_at
 from distill_core.runs import run_config, run_summary
 from distill_core.specs import initial_student_spec
 from distill_core.students import load_student
@@ -29,19 +30,30 @@ AFTER = "student (after)"
 PROJECTION_FILE = "fitnets_projection.safetensors"
 
 
+def _frozen(loaded: Any) -> Any:
+    """A shared student is never trained (a session trains its own copy): frozen, its forward passes can be
+    shared and reused across users (batcher.FORWARDS)."""
+    getattr(loaded, "model", loaded).requires_grad_(False)
+    return loaded
+
+
 def untrained_student(teacher_spec: str, student_spec: str, seed: int | None = None) -> LoadedModel:
     """A freshly derived (or loaded) student for the pair, as a session starts from; built once and shared."""
     seed = preset_config().seed if seed is None else int(seed)
     key = ("untrained", teacher_spec.strip(), student_spec.strip(), seed)
-    return STUDENTS.get(key, lambda: load_student(key[2], load_teacher(key[1]), seed=seed))
+    return STUDENTS.get(key, lambda: _frozen(load_student(key[2], load_teacher(key[1]), seed=seed)))
 
 
 def trained_student(out_dir: str | Path) -> Any:
     """The student a session saved in `out_dir`/student, loaded once for every user (a new save of the
-    folder is a new entry)."""
+    folder is a new entry). A run removed meanwhile (by retention or its owner) says so."""
     folder = Path(out_dir) / "student"
+    if not (folder / "config.json").is_file():
+        raise DistillError(f"run {Path(out_dir).name} is no longer on this machine (its owner deleted it, or it "
+                           "was removed to keep the runs folder under the operator's cap): open another run")
+    look_at(out_dir)  # someone is looking at it: retention keeps it
     stamp = tuple(int(p.stat().st_mtime_ns) for p in sorted(folder.glob("*.safetensors")))
-    return STUDENTS.get(("trained", str(folder.resolve()), stamp), lambda: load_saved_model(folder))
+    return STUDENTS.get(("trained", str(folder.resolve()), stamp), lambda: _frozen(load_saved_model(folder)))
 
 
 class Comparison:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -281,3 +282,93 @@ def use_hub_defaults() -> bool:
     if on_spaces():
         return True
     return bundled_gguf_path() is None and hub_reachable_within()
+
+
+# ---------------------------------------------------------------------------------------
+# resources: memory, disk, idle browsers, threads (README, "A class on one machine")
+# ---------------------------------------------------------------------------------------
+MEMORY_SHARE = 0.6
+"""The default memory budget: this share of the machine's memory (or of the container's limit)."""
+MODEL_SHARE = 0.5
+"""Loaded models may hold at most this share of the memory budget; the rest is for the Python runtime, a
+training session's student, gradients and optimizer state, and the requests in flight."""
+RUNS_DISK_SHARE = 0.5
+"""The default cap of the runs folder: this share of the disk that holds it."""
+SAVE_DTYPES = ("fp32", "bf16", "fp16")
+
+
+def _positive(name: str, default: float) -> float:
+    """A positive number from the environment variable `name` (unset or empty: `default`)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise DistillError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
+def machine_memory_bytes() -> int:
+    """The memory this process may use: the machine's RAM, or the container's limit when it is lower
+    (cgroup v2 `memory.max`, as on a Hugging Face Space)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text(encoding="ascii").strip()
+    except OSError:
+        limit = "max"
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def memory_budget_bytes() -> int:
+    """The app's memory budget: DISTILL_MEMORY_MB, else MEMORY_SHARE of the machine's memory."""
+    default_mb = MEMORY_SHARE * machine_memory_bytes() / 2**20
+    return int(_positive("DISTILL_MEMORY_MB", default_mb) * 2**20)
+
+
+def model_budget_bytes() -> int:
+    """What the shared cache of loaded models (teachers, students before and after) may hold, in bytes of
+    weights: MODEL_SHARE of the memory budget."""
+    return int(MODEL_SHARE * memory_budget_bytes())
+
+
+def runs_cap_bytes(folder: Path) -> int:
+    """The cap on the runs folder's total size: DISTILL_RUNS_CAP_MB, else RUNS_DISK_SHARE of the disk that
+    holds `folder` (the oldest finished runs are removed to stay under it: distill_core/retention.py)."""
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), Path("/"))
+    default_mb = RUNS_DISK_SHARE * shutil.disk_usage(existing).total / 2**20
+    return int(_positive("DISTILL_RUNS_CAP_MB", default_mb) * 2**20)
+
+
+def shared_keep_s() -> float:
+    """How long a shared run is kept whatever the disk cap: DISTILL_SHARED_KEEP_HOURS (default 24)."""
+    return _positive("DISTILL_SHARED_KEEP_HOURS", 24.0) * 3600
+
+
+def idle_expiry_s() -> float:
+    """After how long without a request a browser's state (its opened run, its export) is dropped and its
+    run no longer counts as looked at: DISTILL_IDLE_MINUTES (default 30)."""
+    return _positive("DISTILL_IDLE_MINUTES", 30.0) * 60
+
+
+def save_dtype() -> str:
+    """The precision a session saves its student in: DISTILL_SAVE_DTYPE, `fp32` (default), `bf16` or `fp16`
+    (half the disk; the training checkpoint stays fp32 so that a resumed run is exact)."""
+    value = os.environ.get("DISTILL_SAVE_DTYPE", "").strip().lower() or "fp32"
+    if value not in SAVE_DTYPES:
+        raise DistillError(f"DISTILL_SAVE_DTYPE must be one of {', '.join(SAVE_DTYPES)}, got {value!r}")
+    return value
+
+
+def training_threads() -> int:
+    """CPU threads of a training session: DISTILL_TRAIN_THREADS, else half the cores (at least one), so that
+    the inspection views keep the other half (README, "Views under load": measured on 2 cores)."""
+    return int(_positive("DISTILL_TRAIN_THREADS", max(1, (os.cpu_count() or 2) // 2)))
+
+
+def view_threads() -> int:
+    """CPU threads of one inspection request: DISTILL_VIEW_THREADS, else 1 (requests run side by side, one
+    core each: two threads per request on a busy machine made them up to 10x slower, README)."""
+    return int(_positive("DISTILL_VIEW_THREADS", 1))

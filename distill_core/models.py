@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from safetensors.torch import load_file
 from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from distill_core import hosting
+from distill_core.budget import ByteBudgetCache
 from distill_core.errors import DistillError, first_line
 from distill_core.hub import bundled_gguf_path, hub_reachable_within
 from distill_core.paths import cache_dir
@@ -228,6 +228,15 @@ class ResolvedModel:
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+def conversion_pending(spec: str) -> bool:
+    """Whether resolving `spec` would convert a GGUF file first (the bundled teacher on a fresh machine)."""
+    spec = spec.strip()
+    gguf = bundled_gguf_path() if is_bundled(spec) else Path(spec).expanduser()
+    if gguf is None or gguf.suffix != ".gguf" or not gguf.is_file():
+        return False
+    return not (_converted_dir(gguf) / "config.json").is_file()
+
+
 def resolve_model(spec: str) -> ResolvedModel:
     """Resolve a (non-derived) model spec to a directory or hub id, converting a GGUF file once.
 
@@ -394,30 +403,20 @@ def compile_layers(model: Any) -> None:
         layer.compile()
 
 
+LOADED = ByteBudgetCache(hosting.model_budget_bytes)
+"""Every model the app keeps loaded (teachers, untrained students, the students runs saved), in one cache with
+the operator's byte budget (DISTILL_MEMORY_MB: hosting.model_budget_bytes), shared by all users; the least
+recently used model goes first."""
+
+
 class ModelCache:
-    """Teachers loaded once and shared read-only, by `ModelKey`. The base entry is the model as loaded
-    (fp32 on the CPU); any other device, dtype or compiled form is a copy of it, made once, so nothing
-    ever changes an entry that someone else holds. Bounded: the least recently used entry goes first
-    (whoever still holds it keeps it alive)."""
+    """Teachers loaded once and shared read-only, by `ModelKey`, in a byte-budgeted cache (default: the app's
+    one, LOADED). The base entry is the model as loaded (fp32 on the CPU); any other device, dtype or compiled
+    form is a copy of it, made once, so nothing ever changes an entry that someone else holds. Whoever still
+    holds an evicted entry keeps it alive, and it is handed out again rather than loaded twice."""
 
-    def __init__(self, capacity: int = 3):
-        self.capacity = capacity
-        self._entries: OrderedDict[ModelKey, LoadedModel] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _get(self, key: ModelKey) -> LoadedModel | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-            return entry
-
-    def _put(self, key: ModelKey, entry: LoadedModel) -> LoadedModel:
-        with self._lock:
-            self._entries[key] = entry
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-        return entry
+    def __init__(self, store: ByteBudgetCache | None = None):
+        self.store = store if store is not None else LOADED
 
     def teacher(self, spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                 compiled: bool = False) -> LoadedModel:
@@ -425,14 +424,11 @@ class ModelCache:
         or not. Several users asking at once wait for one load and share it."""
         hosting.check_spec_allowed(spec, "teacher spec")  # before the cache: a teacher loaded earlier is no exception
         key = ModelKey(spec.strip(), torch.device(device).type, str(dtype).removeprefix("torch."), compiled)
-        entry = self._get(key)
+        entry = self.store.get(key)
         if entry is not None:
             return entry
         with MODEL_LOCK:  # one load per entry
-            entry = self._get(key)
-            if entry is None:
-                entry = self._put(key, self._build(key, dtype))
-        return entry
+            return self.store.get_or_build(key, lambda: self._build(key, dtype))
 
     def _build(self, key: ModelKey, dtype: torch.dtype) -> LoadedModel:
         if key.is_base:
@@ -447,8 +443,10 @@ class ModelCache:
                            resolved=base.resolved)
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        """Forget the teachers (other entries of the store stay)."""
+        for key in self.store.keys():
+            if isinstance(key, ModelKey):
+                self.store.discard(key)
 
 
 MODELS = ModelCache()
@@ -456,30 +454,26 @@ MODELS = ModelCache()
 
 
 class SharedModels:
-    """A few models built once and shared read-only, by key; the least recently used goes first."""
+    """Models built once and shared read-only, by key, in a byte-budgeted cache (default: LOADED, with the
+    teachers); the least recently used goes first."""
 
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._models: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, store: ByteBudgetCache | None = None, prefix: str = "shared"):
+        self.store = store if store is not None else LOADED
+        self.prefix = prefix
 
     def get(self, key: Any, build: Callable[[], Any]) -> Any:
-        with self._lock:  # one build at a time: several users asking for the same model share it
-            if key not in self._models:
-                self._models[key] = build()
-            self._models.move_to_end(key)
-            while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
-            return self._models[key]
+        """The model of `key`, built by `build()` when missing; several users asking at once share one build."""
+        return self.store.get_or_build((self.prefix, key), build)
 
     def clear(self) -> None:
-        with self._lock:
-            self._models.clear()
+        for key in self.store.keys():
+            if isinstance(key, tuple) and key[:1] == (self.prefix,):
+                self.store.discard(key)
 
 
-STUDENTS = SharedModels(capacity=6)
+STUDENTS = SharedModels(prefix="student")
 """Students the inspection views compare: untrained ones (as a session starts from) and the ones runs saved
-(comparison.py builds them), shared by every user."""
+(comparison.py builds them), shared by every user, in the same budget as the teachers."""
 
 
 def load_teacher(spec: str) -> LoadedModel:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from distill_core import hosting
-from distill_core.attention import attention_maps_from
-from distill_core.models import LoadedModel, decoder_layers
+from distill_core.batcher import FORWARDS
+from distill_core.models import LoadedModel
 from distill_core.data import check_text
 from distill_core.errors import DistillError
 
@@ -31,13 +31,11 @@ def encode(tokenizer: Any, text: str) -> torch.Tensor:
     return ids
 
 
-@torch.no_grad()
 def _log_probs(model: Any, input_ids: torch.Tensor, temperature: float) -> torch.Tensor:
-    """(t, vocab) log-probabilities of the next token at every position, at temperature T."""
-    was_training = model.training
-    model.eval()
-    logits = model(input_ids=input_ids.to(model.device)).logits[0].float().cpu()  # (t, vocab)
-    model.train(was_training)
+    """(t, vocab) log-probabilities of the next token at every position, at temperature T. The logits come
+    from the shared forward passes (batcher.FORWARDS): other users' requests on the same model run in the
+    same batch, and the same text on the same model is not run again (a moving temperature slider)."""
+    logits = FORWARDS.run(model, "logits", input_ids)  # (t, vocab), at T = 1
     return torch.log_softmax(logits / temperature, dim=-1)
 
 
@@ -134,19 +132,11 @@ def next_token_snapshot(teacher: LoadedModel, student: LoadedModel, text: str, t
 # ---------------------------------------------------------------------------------------
 # attention
 # ---------------------------------------------------------------------------------------
-@torch.no_grad()
 def attention_maps(model: Any, input_ids: torch.Tensor) -> np.ndarray:
     """Every layer's attention weights for one text: (layers, heads, t, t), query rows first.
-    Row i holds how much query token i attends to each key token j <= i (causal: j > i is 0)."""
-    n_layers = len(decoder_layers(model))
-    was_training = model.training
-    model.eval()
-    try:
-        with attention_maps_from(model, list(range(n_layers))):
-            out = model(input_ids=input_ids.to(model.device), output_attentions=True)
-    finally:
-        model.train(was_training)
-    return torch.stack([a[0].float().cpu() for a in out.attentions]).numpy()  # (layers, heads, t, t)
+    Row i holds how much query token i attends to each key token j <= i (causal: j > i is 0).
+    From the shared forward passes (batcher.FORWARDS): read-only, other users may hold the same array."""
+    return FORWARDS.run(model, "attentions", input_ids)
 
 
 def attention_entropy(maps: np.ndarray) -> np.ndarray:
@@ -208,22 +198,26 @@ def hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     return [h.float().cpu()[keep] for h in out.hidden_states[1:]]
 
 
-def _normalised_gram(x: torch.Tensor) -> torch.Tensor:
-    """Centred, unit-norm Gram matrix of x (n, p), flattened: linear CKA is the dot product of two."""
-    x = x.to(torch.float64)
-    x = x - x.mean(0, keepdim=True)
-    gram = x @ x.T  # (n, n); centring the columns centres the Gram matrix on both sides
-    norm = torch.linalg.matrix_norm(gram)
-    return (gram / norm if norm > 0 else gram).flatten()
+def normalised_grams(states: list[torch.Tensor]) -> torch.Tensor:
+    """Centred, unit-norm Gram matrices of every layer's states (each (n, p)), flattened: (layers, n*n) in
+    float64; linear CKA of two layers is the dot product of their rows. One batched product for all layers of
+    one width (a model's), a product each otherwise."""
+    states = [torch.as_tensor(h).to(torch.float64) for h in states]
+    if len({tuple(h.shape) for h in states}) == 1:
+        x = torch.stack(states)  # (layers, n, p)
+        x = x - x.mean(1, keepdim=True)  # centring the columns centres the Gram matrix on both sides
+        gram = x @ x.transpose(1, 2)  # (layers, n, n)
+    else:
+        gram = torch.stack([(h - h.mean(0)) @ (h - h.mean(0)).T for h in states])
+    norm = torch.linalg.matrix_norm(gram)  # (layers,)
+    return (gram / torch.where(norm > 0, norm, torch.ones_like(norm))[:, None, None]).flatten(1)
 
 
 def cka_matrix(teacher_states: list[torch.Tensor], student_states: list[torch.Tensor]) -> np.ndarray:
     """Linear CKA between every teacher layer (rows) and every student layer (columns), through
     the n x n Gram matrices (one per layer, cheaper than p x p cross-covariances when n < p):
     CKA(X, Y) = <XX', YY'>_F / (||XX'||_F ||YY'||_F) for centred X, Y, equal to `linear_cka`."""
-    t = torch.stack([_normalised_gram(x) for x in teacher_states])  # (L_t, n*n)
-    s = torch.stack([_normalised_gram(y) for y in student_states])  # (L_s, n*n)
-    return (t @ s.T).numpy()
+    return (normalised_grams(teacher_states) @ normalised_grams(student_states).T).numpy()
 
 
 def similarity_probe(teacher: LoadedModel, students: dict[str, Any], text: str,
@@ -242,14 +236,21 @@ def similarity_probe(teacher: LoadedModel, students: dict[str, Any], text: str,
     start = 1 if skip_first else 0
 
     def states(model: Any) -> list[torch.Tensor]:
-        return [h[start:] for h in hidden_states(model, input_ids)]
+        return [h[start:] for h in FORWARDS.run(model, "hidden", input_ids)]  # shared forward passes
 
     t_states = states(teacher.model)
+    t_grams: list[torch.Tensor] = []  # the teacher's, computed once for every student that needs them
+
+    def cka(model: Any) -> np.ndarray:
+        t_grams[:] = t_grams or [normalised_grams(t_states)]
+        return (t_grams[0] @ normalised_grams(states(model)).T).numpy()  # (teacher layers, student layers)
+
     result: dict[str, Any] = {"n_tokens": int(input_ids.shape[1]) - start, "cka": {}, "pair_cka": {}, "pair_cosine": {},
                               "layer_pairs": [list(p) for p in (layer_pairs or [])]}
+    key = ("cka", tuple(input_ids[0].tolist()), start)
     for name, model in students.items():
+        result["cka"][name] = FORWARDS.kept((teacher.model, model), key, lambda model=model: cka(model))
         s_states = states(model)
-        result["cka"][name] = cka_matrix(t_states, s_states)
         if layer_pairs:
             result["pair_cka"][name] = [float(result["cka"][name][t, s]) for s, t in layer_pairs]
             if projection is not None and len(projection.maps) == len(layer_pairs):

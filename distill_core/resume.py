@@ -16,9 +16,9 @@ A checkpoint holds everything the loop needs to continue as if it had never stop
 The data position is the step itself (`data.batch_indices(..., start=step)` rebuilds it).
 
 It is written into OUT/checkpoint.tmp and then swapped in (checkpoint -> checkpoint.old,
-checkpoint.tmp -> checkpoint, checkpoint.old removed): a write that fails or is killed half way
-leaves the previous checkpoint whole, as OUT/checkpoint or, inside the swap, as OUT/checkpoint.old,
-which `load` falls back to.
+checkpoint.tmp -> checkpoint, checkpoint.old removed; storage.swapped_in): a write that fails or is killed
+half way leaves the previous checkpoint whole, as OUT/checkpoint or, inside the swap, as OUT/checkpoint.old,
+which `load` falls back to; a full disk removes the half-written folder and says so.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from distill_core.config import PATH_FIELDS, RESUME_FIELDS, DistillConfig
 from distill_core.errors import DistillError
 from distill_core.paths import relative_to_project
+from distill_core.storage import swapped_in
 
 DIRNAME = "checkpoint"
 FORMAT = 1
@@ -130,39 +131,31 @@ def save(out: Path, *, step: int, last_loss: float, config: DistillConfig, model
          projection: torch.nn.Module | None, optimizer: torch.optim.Optimizer, scheduler: Any,
          rng: dict[str, Any], before: dict[str, Any], extra: dict[str, Any] | None = None, scaler: Any = None) -> Path:
     """Write OUT/checkpoint atomically (see the module docstring); returns its path."""
-    target = out / DIRNAME
-    tmp = out / (DIRNAME + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     params = trainable_named(model)
-    save_file({name: p.detach().to("cpu").contiguous() for name, p in params.items()}, str(tmp / "trainable.safetensors"))
-    if projection is not None:
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in projection.state_dict().items()},
-                  str(tmp / "projection.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": {"torch": rng["torch"], "cuda": rng["cuda"], "numpy_keys": rng["numpy_keys"]}},
-               tmp / "training_state.pt")
-    state = {
-        "format": FORMAT,
-        "step": step,
-        "steps": config.steps,
-        "last_loss": last_loss,
-        "config": config.portable().to_dict(),
-        "before": before,
-        "trainable": {name: list(p.shape) for name, p in params.items()},
-        "numpy_rng": rng["numpy"],
-        "python_rng": rng["python"],
-        **(extra or {}),
-    }
-    (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")  # last: marks the folder complete
-    old = out / (DIRNAME + ".old")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+    with swapped_in(out / DIRNAME, f"the checkpoint of step {step}") as tmp:
+        save_file({name: p.detach().to("cpu").contiguous() for name, p in params.items()},
+                  str(tmp / "trainable.safetensors"))
+        if projection is not None:
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in projection.state_dict().items()},
+                      str(tmp / "projection.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "rng": {"torch": rng["torch"], "cuda": rng["cuda"], "numpy_keys": rng["numpy_keys"]}},
+                   tmp / "training_state.pt")
+        state = {
+            "format": FORMAT,
+            "step": step,
+            "steps": config.steps,
+            "last_loss": last_loss,
+            "config": config.portable().to_dict(),
+            "before": before,
+            "trainable": {name: list(p.shape) for name, p in params.items()},
+            "numpy_rng": rng["numpy"],
+            "python_rng": rng["python"],
+            **(extra or {}),
+        }
+        (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")  # last: marks the folder complete
+    return out / DIRNAME
 
 
 def remove(out: Path) -> None:

@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -55,14 +54,18 @@ from distill_core.layer_map import resolve_layer_map
 from distill_core.layer_select import NeedsTeacherNetwork
 from distill_core.losses import FitNetsProjection
 from distill_core.memory import session_fit
-from distill_core.models import LazyTeacher, LoadedModel, TeacherWeights, count_parameters
+from distill_core.models import LazyTeacher, LoadedModel, TeacherWeights, conversion_pending, count_parameters
 from distill_core.on_policy import OnPolicy, Rollout
 from distill_core.specs import is_derived_spec
+from distill_core.storage import swapped_in, weights_to_save
 from distill_core.step import DistillStep, SharedPrefix, make_optimizer, prepare_student
 from distill_core.students import load_student
 from distill_core.teacher_cache import CachedTeacher, TeacherCache
 from distill_core.teacher_corpus import CapturedTargets, captured_targets_blocked
 
+PHASES = ("start", "conversion", "teacher", "corpus", "student", "evaluation", "training", "saving")
+"""The phases of a session, in order (evaluation recurs during training); `summary.json`'s `phases_s` times
+each, and the app's progress names the current one."""
 MAX_VAL_BLOCKS = 8
 """At most this many held-out corpus blocks are scored in each periodic evaluation."""
 FINAL_KINDS = ("done", "stopped", "error")
@@ -103,6 +106,10 @@ class Record:
     def __init__(self, config: DistillConfig, out_dir: str | Path | None, procs: Processes,
                  checkpoint: training_checkpoint.Checkpoint | None):
         self.started = time.perf_counter()
+        self.phase = "start"
+        """What the session is doing (one of `PHASES`): every event carries it."""
+        self._phases_s: dict[str, float] = {}
+        self._phase_start = 0.0
         self.out = Path(out_dir) if out_dir is not None and procs.is_main else None  # only the main process writes
         self.metrics = None
         if self.out is not None:
@@ -117,8 +124,21 @@ class Record:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def emit(self, kind: str, **payload: Any) -> dict[str, Any]:
-        event = {"kind": kind, "elapsed_s": round(self.elapsed(), 3), **payload}
+    def enter(self, phase: str) -> None:
+        """The session moves to `phase`; the time since the last change goes to the phase it leaves."""
+        now = self.elapsed()
+        self._phases_s[self.phase] = self._phases_s.get(self.phase, 0.0) + now - self._phase_start
+        self.phase, self._phase_start = phase, now
+
+    def phases_s(self) -> dict[str, float]:
+        """Seconds spent in each phase so far (the current one up to now)."""
+        self.enter(self.phase)
+        return {name: round(seconds, 2) for name, seconds in self._phases_s.items() if seconds > 0}
+
+    def emit(self, kind: str, phase: str | None = None, **payload: Any) -> dict[str, Any]:
+        if phase is not None and phase != self.phase:
+            self.enter(phase)
+        event = {"kind": kind, "elapsed_s": round(self.elapsed(), 3), "phase": self.phase, **payload}
         if self.metrics is not None and kind in ("step", "eval", "probe", "rollout"):
             self.metrics.write(json.dumps(event) + "\n")
             self.metrics.flush()
@@ -267,8 +287,12 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
     if not procs.is_main:  # the main process fills the shared caches (corpus, teacher cache, ...) first
         procs.barrier()
     teacher = LazyTeacher(config.teacher, device, teacher_dtype(config, device), config.compile)
+    if conversion_pending(config.teacher):
+        yield record.emit("status", message=f"Converting {config.teacher} from GGUF (once; then cached) …",
+                          phase="conversion")
+        teacher.resolve()
     if not config.teacher_cache or config.on_policy_fraction > 0:  # on-policy steps: the teacher scores live
-        yield record.emit("status", message=f"Loading teacher {config.teacher} …")
+        yield record.emit("status", message=f"Loading teacher {config.teacher} …", phase="teacher")
         teacher.get()
     data = yield from _prepare_data(config, record, teacher)
     train_blocks, eval_blocks = data.train_blocks, data.eval_blocks
@@ -297,7 +321,7 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
         prepared.on_policy = OnPolicy(config, teacher.tokenizer)
     prepared.sample_prompts = yield from _sample_prompts(config, record, teacher)
     if checkpoint is None:
-        yield record.emit("status", message="Evaluating the student before distillation …")
+        yield record.emit("status", message="Evaluating the student before distillation …", phase="evaluation")
         prepared.before = compare(None, student.model, eval_blocks, reference=reference)
         prepared.before.update(prepared.own_text(student.model, with_floor=True))
         yield record.emit("eval", step=0, **periodic_eval(student, eval_blocks, prepared.val_blocks, prepared.before))
@@ -324,7 +348,7 @@ class SessionData:
 def _prepare_data(config: DistillConfig, record: Record, teacher: LazyTeacher) -> Events:
     """The corpus, packed and split (augmented copies join the training part only), and the held-out
     evaluation blocks; ends with the `corpus` event, returns the `SessionData`."""
-    yield record.emit("status", message="Preparing the corpus …")
+    yield record.emit("status", message="Preparing the corpus …", phase="corpus")
     for source, corpus in load_corpus(config, teacher):
         if corpus is None:
             yield record.emit("status", message=source)
@@ -388,7 +412,7 @@ def _teacher_cache(config: DistillConfig, record: Record, teacher: LazyTeacher, 
 def _build_student(config: DistillConfig, record: Record, teacher: LazyTeacher, docs: list[str],
                    corpus_source: str) -> Events:
     """The student, derived from the teacher (its weights alone when the teacher is not loaded) or loaded."""
-    yield record.emit("status", message=f"Building student {config.student} …")
+    yield record.emit("status", message=f"Building student {config.student} …", phase="student")
     if teacher.loaded is not None:
         source = teacher.loaded
     else:  # a derived student copies the weights; any other needs only the tokenizer (compatibility check)
@@ -537,7 +561,7 @@ def fit(p: Prepared, record: Record, stop: Any, deadline: float | None = None) -
         yield record.emit("status", message=f"Resuming at step {start} of {config.steps} from {p.checkpoint.path}")
     yield record.emit("status", message=f"Distilling: {config.steps} steps of {config.batch_size} x {config.seq_len} "
                       "tokens" + (f" over {procs.world} processes ({procs.backend})" if procs.distributed else ""),
-                      training=True)  # the first event of the training loop (callers may stop before it: nothing to save)
+                      training=True, phase="training")  # the first event of the training loop (callers may stop before it: nothing to save)
     out_of_time = False
     while loop.step < config.steps and not procs.any(stop.is_set() or out_of_time):
         step_started = time.perf_counter()
@@ -630,9 +654,12 @@ class Loop:
             if rollout is not None and p.procs.is_main:
                 events.append(self._rollout_event(rollout))
         if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+            record.enter("evaluation")
             events.append(record.emit("eval", step=step, **periodic_eval(p.student, p.eval_blocks, p.val_blocks)))
         if config.probe_every and step % config.probe_every == 0 and step < config.steps:
+            record.enter("evaluation")
             events.append(p.snapshot(record, step))
+        record.enter("training")
         if record.out is not None and config.checkpoint_every and step % config.checkpoint_every == 0 \
                 and step < config.steps:
             events.append(self.save_checkpoint(training_checkpoint.rng_state()))
@@ -671,7 +698,7 @@ def finish(p: Prepared, fitted: Fitted, record: Record) -> Events:
     """The student measured after training, saved with the run's summary; the last event."""
     config, out, student = p.config, record.out, p.student
     student.model.eval()
-    yield record.emit("status", message="Evaluating the student after distillation …")
+    yield record.emit("status", message="Evaluating the student after distillation …", phase="evaluation")
     after = compare(None, student.model, p.eval_blocks, reference=p.reference)
     after.update(p.own_text(student.model))
     yield record.emit("eval", step=fitted.step, **periodic_eval(student, p.eval_blocks, p.val_blocks, after))
@@ -679,7 +706,7 @@ def finish(p: Prepared, fitted: Fitted, record: Record) -> Events:
     stopped = fitted.stopped(config)
     summary = _summary(p, fitted, after, record)
     if out is not None:
-        yield record.emit("status", message=f"Saving the student to {out / 'student'} …")
+        yield record.emit("status", message=f"Saving the student to {out / 'student'} …", phase="saving")
         card = model_card(config, summary, p.corpus, f"{out.name}-student")
         save_student(student, out / "student", card, summary, config)
         if fitted.projection is not None:  # part of the run, not of the exported student
@@ -719,6 +746,7 @@ def _summary(p: Prepared, fitted: Fitted, after: dict[str, Any], record: Record)
         "final_loss": fitted.last_loss,
         "wall_s": round(record.elapsed(), 2),
         "train_s": fitted.train_s,
+        "phases_s": record.phases_s(),
         "eval_tokens": p.before["tokens"],
         "teacher": {"ppl": p.before["teacher_ppl"], "params": p.teacher_params,
                     "sample_nll": p.before.get("teacher_sample_nll")},
@@ -760,23 +788,17 @@ def save_student(student: LoadedModel, target: Path, card: str, summary: dict[st
                  config: DistillConfig) -> None:
     """A self-contained student folder: save_pretrained + tokenizer, the model card (README.md), the run's
     summary.json and the config.yaml that reruns it, every file readable by all (rw-r--r--); written to a
-    temporary directory, then swapped in."""
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    temporary directory, then swapped in (a full disk leaves the folder there before, and says so); weights
+    in the operator's DISTILL_SAVE_DTYPE (fp32 unless half precision was chosen)."""
     student.model.config.__dict__.pop("_model_name_or_path", None)  # a GGUF file's internal name, not this model's
-    student.model.save_pretrained(tmp)
-    student.tokenizer.save_pretrained(tmp)
-    (tmp / "README.md").write_text(card, encoding="utf-8")
-    write_json_atomic(tmp / "summary.json", summary)
-    config.portable().to_yaml(tmp / "config.yaml")
-    for file in tmp.iterdir():
-        file.chmod(0o644)
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    with swapped_in(target, "the student") as tmp:
+        student.model.save_pretrained(tmp, state_dict=weights_to_save(student.model))  # the operator's precision
+        student.tokenizer.save_pretrained(tmp)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        write_json_atomic(tmp / "summary.json", summary)
+        config.portable().to_yaml(tmp / "config.yaml")
+        for file in tmp.iterdir():
+            file.chmod(0o644)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

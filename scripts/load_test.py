@@ -3,6 +3,19 @@
     .venv/bin/python scripts/load_test.py --users 4 --seconds 60 --tiny     # serves its own app, tiny models
     .venv/bin/python scripts/load_test.py --users 16 --seconds 120          # the app's default pair
     .venv/bin/python scripts/load_test.py --url http://127.0.0.1:7860/ --users 4 --seconds 60
+    .venv/bin/python scripts/load_test.py --class --users 30 --seconds 300  # a class on one shared run
+
+The class scenario (--class): before the clock starts, user 0, the teacher, runs one session, looks at its
+evaluation and shares the run (`/share_run`); then the teacher trains another session while users 1..N-1, the
+students, open the shared link (`/open_run` with the share token) and loop the views on it, about half of the
+requests with the class's texts (the views' defaults) and the others with a text of their own (a passage of 8 to
+30 words from a random place in assets/texts/sample_user_corpus.txt: thousands of different passages, so a
+student's own text is almost never one asked before) and, in dark knowledge, a temperature of their own, with
+--think seconds (on average) between requests. It
+reports, besides the latencies, the app process's peak resident memory against the memory budget
+(DISTILL_MEMORY_MB; --memory-mb sets it), the runs folder's growth against its cap (DISTILL_RUNS_CAP_MB;
+--runs-cap-mb), and what the shared caches did (models loaded and evicted, forward passes and the requests
+they served).
 
 User 0 trains: it runs a distillation session (`/run_session`; when one ends before the time is up it starts
 another) and presses Stop when the time is up. The other users loop the inspection views on the same pair
@@ -24,6 +37,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import random
 import re
 import sys
 import tempfile
@@ -162,10 +176,131 @@ def trainer(url: str, session: dict[str, Any], deadline: float, stop_grace_s: fl
             status, error = "", f"{type(exc).__name__}: {exc}"
         tally.add("/run_session", time.monotonic() - started, error)
         report["last_status"] = status.splitlines()[0] if status else error
-        done = re.match(r"\*\*(?:Done|Stopped)\*\*:? (?:at step )?(\d+)/", status)
+        # **Done:** 22/22 steps ..., **Stopped** at step 4/22 ...
+        done = re.match(r"\*\*(?:Done|Stopped):?\*\*:? (?:at step )?(\d+)/", status)
         if done:
             report["finished"] += 1
             report["steps"] += int(done.group(1))
+
+
+CLASS_ENDPOINTS = ("/dark_knowledge", "/attention", "/similarity", "/generate")
+
+
+def corpus_words() -> list[str]:
+    return (ROOT / "assets" / "texts" / "sample_user_corpus.txt").read_text(encoding="utf-8").split()
+
+
+def own_text(rng: random.Random, words: list[str]) -> str:
+    """A student's own text: a passage of 8 to 30 words from a random place in the sample corpus."""
+    length = rng.randint(8, 30)
+    start = rng.randrange(0, max(1, len(words) - length))
+    return " ".join(words[start:start + length])
+
+
+def class_args(client: Any, endpoint: str, teacher: str, student: str, text: str | None) -> list:
+    """One view request of a student: the class's default inputs (`text` None) or the student's own text."""
+    if text is None:
+        return probe_args(client, endpoint, teacher, student)
+    words = text.split()
+    if endpoint == "/attention":
+        return api_args(client, endpoint, dict(text=" ".join(words[:24]), teacher_layer=-1, teacher_head=0,
+                                               student_layer=-1, student_head=0, average_heads=False,
+                                               teacher=teacher, student=student))
+    temperature = [0.5, 1.0, 2.0, 4.0][len(words) % 4]  # a temperature of the student's own
+    return {
+        "/dark_knowledge": [" ".join(words[: max(3, len(words) // 2)]), -1, temperature, 10, teacher, student],
+        "/similarity": [text, teacher, student],
+        "/generate": [" ".join(words[:8]), 8, 0, teacher, student],
+    }[endpoint]
+
+
+def student(url: str, index: int, run_id: str, share_token: str, pair: tuple[str, str], deadline: float,
+            think_s: float, tally: Tally) -> None:
+    """One student of the class: opens the shared link, then the views in turn until the deadline, about half of
+    the requests on a text of their own."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    started = time.monotonic()
+    try:
+        opened = client.predict(run_id, share_token, api_name="/open_run")
+        error = None if str(opened[0]).startswith("**Shared run") else str(opened[4])[:200]
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {str(exc)[:200]}"
+    tally.add("/open_run", time.monotonic() - started, error)
+    words, rng, turn = corpus_words(), random.Random(index), index
+    while time.monotonic() < deadline:
+        endpoint = CLASS_ENDPOINTS[turn % len(CLASS_ENDPOINTS)]
+        text = own_text(rng, words) if rng.random() < 0.5 else None  # each view gets both kinds
+        turn += 1
+        call_started = time.monotonic()
+        try:
+            out = client.predict(*class_args(client, endpoint, *pair, text), api_name=endpoint)
+            note = str(out[NOTE_INDEX[endpoint]])
+            error = note.splitlines()[0][:200] if note.startswith("**Error:**") else None
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        tally.add(endpoint, time.monotonic() - call_started, error)
+        if think_s > 0:
+            time.sleep(rng.uniform(0.5, 1.5) * think_s)
+
+
+def teacher_shares(url: str, session: dict[str, Any], setup_steps: int | None) -> tuple[str, str, str]:
+    """Before the clock: the teacher runs one session, looks at its evaluation and shares the run. Returns the
+    run id, the share token and the teacher's last status."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    values = dict(session, steps=setup_steps or session["steps"])
+    status = str(client.predict(*api_args(client, "/run_session", values), api_name="/run_session")[0])
+    if not status.startswith("**Done"):
+        raise SystemExit(f"error: the teacher's session did not finish: {status.splitlines()[0]}")
+    client.predict(session["teacher"], session["student"], api_name="/evaluate")
+    note, link = client.predict(False, api_name="/share_run")
+    if "share=" not in str(link):
+        raise SystemExit(f"error: sharing failed: {note}")
+    query = dict(part.split("=", 1) for part in str(link).split("?", 1)[1].split("&"))
+    return query["run"], query["share"], status.splitlines()[0]
+
+
+class Watch:
+    """The app process's resident memory and the runs folder's size, sampled while the users run."""
+
+    def __init__(self, runs: Path | None, every_s: float = 0.5) -> None:
+        self.runs, self.every_s = runs, every_s
+        self.peak_rss = 0
+        self.disk_start = self.disk_peak = self.disk_end = folder_bytes(runs)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watch", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_rss = max(self.peak_rss, rss_bytes())
+            self.disk_peak = max(self.disk_peak, folder_bytes(self.runs))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> "Watch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.disk_end = folder_bytes(self.runs)
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (it serves the app), from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def folder_bytes(folder: Path | None) -> int:
+    if folder is None or not folder.exists():
+        return 0
+    return sum(p.lstat().st_blocks * 512 for p in folder.rglob("*") if p.exists())
 
 
 def session_inputs(tiny_teacher: str | None, steps: int | None) -> tuple[dict[str, Any], str, str]:
@@ -198,7 +333,7 @@ def build_tiny(folder: Path) -> str:
     return str(build_tiny_teacher(convert_gguf(gguf), folder / "tiny-teacher"))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running app (default: serve one here)")
     parser.add_argument("--users", type=int, default=4, help="concurrent users: one trains, the others probe")
@@ -208,62 +343,124 @@ def main(argv: list[str] | None = None) -> int:
                                                   "preset's; with --tiny 10000, stopped when the time is up)")
     parser.add_argument("--stop-grace", type=float, default=120.0,
                         help="seconds to wait for the stopped session to evaluate and save")
+    parser.add_argument("--class", dest="classroom", action="store_true",
+                        help="the class scenario: the teacher's run shared, the others probing it (module docstring)")
+    parser.add_argument("--setup-steps", type=int, help="steps of the teacher's shared session (default: as --steps)")
+    parser.add_argument("--think", type=float, default=0.0, help="seconds a student waits between requests "
+                                                                "(on average; default 0: back to back)")
+    parser.add_argument("--memory-mb", type=float, help="the served app's memory budget (DISTILL_MEMORY_MB)")
+    parser.add_argument("--runs-cap-mb", type=float, help="the served app's runs folder cap (DISTILL_RUNS_CAP_MB)")
     args = parser.parse_args(argv)
     if args.users < 1 or args.seconds <= 0:
         parser.error("--users must be at least 1 and --seconds positive")
+    return args
 
+
+def drive(args: argparse.Namespace, url: str, session: dict[str, Any], share: tuple[str, str] | None,
+          tally: Tally, report: dict[str, Any]) -> None:
+    """Run the users until the deadline: user 0 trains; the others probe (or, in a class, are students)."""
+    deadline = time.monotonic() + args.seconds
+    pair = (session["teacher"], session["student"])
+    threads = [threading.Thread(target=trainer, args=(url, session, deadline, args.stop_grace, report, tally),
+                                name="user-0-trains", daemon=True)]
+    for i in range(1, args.users):
+        if share is not None:
+            target, user_args = student, (url, i, *share, pair, deadline, args.think, tally)
+        else:
+            target, user_args = prober, (url, i, *pair, deadline, tally)
+        threads.append(threading.Thread(target=target, args=user_args, name=f"user-{i}", daemon=True))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for variable, value in (("DISTILL_MEMORY_MB", args.memory_mb), ("DISTILL_RUNS_CAP_MB", args.runs_cap_mb)):
+        if value is not None:
+            os.environ[variable] = str(value)
     with tempfile.TemporaryDirectory(prefix="distill-load-") as scratch:
         scratch_dir = Path(scratch)
         tiny = build_tiny(scratch_dir) if args.tiny else None
-        demo = None
-        url = args.url
+        demo, url, runs = None, args.url, None
         if url is None:
-            os.environ["DISTILL_STUDIO_RUNS"] = str(scratch_dir / "runs")
+            runs = scratch_dir / "runs"
+            os.environ["DISTILL_STUDIO_RUNS"] = str(runs)
             import app
 
             demo, url = app.serve(block=False, quiet=True)
-        session, teacher, student = session_inputs(tiny, args.steps)
+        session, teacher, student_spec = session_inputs(tiny, args.steps)
         dict_inputs()  # built here, once: Gradio builds one Blocks at a time, not one per user thread
+        share, setup = None, {}
+        if args.classroom:
+            started = time.monotonic()
+            run_id, token, status = teacher_shares(url, session, args.setup_steps)
+            share, setup = (run_id, token), {"run": run_id, "status": status,
+                                             "seconds": round(time.monotonic() - started, 1)}
         tally, report = Tally(), {}
         started = time.monotonic()
-        deadline = started + args.seconds
-        threads = [threading.Thread(target=trainer, args=(url, session, deadline, args.stop_grace, report, tally),
-                                    name="user-0-trains", daemon=True)]
-        threads += [threading.Thread(target=prober, args=(url, i, teacher, student, deadline, tally),
-                                     name=f"user-{i}-probes", daemon=True) for i in range(1, args.users)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        with Watch(runs) as watch:
+            drive(args, url, session, share, tally, report)
         wall = time.monotonic() - started
+        resources = resources_report(watch, runs, demo is not None)
         if demo is not None:
             demo.close()
+    return print_report(args, tally, report, wall, setup, resources)
 
+
+def resources_report(watch: Watch, runs: Path | None, local: bool) -> dict[str, Any]:
+    """Peak memory against the budget, the runs folder against its cap, the shared caches (served locally)."""
+    if not local:
+        return {}
+    from distill_core import api
+    from distill_core.hosting import runs_cap_bytes
+
+    budget, cap = api.memory_budget_bytes(), runs_cap_bytes(runs)
+    mb = lambda n: round(n / 2**20, 1)  # noqa: E731
+    return {"peak_rss_mb": mb(watch.peak_rss), "memory_budget_mb": mb(budget),
+            "within_memory_budget": watch.peak_rss <= budget,
+            "runs_mb_start": mb(watch.disk_start), "runs_mb_peak": mb(watch.disk_peak), "runs_mb_end": mb(watch.disk_end),
+            "runs_growth_mb": mb(watch.disk_end - watch.disk_start), "runs_cap_mb": mb(cap),
+            "within_runs_cap": watch.disk_peak <= cap, "caches": api.cache_stats(), "threads": api.thread_settings()}
+
+
+def print_report(args: argparse.Namespace, tally: Tally, report: dict[str, Any], wall: float, setup: dict[str, Any],
+                 resources: dict[str, Any]) -> int:
     summary = tally.summary()
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    print(f"{args.users} users for {args.seconds:g} s ({'tiny models' if args.tiny else 'default pair'}; "
-          f"wall {wall:.1f} s) against {args.url or 'a local app served by this script'}")
+    scenario = "class" if args.classroom else "training"
+    print(f"{args.users} users for {args.seconds:g} s ({'tiny models' if args.tiny else 'default pair'}; {scenario} "
+          f"scenario; wall {wall:.1f} s) against {args.url or 'a local app served by this script'}")
+    if setup:
+        print(f"shared run {setup['run']} (the teacher's session and evaluation took {setup['seconds']} s before the "
+              f"clock): {setup['status']}")
     print(f"{'endpoint':<16} {'served':>7} {'errors':>7} {'p50 s':>8} {'p95 s':>8}")
-    for name, row in {**summary["per_endpoint"], "overall (probes)": None, "overall": summary["overall"]}.items():
-        if row is None:
-            probes_only = Tally()
-            probes_only.latencies = {k: v for k, v in tally.latencies.items() if k != "/run_session"}
-            probes_only.errors = {k: v for k, v in tally.errors.items() if k != "/run_session"}
-            row = probes_only.summary()["overall"]
-            summary["probes"] = row
+    views = Tally()
+    views.latencies = {k: v for k, v in tally.latencies.items() if k != "/run_session"}  # the curves: /open_run
+    views.errors = {k: v for k, v in tally.errors.items() if k != "/run_session"}
+    summary["probes"] = views.summary()["overall"]
+    for name, row in {**summary["per_endpoint"], "overall (views)": summary["probes"],
+                      "overall": summary["overall"]}.items():
         print(f"{name:<16} {row['served']:>7} {row['errors']:>7} {fmt(row['p50_s']):>8} {fmt(row['p95_s']):>8}")
     print(f"training user: {report.get('sessions', 0)} session(s) started, {report.get('finished', 0)} ended, "
           f"{report.get('steps', 0)} steps; last status: {report.get('last_status', '')}")
+    if resources:
+        r = resources
+        print(f"memory: peak RSS {r['peak_rss_mb']:,} MB of a {r['memory_budget_mb']:,} MB budget; runs folder "
+              f"{r['runs_mb_start']:,} -> {r['runs_mb_end']:,} MB (peak {r['runs_mb_peak']:,} MB, cap "
+              f"{r['runs_cap_mb']:,} MB); caches {json.dumps(r['caches'])}")
     for error in summary["first_errors"]:
         print(f"error: {error}")
-    print(json.dumps({"users": args.users, "seconds": args.seconds, "tiny": args.tiny, "wall_s": round(wall, 1),
+    print(json.dumps({"users": args.users, "seconds": args.seconds, "tiny": args.tiny, "scenario": scenario,
+                      "think_s": args.think, "wall_s": round(wall, 1), "setup": setup,
                       "requests_served": summary["overall"]["served"], "errors": summary["overall"]["errors"],
                       "probe_p50_s": summary["probes"]["p50_s"], "probe_p95_s": summary["probes"]["p95_s"],
                       "probes": summary["probes"], "per_endpoint": summary["per_endpoint"],
-                      "training": {k: report.get(k) for k in ("sessions", "finished", "steps")}}))
+                      "training": {k: report.get(k) for k in ("sessions", "finished", "steps")}, **resources}))
     return 0 if summary["overall"]["errors"] == 0 else 1
 
 

@@ -8,6 +8,7 @@ import ast
 import functools
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from distill_core.data import read_prompts
 from distill_core.errors import DistillError
 from distill_core.specs import initial_student_spec
 from tests.conftest import REPO, SAMPLE_TEXT
-from ui import attention, data, distill, evaluate, grading, knobs, setup, similarity, sizes
+from ui import attention, common, data, distill, evaluate, grading, knobs, setup, similarity, sizes
 from ui.common import Inputs, UserSession
 from ui.dark import probe_dark_knowledge
 from ui.runview import SWEEP_TABLE_HEADERS
@@ -241,7 +242,7 @@ def test_every_knob_flows_into_the_config(tiny_teacher_dir):
 
 def test_config_from_ui_starts_from_the_preset(tiny_teacher_dir):
     """Fields without a knob (here eval_every) come from the picked preset's file."""
-    assert knobs.recipe_config(ui_values(tiny_teacher_dir)).eval_every == api.preset_config().eval_every == 10
+    assert knobs.recipe_config(ui_values(tiny_teacher_dir)).eval_every == api.preset_config().eval_every == 11
     hinton = DistillConfig.from_yaml(api.CONFIGS / "hinton.yaml")
     assert knobs.recipe_config(ui_values(tiny_teacher_dir, preset="hinton")).eval_every == hinton.eval_every == 20
 
@@ -333,6 +334,11 @@ def test_run_session_streams_progress_and_ends_with_summary(finished_session):
     out_dir = Path(user.last_run["out_dir"])
     assert out_dir.parent == runs and (out_dir / "student" / "config.json").is_file()
     assert out_dir.name in final[STATUS]
+    # every phase is named while it runs, and the finished run says where the time went
+    running = " ".join(statuses[:-1])
+    for phase in ("now: loading the teacher", "now: corpus", "now: evaluation", "now: training"):
+        assert phase in running, phase
+    assert re.search(r"Phases: .*evaluation \d+ s · training \d+ s", final[STATUS]), final[STATUS]
 
 
 def test_run_session_stop_saves_the_student(tiny_teacher_dir, monkeypatch):
@@ -792,12 +798,13 @@ def test_attention_after_a_session_picks_layers_heads_and_averages(finished_sess
     assert [t.name for t in heatmap_traces(out[ATT_MAPS])] == ["teacher", "student (before)", "student (after)"]
     assert out[ATT_DIFF].layout.annotations[0].text == "student (after) − teacher"
     assert "Student (after) is the last session's student" in out[ATT_NOTE]
-    probe = user.attention[1]
-    # another head: the cached probe is reused (no model runs), and averaging outlines whole layers
+    passes = api.FORWARDS.passes
+    # another head: the maps are reused (the shared forward passes: no model runs), and averaging outlines
+    # whole layers
     out = show_attention(attention.ATTENTION_TEXT, (3, 0, 0, 0), True, pair, user)
-    assert user.attention[1] is probe
+    assert api.FORWARDS.passes == passes
     assert out[ATT_MAPS].layout.annotations[0].text == "teacher · layer 3 · heads averaged"
-    maps = probe["maps"]["teacher"]
+    maps = attention.attention_result(api.Comparison(*pair, user.last_run), attention.ATTENTION_TEXT)["maps"]["teacher"]
     z = np.array(heatmap_traces(out[ATT_MAPS])[0].z, dtype=float)
     assert np.allclose(np.tril(z), np.tril(maps[3].mean(0)), equal_nan=True)
     assert all(shape.x0 == -0.5 for shape in out[ATT_ENTROPY].layout.shapes)
@@ -1004,3 +1011,19 @@ def test_export_zip_is_self_contained_and_loads(finished_session, tmp_path, monk
     assert Path(full).stat().st_size > 1.5 * half_size
     # a second export replaces the first on disk
     assert Path(full).is_file() and not Path(archive).exists()
+
+
+def test_an_idle_browser_s_state_expires_and_a_busy_one_s_never(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_IDLE_MINUTES", "10")
+    idle, busy, active = UserSession(), UserSession(), UserSession()
+    export = tmp_path / "export"
+    export.mkdir()
+    for user in (idle, busy, active):
+        user.last_run = {"out_dir": str(tmp_path), "teacher": "t", "student": "s"}
+        user.runs = [{"id": "x", "token": "y"}]
+    idle.export_dir = export
+    idle.last_seen = busy.last_seen = time.time() - 11 * 60
+    busy.running = True
+    assert common.expire_idle(force=True) == 1
+    assert idle.last_run is None and idle.runs == [] and idle.export_dir is None and not export.exists()
+    assert busy.last_run is not None and active.last_run is not None

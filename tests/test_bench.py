@@ -88,7 +88,8 @@ def test_the_reference_batch_shrinks_to_what_fits(tiny_config, monkeypatch):
     student = load_student(tiny_config.student, teacher)
     config = tiny_config.with_overrides({"batch_size": 64, "seq_len": 256})
     cpu = bench.torch.device("cpu")
-    assert bench.reference_batch(config, teacher, student, cpu) == 64  # 24 GB of RAM: it fits
+    monkeypatch.setattr(memory, "device_memory", lambda device: (24 * 2**30, "24 GB of RAM"))
+    assert bench.reference_batch(config, teacher, student, cpu) == 64  # it fits
     need = memory.session_fit(config.with_overrides({"batch_size": 8, "loss_chunk_tokens": 0, "freeze_embeddings": False}),
                               teacher.model.config, student.model.config, count_parameters(teacher.model),
                               count_parameters(student.model), count_parameters(student.model), cpu)
@@ -97,3 +98,43 @@ def test_the_reference_batch_shrinks_to_what_fits(tiny_config, monkeypatch):
     assert bench.reference_batch(config, teacher, student, cpu) == 8
     result = bench.run_bench(config.with_overrides({"seq_len": 256}), repeats=1)
     assert result["batch"] == [8, 256] and "batch 64 does not fit" in result["batch_note"]
+
+
+def test_the_engine_reads_captured_targets_where_the_session_would(tiny_config, tmp_path, capsys):
+    """On the teacher-written corpus at T=1 the session trains on the targets captured while the teacher wrote
+    (no teacher forward per step): the bench's engine row does the same, the reference still runs the teacher."""
+    assert bench.precomputed_targets(tiny_config) == ""  # pasted text: the teacher runs at every step
+    generated = tiny_config.with_overrides({"corpus_text": "", "corpus": "teacher-generated", "temperature": 1.0})
+    assert bench.precomputed_targets(generated) == "captured while the teacher wrote the corpus"
+    assert bench.precomputed_targets(generated.with_overrides({"temperature": 2.0})) == ""
+    assert bench.precomputed_targets(generated.with_overrides({"teacher_cache": True, "top_k": 8})) == "teacher cache"
+    config = tmp_path / "bench.yaml"
+    generated.with_overrides({"batch_size": 2, "seq_len": 16}).to_yaml(config)
+    assert main(["bench", "--config", str(config), "--repeats", "1"]) == 0
+    assert "'soft_targets': 'captured while the teacher wrote the corpus'" in capsys.readouterr().out
+
+
+def test_compile_pays_after_its_cost_over_the_steps_it_saves():
+    rows = {"engine": {"step_s": 2.0, "warmup_s": 3.0}, "engine+compile": {"step_s": 1.5, "warmup_s": 43.0}}
+    payoff = bench.compile_payoff(rows, steps=22)
+    assert payoff["compile_s"] == 40.0 and payoff["break_even_steps"] == 80 and not payoff["pays_within_session"]
+    assert bench.compile_payoff(rows, steps=300)["pays_within_session"]
+    rows["engine+compile"]["step_s"] = 2.5  # slower when compiled: it never pays
+    assert bench.compile_payoff(rows, steps=10_000)["break_even_steps"] is None
+    assert bench.compile_payoff({"engine": rows["engine"]}, steps=22) is None
+
+
+def test_the_compiled_variant_on_request(tiny_config, tmp_path, capsys, monkeypatch):
+    """The plumbing (torch.compile itself is left out: on CPU it costs tens of seconds)."""
+    from distill_core import step as step_module
+
+    compiled = []
+    monkeypatch.setattr(bench, "compile_layers", compiled.append)
+    monkeypatch.setattr(step_module, "compile_layers", compiled.append)
+    config = tmp_path / "bench.yaml"
+    tiny_config.with_overrides({"batch_size": 2, "seq_len": 16}).to_yaml(config)
+    assert main(["bench", "--config", str(config), "--repeats", "1", "--compile-variant"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("engine+compile") for line in lines)
+    assert any(line.startswith("compile: ") and "pays after" in line for line in lines)
+    assert json.loads(lines[-1])["compile"]["session_steps"] == 12 and compiled  # the compiled row compiled

@@ -15,14 +15,15 @@ import pytest
 import app
 from distill_core.config import DistillConfig
 from tests.conftest import served_app
+from tests.test_app import ui_values
 from tests.test_catalogue import api_args, api_values, start_long_run, wait_for
 from ui import distill
+from ui.common import DISTILLATIONS, VIEW_CONCURRENCY
 from ui.attention import ATTENTION_TEXT
 from ui.similarity import similarity_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers")
 client_module = pytest.importorskip("gradio_client")
-Status = pytest.importorskip("gradio_client.utils").Status
 
 USERS = 4
 
@@ -59,42 +60,51 @@ def run_name(status: str) -> str:
 
 
 def test_the_app_declares_one_distillation_lane():
-    """run_session and size_sweep share one concurrency id with a limit of 1 and show the queue position on
-    their status line; every inspection view has its own lane (Gradio's default limit of 1 per handler)."""
+    """run_session and size_sweep share one concurrency id and enter at once: the app's own fair queue
+    (ui.common.DISTILLATIONS) runs one at a time and shows the place on their status line; every inspection
+    view has its own lane, several requests at once (so that they meet in shared forward passes)."""
     fns = {fn.api_name: fn for fn in app.build_app().fns.values() if fn.api_name}
     for name, status_elem in (("run_session", "run-status"), ("size_sweep", "sweep-status")):
         fn = fns[name]
-        assert (fn.concurrency_id, fn.concurrency_limit) == (app.DISTILLATION_QUEUE, 1)
+        assert (fn.concurrency_id, fn.concurrency_limit) == (app.DISTILLATION_QUEUE, None)
         assert fn.show_progress == "minimal" and [b.elem_id for b in fn.show_progress_on] == [status_elem]
     views = [fns[name].concurrency_id for name in ("dark_knowledge", "attention", "similarity", "evaluate",
                                                    "generate", "compatibility", "export")]
     assert len(set(views)) == len(views) and app.DISTILLATION_QUEUE not in views
+    assert {fns[name].concurrency_limit for name in ("dark_knowledge", "attention", "similarity", "evaluate",
+                                                     "generate")} == {VIEW_CONCURRENCY}
 
 
-def test_four_users_distil_one_at_a_time_and_each_gets_their_own(server, tiny_teacher_dir, session_log):
+def statuses(job) -> list[str]:
+    """Every status line a running job has streamed so far (its first output each time)."""
+    return [str(outputs[0]) for outputs in job.outputs()]
+
+
+def test_four_users_distil_one_at_a_time_and_each_gets_their_own(server, tiny_teacher_dir, session_log,
+                                                                 monkeypatch):
+    monkeypatch.setattr(DISTILLATIONS, "_history", [])  # no session has finished here yet: no estimate
     clients = [client_module.Client(server, verbose=False) for _ in range(USERS)]
-    jobs = [client.submit(*api_values(client, tiny_teacher_dir, steps=3, seed=seed), api_name="/run_session")
-            for seed, client in enumerate(clients)]
-    seen: list[set[tuple[str, int | None]]] = [set() for _ in jobs]  # (status code, queue rank) each job showed
+    jobs = []
+    for seed, client in enumerate(clients):  # in this order: first come, first served
+        jobs.append(client.submit(*api_values(client, tiny_teacher_dir, steps=3, seed=seed), api_name="/run_session"))
+        wait_for(lambda: jobs[-1].outputs() or jobs[-1].done(), "the session to be answered")
     deadline = time.monotonic() + 600
     while not all(job.done() for job in jobs):
         assert time.monotonic() < deadline, "the four sessions did not finish"
-        for job, statuses in zip(jobs, seen):
-            status = job.status()
-            statuses.add((status.code.name, status.rank))
-        time.sleep(0.02)
+        time.sleep(0.05)
     finals = [job.result()[0] for job in jobs]
     assert all(final.startswith("**Done:** 3/3 steps") for final in finals), finals
 
-    # one at a time: every session ended before the next one started
+    # one at a time, in the order they came: every session ended before the next one started
     assert [kind for _, kind in session_log] == ["start", "end"] * USERS
-    assert [seed for seed, _ in session_log[::2]] == [seed for seed, _ in session_log[1::2]]
-    assert sorted(seed for seed, _ in session_log[::2]) == list(range(USERS))
-    # the others waited in the queue and saw their position (0-based rank: the last one was third in line)
-    queued = [statuses for statuses in seen if any(code == "IN_QUEUE" for code, _ in statuses)]
-    assert len(queued) >= USERS - 1
-    assert max(rank for statuses in seen for code, rank in statuses if code == "IN_QUEUE" and rank is not None) \
-        == USERS - 2
+    assert [seed for seed, _ in session_log[::2]] == list(range(USERS))
+    # the others waited and saw their place (the last one third in line), and once a session had finished on
+    # this machine, how long they would wait
+    waited = [[line for line in statuses(job) if line.startswith("**Waiting:")] for job in jobs]
+    assert waited[0] == [] and all(waited[1:])
+    assert waited[3][0].startswith("**Waiting: 3rd in line** (2 waiting ahead of you; 3 waiting in all")
+    assert any("until your session starts" in line for line in waited[3])
+    assert "No estimate yet: no session has finished on this machine" in waited[1][0]
 
     # each user's results are their own: their run, their student, their config (seed)
     names = [run_name(final) for final in finals]
@@ -106,6 +116,24 @@ def test_four_users_distil_one_at_a_time_and_each_gets_their_own(server, tiny_te
         probe_note = client.predict("I ate an", -1, 1.0, 5, str(tiny_teacher_dir), "layers:1",
                                     api_name="/dark_knowledge")[1]
         assert [other for other in names if other in probe_note] == [name]
+
+
+def test_one_place_per_browser_and_stop_leaves_the_queue(server, tiny_teacher_dir, session_log):
+    trainer, waiter = (client_module.Client(server, verbose=False) for _ in range(2))
+    job = start_long_run(trainer, tiny_teacher_dir)
+    again = trainer.predict(*api_values(trainer, tiny_teacher_dir, steps=2), api_name="/run_session")[0]
+    assert again.startswith("**Error:** this browser session already has a distillation queued or running")
+    waiting = waiter.submit(*api_values(waiter, tiny_teacher_dir, steps=2, seed=5), api_name="/run_session")
+    wait_for(lambda: any(line.startswith("**Waiting: 1st in line**") for line in statuses(waiting)), "its place")
+    sweep = waiter.predict(*api_args(waiter, "/size_sweep", **{k: v for k, v in ui_values(tiny_teacher_dir).items()
+                                                                if k != "student"}, specs="layers:1"),
+                           api_name="/size_sweep")[0]  # a sweep takes the same one place
+    assert sweep.startswith("**Error:** this browser session already has a distillation")
+    assert waiter.predict(api_name="/stop") == distill.LEFT_QUEUE_NOTE
+    assert waiting.result()[0] == distill.LEFT_QUEUE_NOTE
+    assert trainer.predict(api_name="/stop").startswith("**Stop requested:**")
+    assert job.result()[0].startswith("**Stopped** at step ")
+    assert [seed for seed, kind in session_log if kind == "start"] == [0]  # the waiter's session never started
 
 
 def test_views_answer_while_a_run_trains_and_users_stay_apart(server, tiny_teacher_dir, session_log):
@@ -133,8 +161,8 @@ def test_views_answer_while_a_run_trains_and_users_stay_apart(server, tiny_teach
 
     # a second distillation waits in the queue, first in line, until the first one ends
     waiting = waiter.submit(*api_values(waiter, tiny_teacher_dir, steps=2, seed=7), api_name="/run_session")
-    wait_for(lambda: waiting.status().code == Status.IN_QUEUE, "the second session to queue")
-    assert waiting.status().rank == 0
+    wait_for(lambda: any(line.startswith("**Waiting: 1st in line**") for line in statuses(waiting)),
+             "the second session to queue")
 
     # the looker's Stop is not the trainer's: it says nothing runs for it, and the run goes on
     assert looker.predict(api_name="/stop") == distill.NOTHING_TO_STOP

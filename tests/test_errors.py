@@ -2,7 +2,8 @@
 
 import torch
 
-from distill_core.errors import OUT_OF_MEMORY_ADVICE, describe_failure, first_line, is_out_of_memory
+from distill_core.errors import (DISK_FULL_ADVICE, OUT_OF_MEMORY_ADVICE, describe_failure, first_line, is_disk_full,
+                                 is_out_of_memory)
 
 
 def test_out_of_memory_is_recognised():
@@ -17,3 +18,10 @@ def test_failures_in_one_line():
     assert describe_failure(KeyError("weights")) == "KeyError: 'weights'"
     assert describe_failure(RuntimeError("")) == "RuntimeError: no message"
     assert first_line(ValueError("first\nsecond"), limit=3) == "fir"
+
+
+def test_a_full_disk_is_recognised_whoever_wrote():
+    assert is_disk_full(OSError(28, "No space left on device")) and is_disk_full(OSError(122, "Disk quota exceeded"))
+    assert is_disk_full(Exception("Error while serializing: I/O error: No space left on device (os error 28)"))
+    assert not is_disk_full(OSError(2, "No such file or directory"))
+    assert describe_failure(OSError(28, "No space left on device")) == f"the disk is full: {DISK_FULL_ADVICE}"

@@ -420,3 +420,25 @@ def test_app_outside_public_mode_has_no_limits():
     from ui import common
 
     assert common.cap("steps") is None and common.public_note() == "" and "max_file_size" not in app.launch_options()
+
+
+def test_resource_settings_have_defaults_from_the_machine_and_the_operator_moves_them(monkeypatch, tmp_path):
+    for name in ("DISTILL_MEMORY_MB", "DISTILL_RUNS_CAP_MB", "DISTILL_SHARED_KEEP_HOURS", "DISTILL_IDLE_MINUTES",
+                 "DISTILL_SAVE_DTYPE", "DISTILL_TRAIN_THREADS", "DISTILL_VIEW_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    machine = hosting.machine_memory_bytes()
+    assert 0 < machine <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert hosting.memory_budget_bytes() == pytest.approx(hosting.MEMORY_SHARE * machine, rel=1e-6)
+    assert hosting.model_budget_bytes() == pytest.approx(hosting.MODEL_SHARE * hosting.memory_budget_bytes(), abs=1)
+    disk = shutil.disk_usage(tmp_path).total
+    assert hosting.runs_cap_bytes(tmp_path / "not" / "yet") == pytest.approx(hosting.RUNS_DISK_SHARE * disk, rel=1e-6)
+    assert (hosting.shared_keep_s(), hosting.idle_expiry_s(), hosting.save_dtype()) == (24 * 3600, 30 * 60, "fp32")
+    assert hosting.view_threads() == 1 and hosting.training_threads() == max(1, (os.cpu_count() or 2) // 2)
+    monkeypatch.setenv("DISTILL_MEMORY_MB", "2048")
+    monkeypatch.setenv("DISTILL_RUNS_CAP_MB", "500")
+    monkeypatch.setenv("DISTILL_IDLE_MINUTES", "0.5")
+    assert (hosting.memory_budget_bytes(), hosting.model_budget_bytes()) == (2048 * 2**20, 1024 * 2**20)
+    assert hosting.runs_cap_bytes(tmp_path) == 500 * 2**20 and hosting.idle_expiry_s() == 30
+    monkeypatch.setenv("DISTILL_MEMORY_MB", "lots")
+    with pytest.raises(DistillError, match="DISTILL_MEMORY_MB must be a positive number, got 'lots'"):
+        hosting.memory_budget_bytes()

@@ -1,15 +1,19 @@
 """Resolving and loading models, and the one cache of teachers that sessions and views share."""
 
+import gc
 import socket
+import weakref
 
 import pytest
 import torch
 from transformers import BertConfig
 
+from distill_core.budget import ByteBudgetCache, model_bytes
 from distill_core.errors import DistillError
 from distill_core.hub import bundled_gguf_path
-from distill_core.models import (MODELS, LazyTeacher, ModelCache, ResolvedModel, TeacherWeights, load_model, load_teacher,
-                                 resolve_model, spec_problem, tokenizer_of)
+from distill_core.models import (MODELS, LazyTeacher, ModelCache, ModelKey, ResolvedModel, TeacherWeights,
+                                 conversion_pending, load_model, load_teacher, resolve_model, spec_problem,
+                                 tokenizer_of)
 
 
 def test_unknown_spec_fails_fast_offline(monkeypatch):
@@ -70,6 +74,14 @@ def test_bundled_teacher_loads_from_cache(bundled_dir):
     assert "cached at" in teacher.source
 
 
+def test_conversion_is_pending_only_for_a_gguf_not_yet_converted(bundled_dir, tiny_teacher_dir, tmp_path):
+    assert not conversion_pending("smollm2-135m")  # bundled_dir converted it
+    assert not conversion_pending(str(tiny_teacher_dir)) and not conversion_pending("/no/such/model.gguf")
+    fresh = tmp_path / "other.gguf"
+    fresh.write_bytes(b"GGUF")
+    assert conversion_pending(str(fresh))
+
+
 def test_local_gguf_file_spec(bundled_dir):
     """A .gguf path is a spec of its own: dequantised once into the same safetensors cache."""
     loaded = load_model(str(bundled_gguf_path()))
@@ -97,13 +109,25 @@ def test_the_cache_shares_one_teacher_and_copies_it_for_another_form(tiny_teache
 
 
 def test_the_cache_is_bounded_and_keeps_what_callers_hold(tiny_teacher_dir):
-    cache = ModelCache(capacity=1)
+    """A byte budget of one fp32 teacher: its bf16 copy evicts it; whoever holds the evicted one keeps it whole,
+    and asking for it again hands back that same object (never a second copy in memory); once nobody holds it,
+    it is loaded again."""
     spec = str(tiny_teacher_dir)
+    one = model_bytes(load_model(spec).model)
+    cache = ModelCache(ByteBudgetCache(int(one * 1.2)))
     base = cache.teacher(spec)
     half = cache.teacher(spec, "cpu", torch.bfloat16)  # copied from the base entry, which it then evicts
-    assert half.model is not base.model
+    assert half.model is not base.model and cache.store.keys() == [ModelKey(spec, "cpu", "bfloat16")]
+    assert cache.store.bytes <= cache.store.budget and cache.store.evictions == 1
     assert next(base.model.parameters()).dtype == torch.float32  # a holder's model stays whole
-    assert cache.teacher(spec) is not base  # the evicted entry is loaded again
+    assert cache.teacher(spec) is base  # still alive: handed back, not loaded twice
+    cache.teacher(spec, "cpu", torch.bfloat16)  # evicts the base again
+    held = weakref.ref(base.model)
+    del base
+    gc.collect()
+    assert held() is None  # evicted and held by nobody: freed, the cache keeps no hidden reference
+    assert ModelKey(spec) not in cache.store.keys() and cache.teacher(spec).model is not None  # loaded again
+    assert cache.store.bytes <= cache.store.budget
 
 
 def test_lazy_teacher_loads_only_when_asked(tiny_teacher_dir):

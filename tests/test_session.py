@@ -42,6 +42,20 @@ def test_session_lowers_the_loss_and_saves(tiny_config, tmp_path):
     assert (tmp_path / "config.yaml").is_file()
 
 
+def test_every_event_names_its_phase_and_the_summary_times_them(tiny_config, tmp_path):
+    events = run_all(tiny_config, tmp_path)
+    phases = [e["phase"] for e in events]
+    order = list(dict.fromkeys(phases))
+    assert order == ["corpus", "teacher", "student", "evaluation", "training", "saving"] or \
+        order == ["teacher", "corpus", "student", "evaluation", "training", "saving"], order
+    steps = {e["phase"] for e in events if e["kind"] == "step"}
+    periodic = {e["phase"] for e in events if e["kind"] in ("eval", "probe") and 0 < e["step"] < 12}
+    assert steps == {"training"} and periodic == {"evaluation"}  # evaluation during training is its own time
+    phases_s = events[-1]["summary"]["phases_s"]
+    assert {"teacher", "corpus", "student", "evaluation", "training"} <= set(phases_s)
+    assert sum(phases_s.values()) <= events[-1]["summary"]["wall_s"] + 0.01
+
+
 def test_same_seed_same_run(tiny_config, tmp_path):
     a = [e["loss"] for e in run_all(tiny_config.with_overrides(["steps=4"]), tmp_path / "a") if e["kind"] == "step"]
     b = [e["loss"] for e in run_all(tiny_config.with_overrides(["steps=4"]), tmp_path / "b") if e["kind"] == "step"]

@@ -8,7 +8,7 @@ from distill_core.config import DistillConfig
 from distill_core.errors import DistillError
 from distill_core.losses import teacher_topk
 from distill_core.models import load_teacher
-from distill_core.teacher_corpus import CAPTURE_TOP_K, captured_targets_blocked, generate_corpus
+from distill_core.teacher_corpus import CAPTURE_TOP_K, captured_targets_blocked, generate_corpus, lead_ins
 
 PROMPTS = ["The river", "In the market", "My bicycle"]
 
@@ -39,21 +39,38 @@ def test_each_block_is_the_context_its_captured_targets_saw(tiny_teacher_dir, tm
     blocks, targets = corpus.blocks, corpus.targets
     for row in range(len(PROMPTS)):
         length = int(blocks.attention_mask[row].sum())
-        prompt = len(teacher.tokenizer(PROMPTS[row], add_special_tokens=False)["input_ids"])
-        assert length <= prompt + 6  # at most new_tokens written; the block is padded after them
+        prompt = teacher.tokenizer(PROMPTS[row], add_special_tokens=False)["input_ids"]
+        ids = blocks.input_ids[row, :length].tolist()
+        start = next(i for i in range(length) if ids[i : i + len(prompt)] == prompt)
+        assert start >= 2 and ids[start - 1] == teacher.tokenizer.eos_token_id  # a lead-in, then end of text
+        assert length <= start + len(prompt) + 6  # at most new_tokens written; the block is padded after them
         with torch.no_grad():  # the teacher's own forward pass over the finished block
             logits = teacher.model(blocks.input_ids[row : row + 1, :length]).logits[0, :-1]
         expected = teacher_topk(torch.log_softmax(logits.float(), -1), CAPTURE_TOP_K)
-        assert torch.equal(targets.indices[row, : length - 1].long(), expected.indices)
+        # the leading candidates exactly; deeper in the list near-ties may swap places between the cached
+        # decoding and this full pass (float rounding), so there the values must agree
+        assert torch.equal(targets.indices[row, : length - 1, :16].long(), expected.indices[..., :16])
         assert torch.allclose(targets.logp[row, : length - 1], expected.logp, atol=1e-4)
+        assert torch.allclose(targets.tail[row, : length - 1], expected.tail, atol=1e-4)
         assert torch.isfinite(targets.logp[row]).all() and torch.isfinite(targets.tail[row]).all()
 
 
 def test_a_prompt_longer_than_the_block_is_refused(tiny_teacher_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path))
     teacher = load_teacher(str(tiny_teacher_dir))
-    with pytest.raises(DistillError, match="shorter than seq_len=4"):
-        list(generate_corpus(teacher, "tiny-identity", ["a prompt of more than four tokens"], seq_len=4, new_tokens=8))
+    with pytest.raises(DistillError, match="shorter than half of seq_len=8"):
+        list(generate_corpus(teacher, "tiny-identity", ["a prompt of four tokens or more"], seq_len=8, new_tokens=8))
+
+
+def test_lead_ins_are_another_prompts_last_tokens_then_end_of_text():
+    prompts = [[1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    leads = lead_ins(prompts, eos_token_id=0, seed=3)
+    assert leads == lead_ins(prompts, eos_token_id=0, seed=3)  # seeded
+    for i, lead in enumerate(leads):
+        assert lead[-1] == 0 and len(lead) >= 2
+        tail = lead[:-1]
+        sources = [p for j, p in enumerate(prompts) if j != i and p[-len(tail):] == tail and len(tail) < len(p)]
+        assert sources, (i, lead)  # a proper suffix of another prompt
 
 
 @pytest.mark.parametrize("changes, reason", [

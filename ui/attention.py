@@ -9,7 +9,8 @@ import gradio as gr
 
 import visuals
 from distill_core import api
-from ui.common import PRIVATE, Inputs, UserSession, as_int, compared, prose, view_error
+from ui.common import (PRIVATE, VIEW_CONCURRENCY, Answers, Inputs, UserSession, as_int, compared, prose, question_of,
+                       touch, view_error)
 from ui.setup import Pair
 
 ATTENTION_TEXT = "For breakfast I ate an apple, then I went to school."
@@ -44,12 +45,27 @@ def build_attention(pair: Pair, user: gr.State) -> Inputs:
     inputs = Inputs(dict(teacher=pair.teacher, student=pair.student, text=text, teacher_layer=teacher_layer,
                          teacher_head=teacher_head, student_layer=student_layer, student_head=student_head,
                          average_heads=average_heads, user=user))
-    handler, outputs = inputs.bind(show_attention), [note, maps_plot, difference_plot, entropy_plot]
-    attention_btn.click(handler, inputs.set, outputs, api_name="attention")
+    handler, outputs = inputs.bind(answer_attention), [note, maps_plot, difference_plot, entropy_plot]
+    attention_btn.click(handler, inputs.set, outputs, api_name="attention", concurrency_limit=VIEW_CONCURRENCY,
+                        concurrency_id="attention")
     for trigger in (text.submit, teacher_layer.submit, teacher_head.submit, student_layer.submit, student_head.submit,
                     average_heads.input):
-        trigger(handler, inputs.set, outputs, trigger_mode="always_last", **PRIVATE)
+        trigger(handler, inputs.set, outputs, trigger_mode="always_last", concurrency_id="attention", **PRIVATE)
     return inputs
+
+
+ANSWERS = Answers()
+"""The view's answers, shared by users asking the same thing about the same run."""
+
+
+def answer_attention(inputs: Inputs, values: dict[Any, Any]):
+    """`show_attention` as the page and the API call it (api_name `attention`): the same question about the same
+    run gets the answer given before (ui.common.Answers)."""
+    named = inputs.named(values)
+    user = named.get("user") or UserSession()
+    touch(user)
+    key = (*(repr(named.get(name)) for name in sorted(named) if name != "user"), *question_of(user))
+    return ANSWERS.get_or_make(key, lambda: show_attention(inputs, values), note_index=0)
 
 
 def optional_int(value: Any, name: str) -> int | None:
@@ -67,18 +83,16 @@ def pick_index(value: int | None, default: int, count: int, what: str) -> int:
     return index
 
 
-def attention_result(models: api.Comparison, text: str, user: UserSession) -> dict[str, Any]:
-    """The attention probe of every layer and head of the models on `text`, cached per user (changing
-    a layer or a head does not rerun the models)."""
-    key = (text, *models.key())
-    if user.attention is None or user.attention[0] != key:
-        api.check_text(text, "probe text")
-        n = len(models.teacher.tokenizer(text, add_special_tokens=False)["input_ids"])  # as the probe encodes it
-        if n > MAX_ATTENTION_TOKENS:
-            raise api.DistillError(f"the text has {n} tokens; the attention view shows at most "
-                                   f"{MAX_ATTENTION_TOKENS}: shorten it")
-        user.attention = (key, api.attention_probe(models.teacher, models.students, text))
-    return user.attention[1]
+def attention_result(models: api.Comparison, text: str) -> dict[str, Any]:
+    """The attention probe of every layer and head of the models on `text`. Its maps come from the engine's
+    shared forward passes (api.FORWARDS): changing a layer or a head, or another user asking about the same
+    text and models, does not rerun the models."""
+    api.check_text(text, "probe text")
+    n = len(models.teacher.tokenizer(text, add_special_tokens=False)["input_ids"])  # as the probe encodes it
+    if n > MAX_ATTENTION_TOKENS:
+        raise api.DistillError(f"the text has {n} tokens; the attention view shows at most "
+                               f"{MAX_ATTENTION_TOKENS}: shorten it")
+    return api.attention_probe(models.teacher, models.students, text)
 
 
 def show_attention(inputs: Inputs, values: dict[Any, Any]):
@@ -93,7 +107,7 @@ def show_attention(inputs: Inputs, values: dict[Any, Any]):
                   for name in ("teacher_layer", "teacher_head", "student_layer", "student_head")}
         models, models_note = compared(user, named.get("teacher"), named.get("student"))
         pairs = models.layer_pairs()
-        result = attention_result(models, named.get("text"), user)
+        result = attention_result(models, named.get("text"))
         t_maps, s_maps = result["maps"]["teacher"], result["maps"][api.BEFORE]  # (layers, heads, t, t)
         t_layer = pick_index(chosen["teacher_layer"], pairs[-1][1], t_maps.shape[0], "the teacher layer")
         t_head = pick_index(chosen["teacher_head"], 0, t_maps.shape[1], "the teacher head")

@@ -6,11 +6,19 @@ from __future__ import annotations
 import functools
 import math
 import re
+import secrets
+import shutil
+import threading
+import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import plotly.graph_objects as go
+from gradio.components.plot import PlotData
 
 from distill_core import api
 
@@ -18,8 +26,14 @@ SESSION_GPU_S = api.gpu_duration()
 """How long one GPU call of a session may hold a ZeroGPU GPU (spaces.GPU duration, seconds; the operator's
 DISTILL_GPU_DURATION_S, default 300); a longer session goes on in further calls."""
 DISTILLATION_QUEUE = "distillation"
-"""Gradio concurrency id of run_session and size_sweep, with a limit of 1: one distillation at a time per app
-(one device); other users wait in the queue and see their position (README, Several users)."""
+"""Gradio concurrency id of run_session and size_sweep. They enter at once and wait for their turn in
+DISTILLATIONS, the app's fair queue: one distillation at a time per app (one device), one place per browser,
+each waiting user told their place and about how long (README, Several users)."""
+DISTILLATIONS = api.SessionQueue()
+"""The app's queue of distillations (sessions and sweeps)."""
+VIEW_CONCURRENCY = 8
+"""Requests of one inspection view served at once: enough for requests of several users to meet in one batched
+forward pass (api.FORWARDS), each on its own thread (api.for_views), while a model's passes run one at a time."""
 PRIVATE = {"api_visibility": "private"}
 """Event options of the handlers that are no part of the app's API (re-runs on Enter, visibility toggles)."""
 LEARN = api.ROOT / "assets" / "learn"
@@ -27,22 +41,103 @@ LEARN = api.ROOT / "assets" / "learn"
 
 
 class UserSession:
-    """Per-browser-session state, held in gr.State: the stop signal of this user's running session, and the
-    last session it finished (the inspection tabs' "student (after)"). Each browser tab, and each
-    gradio_client Client, is one such session; nothing here is shared between users (README, Several
-    users). Every model lives in the engine's shared caches (api.Comparison)."""
+    """Per-browser-session state, held in gr.State: the stop signal of this user's running session, its place
+    in the distillation queue, and the run the inspection tabs show (its own last session, an earlier run or a
+    shared one). Each browser tab, and each gradio_client Client, is one such session; nothing here is shared
+    between users (README, Several users). Every model lives in the engine's shared caches (api.Comparison).
+    After api.idle_expiry_s() without a request its state is dropped (`expire_idle`)."""
 
     def __init__(self) -> None:
+        self.id = secrets.token_hex(8)  # this browser session, as the queue knows it
         self.stop = api.StopSignal()  # a file-based flag: it works in ZeroGPU's worker process too
         self.running = False  # a session or sweep of this user is running (not merely queued)
-        self.last_run: dict[str, Any] | None = None  # out_dir, teacher, student, probes (the session's probe events)
-        self.attention: tuple[tuple, dict[str, Any]] | None = None  # (key, probe result): the last attention probe
+        self.ticket: api.Ticket | None = None  # its place in DISTILLATIONS, while queued or running
+        self.last_run: dict[str, Any] | None = None  # out_dir, teacher, student, probes, role, allow_export
         self.export_dir: Path | None = None  # this user's last export (replaced by the next one)
         self.runs: list[dict[str, Any]] = []  # this browser's finished runs: id, token, teacher, student (newest last)
+        self.last_seen = time.time()
+        SESSIONS.add(self)
 
     def __deepcopy__(self, memo: dict) -> "UserSession":
         # gr.State deep-copies its default for every browser session: give each one its own stop signal.
         return UserSession()
+
+    @property
+    def busy(self) -> bool:
+        return self.running or self.ticket is not None
+
+    def forget(self) -> None:
+        """Drop what an idle browser held: the run it showed, its runs' tokens (its browser keeps them) and its
+        export on disk."""
+        self.last_run, self.runs = None, []
+        if self.export_dir is not None:
+            shutil.rmtree(self.export_dir, ignore_errors=True)
+            self.export_dir = None
+
+
+SESSIONS: "weakref.WeakSet[UserSession]" = weakref.WeakSet()
+"""Every live browser session's state (Gradio holds them; this set only looks)."""
+EXPIRY_CHECK_S = 60.0
+_last_expiry_check = [0.0]
+_expiry_lock = threading.Lock()
+
+
+def expire_idle(now: float | None = None, force: bool = False) -> int:
+    """Drop the state of browser sessions idle for longer than api.idle_expiry_s() (never one whose session is
+    queued or running); at most once a minute unless `force`. Returns how many were dropped."""
+    now = time.time() if now is None else now
+    with _expiry_lock:
+        if not force and now - _last_expiry_check[0] < EXPIRY_CHECK_S:
+            return 0
+        _last_expiry_check[0] = now
+    horizon, dropped = now - api.idle_expiry_s(), 0
+    for user in list(SESSIONS):
+        if user.last_seen < horizon and not user.busy and (user.last_run or user.runs or user.export_dir):
+            user.forget()
+            dropped += 1
+    return dropped
+
+
+def touch(user: UserSession) -> None:
+    """`user` made a request now (and, once a minute, idle sessions are dropped)."""
+    user.last_seen = time.time()
+    expire_idle()
+
+
+class Answers:
+    """A view's latest answers by question, shared by every user: the same question about the same models (the
+    same run, seen the same way) gets the same answer, its figures built and serialised once (Gradio's PlotData,
+    which gr.Plot sends as it is). Answers that are errors are not kept."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._answers: OrderedDict[tuple, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_make(self, key: tuple, make: Callable[[], tuple], note_index: int) -> tuple:
+        with self._lock:
+            if key in self._answers:
+                self._answers.move_to_end(key)
+                return self._answers[key]
+        answer = make()
+        if str(answer[note_index]).startswith("**Error:**"):
+            return answer
+        answer = tuple(PlotData(type="plotly", plot=value.to_json()) if isinstance(value, go.Figure) else value
+                       for value in answer)
+        with self._lock:
+            self._answers[key] = answer
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+        return answer
+
+
+def question_of(user: UserSession) -> tuple:
+    """What, besides its inputs, decides a view's answer for `user`: the run it shows, how (owner or visitor),
+    and whether it is still there."""
+    run = user.last_run or {}
+    out_dir = run.get("out_dir")
+    return (out_dir, run.get("teacher"), run.get("student"), run.get("role"),
+            bool(out_dir) and (Path(out_dir) / "student").is_dir())
 
 
 class Inputs:
@@ -224,8 +319,9 @@ NO_RUN_NOTE = ("No distillation session has run in this browser session yet: sho
 
 
 def compared(user: UserSession, teacher_spec: str, student_spec: str) -> tuple[api.Comparison, str]:
-    """The models an inspection view shows for the pair picked in Setup (the engine's Comparison, with this
-    user's last session), and a note saying which they are."""
+    """The models an inspection view shows for the pair picked in Setup (the engine's Comparison, with the run
+    this user has open), and a note saying which they are."""
+    touch(user)
     models = api.Comparison(teacher_spec, student_spec, user.last_run)
     if models.status == "no-run":
         return models, NO_RUN_NOTE
@@ -233,5 +329,9 @@ def compared(user: UserSession, teacher_spec: str, student_spec: str) -> tuple[a
         last = user.last_run
         return models, (f"The last session distilled `{last['teacher']}` → `{last['student']}`, not the pair picked "
                         "in Setup; pick that pair to see the trained student.")
+    if models.run.get("role") == api.VIEWER:
+        return models, (f"Student (after) is the student of the shared run `{Path(models.run['out_dir']).name}` "
+                        f"(opened read-only from its link); student (before) is the student it started from "
+                        f"(`{models.before_spec}`).")
     return models, (f"Student (after) is the last session's student from `{shown_path(models.run['out_dir'])}`; "
                     f"student (before) is the student it started from (`{models.before_spec}`).")

@@ -10,7 +10,8 @@ import gradio as gr
 
 import visuals
 from distill_core import api
-from ui.common import PRIVATE, UserSession, as_float, as_int, compared, fmt_number, prose, view_error
+from ui.common import (PRIVATE, VIEW_CONCURRENCY, Answers, UserSession, as_float, as_int, compared, fmt_number, prose,
+                       question_of, touch, view_error)
 from ui.setup import Pair
 
 PROBE_TEXT = "For breakfast I ate an apple and a banana."
@@ -47,11 +48,28 @@ def build_dark(pair: Pair, user: gr.State) -> None:
 
     inputs = [text, position, temperature, top_k, pair.teacher, pair.student, user]
     outputs = [tokens_view, note, bars_plot, stats_md, kl_plot, wrong_plot]
-    probe_btn.click(probe_dark_knowledge, inputs, outputs, api_name="dark_knowledge")
-    temperature.change(probe_dark_knowledge, inputs, outputs, trigger_mode="always_last", show_progress="hidden",
-                       **PRIVATE)  # recomputes as the slider moves
+    probe_btn.click(answer_dark_knowledge, inputs, outputs, api_name="dark_knowledge",
+                    concurrency_limit=VIEW_CONCURRENCY, concurrency_id="dark_knowledge")
+    temperature.change(answer_dark_knowledge, inputs, outputs, trigger_mode="always_last", show_progress="hidden",
+                       concurrency_id="dark_knowledge", **PRIVATE)  # recomputes as the slider moves
     for trigger in (top_k.release, text.submit, position.submit):
-        trigger(probe_dark_knowledge, inputs, outputs, trigger_mode="always_last", **PRIVATE)
+        trigger(answer_dark_knowledge, inputs, outputs, trigger_mode="always_last", concurrency_id="dark_knowledge",
+                **PRIVATE)
+
+
+ANSWERS = Answers()
+"""The view's answers, shared by users asking the same thing about the same run."""
+
+
+def answer_dark_knowledge(text: str, position: Any, temperature: Any, top_k: Any, teacher_spec: str,
+                          student_spec: str, user: UserSession | None = None):
+    """`probe_dark_knowledge` as the page and the API call it (api_name `dark_knowledge`): the same question
+    about the same run gets the answer given before, figures and all (ui.common.Answers)."""
+    user = user if user is not None else UserSession()
+    touch(user)
+    key = (text, position, temperature, top_k, teacher_spec, student_spec, *question_of(user))
+    return ANSWERS.get_or_make(key, lambda: probe_dark_knowledge(text, position, temperature, top_k, teacher_spec,
+                                                                 student_spec, user), note_index=1)
 
 
 def probe_dark_knowledge(text: str, position: Any, temperature: Any, top_k: Any, teacher_spec: str,

@@ -17,13 +17,14 @@ from gradio.utils import get_upload_folder
 
 import visuals
 from distill_core import api
-from ui.common import (DISTILLATION_QUEUE, PRIVATE, SESSION_GPU_S, Inputs, UserSession, error_markdown, one_line,
-                       pairs_text, prose, run_buttons, shown_path, view_error, warn)
+from ui.common import (DISTILLATION_QUEUE, DISTILLATIONS, PRIVATE, SESSION_GPU_S, Inputs, UserSession, error_markdown,
+                       one_line, pairs_text, prose, run_buttons, shown_path, touch, view_error, warn)
 from ui.data import build_data_section
 from ui.knobs import KNOB_FIELDS, recipe_config, technique_knobs, training_knobs
-from ui.runs import EarlierRuns, Results, build_earlier_runs, remember
+from ui.runs import EarlierRuns, Results, build_earlier_runs, build_share, remember
 from ui.runview import RunView
 from ui.setup import Pair
+from ui.turns import in_turn, join
 
 SESSION_ON_GPU = api.gpu(SESSION_GPU_S)(api.run_session)
 """One GPU call of the engine's session: on a ZeroGPU Space `spaces.GPU` (or, with DISTILL_ZEROGPU_EMULATION=1,
@@ -37,8 +38,10 @@ PLOT_INTERVAL_S = 1.0
 STATUS_INTERVAL_S = 0.2
 """Send step-only updates at most this often (tiny models step far faster than a browser redraws)."""
 EXPORT_PRECISIONS = ["bf16", "fp16", "fp32"]
-NOTHING_TO_STOP = ("Nothing is running in this browser session, so there is nothing to stop (a session waiting in "
-                   "the queue can be stopped once it starts).")
+NOTHING_TO_STOP = "Nothing is running or waiting in this browser session, so there is nothing to stop."
+LEFT_QUEUE_NOTE = "**Taken out of the queue:** your session will not start."
+NOT_YOURS = ("the run open here was shared with you read-only: its owner did not allow exporting its student (run a "
+             "session of your own to export one)")
 
 
 @dataclass
@@ -79,6 +82,7 @@ def build_distill(pair: Pair, user: gr.State, memory: gr.BrowserState) -> Distil
                       gr.Markdown(elem_id="run-summary"))
     rollout = gr.Plot(label="The student's last rollout", show_label=False, visible=False, elem_id="rollout-plot")
     build_export(user)
+    build_share(user)
     earlier = build_earlier_runs(user, memory, results, pair)
 
     layer_map = recipe.components["layer_map"]
@@ -95,9 +99,9 @@ def build_distill(pair: Pair, user: gr.State, memory: gr.BrowserState) -> Distil
                  show_progress="hidden")
     layer_map.change(layer_map_markdown, [pair.teacher, pair.student, layer_map], layer_map_md, api_name="layer_map",
                      show_progress="minimal")
-    run_btn.click(recipe.bind(run_distillation), recipe.set, [*results.outputs(), run_btn, stop_btn, rollout],
-                  api_name="run_session", concurrency_limit=1, concurrency_id=DISTILLATION_QUEUE,
-                  show_progress="minimal", show_progress_on=results.status  # shows "queue: 2/3" while waiting
+    run_btn.click(recipe.bind(run_in_turn), recipe.set, [*results.outputs(), run_btn, stop_btn, rollout],
+                  api_name="run_session", concurrency_limit=None, concurrency_id=DISTILLATION_QUEUE,
+                  show_progress="minimal", show_progress_on=results.status  # the place in the queue: the status line
                   ).then(remember, [user, earlier.memory], [earlier.memory, earlier.picker], show_progress="hidden",
                          **PRIVATE)  # the browser keeps its runs across reloads
     stop_btn.click(request_stop, user, results.status, api_name="stop", show_progress="hidden")
@@ -171,10 +175,30 @@ def layer_map_if_known(teacher_spec: str, student_spec: str, spec: str) -> str:
 # ---------------------------------------------------------------------------------------
 # the streaming session
 # ---------------------------------------------------------------------------------------
+async def run_in_turn(recipe: Inputs, values: dict[Any, Any]):
+    """The Run button and api_name `run_session`: the session waits for its turn in the app's fair queue (one
+    place per browser; its status line says its place and the estimated wait), then streams as
+    `run_distillation` does. A config the engine refuses is refused before it takes a place."""
+    named = recipe.named(values)
+    user = named.get("user") or UserSession()
+    running, idle = run_buttons(True), run_buttons(False)
+    try:
+        config = recipe_config(named)
+        ticket = join(user, config)
+    except api.DistillError as exc:
+        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), "", *idle, gr.skip()
+        return
+    waiting = lambda status: (status, gr.skip(), gr.skip(), gr.skip(), *running, gr.skip())  # noqa: E731
+    async for update in in_turn(user, ticket, waiting, lambda: run_distillation(recipe, values)):
+        yield update
+    if ticket.cancelled:
+        yield LEFT_QUEUE_NOTE, gr.skip(), gr.skip(), gr.skip(), *idle, gr.skip()
+
+
 def run_distillation(recipe: Inputs, values: dict[Any, Any]):
-    """Stream one session (api_name `run_session`; `values`: {component: value} of `recipe`'s inputs). Yields,
-    in order: status markdown, loss curves, probe snapshot, summary markdown, Run button, Stop button, the last
-    on-policy rollout graded by the teacher."""
+    """Stream one session (called in turn by `run_in_turn`; `values`: {component: value} of `recipe`'s inputs).
+    Yields, in order: status markdown, loss curves, probe snapshot, summary markdown, Run button, Stop button, the
+    last on-policy rollout graded by the teacher."""
     named = recipe.named(values)
     user = named.get("user") or UserSession()
     running, idle = run_buttons(True), run_buttons(False)
@@ -191,20 +215,36 @@ def run_distillation(recipe: Inputs, values: dict[Any, Any]):
     user.stop.clear()
     user.running = True
     try:
-        yield view.status_markdown(), view.loss_figure(), gr.update(visible=False), "", *running, gr.update(visible=False)
-        yield from stream_session(config, view, user, running)
+        with api.running(out_dir):  # retention never removes it meanwhile
+            yield (view.status_markdown(), view.loss_figure(), gr.update(visible=False), "", *running,
+                   gr.update(visible=False))
+            yield from stream_session(config, view, user, running)
     finally:
         user.running = False
         user.stop.clear()
-    if (out_dir / "student").is_dir():
-        user.last_run = {"out_dir": str(out_dir), "teacher": config.teacher, "student": config.student,
-                         "probes": view.probes}
-        user.runs.append({"id": out_dir.name, "token": token, "teacher": config.teacher, "student": config.student})
-    elif view.final is None:
-        shutil.rmtree(out_dir, ignore_errors=True)  # failed or stopped before training: nothing worth keeping
+    ended(config, view, user, token)
     probe = gr.update(value=view.probe_figure(), visible=True) if view.last_probe else gr.skip()
     rollout = gr.update(value=view.rollout_figure(), visible=True) if view.last_rollout else gr.skip()
     yield view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), *idle, rollout
+
+
+def ended(config: api.DistillConfig, view: RunView, user: UserSession, token: str) -> None:
+    """After a session: its run becomes this user's (the views and Export show it), the queue learns its speed,
+    and the runs folder is brought under its cap. A folder with nothing saved goes, unless it holds a checkpoint
+    (a save that failed for a full disk leaves the last one, which `distill --resume` continues)."""
+    out_dir = view.out_dir
+    summary = api.run_summary(out_dir)
+    DISTILLATIONS.learn(summary, config.batch_size * config.seq_len)
+    if (out_dir / "student").is_dir():
+        user.last_run = {"out_dir": str(out_dir), "teacher": config.teacher, "student": config.student,
+                         "probes": view.probes, "role": api.OWNER, "allow_export": True}
+        user.runs.append({"id": out_dir.name, "token": token, "teacher": config.teacher, "student": config.student})
+        api.look_at(out_dir)
+    elif (out_dir / "checkpoint").is_dir():
+        view.kept_checkpoint = True
+    elif view.final is None:
+        shutil.rmtree(out_dir, ignore_errors=True)  # failed or stopped before training: nothing worth keeping
+    api.make_room()
 
 
 def stream_session(config: api.DistillConfig, view: RunView, user: UserSession, running: tuple):
@@ -214,9 +254,11 @@ def stream_session(config: api.DistillConfig, view: RunView, user: UserSession, 
     training or saving anything; once training runs, the engine stops after the current step and saves the
     student. Failures end up in `view` (the app stays up)."""
     last_plot = last_yield = time.monotonic()
-    events = SESSION(config, str(view.out_dir), user.stop)
+    events = api.training_steps(SESSION(config, str(view.out_dir), user.stop))  # on the training threads
     try:
         for event in events:
+            if user.ticket is not None:
+                DISTILLATIONS.track(user.ticket, event)  # what the users waiting behind are told
             if user.stop.is_set() and not view.training and not event.get("training"):
                 events.close()  # still loading, preparing or evaluating: end it here
                 view.stopped_before_training = True
@@ -242,8 +284,11 @@ def stream_session(config: api.DistillConfig, view: RunView, user: UserSession, 
 
 def request_stop(user: UserSession | None = None) -> str:
     """Ask this user's running session or sweep to stop after the current step (api_name `stop`); the engine
-    then evaluates and saves the student (before the first step: nothing is trained or saved). Only this
-    user's own session; nothing happens when none is running."""
+    then evaluates and saves the student (before the first step: nothing is trained or saved). A session still
+    waiting in the queue leaves it. Only this user's own session; nothing happens when none runs or waits."""
+    if user is not None and not user.running and DISTILLATIONS.cancel(user.id):
+        gr.Info("Taken out of the queue: your session will not start.")
+        return LEFT_QUEUE_NOTE
     if user is None or not user.running:
         return NOTHING_TO_STOP
     user.stop.set()
@@ -267,9 +312,12 @@ def export_run(dtype: str = "bf16", user: UserSession | None = None):
     note markdown, the zip's path, the config's path."""
     user = user if user is not None else UserSession()
     try:
+        touch(user)
         if user.last_run is None:
             raise api.DistillError("no session has finished in this browser session yet: run one in **Distill** "
                                    "first, then export its student")
+        if not user.last_run.get("allow_export", True):
+            raise api.DistillError(NOT_YOURS)
         run = Path(user.last_run["out_dir"])
         dest = exports_root() / secrets.token_hex(8)
         zip_path, config_path = api.export_run(run, dest, dtype or "bf16")

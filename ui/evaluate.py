@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import html
+import time
 from typing import Any
 
 import gradio as gr
 
 import visuals
 from distill_core import api
-from ui.common import PRIVATE, UserSession, as_int, cap, compared, fmt_number, fmt_params, prose, shown_path, view_error
+from ui.common import (PRIVATE, VIEW_CONCURRENCY, UserSession, as_int, cap, compared, fmt_number, fmt_params, prose,
+                       shown_path, view_error)
 from ui.setup import Pair
 
 GENERATE_PROMPT = "The baker opened the oven and"
@@ -38,11 +40,13 @@ def build_evaluate(pair: Pair, user: gr.State) -> None:
         generate_json = gr.JSON(label="generations", elem_id="generate-json")
 
     evaluate_btn.click(evaluate_students, [pair.teacher, pair.student, user],
-                       [evaluate_note, evaluate_md, evaluate_json], api_name="evaluate")
+                       [evaluate_note, evaluate_md, evaluate_json], api_name="evaluate",
+                       concurrency_limit=VIEW_CONCURRENCY, concurrency_id="evaluate")
     inputs = [prompt, new_tokens, seed, pair.teacher, pair.student, user]
     outputs = [generate_note, generate_view, generate_json]
-    generate_btn.click(generate_side_by_side, inputs, outputs, api_name="generate")
-    prompt.submit(generate_side_by_side, inputs, outputs, **PRIVATE)
+    generate_btn.click(generate_side_by_side, inputs, outputs, api_name="generate", concurrency_limit=VIEW_CONCURRENCY,
+                       concurrency_id="generate")
+    prompt.submit(generate_side_by_side, inputs, outputs, concurrency_id="generate", **PRIVATE)
 
 
 def evaluate_students(teacher_spec: str, student_spec: str, user: UserSession | None = None):
@@ -58,7 +62,7 @@ def evaluate_students(teacher_spec: str, student_spec: str, user: UserSession | 
         names, rows = ["teacher", *models.students], {}
         where = api.speed_conditions(models.teacher.model)
         yield progress_note("Measuring", names, rows), evaluation_markdown(rows, names, models.config, blocks, where), None
-        for name, row in api.evaluate_each(models.teacher.model, models.students, models.teacher.tokenizer, blocks):
+        for name, row in api.evaluate_shared(models.teacher.model, models.students, models.teacher.tokenizer, blocks):
             rows[name] = row
             if len(rows) < len(names):
                 yield (progress_note("Measuring", names, rows),
@@ -94,10 +98,24 @@ def evaluation_markdown(rows: dict[str, dict[str, Any]], names: list[str], confi
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     lines += [f"| {label} | " + " | ".join(cell(rows[name]) if name in rows else "…" for name in names) + " |"
               for label, cell in metrics]
-    lines += ["", f"Measured just now on {blocks.n_tokens:,} tokens of `{shown_path(config.eval_text)}` (blocks of "
-                  f"{config.seq_len} tokens; never trained on); tokens/s measured just now on {where}, from 32 greedy "
+    when = when_measured(rows.values())
+    lines += ["", f"Measured {when} on {blocks.n_tokens:,} tokens of `{shown_path(config.eval_text)}` (blocks of "
+                  f"{config.seq_len} tokens; never trained on); tokens/s measured {when} on {where}, from 32 greedy "
                   "tokens, best of 2."]
     return "\n".join(lines)
+
+
+REUSED_AFTER_S = 10.0
+"""A result measured longer ago than this was kept from an earlier request (api.evaluate_shared)."""
+
+
+def when_measured(results: Any) -> str:
+    """`just now`, or for results kept from an earlier request (the same models, the same inputs) when they were
+    measured: `at 12:41:07 (kept for everyone looking at these models)`."""
+    stamps = [r["measured_at"] for r in results if isinstance(r, dict) and r.get("measured_at")]
+    if not stamps or time.time() - min(stamps) < REUSED_AFTER_S:
+        return "just now"
+    return f"at {time.strftime('%H:%M:%S', time.localtime(min(stamps)))} (kept for everyone looking at these models)"
 
 
 def generate_side_by_side(prompt: str, new_tokens: Any, seed: Any, teacher_spec: str, student_spec: str,
@@ -115,16 +133,19 @@ def generate_side_by_side(prompt: str, new_tokens: Any, seed: Any, teacher_spec:
         every = {"teacher": models.teacher.model, **models.students}
         names, outputs = list(every), {}
         yield progress_note("Generating with", names, outputs), "", None
-        for name, runs in api.generate_each(every, models.teacher.tokenizer, prompt, new_tokens, seed):
+        for name, runs in api.generate_shared(every, models.teacher.tokenizer, prompt, new_tokens, seed):
             outputs[name] = runs
             if len(outputs) < len(names):
                 yield progress_note("Generating with", names, outputs), generation_html(prompt, outputs, seed), dict(outputs)
     except Exception as exc:
         yield view_error(exc), "", None
         return
-    note = (f"{models_note}  \nSampling: temperature 0.8, top-p 0.95, the same seed for every model. Speeds: "
-            f"measured just now on {api.speed_conditions(models.teacher.model)}; they include Hugging Face "
-            "`generate` overhead, which dominates for small models.")
+    when = when_measured(run for runs in outputs.values() for run in runs.values())
+    rows = max(run.get("rows", 2) for runs in outputs.values() for run in runs.values())
+    shared = f", with other users' prompts asked at the same time ({rows} rows)" if rows > 2 else ""
+    note = (f"{models_note}  \nSampling: temperature 0.8, top-k 50, top-p 0.95, the same seed for every model. "
+            f"Speeds: measured {when} on {api.speed_conditions(models.teacher.model)}, each continuation's tokens "
+            f"over the time until it ended; greedy and sampled are decoded together in one batch{shared}.")
     yield note, generation_html(prompt, outputs, seed), outputs
 
 

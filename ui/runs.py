@@ -1,8 +1,10 @@
-"""The Distill tab's Earlier runs: runs survive a page reload. The browser keeps its finished runs (id and
-token, in its localStorage: `gr.BrowserState`); on load the page reopens the last one, and the picker opens
+"""The Distill tab's Earlier runs and Share: runs survive a page reload. The browser keeps its finished runs (id
+and token, in its localStorage: `gr.BrowserState`); on load the page reopens the last one, and the picker opens
 any of them again: the views and Export then show its student. On a machine of one's own the picker lists
 every finished run of the runs folder; on a public host only this browser's runs, each opened by its token.
-API: `open_run` (a run id and its token), `my_runs` (this session's runs with their tokens)."""
+The owner of a run shares it with a link (`?run=<id>&share=<token>`): whoever opens the page with it gets the
+run's views read-only. API: `open_run` (a run id and its token, or its share token), `my_runs` (this session's
+runs with their tokens), `share_run` and `unshare_run` (the run open here), `delete_run` (an id and its token)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from distill_core import api
-from ui.common import PRIVATE, UserSession, error_markdown, fmt_number, prose, warn
+from ui.common import PRIVATE, UserSession, error_markdown, fmt_number, prose, touch, warn
 from ui.runview import RunView
 
 MEMORY_KEY = "distill-studio-runs"
@@ -63,11 +65,28 @@ def build_earlier_runs(user: gr.State, memory: gr.BrowserState, results: Results
         token = gr.Textbox(visible=False, label="Run token")
         listed = gr.JSON(visible=False, label="This session's runs")
         list_btn = gr.Button(visible=False)
+        delete_btn = gr.Button(visible=False)
     outputs = [*results.outputs(), note, picker, pair.teacher, pair.student]
     open_btn.click(open_picked, [picker, user], outputs, **PRIVATE)
     token.submit(open_with_token, [picker, token, user], outputs, api_name="open_run")
     list_btn.click(my_runs, user, listed, api_name="my_runs")
+    delete_btn.click(delete_run, [picker, token, user], note, api_name="delete_run")
     return EarlierRuns(memory, picker, outputs)
+
+
+def build_share(user: gr.State) -> None:
+    """Share: a read-only link to the run open here (its owner's), with or without export for visitors."""
+    with gr.Column(variant="panel", elem_id="share-section"):
+        gr.Markdown(prose("distill", "share"), padding=True)
+        with gr.Row(equal_height=True):
+            allow_export = gr.Checkbox(False, label="Visitors may export its student", scale=2,
+                                       elem_id="share-export")
+            share_btn = gr.Button("Create share link", variant="primary", scale=1, elem_id="share-btn")
+            unshare_btn = gr.Button("Stop sharing", scale=1, elem_id="unshare-btn")
+        link = gr.Textbox(label="Share link (read-only)", interactive=False, buttons=["copy"], elem_id="share-link")
+        note = gr.Markdown(elem_id="share-note", padding=True)
+    share_btn.click(share_open_run, [allow_export, user], [note, link], api_name="share_run")
+    unshare_btn.click(unshare_open_run, user, [note, link], api_name="unshare_run")
 
 
 def run_label(row: dict[str, Any]) -> str:
@@ -84,11 +103,17 @@ def choices(user: UserSession) -> list[tuple[str, str]]:
 
 def opened(user: UserSession, last_run: dict[str, Any]) -> tuple[Any, ...]:
     """Show an opened run: the Distill tab's results rebuilt from its folder; the views and Export follow."""
+    touch(user)
     user.last_run = last_run
+    api.look_at(last_run["out_dir"])  # retention keeps a run someone is looking at
     view = RunView.reopened(Path(last_run["out_dir"]))
+    view.shared = last_run.get("role") == api.VIEWER
     probe = gr.update(value=view.probe_figure(), visible=True) if view.last_probe else gr.update(visible=False)
     note = (f"Opened `{Path(last_run['out_dir']).name}`: `{last_run['teacher']}` → `{last_run['student']}` (the pair "
             "in **Setup** is now this run's).")
+    if view.shared:
+        export = "its owner lets visitors export its student" if last_run.get("allow_export") else "no export"
+        note += f" Shared with you read-only ({export})."
     picker = gr.update(choices=choices(user), value=Path(last_run["out_dir"]).name)
     return (view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), note, picker,
             last_run["teacher"], last_run["student"])
@@ -106,15 +131,83 @@ def open_picked(run_id: str | None, user: UserSession) -> tuple[Any, ...]:
 
 def open_with_token(run_id: str | None, token: str | None, user: UserSession | None,
                     need_token: bool = True) -> tuple[Any, ...]:
-    """Open a run by its id and token (api_name `open_run`): its views and Export for this session."""
+    """Open a run by its id and its token, or its share token (api_name `open_run`): its views (and, for its
+    owner, Export) for this session."""
     user = user if user is not None else UserSession()
     try:
-        last_run = api.open_run(run_id or "", token, need_token=need_token)
+        if need_token or token:
+            last_run = api.open_for(run_id or "", token)
+        else:  # one's own machine: every run of the runs folder is the user's
+            last_run = {**api.open_run(run_id or "", None, need_token=False), "role": api.OWNER, "allow_export": True}
     except Exception as exc:
         return refused(warn(exc))
-    if token and not any(row["id"] == run_id for row in user.runs):
+    owned = last_run["role"] == api.OWNER
+    if owned and token and not any(row["id"] == run_id for row in user.runs):
         user.runs.append({"id": run_id, "token": token, "teacher": last_run["teacher"], "student": last_run["student"]})
     return opened(user, last_run)
+
+
+def share_open_run(allow_export: bool, user: UserSession | None, request: gr.Request):
+    """Share the run open here (api_name `share_run`): a new read-only link (the run's earlier one stops
+    working); only its owner can. Returns note markdown and the link."""
+    user = user if user is not None else UserSession()
+    try:
+        run_id, token = owned_open_run(user, "share")
+        share_token = api.share_run(run_id, token, bool(allow_export))
+    except api.DistillError as exc:
+        return error_markdown(warn(exc)), ""
+    link = f"{page_url(request)}?{api.link_query(run_id, share_token)}"
+    export = "may export its student" if allow_export else "cannot export it"
+    return (f"Anyone with this link opens run `{run_id}` read-only: every view with their own texts; they cannot "
+            f"stop or delete it, and {export}. Sharing again makes a new link.", link)
+
+
+def unshare_open_run(user: UserSession | None):
+    """Stop sharing the run open here (api_name `unshare_run`): its link no longer opens it."""
+    user = user if user is not None else UserSession()
+    try:
+        run_id, token = owned_open_run(user, "stop sharing")
+        api.unshare_run(run_id, token)
+    except api.DistillError as exc:
+        return error_markdown(warn(exc)), gr.skip()
+    return f"Run `{run_id}` is no longer shared: its link opens nothing.", ""
+
+
+def owned_open_run(user: UserSession, doing: str) -> tuple[str, str | None]:
+    """The id and owner token of the run open here, or a DistillError when this browser does not own it."""
+    touch(user)
+    if user.last_run is None:
+        raise api.DistillError(f"no run is open here: run a session (or open one of yours) first, then {doing} it")
+    run_id = Path(user.last_run["out_dir"]).name
+    token = next((row["token"] for row in user.runs if row["id"] == run_id), None)
+    if user.last_run.get("role") == api.VIEWER or token is None:
+        raise api.DistillError(f"only the browser that ran `{run_id}` can {doing} it (this one opened it from a link)"
+                               if user.last_run.get("role") == api.VIEWER else
+                               f"this browser has no token for `{run_id}`: only the browser that ran it can {doing} it")
+    return run_id, token
+
+
+def page_url(request: gr.Request | None) -> str:
+    """The address of the page the request came from, without its query (the link's base)."""
+    headers = dict(getattr(request, "headers", None) or {}) if request is not None else {}
+    referer = headers.get("referer", "")
+    if referer.startswith(("http://", "https://")):
+        return referer.split("?")[0].split("#")[0]
+    scheme = headers.get("x-forwarded-proto", "http")
+    return f"{scheme}://{headers.get('host', '127.0.0.1:7860')}/"
+
+
+def delete_run(run_id: str | None, token: str | None, user: UserSession | None) -> str:
+    """Delete a run (api_name `delete_run`): its id and its own token (a share token is refused). Returns a note."""
+    user = user if user is not None else UserSession()
+    try:
+        api.delete_run(run_id or "", token)
+    except api.DistillError as exc:
+        return error_markdown(warn(exc))
+    user.runs = [row for row in user.runs if row["id"] != run_id]
+    if user.last_run is not None and Path(user.last_run["out_dir"]).name == run_id:
+        user.last_run = None
+    return f"Deleted run `{run_id}`."
 
 
 def my_runs(user: UserSession | None) -> list[dict[str, Any]]:
@@ -128,8 +221,10 @@ def remember(user: UserSession, memory: list[dict[str, Any]] | None) -> tuple[li
     return list(kept.values())[-KEPT_RUNS:], gr.update(choices=choices(user))
 
 
-def restore(memory: list[dict[str, Any]] | None, user: UserSession) -> tuple[Any, ...]:
-    """On page load: take back the browser's runs that still open with their tokens, and reopen the last one."""
+def restore(memory: list[dict[str, Any]] | None, user: UserSession, request: gr.Request | None = None
+            ) -> tuple[Any, ...]:
+    """On page load: take back the browser's runs that still open with their tokens; then open the run of a
+    share link (`?run=<id>&share=<token>`) read-only, or else reopen the browser's last run."""
     user.runs = []
     for row in memory or []:
         try:
@@ -137,7 +232,10 @@ def restore(memory: list[dict[str, Any]] | None, user: UserSession) -> tuple[Any
         except (api.DistillError, AttributeError, TypeError):
             continue  # removed, or not this app's: forget it
         user.runs.append({key: row.get(key) for key in ("id", "token", "teacher", "student")})
+    query = dict(getattr(request, "query_params", None) or {}) if request is not None else {}
+    if query.get("run") and query.get("share"):
+        return open_with_token(query["run"], query["share"], user)
     if not user.runs:
         return (gr.skip(),) * 5 + (gr.update(choices=choices(user)),) + (gr.skip(),) * 2
     last = user.runs[-1]
-    return opened(user, api.open_run(last["id"], last["token"]))
+    return opened(user, {**api.open_run(last["id"], last["token"]), "role": api.OWNER, "allow_export": True})

@@ -14,6 +14,19 @@ SWEEP_TABLE_HEADERS = ["model", "params", "ppl before", "ppl after", "top-1 agre
                        "tokens/s", "wall time", "error"]
 
 
+PHASE_NAMES = {"conversion": "converting the teacher", "teacher": "loading the teacher", "corpus": "corpus",
+               "student": "building the student", "evaluation": "evaluation", "training": "training",
+               "saving": "saving"}
+
+
+def phases_line(phases_s: dict[str, float], current: str | None = None) -> str:
+    """Where the time went, phase by phase (`current`, still running, in bold)."""
+    parts = [f"{PHASE_NAMES.get(name, name)} {fmt_seconds(seconds)}" for name, seconds in phases_s.items()
+             if name != "start" and name != current and seconds >= 0.05]
+    now = [f"**now: {PHASE_NAMES.get(current, current)}**"] if current and current != "start" else []
+    return "Phases: " + " · ".join(parts + now) if parts or now else ""
+
+
 class RunView:
     """What the Distill tab shows of one streaming session, built from its events."""
 
@@ -33,9 +46,18 @@ class RunView:
         self.training = False  # the engine has entered its training loop
         self.stopped_before_training = False  # Stop came before the training loop: nothing trained, nothing saved
         self.reopened_run = False  # an earlier run opened from its folder (not streamed now)
+        self.kept_checkpoint = False  # nothing saved at the end (e.g. a full disk), but a checkpoint is kept
+        self.shared = False  # opened from a share link: read-only
+        self.phase = "start"  # the engine's phase (api.PHASES) and the seconds spent in each so far
+        self.phases_s: dict[str, float] = {}
+        self.phase_since = 0.0
 
     def add(self, event: dict[str, Any]) -> None:
         kind = event["kind"]
+        if event.get("phase", self.phase) != self.phase:
+            elapsed = event.get("elapsed_s", self.phase_since)
+            self.phases_s[self.phase] = self.phases_s.get(self.phase, 0.0) + elapsed - self.phase_since
+            self.phase, self.phase_since = event["phase"], elapsed
         self.training = self.training or kind == "step" or bool(event.get("training"))
         if kind in ("step", "eval"):
             self.history.append(event)
@@ -78,18 +100,26 @@ class RunView:
         lines: list[str] = []
         if self.failure:
             lines.append(error_markdown(self.failure))
+            if self.kept_checkpoint:
+                folder = shown_path(self.out_dir)
+                lines.append(f"The last checkpoint is kept in `{folder}/checkpoint` (untouched): "
+                             f"`python -m distill_core distill --resume {folder}` continues the session from it.")
         elif self.stopped_before_training:
             lines.append("**Stopped** before training started: nothing was trained or saved (earlier runs are kept).")
         elif self.final is not None:
             summary = self.final["summary"]
             done = summary["steps_done"]
             student_dir = shown_path(self.out_dir / "student")
-            if self.reopened_run:
+            if self.shared:
+                lines.append(f"**Shared run `{self.out_dir.name}`** ({done}/{steps} steps), opened read-only from its "
+                             "link: every view shows its student, with your own texts and settings.")
+            elif self.reopened_run:
                 lines.append(f"**Opened the earlier run `{self.out_dir.name}`** ({done}/{steps} steps): every view and "
                              "Export show its student.")
             elif self.final["kind"] == "done":
                 lines.append(f"**Done:** {done}/{steps} steps in {fmt_seconds(summary['wall_s'])}. "
                              f"Student saved to `{student_dir}`.")
+                lines.append(phases_line(summary.get("phases_s") or {}))
             elif self.final["kind"] == "stopped":
                 lines.append(f"**Stopped** at step {done}/{steps}. The student so far is saved to `{student_dir}`.")
             else:
@@ -107,6 +137,7 @@ class RunView:
                 lines.append(f"**Step 0/{steps}**")
             message = self.message + (" · **stop requested**, finishing the current step" if self.stop_requested else "")
             lines.append(f"{message}")
+            lines.append(phases_line(self.phases_s, self.phase))
         if self.corpus is not None:
             c = self.corpus
             lines.append(f"Corpus: {c['source']}: {c['train_tokens']:,} training tokens "
@@ -115,7 +146,7 @@ class RunView:
                 lines.append(augmented_markdown(c["augmented"]))
         if self.out_dir.exists():  # a session that ends before training leaves no folder
             lines.append(f"Run folder: `{shown_path(self.out_dir)}`")
-        return "  \n".join(lines)
+        return "  \n".join(line for line in lines if line)
 
     def loss_figure(self) -> Any:
         return visuals.loss_curves(self.history)

@@ -8,7 +8,8 @@ import gradio as gr
 
 import visuals
 from distill_core import api
-from ui.common import PRIVATE, UserSession, compared, pairs_text, prose, view_error
+from ui.common import (PRIVATE, VIEW_CONCURRENCY, Answers, UserSession, compared, pairs_text, prose, question_of, touch,
+                       view_error)
 from ui.setup import Pair
 
 
@@ -35,8 +36,22 @@ def build_similarity(pair: Pair, user: gr.State) -> None:
     gr.Markdown(prose("studio", "figure-tip"))
 
     inputs, outputs = [text, pair.teacher, pair.student, user], [note, cka_plot, pairs_plot, steps_plot]
-    similarity_btn.click(show_similarity, inputs, outputs, api_name="similarity")
-    text.submit(show_similarity, inputs, outputs, **PRIVATE)
+    similarity_btn.click(answer_similarity, inputs, outputs, api_name="similarity",
+                         concurrency_limit=VIEW_CONCURRENCY, concurrency_id="similarity")
+    text.submit(answer_similarity, inputs, outputs, concurrency_id="similarity", **PRIVATE)
+
+
+ANSWERS = Answers()
+"""The view's answers, shared by users asking the same thing about the same run."""
+
+
+def answer_similarity(text: str, teacher_spec: str, student_spec: str, user: UserSession | None = None):
+    """`show_similarity` as the page and the API call it (api_name `similarity`): the same question about the
+    same run gets the answer given before (ui.common.Answers)."""
+    user = user if user is not None else UserSession()
+    touch(user)
+    key = (text, teacher_spec, student_spec, *question_of(user))
+    return ANSWERS.get_or_make(key, lambda: show_similarity(text, teacher_spec, student_spec, user), note_index=0)
 
 
 def show_similarity(text: str, teacher_spec: str, student_spec: str, user: UserSession | None = None):

@@ -12,11 +12,12 @@ import gradio as gr
 
 import visuals
 from distill_core import api
-from ui.common import (DISTILLATION_QUEUE, PRIVATE, Inputs, UserSession, error_markdown,
-                       prose, run_buttons, warn)
-from ui.distill import SESSION, STATUS_INTERVAL_S, request_stop
+from ui.common import (DISTILLATION_QUEUE, DISTILLATIONS, PRIVATE, Inputs, UserSession, error_markdown, prose,
+                       run_buttons, warn)
+from ui.distill import LEFT_QUEUE_NOTE, SESSION, STATUS_INTERVAL_S, request_stop
 from ui.knobs import recipe_config
 from ui.runview import SWEEP_TABLE_HEADERS, SweepView, row_line, size_table
+from ui.turns import in_turn, join
 
 DEFAULT_SWEEP_SPECS = "layers:10, layers:15, layers:20"
 
@@ -43,13 +44,32 @@ def build_sizes(recipe: Inputs) -> Inputs:
                              elem_id="sweep-file")
 
     sweep = recipe.without(["student"]).plus({"specs": specs})
-    sweep_btn.click(sweep.bind(run_size_sweep), sweep.set,
+    sweep_btn.click(sweep.bind(sweep_in_turn), sweep.set,
                     [status_md, size_plot, size_rows, sweep_btn, stop_btn], api_name="size_sweep",
-                    concurrency_limit=1, concurrency_id=DISTILLATION_QUEUE, show_progress="minimal",
+                    concurrency_limit=None, concurrency_id=DISTILLATION_QUEUE, show_progress="minimal",
                     show_progress_on=status_md)
     stop_btn.click(request_stop, recipe.components["user"], status_md, show_progress="hidden", **PRIVATE)
     sweep_file.upload(load_size_rows, sweep_file, [status_md, size_plot, size_rows], api_name="size_plot")
     return sweep
+
+
+async def sweep_in_turn(sweep: Inputs, values: dict[Any, Any]):
+    """Compare sizes and api_name `size_sweep`: the sweep waits for its turn in the app's fair queue as a Run
+    does (its students count as that many sessions in the estimates), then streams as `run_size_sweep` does."""
+    named = sweep.named(values)
+    user = named.get("user") or UserSession()
+    running, idle = run_buttons(True), run_buttons(False)
+    try:
+        spec_list = api.parse_student_list(named.get("specs"))
+        ticket = join(user, recipe_config({**named, "student": spec_list[0]}), sessions=len(spec_list))
+    except api.DistillError as exc:
+        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), *idle
+        return
+    waiting = lambda status: (status, gr.skip(), gr.skip(), *running)  # noqa: E731
+    async for update in in_turn(user, ticket, waiting, lambda: run_size_sweep(sweep, values), what="sweep"):
+        yield update
+    if ticket.cancelled:
+        yield LEFT_QUEUE_NOTE, gr.skip(), gr.skip(), *idle
 
 
 def run_size_sweep(sweep: Inputs, values: dict[Any, Any]):
@@ -71,19 +91,8 @@ def run_size_sweep(sweep: Inputs, values: dict[Any, Any]):
     user.stop.clear()
     user.running = True
     try:
-        yield view.status_markdown(), view.figure(), view.table(), *running
-        last_yield = time.monotonic()
-        # each student's session goes to the GPU as a Run does (ui.distill.SESSION: on ZeroGPU in slices)
-        for event in api.student_sweep(config, spec_list, str(out_dir), user.stop, session=SESSION):
-            view.add(event)
-            view.stop_requested = user.stop.is_set()
-            now = time.monotonic()
-            if event["kind"] == "row":
-                last_yield = now
-                yield view.status_markdown(), view.figure(), view.table(), *running
-            elif event["kind"] != "step" or now - last_yield >= STATUS_INTERVAL_S:
-                last_yield = now
-                yield view.status_markdown(), gr.skip(), gr.skip(), *running
+        with api.running(out_dir):  # retention never removes it meanwhile
+            yield from stream_sweep(config, spec_list, view, user, running)
     except Exception as exc:  # the engine's message, or one line (e.g. out of memory): the app stays up
         view.fail(warn(exc))
     finally:
@@ -93,7 +102,30 @@ def run_size_sweep(sweep: Inputs, values: dict[Any, Any]):
         user.stop.clear()
     if not view.rows:
         shutil.rmtree(out_dir, ignore_errors=True)  # failed or stopped before the first student: nothing to keep
+    api.make_room()
     yield view.status_markdown(), view.figure(), view.table(), *idle
+
+
+def stream_sweep(config: api.DistillConfig, spec_list: list[str], view: SweepView, user: UserSession,
+                 running: tuple):
+    """The engine's sweep events into `view`, yielding the tab's updates: every row, other events at most every
+    STATUS_INTERVAL_S. Each student's session goes to the GPU as a Run does (ui.distill.SESSION: on ZeroGPU in
+    slices), its steps on the training threads."""
+    yield view.status_markdown(), view.figure(), view.table(), *running
+    last_yield = time.monotonic()
+    events = api.student_sweep(config, spec_list, str(view.out_dir), user.stop, session=SESSION)
+    for event in api.training_steps(events):
+        view.add(event)
+        if user.ticket is not None:
+            DISTILLATIONS.track(user.ticket, event)  # what the users waiting behind are told
+        view.stop_requested = user.stop.is_set()
+        now = time.monotonic()
+        if event["kind"] == "row":
+            last_yield = now
+            yield view.status_markdown(), view.figure(), view.table(), *running
+        elif event["kind"] != "step" or now - last_yield >= STATUS_INTERVAL_S:
+            last_yield = now
+            yield view.status_markdown(), gr.skip(), gr.skip(), *running
 
 
 def load_size_rows(path: str | None) -> tuple[Any, Any, Any]:
