@@ -26,8 +26,9 @@ RUN_SESSION_INPUTS = [  # run_session's API inputs, in the order the README docu
     "teacher", "student", "preset", "steps", "batch_size", "seq_len", "learning_rate", "warmup_steps", "seed",
     "corpus_choice", "upload", "pasted", "hub_dataset", "hub_config", "hub_split", "hub_max_rows", "corpus_column",
     "augment", "augment_strength", "augment_copies", "temperature", "kd_weight", "divergence", "jsd_beta",
-    "skew_alpha", "on_policy_fraction", "on_policy_divergence", "rollout_tokens", "top_k", "teacher_cache", "attention_weight", "attention_loss", "freeze_embeddings",
-    "freeze_layers", "hidden_weight", "hidden_loss", "layer_map"]
+    "skew_alpha", "on_policy_fraction", "on_policy_divergence", "rollout_tokens", "top_k", "teacher_cache",
+    "attention_weight", "attention_loss", "freeze_embeddings", "freeze_layers", "hidden_weight", "hidden_loss",
+    "layer_map"]
 ATTENTION_INPUTS = ["teacher", "student", "text", "teacher_layer", "teacher_head", "student_layer", "student_head",
                     "average_heads"]
 TABS = {  # tab name -> an element each must render
