@@ -233,7 +233,8 @@ def test_every_knob_flows_into_the_config(tiny_teacher_dir):
     chosen = dict(steps=9, batch_size=2, seq_len=48, learning_rate=1e-3, warmup_steps=2, seed=7, temperature=3.5,
                   kd_weight=0.6, divergence="jsd", jsd_beta=0.3, skew_alpha=0.2, top_k=16, teacher_cache=True,
                   attention_weight=0.0, attention_loss="mse", hidden_weight=0.0, hidden_loss="cosine",
-                  layer_map="0:0,1:3", freeze_embeddings=False, freeze_layers=1)
+                  layer_map="0:0,1:3", freeze_embeddings=False, freeze_layers=1, on_policy_fraction=0.25,
+                  on_policy_divergence="forward_kl", rollout_tokens=12)
     assert set(chosen) == set(knobs.KNOB_FIELDS)
     config = knobs.recipe_config(ui_values(tiny_teacher_dir, **chosen))
     assert {name: getattr(config, name) for name in knobs.KNOB_FIELDS} == chosen
