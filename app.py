@@ -4,7 +4,7 @@ the engine is distill_core (through distill_core.api), the figures are visuals.
     python app.py     # serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
 
 API names (gradio_client): compatibility, preset, layer_map, run_session, stop, size_sweep, size_plot,
-dark_knowledge, attention, similarity, evaluate, generate, export, augment_preview (README, App API).
+dark_knowledge, attention, similarity, evaluate, generate, grade, export, augment_preview (README, App API).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ui.common import DISTILLATION_QUEUE, PRIVATE, SESSION_GPU_S, Inputs, UserSe
 from ui.dark import build_dark
 from ui.distill import DistillTab, build_distill
 from ui.evaluate import build_evaluate
+from ui.grading import build_grading
 from ui.runs import browser_memory, restore
 from ui.setup import Pair, build_setup
 from ui.similarity import build_similarity
@@ -63,6 +64,8 @@ def build_tabs() -> Tabs:
         build_similarity(pair, user)
     with gr.Tab("Evaluate", id="evaluate"):
         build_evaluate(pair, user)
+    with gr.Tab("Teacher grades", id="grading"):
+        build_grading(pair, user)
     return Tabs(user, pair, distill, sizes, attention)
 
 

@@ -99,10 +99,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     teacher = api.load_teacher(args.teacher)
     student = api.load_student(args.student, teacher, tokenizer_bridge=args.tokenizer_bridge)
     report = api.evaluate_student(teacher, student, config)
+    same_tokens = report["tokenizer_bridge"] not in api.CROSS_BRIDGES
     report["real_text"] = (api.real_text_report(teacher.model, student.model, teacher.tokenizer, config)
-                           if report["tokenizer_bridge"] not in api.CROSS_BRIDGES or not config.real_text.strip()
+                           if same_tokens or not config.real_text.strip()
                            else {"source": api.describe_real_text(config.real_text),
                                  "note": "not measured: the student reads another vocabulary"})
+    if args.sample_tokens and report["tokenizer_bridge"] == "none":  # the teacher grades the student's own text
+        prompts = api.heldout_prompts(config.with_overrides({"sample_eval_prompts": args.prompts}), teacher.tokenizer)
+        own = api.own_text_report(teacher.model, student.model, teacher.tokenizer, prompts, args.sample_tokens,
+                                  seed=args.seed)
+        report["teacher"].update(own["teacher"])
+        report["student"].update(own["student"])
+        report["sample_tokens"] = own["sample_tokens"]
     print(json.dumps(report, indent=2))
     return 0
 
@@ -156,6 +164,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise DistillError("--students and --augmentation are separate sweeps; give one of them")
     if args.small_corpus is not None and args.augmentation is None:
         raise DistillError("--small-corpus goes with --augmentation METHODS")
+    if args.on_policy and (specs is not None or args.augmentation is not None or args.rows is not None):
+        raise DistillError("--on-policy is a sweep of its own; leave out --students, --augmentation and --rows")
     api.read_text_file(args.eval_text, "evaluation text")
     config = config_from(args, args.config, f"eval_text={args.eval_text}")
     if specs is not None:
@@ -170,6 +180,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         for message, sentences in api.small_corpus(config, args.small_corpus or api.SMALL_CORPUS_SENTENCES):
             print(f"small corpus: {message}", file=sys.stderr, flush=True)
         plan = api.augmentation_rows(config, methods, sentences)
+    if args.on_policy:
+        plan = api.on_policy_rows(config)
     rows, last_name = [], None
     for event in api.ablation(config, args.out, plan):
         if event["ablation"] != last_name:
@@ -179,17 +191,32 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             rows.append(event["row"])
         elif event["kind"] in ("status", *api.FINAL_KINDS):
             _log_event(event)
+    _print_ablation_table(rows)
+    return 0
+
+
+def _print_ablation_table(rows: list[dict]) -> None:
+    """The ablation's rows: held-out perplexity and bits per byte, the teacher's NLL per token of the student's own
+    continuations of held-out prompts (sample_nll; the teacher's own samples' under the table), agreement, KL, the
+    real text's perplexity and KL, wall time."""
     width = max([12, *(len(row["name"]) for row in rows)])
-    print(f"{'name':<{width}} {'ppl':>9} {'bits_per_byte':>13} {'top1_agreement':>15} {'kl_to_teacher':>14} "
-          f"{'real_ppl':>9} {'real_kl':>8} {'wall_s':>8}")
+    print(f"{'name':<{width}} {'steps':>6} {'on_policy':>10} {'ppl':>9} {'bits_per_byte':>13} {'sample_nll':>11} "
+          f"{'sample_rkl':>11} {'entropy':>8} {'top1_agreement':>15} {'kl_to_teacher':>14} {'real_ppl':>9} "
+          f"{'real_kl':>8} {'wall_s':>8}")
     for row in rows:
-        print(f"{row['name']:<{width}} {row['ppl']:>9.2f} {_cell(row.get('bits_per_byte'), 13, '.4f')} "
+        print(f"{row['name']:<{width}} {row['steps']:>6} {row['on_policy_steps']:>10} {row['ppl']:>9.2f} "
+              f"{_cell(row.get('bits_per_byte'), 13, '.4f')} {_cell(row['sample_nll'], 11, '.3f')} "
+              f"{_cell(row['sample_reverse_kl'], 11, '.3f')} {_cell(row['sample_entropy'], 8, '.3f')} "
               f"{row['top1_agreement']:>15.3f} {row['kl_to_teacher']:>14.3f} {_cell(row.get('real_ppl'), 9, '.2f')} "
               f"{_cell(row.get('real_kl_to_teacher'), 8, '.3f')} {row['wall_s']:>8.1f}")
+    floor = next((row["teacher_sample_nll"] for row in rows if row.get("teacher_sample_nll") is not None), None)
+    if floor is not None:
+        print(f"(sample_nll: the teacher's NLL per token of the student's continuations of held-out prompts; of the "
+              f"teacher's own: {floor:.3f}. sample_rkl: reverse KL(student || teacher) there; entropy: the "
+              "student's there)", file=sys.stderr)
     if rows and rows[0].get("real_teacher_ppl") is not None:
         print(f"real text: the teacher's perplexity {rows[0]['real_teacher_ppl']:.2f} (held-out: "
               f"{rows[0]['teacher_ppl']:.2f})", file=sys.stderr)
-    return 0
 
 
 STUDENT_COLUMNS = [("spec", 34, None), ("params_M", 9, ".1f"), ("ppl_before", 11, ".2f"), ("ppl", 9, ".2f"),
@@ -342,6 +369,10 @@ def event_line(event: dict) -> str:
             if event.get("teacher_bpb") is not None:
                 line += f" (teacher {event['teacher_ppl']:.1f} ppl, {event['teacher_bpb']:.3f} bits/byte)"
         return line
+    if kind == "rollout":
+        text = "".join(event["tokens"]).replace("\n", " ")
+        return (f"rollout @ step {event['step']} (the teacher's NLL {event['mean_nll']:.2f} nats/token): "
+                f"{event['prompt']!r} + {text[:80]!r}")
     if kind == "probe":
         pairs = ", ".join(f"{c!r} {t:.2f}/{s:.2f}" for c, t, s in
                           list(zip(event["candidates"], event["teacher_probs"], event["student_probs"]))[:4])
@@ -392,11 +423,14 @@ def _add_distill(sub: Any) -> None:
 def _add_ablate(sub: Any) -> None:
     ablate = sub.add_parser(
         "ablate", usage="%(prog)s --config FILE --eval-text FILE --out DIR [--students SPECS | --augmentation "
-        "METHODS [--small-corpus N]] [--set KEY=VALUE ...] [--FIELD VALUE ...]", help="same seed, data and steps: ce_only, soft_target, attention, fitnets, all; or, with "
-        "--students, the config's recipe on several student sizes",
+        "METHODS [--small-corpus N] | --on-policy] [--set KEY=VALUE ...] [--FIELD VALUE ...]",
+        help="same seed, data and steps: ce_only, soft_target, attention, fitnets, all; or soft targets against "
+        "on-policy distillation (--on-policy); or, with --students, the config's recipe on several student sizes",
         description="Without --students: one session per technique row (ce_only, soft_target, attention, fitnets, "
         "all), DIR/ablation.json. With --augmentation METHODS: soft_target and soft_target+augment on a small "
-        "corpus (--small-corpus N sentences), DIR/ablation.json. With --students: one session per student spec "
+        "corpus (--small-corpus N sentences), DIR/ablation.json. With --on-policy: soft_target, on_policy_0.5 and "
+        "on_policy_1 (GKD's share λ of the steps on the student's own continuations, the teacher scoring every token), "
+        "each with the teacher's NLL per token of the student's samples of held-out prompts, DIR/ablation.json. With --students: one session per student spec "
         "with the config's recipe, DIR/students.json and a size-against-quality table (the teacher's line first).")
     ablate.add_argument("--config", required=True)
     ablate.add_argument("--eval-text", required=True, help="held-out UTF-8 text every row is evaluated on")
@@ -411,6 +445,9 @@ def _add_ablate(sub: Any) -> None:
                         help="instead of the technique rows: soft_target and soft_target+augment (these methods, "
                         "comma-separated, at the config's augment_strength and augment_copies) on a deliberately "
                         "small corpus, same seed and steps; e.g. synonym,teacher_substitute")
+    ablate.add_argument("--on-policy", action="store_true",
+                        help="instead of the technique rows: soft_target, then on_policy_0.5 and on_policy_1 (the same "
+                        "recipe with that share of the steps on the student's own continuations), same seed and steps")
     ablate.add_argument("--small-corpus", type=int, metavar="N", help="sentences in the small corpus of "
                         "--augmentation, drawn from the config's corpus (default 300)")
     ablate.add_argument("--rows", metavar="NAMES", help="only these rows of the technique ablation, comma-separated "
@@ -454,6 +491,12 @@ def _add_bench_and_evaluate(sub: Any) -> None:
     evaluate.add_argument("--real-text", default="bible-kjv",
                           help="real text reported next to --text: bible-kjv (the Book of Ruth, KJV, from Debian's "
                                "bible-kjv-text; the default), a text file, or '' for none")
+    evaluate.add_argument("--prompts", default=DistillConfig().sample_eval_prompts,
+                          help="held-out prompts the student continues for the teacher-scored measure of its own text "
+                          "(default assets/texts/heldout_prompts.txt)")
+    evaluate.add_argument("--sample-tokens", type=int, default=32,
+                          help="new tokens per prompt for that measure (0 skips it; default 32)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the sampled continuations (default 0)")
     evaluate.set_defaults(func=cmd_evaluate)
 
 

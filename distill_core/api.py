@@ -34,6 +34,7 @@ from distill_core.export import export_config, export_run, export_student, safe_
 from distill_core.fair_eval import byte_trade_sentence
 from distill_core.fair_eval import evaluate_each as evaluate_rows
 from distill_core.fair_eval import evaluate_pair as evaluate_student
+from distill_core.grading import grade_continuations, heldout_prompts, own_text_report
 from distill_core.hosting import (HUB_DEFAULT_PAIR, browser_secret, check_readable, gpu_duration, idle_expiry_s,
                                   memory_budget_bytes, public_limits, public_mode, spaces_gpu, use_hub_defaults,
                                   zerogpu, zerogpu_emulation)
@@ -53,16 +54,16 @@ from distill_core.shared_views import evaluate_each as evaluate_shared
 from distill_core.shared_views import generate_each as generate_shared
 from distill_core.specs import parse_student_list
 from distill_core.students import load_student
-from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, ablation_rows, augmentation_rows, read_student_rows,
-                                small_corpus, student_sweep)
+from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, ablation_rows, augmentation_rows, on_policy_rows,
+                                read_student_rows, small_corpus, student_sweep)
 from distill_core.threads import for_views, thread_settings, training_steps
 from distill_core.tokenizer_bridge import CROSS_BRIDGES
 from distill_core.tracking import dashboard_command, start_dashboard, tracker_dir, tracking_enabled, tracking_project
 
 __all__ = [
-    "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "Comparison", "DistillConfig",
-    "DistillError", "FINAL_KINDS", "FORWARDS", "GPU_DEFAULTS", "HUB_DEFAULT_PAIR", "LAYER_MAP_SPECS", "LOADED",
-    "CROSS_BRIDGES", "OWNER", "PAUSED", "QUICKSTART", "RESUME_FIELDS", "ROOT", "SLICE_SHARE",
+    "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "CROSS_BRIDGES", "Comparison",
+    "DistillConfig", "DistillError", "FINAL_KINDS", "FORWARDS", "GPU_DEFAULTS", "HUB_DEFAULT_PAIR",
+    "LAYER_MAP_SPECS", "LOADED", "OWNER", "PAUSED", "QUICKSTART", "RESUME_FIELDS", "ROOT", "SLICE_SHARE",
     "SMALL_CORPUS_SENTENCES", "SUGGESTIONS", "SessionQueue", "StopSignal", "Ticket", "VIEWER", "WordChanges",
     "ablation", "ablation_rows", "attention_probe", "augmentation_preview", "augmentation_rows", "browser_secret",
     "byte_trade_sentence", "cache_stats", "changed_words", "check_pair", "check_readable", "check_text",
@@ -70,14 +71,15 @@ __all__ = [
     "describe_real_text", "end_to_end", "evaluate_each", "evaluate_models", "evaluate_pair", "evaluate_rows",
     "evaluate_shared", "evaluate_student", "export_config", "export_run", "export_student", "field_help",
     "finished_runs", "first_line", "first_texts", "for_views", "generate", "generate_each", "generate_shared",
-    "gpu", "gpu_duration", "heldout_blocks", "idle_expiry_s", "is_main_process", "layer_pairs_for", "link_query",
-    "load_student", "load_teacher", "look_at", "make_room", "memory_budget_bytes", "new_run", "new_run_dir",
-    "open_for", "open_run", "pair_alignment", "pair_dark_knowledge", "parse_methods", "parse_student_list",
-    "preset_config", "preset_description", "preset_names", "public_limits", "public_mode", "read_corpus_file",
-    "read_student_rows", "read_text_file", "real_text_or_note", "real_text_report", "resolve_model", "run_bench",
-    "run_config", "run_events", "run_in_child", "run_in_slices", "run_session", "run_summary", "running",
-    "runs_dir", "safe_filename", "session_in_child", "share_run", "sharing", "similarity_probe", "slice_limit",
-    "sliced", "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions", "start_dashboard", "student_sweep",
+    "gpu", "gpu_duration", "grade_continuations", "heldout_blocks", "heldout_prompts", "idle_expiry_s",
+    "is_main_process", "layer_pairs_for", "link_query", "load_student", "load_teacher", "look_at", "make_room",
+    "memory_budget_bytes", "new_run", "new_run_dir", "on_policy_rows", "open_for", "open_run", "own_text_report",
+    "pair_alignment", "pair_dark_knowledge", "parse_methods", "parse_student_list", "preset_config",
+    "preset_description", "preset_names", "public_limits", "public_mode", "read_corpus_file", "read_student_rows",
+    "read_text_file", "real_text_or_note", "real_text_report", "resolve_model", "run_bench", "run_config",
+    "run_events", "run_in_child", "run_in_slices", "run_session", "run_summary", "running", "runs_dir",
+    "safe_filename", "session_in_child", "share_run", "sharing", "similarity_probe", "slice_limit", "sliced",
+    "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions", "start_dashboard", "student_sweep",
     "text_columns", "thread_settings", "tokenizer_of", "tracker_dir", "tracking_enabled", "tracking_project",
     "trade_sentence", "training_steps", "unshare_run", "use_hub_defaults", "zerogpu",
 ]

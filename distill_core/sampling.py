@@ -59,10 +59,13 @@ def nucleus_sample(logits: torch.Tensor, temperature: float, top_p: float, gener
     """One token per row of logits (b, vocab): softmax at `temperature`, keep the smallest set of most likely
     tokens whose mass reaches `top_p` (Holtzman et al. 2020), draw from it. Temperature 0: the most likely.
     The set is looked for among the NUCLEUS_CANDIDATES most likely tokens (a sort of the whole vocabulary at
-    every step cost as much as the model's forward pass on a CPU); rows whose set is larger sort it all."""
+    every step cost as much as the model's forward pass on a CPU); rows whose set is larger sort it all. With
+    top_p >= 1 the whole distribution, drawn from at once."""
     if temperature <= 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p >= 1.0:  # the whole distribution: no nucleus to look for (a sort would cost a forward pass)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     top = probs.topk(min(NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)  # sorted, most likely first
     tokens = _draw(top.values, top.indices, top_p, generator)
     wide = top.values.sum(-1) < top_p

@@ -54,12 +54,14 @@ from distill_core.distributed import Processes, state_checksum
 from distill_core.errors import DistillError, describe_failure, first_line
 from distill_core.evaluate import compare, score, teacher_reference
 from distill_core.fair_eval import HeldOut, compare_student, held_out, reference as fair_reference, student_bpb, teacher_bpb
+from distill_core.grading import graded_row, heldout_prompts, sample_measure, teacher_floor
 from distill_core.layer_map import resolve_layer_map
 from distill_core.layer_select import NeedsTeacherNetwork
 from distill_core.realtext import describe as describe_real_text
 from distill_core.losses import FitNetsProjection
 from distill_core.memory import session_fit
 from distill_core.models import LazyTeacher, LoadedModel, TeacherWeights, conversion_pending, count_parameters
+from distill_core.on_policy import OnPolicy, Rollout
 from distill_core.paired_data import pack_pairs
 from distill_core.specs import is_derived_spec, own_vocabulary
 from distill_core.storage import swapped_in, weights_to_save
@@ -146,7 +148,7 @@ class Record:
         if phase is not None and phase != self.phase:
             self.enter(phase)
         event = {"kind": kind, "elapsed_s": round(self.elapsed(), 3), "phase": self.phase, **payload}
-        if self.metrics is not None and kind in ("step", "eval", "probe"):
+        if self.metrics is not None and kind in ("step", "eval", "probe", "rollout"):
             self.metrics.write(json.dumps(event) + "\n")
             self.metrics.flush()
         return event
@@ -251,6 +253,10 @@ class Prepared:
     """The held-out text as each model reads it (bits per byte; across tokenizers, the aligned blocks and the bridge)."""
     captured: CapturedTargets | None = None
     real: "RealText | None" = None
+    on_policy: OnPolicy | None = None
+    """The on-policy schedule and prompts (on_policy_fraction > 0), else None."""
+    sample_prompts: list[list[int]] | None = None
+    """The held-out prompts the student continues for the teacher-scored measure of its own text (None: skipped)."""
 
     @property
     def step_targets(self) -> CachedTeacher | CapturedTargets | None:
@@ -267,6 +273,39 @@ class Prepared:
             event.update(self.similarity.measure(self.student))
         return record.emit("probe", step=step, **event)
 
+    def own_text(self, model: Any, with_floor: bool = False) -> dict[str, Any]:
+        """The teacher-scored measure of `model`'s own continuations of the held-out prompts (grading.py):
+        `sample_nll` and `sample_reverse_kl` (None each when skipped); with `with_floor`, the teacher's own
+        samples' `teacher_sample_nll` too (cached per teacher on disk). Seeded by the session's seed: before and after see the same draws."""
+        c = self.config
+        if self.sample_prompts is None:
+            return {"sample_nll": None, "sample_reverse_kl": None, "sample_entropy": None,
+                    **({"teacher_sample_nll": None} if with_floor else {})}
+        teacher, tokenizer = self.teacher.loaded.model, self.teacher.tokenizer
+        args = (tokenizer, self.sample_prompts, c.sample_eval_tokens, c.seed, c.rollout_temperature, c.rollout_top_p)
+        measured = sample_measure(teacher, model, *args)
+        result = {"sample_nll": measured["nll"], "sample_reverse_kl": measured["reverse_kl"],
+                  "sample_entropy": measured["entropy"], "sample_tokens": measured["tokens"]}
+        if with_floor:
+            identity = f"{self.teacher.fingerprint()}:{self.device.type}:{next(teacher.parameters()).dtype}"
+            result["teacher_sample_nll"] = teacher_floor(teacher, identity, *args)
+        return result
+
+
+def _sample_prompts(config: DistillConfig, record: Record, teacher: LazyTeacher, bridge: str) -> Events:
+    """The held-out prompts of the teacher-scored measure as token ids, or None (and why) when it is skipped."""
+    if not config.sample_eval_tokens:
+        return None
+    if bridge != "none":  # the teacher scores the student's tokens as its own ids
+        yield record.emit("status", message="The teacher-scored measure of the student's own text is skipped: the "
+                                            f"student reads other tokens than the teacher (tokenizer bridge {bridge})")
+        return None
+    if teacher.loaded is None:
+        yield record.emit("status", message="The teacher-scored measure of the student's own text is skipped: the "
+                                            "teacher cache serves this session and the teacher is not loaded")
+        return None
+    return heldout_prompts(config, teacher.tokenizer)
+
 
 def prepare(config: DistillConfig, record: Record, procs: Processes,
             checkpoint: training_checkpoint.Checkpoint | None) -> Events:
@@ -281,7 +320,7 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
         yield record.emit("status", message=f"Converting {config.teacher} from GGUF (once; then cached) …",
                           phase="conversion")
         teacher.resolve()
-    if not config.teacher_cache:
+    if not config.teacher_cache or config.on_policy_fraction > 0:  # on-policy steps: the teacher scores live
         yield record.emit("status", message=f"Loading teacher {config.teacher} …", phase="teacher")
         teacher.get()
     data = yield from _prepare_data(config, record, teacher)
@@ -308,6 +347,13 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
     if teacher.loaded is not None and not held.cross:  # CKA compares states of the same tokens
         prepared.similarity = PairSimilarity(teacher.loaded, eval_blocks, layer_pairs)
     prepared.real = yield from _real_text(config, record, teacher, held.cross)
+    if config.on_policy_fraction > 0:
+        if held.bridge.kind != "none":  # the teacher scores the student's samples as its own ids
+            raise DistillError(f"on-policy steps need a student that reads the teacher's tokens; this pair is "
+                               f"bridged ({held.bridge.kind}): set on_policy_fraction=0, or pick a student with "
+                               "the teacher's tokenizer")
+        prepared.on_policy = OnPolicy(config, teacher.tokenizer)
+    prepared.sample_prompts = yield from _sample_prompts(config, record, teacher, held.bridge.kind)
     if checkpoint is None:
         yield record.emit("status", message="Evaluating the student before distillation …",
                           phase="evaluation")
@@ -316,6 +362,7 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
                                                      held, teacher.fingerprint())
         if prepared.real is not None:
             prepared.real.measure("before", student.model)
+        prepared.before.update(prepared.own_text(student.model, with_floor=True))
         yield record.emit("eval", step=0, **periodic_eval(student, eval_blocks, prepared.val_blocks, prepared.before,
                                                           held))
         yield prepared.snapshot(record, 0)
@@ -537,6 +584,8 @@ def periodic_eval(student: LoadedModel, eval_blocks: Blocks, val_blocks: Blocks,
     if full is not None:
         result.update(teacher_ppl=full["teacher_ppl"], top1_agreement=full["top1_agreement"],
                       kl_to_teacher=full["kl_to_teacher"], teacher_bpb=full.get("teacher_bpb"))
+        result.update({key: full[key] for key in ("sample_nll", "sample_reverse_kl", "teacher_sample_nll")
+                       if full.get(key) is not None})
     return result
 
 
@@ -556,6 +605,10 @@ class Fitted:
     memory: dict[str, Any]
     paused: bool = False
     """This call's time limit ended it; a checkpoint holds where it got to."""
+    on_policy_steps: int = 0
+    """Steps of this call that trained on the student's own text."""
+    rollout_s: float = 0.0
+    """Seconds the student spent writing for them."""
 
     def stopped(self, config: DistillConfig) -> bool:
         return self.step < config.steps
@@ -647,7 +700,8 @@ def fit(p: Prepared, record: Record, stop: Any, deadline: float | None = None) -
                           message=f"paused at step {loop.step} of {config.steps}: this call's time is used up; "
                                   "the next one resumes from the checkpoint")
     return Fitted(loop.step, loop.last_loss, loop.error, round(time.perf_counter() - train_started, 2),
-                  training.trainable_params, training.projection, training.memory, paused)
+                  training.trainable_params, training.projection, training.memory, paused, loop.on_policy_steps,
+                  loop.rollout_s)
 
 
 class Loop:
@@ -658,6 +712,7 @@ class Loop:
         self.p, self.record, self.training = p, record, training
         self.step, self.saved_step, self.error, self.rng_top = start, start, None, None
         self.last_loss = p.checkpoint.state["last_loss"] if p.checkpoint is not None else math.nan
+        self.on_policy_steps, self.rollout_s = 0, 0.0
 
     def one_step(self, index: torch.Tensor, train_started: float) -> list[dict[str, Any]] | None:
         """Train on the batch of block indices `index`; the events it makes, or None when it failed
@@ -665,11 +720,9 @@ class Loop:
         p, config, record = self.p, self.p.config, self.record
         if record.out is not None:
             self.rng_top = training_checkpoint.rng_state()  # what a checkpoint of this step needs if the step fails
-        local_index = p.procs.shard(index)  # this process's share of the batch (all of it in one process)
         step_start = time.perf_counter()
         try:
-            cached = p.step_targets.targets(local_index, p.device) if p.step_targets is not None else None
-            terms = self.training.step(p.train_blocks.select(local_index), cached)
+            terms, batch, rollout = self._train(index)
         except (RuntimeError, MemoryError) as exc:  # out of memory, or a kernel failure: keep what was learnt
             self.training.step.optimizer.zero_grad(set_to_none=True)
             if p.device.type == "cuda":
@@ -686,19 +739,41 @@ class Loop:
         self.step += 1
         terms = p.procs.mean(terms)  # the shards' losses averaged (the terms themselves in one process)
         self.last_loss = terms["loss"]
-        return self._after_step(terms, index, step_start, train_started)
+        # tokens trained on, over all processes
+        tokens = int(batch.attention_mask.sum()) * p.procs.world if rollout is not None else \
+            int(p.train_blocks.attention_mask[index].sum())
+        return self._after_step(terms, tokens, rollout, step_start, train_started)
 
-    def _after_step(self, terms: dict[str, float], index: torch.Tensor, step_start: float,
+    def _train(self, index: torch.Tensor) -> tuple[dict[str, float] | None, Blocks, Rollout | None]:
+        """One step on the corpus's blocks at `index`, or (an on-policy step) on the student's own continuations
+        of prompts; its terms, the batch and the rollout (None off-policy). Off-policy, exactly the step of a
+        session without on-policy steps."""
+        p, step = self.p, self.step + 1
+        if p.on_policy is not None and p.on_policy.is_on_policy(step):
+            share = p.procs.shard(torch.tensor(p.on_policy.prompts_for(step))).tolist()  # this process's prompts
+            rollout = p.on_policy.rollout(p.student.model, step, share)
+            self.on_policy_steps, self.rollout_s = self.on_policy_steps + 1, self.rollout_s + rollout.seconds
+            return self.training.step(rollout.blocks, None, rollout.continuation), rollout.blocks, rollout
+        local_index = p.procs.shard(index)  # this process's share of the batch (all of it in one process)
+        cached = p.step_targets.targets(local_index, p.device) if p.step_targets is not None else None
+        batch = p.train_blocks.select(local_index)
+        return self.training.step(batch, cached), batch, None
+
+    def _after_step(self, terms: dict[str, float], tokens: int, rollout: Rollout | None, step_start: float,
                     train_started: float) -> list[dict[str, Any]]:
         p, config, record, step = self.p, self.p.config, self.record, self.step
         events = []
         if step % config.log_every == 0 or step == config.steps:
-            tokens = int(p.train_blocks.attention_mask[index].sum())  # the whole batch, over all processes
-            elapsed = time.perf_counter() - train_started
+            elapsed = time.perf_counter() - train_started  # the student's writing included: an honest ETA
+            extra = {} if p.on_policy is None else {"on_policy": rollout is not None}
+            if rollout is not None:
+                extra.update(rollout_s=round(rollout.seconds, 3), rollout_tokens=rollout.new_tokens)
             events.append(record.emit("step", step=step, steps=config.steps, **terms,
                                       lr=self.training.scheduler.get_last_lr()[0],
                                       tokens_per_s=tokens / (time.perf_counter() - step_start),
-                                      eta_s=elapsed / step * (config.steps - step)))
+                                      eta_s=elapsed / step * (config.steps - step), **extra))
+            if rollout is not None and p.procs.is_main:
+                events.append(self._rollout_event(rollout))
         if config.eval_every and step % config.eval_every == 0 and step < config.steps:
             record.enter("evaluation")
             events.append(record.emit("eval", step=step, **periodic_eval(p.student, p.eval_blocks, p.val_blocks,
@@ -711,6 +786,17 @@ class Loop:
                 and step < config.steps:
             events.append(self.save_checkpoint(training_checkpoint.rng_state()))
         return events
+
+    def _rollout_event(self, rollout: Rollout) -> dict[str, Any]:
+        """The step's first continuation, graded by the teacher token by token (the live view of an on-policy
+        session)."""
+        p = self.p
+        p.student.model.eval()
+        try:
+            graded = graded_row(p.teacher.loaded.model, p.student.model, p.teacher.tokenizer, rollout.samples, 0)
+        finally:
+            p.student.model.train()
+        return self.record.emit("rollout", step=self.step, **graded)
 
     def save_checkpoint(self, rng: dict[str, Any]) -> dict[str, Any]:
         """Write OUT/checkpoint at this step; a failed write keeps the previous checkpoint and the run goes on."""
@@ -739,6 +825,7 @@ def finish(p: Prepared, fitted: Fitted, record: Record) -> Events:
     after["teacher_bpb"] = p.before.get("teacher_bpb")
     if p.real is not None:
         p.real.measure("after", student.model)
+    after.update(p.own_text(student.model))
     yield record.emit("eval", step=fitted.step, **periodic_eval(student, p.eval_blocks, p.val_blocks, after, p.held))
     yield p.snapshot(record, fitted.step)
     stopped = fitted.stopped(config)
@@ -789,7 +876,8 @@ def _summary(p: Prepared, fitted: Fitted, after: dict[str, Any], record: Record)
         "eval_bytes": p.held.text.n_bytes,
         "tokenizer_bridge": _bridge_summary(p),
         "teacher": {"ppl": p.before["teacher_ppl"], "bits_per_byte": p.before.get("teacher_bpb"),
-                    "params": p.teacher_params},
+                    "params": p.teacher_params, "sample_nll": p.before.get("teacher_sample_nll")},
+        "on_policy": _on_policy_summary(p, fitted),
         "student": {"params": p.student_params, "trainable_params": fitted.trainable_params},
         "memory_estimate_gb": fitted.memory["estimate_gb"]["total"],
         "before": _eval_summary(p.before),
@@ -810,7 +898,9 @@ def _ranks_agree(p: Prepared, fitted: Fitted) -> dict[str, Any] | None:
 
 def _eval_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {"ppl": result["student_ppl"], "bits_per_byte": result.get("student_bpb"),
-            "top1_agreement": result["top1_agreement"], "kl_to_teacher": result["kl_to_teacher"]}
+            "top1_agreement": result["top1_agreement"], "kl_to_teacher": result["kl_to_teacher"],
+            "sample_nll": result.get("sample_nll"), "sample_reverse_kl": result.get("sample_reverse_kl"),
+            "sample_entropy": result.get("sample_entropy")}
 
 
 def _bridge_summary(p: Prepared) -> dict[str, Any]:
@@ -821,6 +911,16 @@ def _bridge_summary(p: Prepared) -> dict[str, Any]:
     if bridge.cross:
         summary["one_to_one_share"] = round(p.train_blocks.one_to_one_share, 4)
     return summary
+
+
+def _on_policy_summary(p: Prepared, fitted: Fitted) -> dict[str, Any]:
+    """The session's on-policy share (GKD's λ), the steps it drew on-policy and the student's writing time; and
+    where the teacher-scored measure's prompts come from."""
+    c = p.config
+    return {"fraction": c.on_policy_fraction, "divergence": c.on_policy_divergence if c.on_policy_fraction else None,
+            "steps": fitted.on_policy_steps, "rollout_s": round(fitted.rollout_s, 2),
+            "sample_eval_prompts": c.portable().sample_eval_prompts if p.sample_prompts is not None else None,
+            "sample_eval_tokens": c.sample_eval_tokens}
 
 
 def save_student(student: LoadedModel, target: Path, card: str, summary: dict[str, Any],

@@ -177,17 +177,24 @@ class DistillStep:
         # fp16 (GPUs without native bf16): the loss is scaled for backward so small gradients do not underflow
         self.scaler = torch.amp.GradScaler(self.device.type) if needs_grad_scaler(self.dtype) else None
 
-    def __call__(self, batch: Blocks, cached: TopKTargets | None = None) -> dict[str, float] | None:
+    def __call__(self, batch: Blocks, cached: TopKTargets | None = None,
+                 continuation: torch.Tensor | None = None) -> dict[str, float] | None:
+        """One step on `batch`; `cached`: the teacher's top-k instead of its forward pass. `continuation` (b, t)
+        makes it an on-policy step: 1 at the positions whose next token the student wrote (its rollout), which
+        alone count, scored by `on_policy_divergence` without hard labels (GKD, Agarwal et al. 2024)."""
         input_ids = batch.input_ids.to(self.device)  # (b, t)
         attention_mask = batch.attention_mask.to(self.device)  # (b, t)
         labels, mask = shift_for_next_token(input_ids, attention_mask)  # next tokens, positions that count
+        if continuation is not None:  # the prompt's positions and the padding do not count
+            mask = mask * continuation.to(self.device, mask.dtype)
         # under DDP the student's forward must go through its wrapper, which returns full logits
         chunked = self.student_forward is None and uses_chunked_loss(self.config, self.teacher, self.student,
                                                                      cached is not None)
         with autocast(self.device, self.dtype):
             teacher = self.teacher_targets(input_ids, attention_mask, cached, chunked)  # 1. what to learn
             student = self.student_outputs(input_ids, attention_mask, teacher, chunked)  # 2. what it says
-            total, terms = self.loss_terms(teacher, student, labels, mask, attention_mask, chunked)  # 3. how far
+            total, terms = self.loss_terms(teacher, student, labels, mask, attention_mask, chunked,
+                                           on_policy=continuation is not None)  # 3. how far
         return self.update(total, terms)
 
     def teacher_targets(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cached: TopKTargets | None,
@@ -225,18 +232,23 @@ class DistillStep:
         return StudentOutputs(final, out.hidden_states, dict(zip(layers, out.attentions or ())))
 
     def loss_terms(self, teacher: TeacherTargets, student: StudentOutputs, labels: torch.Tensor, mask: torch.Tensor,
-                   attention_mask: torch.Tensor, chunked: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """alpha * soft targets + (1 - alpha) * hard labels, plus the weighted layer-wise terms."""
+                   attention_mask: torch.Tensor, chunked: bool, on_policy: bool = False
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """alpha * soft targets + (1 - alpha) * hard labels, plus the weighted layer-wise terms. On an on-policy
+        batch the soft-target term alone (alpha 1), with `on_policy_divergence`: its labels are the student's own
+        samples, and cross-entropy on them would teach the student its own mistakes."""
         c = self.config
+        kind, alpha = (c.on_policy_divergence, 1.0) if on_policy else (c.divergence, c.kd_weight)
         if chunked:
             loss = chunked_distillation_loss(student.final, OutputHead(self.student.model, self.vocab_rows),
-                                             teacher.distribution,
-                                             labels, mask, c.temperature, c.kd_weight, c.divergence, c.top_k,
+                                             teacher.distribution, labels, mask, c.temperature, alpha, kind, c.top_k,
                                              c.jsd_beta, c.skew_alpha, c.loss_chunk_tokens)
         else:
-            loss = distillation_loss(student.final, teacher.distribution, labels, mask, c.temperature, c.kd_weight,
-                                     c.divergence, c.top_k, c.jsd_beta, c.skew_alpha)
+            loss = distillation_loss(student.final, teacher.distribution, labels, mask, c.temperature, alpha,
+                                     kind, c.top_k, c.jsd_beta, c.skew_alpha)
         total, terms = loss.total, dict(loss.terms)
+        if on_policy:  # its own term in the logs (another divergence, on other text); no hard labels
+            terms = {"on_policy_kd_loss": terms["kd_loss"]}
         if self.projection is not None:  # FitNets: hidden_states[i + 1] is the output of layer i
             hint = fitnets_loss([student.hidden_states[s + 1] for s, _ in self.pairs],
                                 [teacher.hidden_states[t + 1] for _, t in self.pairs],

@@ -218,6 +218,18 @@ def ablation_rows(config, names: list[str] | None = None) -> list[tuple[str, Any
     return [(name, row) for name, row in rows if name in names]
 
 
+ON_POLICY_FRACTIONS = (0.5, 1.0)
+"""GKD's λ of the on-policy ablation's rows, next to soft targets (λ = 0)."""
+
+
+def on_policy_rows(config) -> list[tuple[str, Any]]:
+    """Soft targets on the corpus, then the same recipe with a share λ of the steps on the student's own text
+    (ON_POLICY_FRACTIONS): same seed, data and optimizer steps."""
+    soft = dict(ablation_rows(config))["soft_target"].with_overrides({"on_policy_fraction": 0.0})
+    return [("soft_target", soft)] + [(f"on_policy_{fraction:g}", soft.with_overrides({"on_policy_fraction": fraction}))
+                                      for fraction in ON_POLICY_FRACTIONS]
+
+
 SMALL_CORPUS_SENTENCES = 300
 """Sentences in the deliberately small training corpus of the augmentation ablation."""
 
@@ -262,7 +274,9 @@ def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = N
     """The technique ablation (`ablation_rows`, or the given (name, config) `rows`, e.g.
     `augmentation_rows`), one session each in `out_dir/<name>`: yields every session event with
     `"ablation": name` added, then `{"kind": "row", "row": row}` (name, ppl, bits_per_byte (and before, and the
-    teacher's), top1_agreement, kl_to_teacher, wall_s, ppl_before, teacher_ppl, error, augmented, and the real
+    teacher's), top1_agreement, kl_to_teacher, sample_nll, sample_reverse_kl and sample_entropy (the
+    teacher-scored measure of the student's own text, and the student's entropy there), teacher_sample_nll,
+    on_policy_fraction, on_policy_steps, steps, wall_s, ppl_before, teacher_ppl, error, augmented, and the real
     text's `REAL_KEYS`) and rewrites
     `out_dir/ablation.json`. A DistillError from a session (bad input) ends the ablation."""
     out = Path(out_dir)
@@ -276,11 +290,16 @@ def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = N
                 final = ev
             yield {**ev, "ablation": name}
         summary = final["summary"]
-        row = {"name": name, "ppl": summary["after"]["ppl"], "bits_per_byte": summary["after"].get("bits_per_byte"),
+        after, on_policy = summary["after"], summary.get("on_policy") or {}
+        row = {"name": name, "ppl": after["ppl"], "bits_per_byte": after.get("bits_per_byte"),
                "bits_per_byte_before": summary["before"].get("bits_per_byte"),
                "teacher_bits_per_byte": summary["teacher"].get("bits_per_byte"),
-               "top1_agreement": summary["after"]["top1_agreement"],
-               "kl_to_teacher": summary["after"]["kl_to_teacher"], "wall_s": summary["wall_s"],
+               "top1_agreement": after["top1_agreement"],
+               "kl_to_teacher": after["kl_to_teacher"], "sample_nll": after.get("sample_nll"),
+               "sample_reverse_kl": after.get("sample_reverse_kl"), "sample_entropy": after.get("sample_entropy"),
+               "teacher_sample_nll": summary["teacher"].get("sample_nll"),
+               "on_policy_fraction": on_policy.get("fraction", 0.0), "on_policy_steps": on_policy.get("steps", 0),
+               "steps": summary["steps_done"], "wall_s": summary["wall_s"],
                "ppl_before": summary["before"]["ppl"], "teacher_ppl": summary["teacher"]["ppl"],
                "error": summary["error"], "augmented": summary.get("augmented"), **real_fields(summary)}
         rows_done.append(row)

@@ -5,6 +5,10 @@
         [--sizes-json runs/<run>/students.json | --skip-sizes]
     .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only augmentation   # about a minute
     .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only alignment [--cross-run RUN_ID]
+    .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only grading   # an on-policy session
+    .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only grading --open-run RUN_ID
+        # the same after an earlier on-policy session (e.g. `distill --config assets/configs/on-policy.yaml` into
+        # the app's runs folder), opened from Earlier runs
 
 Drives Debian's Chromium through Playwright: checks compatibility of the default pair (setup.png),
 previews every augmenter on the teacher-generated corpus (augmentation.png; --only augmentation takes
@@ -12,7 +16,8 @@ just this one, with no session),
 shows the Distill tab's preset picker and Techniques knobs (distill-knobs.png), runs a session (the
 quickstart recipe, or --steps N; distill.png), probes dark knowledge (dark-knowledge.png), shows the
 attention maps (attention.png), hidden-state similarity (similarity.png), the evaluation table and
-generations side by side (evaluate.png), then
+generations side by side (evaluate.png), the teacher grading the students' own continuations
+(grading.png), then
 compares the Student size tab's default students with the same recipe (student-size.png; about
 3 minutes per student on 2 CPU cores), or plots an earlier sweep's students.json (--sizes-json).
 """
@@ -75,18 +80,63 @@ def shoot_alignment(page, out: Path, cross_run: str | None, timeout_s: float = 3
                           "height": plot["y"] + plot["height"] - top["y"] + 24})
     if not cross_run:
         return
-    page.get_by_role("tab", name="Distill").click()
-    page.locator("#earlier-runs").get_by_text("Earlier runs").first.click()
-    picker = page.locator("#earlier-run input")
-    picker.click()
-    page.get_by_role("option", name=cross_run).first.click()
-    page.locator("#open-run-btn").click()
-    page.locator("#earlier-note").get_by_text("Opened").wait_for(timeout=timeout_s * 1000)
+    open_earlier_run(page, cross_run)
     page.get_by_role("tab", name="Dark knowledge").click()
     page.locator("#probe-btn").click()
     page.locator("#probe-stats").get_by_text("student (after)").wait_for(timeout=timeout_s * 1000)
     time.sleep(2)
     page.screenshot(path=str(out / "dark-knowledge-cross.png"), full_page=True)
+
+
+def run_session(page, timeout_s: float) -> None:
+    """Press Run in the Distill tab and wait for the before/after summary."""
+    page.locator("#run-btn").click()
+    start = time.time()
+    while "Before / after" not in page.locator("#run-summary").inner_text():
+        status = page.locator("#run-status").inner_text()
+        if status.startswith("Error") or time.time() - start > timeout_s:
+            raise SystemExit(f"session did not finish: {status[:300]}")
+        time.sleep(3)
+    print(f"session finished in {time.time() - start:.0f} s", flush=True)
+
+
+def shoot_grading(page, out: Path, timeout_s: float = 600) -> None:
+    """The Teacher grades tab: grade the default prompt's continuations, screenshot (grading.png)."""
+    page.get_by_role("tab", name="Teacher grades").click()
+    page.locator("#grade-btn").click()
+    page.locator("#grade-table").get_by_text("least likely").first.wait_for(timeout=timeout_s * 1000)
+    time.sleep(2)
+    page.screenshot(path=str(out / "grading.png"), full_page=True)
+
+
+def open_earlier_run(page, run_id: str) -> None:
+    """Open a finished run of the runs folder from the Distill tab's Earlier runs: the views show its student."""
+    page.get_by_role("tab", name="Distill").click()
+    page.locator("#earlier-runs").get_by_text("Earlier runs").first.click()
+    picker = page.locator("#earlier-run input")
+    picker.click()
+    page.get_by_role("option", name=run_id).first.click()
+    page.locator("#open-run-btn").click()
+    page.locator("#earlier-note").get_by_text("Opened").wait_for(timeout=300_000)
+
+
+def shoot_on_policy(page, out: Path, steps: int | None, timeout_s: float) -> None:
+    """The on-policy preset's session (distill-on-policy.png: its curves and the student's last rollout graded
+    by the teacher), then the Teacher grades tab after it (grading.png)."""
+    page.get_by_role("tab", name="Distill").click()
+    page.locator("#layer-map-pairs").get_by_text("layer pair").wait_for(timeout=180_000)
+    picker = page.locator("#preset input")
+    picker.click()
+    page.get_by_role("option", name="on-policy").click()
+    page.locator("#preset-note").get_by_text("On-policy distillation").wait_for(timeout=30_000)
+    if steps:
+        page.locator("#steps input").fill(str(steps))
+    time.sleep(1)
+    run_session(page, timeout_s)
+    page.locator("#techniques").get_by_text("Techniques").first.click()  # fold the knobs: the results show
+    time.sleep(2)
+    page.screenshot(path=str(out / "distill-on-policy.png"), full_page=True)
+    shoot_grading(page, out)
 
 
 def main() -> None:
@@ -98,10 +148,13 @@ def main() -> None:
     parser.add_argument("--sizes-json", default=None, help="plot this students.json instead of running a sweep")
     parser.add_argument("--skip-sizes", action="store_true", help="no Student size screenshot")
     parser.add_argument("--sizes-timeout", type=float, default=3600, help="seconds to wait for the sweep")
+    parser.add_argument("--open-run", default=None, help="with --only grading: open this earlier run instead of "
+                        "running a session")
     parser.add_argument("--teacher", default=None, help="type this teacher spec in Setup first (e.g. a tiny test model)")
-    parser.add_argument("--only", choices=["augmentation", "setup", "alignment"], default=None,
+    parser.add_argument("--only", choices=["augmentation", "setup", "alignment", "grading"], default=None,
                         help="take only this screenshot (no session: augmentation about a minute, setup seconds, "
-                             "alignment: the Setup tab with a student of its own tokenizer)")
+                             "alignment: the Setup tab with a student of its own tokenizer; grading: an on-policy "
+                             "session, then the Teacher grades tab)")
     parser.add_argument("--cross-run", default=None, help="with --only alignment: an earlier run of that pair to open "
                         "for the Dark knowledge view across tokenizers (a run id in the app's runs folder)")
     args = parser.parse_args()
@@ -124,6 +177,15 @@ def main() -> None:
             shoot_alignment(page, out, args.cross_run)
             browser.close()
             return
+        if args.only == "grading" and args.open_run:
+            open_earlier_run(page, args.open_run)
+            shoot_grading(page, out)
+            browser.close()
+            return
+        if args.only == "grading":
+            shoot_on_policy(page, out, args.steps, args.timeout)
+            browser.close()
+            return
         page.get_by_role("button", name="Check compatibility").click()
         page.locator("#compat-report").get_by_text("same vocabulary").wait_for(timeout=180_000)
         page.screenshot(path=str(out / "setup.png"), full_page=True)
@@ -140,14 +202,7 @@ def main() -> None:
         bottom = page.locator("#run-btn").bounding_box()
         page.screenshot(path=str(out / "distill-knobs.png"), full_page=True,
                         clip={"x": 0, "y": 0, "width": 1400, "height": bottom["y"] + bottom["height"] + 16})
-        page.locator("#run-btn").click()
-        start = time.time()
-        while "Before / after" not in page.locator("#run-summary").inner_text():
-            status = page.locator("#run-status").inner_text()
-            if status.startswith("Error") or time.time() - start > args.timeout:
-                raise SystemExit(f"session did not finish: {status[:300]}")
-            time.sleep(3)
-        print(f"session finished in {time.time() - start:.0f} s", flush=True)
+        run_session(page, args.timeout)
         page.locator("#techniques").get_by_text("Techniques").first.click()  # fold the knobs: the results show
         time.sleep(2)
         page.screenshot(path=str(out / "distill.png"), full_page=True)
@@ -170,6 +225,7 @@ def main() -> None:
         page.locator("#generate-view").get_by_text("student (after)").wait_for(timeout=600_000)
         time.sleep(1)
         page.screenshot(path=str(out / "evaluate.png"), full_page=True)
+        shoot_grading(page, out)
 
         if not args.skip_sizes:
             page.get_by_role("tab", name="Student size").click()

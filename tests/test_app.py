@@ -25,7 +25,7 @@ from distill_core.data import read_prompts
 from distill_core.errors import DistillError
 from distill_core.specs import initial_student_spec
 from tests.conftest import REPO, SAMPLE_TEXT
-from ui import attention, common, data, distill, evaluate, knobs, setup, similarity, sizes
+from ui import attention, common, data, distill, evaluate, grading, knobs, setup, similarity, sizes
 from ui.common import Inputs, UserSession
 from ui.dark import probe_dark_knowledge
 from ui.runview import SWEEP_TABLE_HEADERS
@@ -252,7 +252,8 @@ def test_every_knob_flows_into_the_config(tiny_teacher_dir):
                   kd_weight=0.6, divergence="jsd", jsd_beta=0.3, skew_alpha=0.2, tokenizer_bridge="shared_ids",
                   top_k=16, teacher_cache=True,
                   attention_weight=0.0, attention_loss="mse", hidden_weight=0.0, hidden_loss="cosine",
-                  layer_map="0:0,1:3", freeze_embeddings=False, freeze_layers=1)
+                  layer_map="0:0,1:3", freeze_embeddings=False, freeze_layers=1, on_policy_fraction=0.25,
+                  on_policy_divergence="forward_kl", rollout_tokens=12)
     assert set(chosen) == set(knobs.KNOB_FIELDS)
     config = knobs.recipe_config(ui_values(tiny_teacher_dir, **chosen))
     assert {name: getattr(config, name) for name in knobs.KNOB_FIELDS} == chosen
@@ -949,6 +950,28 @@ def test_generate_side_by_side(finished_session, tiny_teacher_dir):
     # the same seed gives the same sample
     again = drain(evaluate.generate_side_by_side("The river", 6, 3, str(tiny_teacher_dir), "layers:1", user))[-1][2]
     assert again["teacher"]["sampled"]["text"] == outputs["teacher"]["sampled"]["text"]
+
+
+def test_the_teacher_grades_the_students_continuations(finished_session, tiny_teacher_dir):
+    """The grading view after a session: before, after and the teacher continue the prompt from one seed; each
+    token a chip coloured by the teacher's probability, the means and the least likely tokens in the table."""
+    user, _, _ = finished_session
+    note, figure, table, result = grading.grade_continuations("The river", 6, 2, "teacher_prob", str(tiny_teacher_dir),
+                                                              "layers:1", user)
+    assert "Student (after) is the last session's student" in note and "seed 2" in note
+    assert list(result["rows"]) == ["student (before)", "student (after)", "teacher"]
+    chips = sum(len(row["tokens"]) for row in result["rows"].values())
+    texts = [trace for trace in figure.data if trace.mode == "text"]
+    assert [t.name for t in texts] == list(result["rows"]) and len(figure.layout.shapes) == chips
+    colors = {shape.fillcolor for shape in figure.layout.shapes}
+    assert len(colors) > 1  # the teacher finds some tokens likelier than others
+    for name, row in result["rows"].items():
+        assert f"| {name} | {row['mean_nll']:.2f} |" in table
+    assert "student (after): the tokens the teacher found least likely" in table
+    recolored = grading.recolor(result, "reverse_kl")
+    assert {s.fillcolor for s in recolored.layout.shapes} != colors
+    error = grading.grade_continuations("The river", 0, 2, "teacher_prob", str(tiny_teacher_dir), "layers:1", user)
+    assert "new tokens must be between 1 and 512" in error[0] and error[1] is None
 
 
 @pytest.mark.parametrize("prompt, new_tokens, expected", [

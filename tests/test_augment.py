@@ -311,8 +311,8 @@ def test_ablate_augmentation_rows(tiny_config, tmp_path, capsys, monkeypatch):
     assert configs[0]["augment"] == "" and configs[1]["augment"] == "word_delete,char_ocr"
     assert configs[0]["kd_weight"] > 0 and configs[0]["steps"] == configs[1]["steps"] == 2
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["name", "ppl", "bits_per_byte", "top1_agreement", "kl_to_teacher", "real_ppl", "real_kl",
-                                "wall_s"]
+    assert lines[0].split() == ["name", "steps", "on_policy", "ppl", "bits_per_byte", "sample_nll", "sample_rkl",
+                                "entropy", "top1_agreement", "kl_to_teacher", "real_ppl", "real_kl", "wall_s"]
     assert [line.split()[0] for line in lines[1:]] == ["soft_target", "soft_target+augment"]
     assert main(["ablate", "--config", str(config_path), "--eval-text", str(REPO / "assets" / "texts" / "heldout.txt"),
                  "--out", str(out), "--augmentation", "shuffle"]) == 2

@@ -76,16 +76,22 @@ def test_distill_then_evaluate_round_trip(tiny_config, tmp_path):
                  "--text", str(text), "--max-tokens", "128")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report["teacher"]) == {"ppl", "bits_per_byte", "params", "tokens_per_s"}
+    assert set(report["teacher"]) == {"ppl", "bits_per_byte", "params", "tokens_per_s", "sample_nll"}
     assert set(report["student"]) == {"ppl", "bits_per_byte", "top1_agreement", "kl_to_teacher", "params",
-                                      "tokens_per_s"}
+                                      "tokens_per_s", "sample_nll", "sample_reverse_kl", "sample_entropy"}
     assert 0 <= report["student"]["top1_agreement"] <= 1
+    # the teacher grades the student's own continuations of the 16 held-out prompts; its own are the floor
+    assert report["student"]["sample_nll"] > report["teacher"]["sample_nll"] > 0
+    assert 16 <= report["sample_tokens"] <= 16 * 32
     assert report["tokenizer_bridge"] == "none" and report["bytes"] > 0 and report["student"]["bits_per_byte"] > 0
     assert set(report["real_text"]) >= {"source"}  # the packaged text, or a note saying how to install it
     fixture = REPO / "tests" / "fixtures" / "gettysburg.txt"
     result = cli("evaluate", "--teacher", tiny_config.teacher, "--student", str(out / "student"),
-                 "--text", str(text), "--max-tokens", "128", "--real-text", str(fixture))
-    real = json.loads(result.stdout)["real_text"]
+                 "--text", str(text), "--max-tokens", "128", "--real-text", str(fixture), "--sample-tokens", "0")
+    skipped = json.loads(result.stdout)
+    assert set(skipped["student"]) == {"ppl", "bits_per_byte", "top1_agreement", "kl_to_teacher", "params",
+                                       "tokens_per_s"}
+    real = skipped["real_text"]
     assert real["source"] == str(fixture) and real["tokens"] > 100 and real["student"]["ppl"] > 0
     assert real["student"]["ppl"] != report["student"]["ppl"]
 
@@ -129,8 +135,9 @@ def test_ablate_writes_every_row(tiny_config, tmp_path):
     assert configs["ce_only"]["kd_weight"] == 0 and configs["soft_target"]["kd_weight"] > 0
     assert configs["attention"]["attention_weight"] > 0 and configs["attention"]["hidden_weight"] == 0
     assert configs["fitnets"]["hidden_weight"] > 0 and configs["all"]["attention_weight"] > 0
-    assert result.stdout.splitlines()[0].split() == ["name", "ppl", "bits_per_byte", "top1_agreement", "kl_to_teacher",
-                                                     "real_ppl", "real_kl", "wall_s"]
+    assert result.stdout.splitlines()[0].split() == ["name", "steps", "on_policy", "ppl", "bits_per_byte",
+                                                     "sample_nll", "sample_rkl", "entropy", "top1_agreement",
+                                                     "kl_to_teacher", "real_ppl", "real_kl", "wall_s"]
     assert all(row["bits_per_byte"] > 0 and row["teacher_bits_per_byte"] > 0 for row in rows)
     assert all(row["real_ppl"] > 0 and row["real_teacher_ppl"] > 0 for row in rows)  # the fixture's real text
     assert "real text: the teacher's perplexity" in result.stderr
@@ -147,6 +154,27 @@ def test_ablate_rows_runs_only_the_rows_named(tiny_config, tmp_path):
     assert [r["name"] for r in json.loads((out / "ablation.json").read_text())] == ["ce_only", "soft_target"]
     bad = cli("ablate", "--config", str(config_path), "--eval-text", heldout, "--out", str(out), "--rows", "nope")
     assert bad.returncode != 0 and "unknown ablation row nope" in bad.stderr
+
+
+def test_ablate_on_policy_rows(tiny_config, tmp_path):
+    config_path = tmp_path / "tiny.yaml"
+    tiny_config.with_overrides(["steps=2", "eval_every=0", "probe_every=0", "rollout_tokens=4",
+                                "sample_eval_tokens=4"]).to_yaml(config_path)
+    out = tmp_path / "on-policy"
+    result = cli("ablate", "--config", str(config_path), "--eval-text", str(REPO / "assets" / "texts" / "heldout.txt"),
+                 "--out", str(out), "--on-policy")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((out / "ablation.json").read_text())
+    assert [(r["name"], r["on_policy_fraction"], r["on_policy_steps"], r["steps"]) for r in rows] == [
+        ("soft_target", 0.0, 0, 2), ("on_policy_0.5", 0.5, 1, 2), ("on_policy_1", 1.0, 2, 2)]
+    for row in rows:
+        assert row["sample_nll"] > row["teacher_sample_nll"] > 0 and row["wall_s"] > 0
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["soft_target", "on_policy_0.5", "on_policy_1"]
+    assert "of the teacher's own:" in result.stderr
+    refused = cli("ablate", "--config", str(config_path), "--eval-text", str(REPO / "assets" / "texts" / "heldout.txt"),
+                  "--out", str(out), "--on-policy", "--students", "layers:1")
+    assert refused.returncode == 2 and "--on-policy is a sweep of its own" in refused.stderr
 
 
 def test_ablate_students_sweeps_sizes(tiny_config, tmp_path):

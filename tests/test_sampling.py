@@ -93,3 +93,11 @@ def test_prompts_that_cannot_start_a_block_are_refused(model):
         run(sample_continuations(model, [[1, 2, 3, 4, 5]], 3, max_length=4))
     with pytest.raises(DistillError, match="at least one token"):
         run(sample_continuations(model, [[]], 3))
+
+
+def test_top_p_one_draws_from_the_whole_distribution():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([nucleus_sample(logits, 1.0, 1.0, generator) for _ in range(2000)])
+    counts = torch.bincount(draws.flatten(), minlength=3) / 2000
+    assert torch.allclose(counts, torch.tensor([0.7, 0.2, 0.1]), atol=0.04)

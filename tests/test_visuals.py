@@ -13,6 +13,7 @@ from visuals import (
     attention_heatmaps,
     cka_heatmaps,
     display_token,
+    graded_continuations,
     head_entropy_grid,
     kl_strip,
     loss_curves,
@@ -433,3 +434,30 @@ def test_alignment_figure_wraps_long_texts_by_whole_spans() -> None:
                                     "bytes": 120}, line_bytes=40)
     assert list(fig.layout.yaxis.ticktext) == ["teacher", "student"] * 3  # 120 bytes in lines of 40
     assert max(s.x1 for s in fig.layout.shapes) <= 40
+
+
+GRADED = {"prompt": "The", "tokens": [" cat", " sat", "\n"], "teacher_prob": [0.5, 1e-6, 0.01],
+          "model_prob": [0.4, 0.3, 0.2], "reverse_kl": [0.1, 5.0, 2.0],
+          "teacher_top": [[(" cat", 0.5), (" dog", 0.3)], [(" ran", 0.6)], [(".", 0.4)]], "mean_nll": 5.3,
+          "mean_reverse_kl": 2.37}
+
+
+def test_graded_continuations_colour_each_token_by_the_teachers_grade():
+    fig = graded_continuations({"student (after)": GRADED, "teacher": {**GRADED, "tokens": [" a"] * 3}})
+    shapes = fig.layout.shapes
+    assert len(shapes) == 6
+    likely, unlikely = shapes[0].fillcolor, shapes[1].fillcolor  # p 0.5 (green end), p 1e-6 (below the floor: red)
+    assert unlikely == "rgb(232, 132, 124)" and likely != unlikely
+    texts = [t for t in fig.data if t.mode == "text"]
+    assert list(texts[0].text) == ["␣cat", "␣sat", display_token("\n")]
+    assert "teacher's probability 1e-06" in texts[0].hovertext[1] and "<b>␣ran</b> 60%" in texts[0].hovertext[1]
+    assert "teacher's NLL 5.30 nats/token" in fig.layout.annotations[0].text
+    by_kl = graded_continuations({"student": GRADED}, "reverse_kl")
+    assert by_kl.layout.shapes[1].fillcolor == "rgb(232, 132, 124)"  # KL 5 >= the ceiling: red
+    assert by_kl.layout.shapes[0].fillcolor != by_kl.layout.shapes[2].fillcolor
+    with pytest.raises(ValueError, match="color_by"):
+        graded_continuations({"student": GRADED}, "loudness")
+    long = {**GRADED, "tokens": [" word"] * 40, "teacher_prob": [0.5] * 40, "model_prob": [0.5] * 40,
+            "reverse_kl": [0.0] * 40, "teacher_top": [[(" a", 0.5)]] * 40}
+    tall = graded_continuations({"student": long})
+    assert len({round(s.y0, 3) for s in tall.layout.shapes}) > 1  # wrapped onto several lines

@@ -80,6 +80,7 @@ def build_distill(pair: Pair, user: gr.State, memory: gr.BrowserState) -> Distil
                       gr.Plot(visuals.loss_curves([]), label="Loss curves", show_label=False, elem_id="loss-plot"),
                       gr.Plot(label="Probe snapshot", show_label=False, visible=False, elem_id="probe-plot"),
                       gr.Markdown(elem_id="run-summary"))
+    rollout = gr.Plot(label="The student's last rollout", show_label=False, visible=False, elem_id="rollout-plot")
     build_export(user)
     build_share(user)
     earlier = build_earlier_runs(user, memory, results, pair)
@@ -99,7 +100,7 @@ def build_distill(pair: Pair, user: gr.State, memory: gr.BrowserState) -> Distil
                  show_progress="hidden")
     layer_map.change(layer_map_markdown, [pair.teacher, pair.student, layer_map], layer_map_md, api_name="layer_map",
                      show_progress="minimal")
-    run_btn.click(recipe.bind(run_in_turn), recipe.set, [*results.outputs(), run_btn, stop_btn],
+    run_btn.click(recipe.bind(run_in_turn), recipe.set, [*results.outputs(), run_btn, stop_btn, rollout],
                   api_name="run_session", concurrency_limit=None, concurrency_id=DISTILLATION_QUEUE,
                   show_progress="minimal", show_progress_on=results.status  # the place in the queue: the status line
                   ).then(remember, [user, earlier.memory], [earlier.memory, earlier.picker], show_progress="hidden",
@@ -219,18 +220,19 @@ async def run_in_turn(recipe: Inputs, values: dict[Any, Any]):
         config = recipe_config(named)
         ticket = join(user, config)
     except api.DistillError as exc:
-        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), "", *idle
+        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), "", *idle, gr.skip()
         return
-    waiting = lambda status: (status, gr.skip(), gr.skip(), gr.skip(), *running)  # noqa: E731
+    waiting = lambda status: (status, gr.skip(), gr.skip(), gr.skip(), *running, gr.skip())  # noqa: E731
     async for update in in_turn(user, ticket, waiting, lambda: run_distillation(recipe, values)):
         yield update
     if ticket.cancelled:
-        yield LEFT_QUEUE_NOTE, gr.skip(), gr.skip(), gr.skip(), *idle
+        yield LEFT_QUEUE_NOTE, gr.skip(), gr.skip(), gr.skip(), *idle, gr.skip()
 
 
 def run_distillation(recipe: Inputs, values: dict[Any, Any]):
     """Stream one session (called in turn by `run_in_turn`; `values`: {component: value} of `recipe`'s inputs).
-    Yields, in order: status markdown, loss curves, probe snapshot, summary markdown, Run button, Stop button."""
+    Yields, in order: status markdown, loss curves, probe snapshot, summary markdown, Run button, Stop button, the
+    last on-policy rollout graded by the teacher."""
     named = recipe.named(values)
     user = named.get("user") or UserSession()
     running, idle = run_buttons(True), run_buttons(False)
@@ -239,7 +241,7 @@ def run_distillation(recipe: Inputs, values: dict[Any, Any]):
         # a pair already checked: a bad layer map fails now, not after the first evaluation
         api.layer_pairs_for(config.teacher, config.student, config.layer_map, load=False)
     except api.DistillError as exc:
-        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), "", *idle
+        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), "", *idle, gr.skip()
         return
 
     out_dir, token = api.new_run()
@@ -248,14 +250,16 @@ def run_distillation(recipe: Inputs, values: dict[Any, Any]):
     user.running = True
     try:
         with api.running(out_dir):  # retention never removes it meanwhile
-            yield view.status_markdown(), view.loss_figure(), gr.update(visible=False), "", *running
+            yield (view.status_markdown(), view.loss_figure(), gr.update(visible=False), "", *running,
+                   gr.update(visible=False))
             yield from stream_session(config, view, user, running)
     finally:
         user.running = False
         user.stop.clear()
     ended(config, view, user, token)
     probe = gr.update(value=view.probe_figure(), visible=True) if view.last_probe else gr.skip()
-    yield view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), *idle
+    rollout = gr.update(value=view.rollout_figure(), visible=True) if view.last_rollout else gr.skip()
+    yield view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), *idle, rollout
 
 
 def ended(config: api.DistillConfig, view: RunView, user: UserSession, token: str) -> None:
@@ -305,8 +309,9 @@ def stream_session(config: api.DistillConfig, view: RunView, user: UserSession, 
             if event["kind"] in ("step", "eval") and (new_eval or now - last_plot >= PLOT_INTERVAL_S):
                 plot, last_plot = view.loss_figure(), now
             probe = gr.update(value=view.probe_figure(), visible=True) if event["kind"] == "probe" else gr.skip()
+            rollout = gr.update(value=view.rollout_figure(), visible=True) if event["kind"] == "rollout" else gr.skip()
             last_yield = now
-            yield view.status_markdown(), plot, probe, gr.skip(), *running
+            yield view.status_markdown(), plot, probe, gr.skip(), *running, rollout
     except Exception as exc:  # the engine's message, or one line (e.g. out of memory): the app stays up
         view.fail(warn(exc))
 

@@ -50,6 +50,7 @@ ATTENTION = "Attention transfer"
 FREEZING = "Freezing"
 FITNETS = "FitNets hints (Romero et al. 2015)"
 LAYER_MAP = "Layer map (attention transfer, FitNets)"
+ON_POLICY = "On-policy distillation (GKD, Agarwal et al. 2024)"
 
 KNOBS = (
     Knob("steps", "number", "Steps", TRAINING, 0, cap="steps"),
@@ -73,6 +74,10 @@ KNOBS = (
     Knob("layer_map", "dropdown", "Layer map (or pairs s:t,…)", LAYER_MAP, 2),
     Knob("freeze_embeddings", "checkbox", "Freeze embeddings", FREEZING, 1),
     Knob("freeze_layers", "number", "Frozen layers", FREEZING, 1),
+    Knob("on_policy_fraction", "slider", "On-policy share λ (steps on the student's own text)", ON_POLICY, 0,
+         slider=(0, 1, 0.05)),
+    Knob("on_policy_divergence", "dropdown", "On-policy divergence", ON_POLICY, 0),
+    Knob("rollout_tokens", "number", "Tokens the student writes per prompt", ON_POLICY, 0),
 )
 """The DistillConfig fields the Distill tab sets, in the order of the `preset` endpoint's outputs."""
 KNOB_FIELDS = tuple(knob.field for knob in KNOBS)

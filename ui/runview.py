@@ -39,6 +39,7 @@ class RunView:
         self.first_probe: dict[str, Any] | None = None
         self.last_probe: dict[str, Any] | None = None
         self.probes: list[dict[str, Any]] = []  # every probe event (the Similarity tab's CKA over the steps)
+        self.last_rollout: dict[str, Any] | None = None  # an on-policy step's continuation, graded by the teacher
         self.final: dict[str, Any] | None = None
         self.failure: str | None = None
         self.stop_requested = False
@@ -70,6 +71,8 @@ class RunView:
             self.first_probe = self.first_probe or event
             self.last_probe = event
             self.probes.append(event)
+        elif kind == "rollout":
+            self.last_rollout = event
         elif kind in api.FINAL_KINDS:
             self.final = event
 
@@ -127,7 +130,9 @@ class RunView:
                 terms = " · ".join(f"{key.removesuffix('_loss')} {step[key]:.3f}"
                                    for key in step if key.endswith("_loss"))
                 lines.append(f"**Step {step['step']}/{steps}** · loss {step['loss']:.3f} ({terms}) · "
-                             f"{step['tokens_per_s']:,.0f} tokens/s · ETA {fmt_seconds(step['eta_s'])}")
+                             f"{step['tokens_per_s']:,.0f} tokens/s · ETA {fmt_seconds(step['eta_s'])}"
+                             + (f" · on-policy: the student wrote its batch ({step['rollout_tokens']} tokens) in "
+                                f"{fmt_seconds(step['rollout_s'])}" if step.get("on_policy") else ""))
             else:
                 lines.append(f"**Step 0/{steps}**")
             message = self.message + (" · **stop requested**, finishing the current step" if self.stop_requested else "")
@@ -159,6 +164,13 @@ class RunView:
                  f"(KL teacher‖student {probe['kl_last']:.3f} nats)")
         return visuals.next_token_bars(probe["candidates"], probs, None, title)
 
+    def rollout_figure(self) -> Any:
+        """The last on-policy step's first continuation, every token coloured by the teacher's probability of it."""
+        rollout = self.last_rollout
+        return visuals.graded_continuations(
+            {f"student at step {rollout['step']}": rollout}, "teacher_prob",
+            f"The student's own words at step {rollout['step']} (on-policy), graded by the teacher: “{rollout['prompt']}” …")
+
     def summary_markdown(self) -> str:
         if self.final is None:
             return ""
@@ -172,6 +184,8 @@ class RunView:
             ("top-1 agreement with the teacher ↑", "—", pct(before["top1_agreement"]), pct(after["top1_agreement"])),
             ("KL(teacher ‖ student), nats/token ↓", "—", fmt_number(before["kl_to_teacher"]),
              fmt_number(after["kl_to_teacher"])),
+            ("teacher's NLL of the model's own continuations, nats/token ↓", fmt_number(t.get("sample_nll")),
+             fmt_number(before.get("sample_nll")), fmt_number(after.get("sample_nll"))),
             ("parameters", fmt_params(t["params"]), fmt_params(st["params"]),
              f"{fmt_params(st['params'])} ({fmt_params(st['trainable_params'])} trained)"),
         ]
