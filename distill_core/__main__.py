@@ -494,8 +494,9 @@ def _add_bench_and_evaluate(sub: Any) -> None:
     evaluate.add_argument("--prompts", default=DistillConfig().sample_eval_prompts,
                           help="held-out prompts the student continues for the teacher-scored measure of its own text "
                           "(default assets/texts/heldout_prompts.txt)")
-    evaluate.add_argument("--sample-tokens", type=int, default=32,
-                          help="new tokens per prompt for that measure (0 skips it; default 32)")
+    evaluate.add_argument("--sample-tokens", type=int, default=DistillConfig().sample_eval_tokens,
+                          help=f"new tokens per prompt for that measure (0 skips it; default "
+                               f"{DistillConfig().sample_eval_tokens})")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the sampled continuations (default 0)")
     evaluate.set_defaults(func=cmd_evaluate)
 
