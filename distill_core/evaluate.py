@@ -212,12 +212,18 @@ def evaluate_each(teacher: Any, students: dict[str, Any], tokenizer: Any, blocks
                "kl_to_teacher": result["kl_to_teacher"], "params": count_parameters(model),
                "size_bytes": size_on_disk(model)}
         if real_blocks is not None:
-            real = compare(teacher, model, real_blocks, reference=real_reference)
-            row.update(real_ppl=real["student_ppl"], real_top1_agreement=real["top1_agreement"],
-                       real_kl_to_teacher=real["kl_to_teacher"])
+            row.update(real_text_row(model, real_blocks, real_reference))
         if speed:
             row["tokens_per_s"] = generation_speed(model, tokenizer, new_tokens=speed_tokens)
         yield name, row
+
+
+def real_text_row(model: Any, real_blocks: Blocks, real_reference: list[torch.Tensor]) -> dict[str, Any]:
+    """A student's real-text figures for a row (`real_ppl`, `real_top1_agreement`, `real_kl_to_teacher`), against
+    the teacher's reference on the same blocks."""
+    real = compare(None, model, real_blocks, reference=real_reference)
+    return {"real_ppl": real["student_ppl"], "real_top1_agreement": real["top1_agreement"],
+            "real_kl_to_teacher": real["kl_to_teacher"]}
 
 
 def evaluate_models(teacher: Any, students: dict[str, Any], tokenizer: Any, blocks: Blocks,

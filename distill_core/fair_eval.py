@@ -29,7 +29,8 @@ from distill_core.bits_per_byte import ByteText, ByteWindows, bits_per_byte, byt
 from distill_core.config import DistillConfig
 from distill_core.cross_losses import SharedTokens, shared_tokens, span_aligned_terms, top1_agrees
 from distill_core.data import Blocks, heldout_blocks
-from distill_core.evaluate import compare, generation_speed, reference_ppl, score, size_on_disk, teacher_reference
+from distill_core.evaluate import (compare, generation_speed, real_text_row, reference_ppl, score, size_on_disk,
+                                   teacher_reference)
 from distill_core.losses import shift_for_next_token
 from distill_core.models import count_parameters
 from distill_core.paired_data import PairedBlocks, pack_pairs
@@ -211,17 +212,11 @@ def evaluate_each(teacher: Any, students: dict[str, tuple[Any, Any]], config: Di
                "top1_agreement": result["top1_agreement"], "kl_to_teacher": result["kl_to_teacher"],
                "params": count_parameters(model), "size_bytes": size_on_disk(model), "bridge": bridge.kind}
         if real_blocks is not None:
-            row.update(_real_row(model, real_blocks, real_ref) if not bridge.cross else
+            row.update(real_text_row(model, real_blocks, real_ref) if not bridge.cross else
                        dict.fromkeys(("real_ppl", "real_top1_agreement", "real_kl_to_teacher")))
         if speed:
             row["tokens_per_s"] = generation_speed(model, tokenizer, new_tokens=speed_tokens)
         yield name, row
-
-
-def _real_row(model: Any, blocks: Blocks, teacher_ref: list[torch.Tensor]) -> dict[str, Any]:
-    result = compare(None, model, blocks, reference=teacher_ref)
-    return {"real_ppl": result["student_ppl"], "real_top1_agreement": result["top1_agreement"],
-            "real_kl_to_teacher": result["kl_to_teacher"]}
 
 
 def evaluate_pair(teacher: Any, student: Any, config: DistillConfig, speed: bool = True) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from distill_core.batcher import FORWARDS, frozen
 from distill_core.budget import ByteBudgetCache
 from distill_core.data import Blocks, check_text
 from distill_core.errors import DistillError
-from distill_core.evaluate import compare, generation_speed, reference_ppl, size_on_disk, teacher_reference
+from distill_core.evaluate import (compare, generation_speed, real_text_row, reference_ppl, size_on_disk,
+                                   teacher_reference)
 from distill_core.models import count_parameters
 from distill_core.threads import view_threads
 
@@ -133,9 +134,7 @@ def evaluate_each(teacher: Any, students: dict[str, Any], tokenizer: Any, blocks
                "kl_to_teacher": result["kl_to_teacher"], "params": count_parameters(model),
                "size_bytes": size_on_disk(model)}
         if real_blocks is not None:
-            real = compare(teacher, model, real_blocks, reference=real_reference)
-            row.update(real_ppl=real["student_ppl"], real_top1_agreement=real["top1_agreement"],
-                       real_kl_to_teacher=real["kl_to_teacher"])
+            row.update(real_text_row(model, real_blocks, real_reference))
         return {**row, "tokens_per_s": generation_speed(model, tokenizer, new_tokens=speed_tokens)}
 
     teacher_serial = FORWARDS.serial(teacher)
