@@ -117,13 +117,13 @@ def save_named(named: dict[str, Any]) -> tuple[str, Any]:
         if name in api.builtin_recipes():
             raise api.DistillError(f"{name} is a built-in recipe's name: choose another")
         user.recipes[name] = api.saved_recipe(recipe_config(named))
-        lesson_recipes = definitions_of(named.get("lesson"), user)
+        known = definitions_of(named.get("lesson"), user)
     except api.DistillError as exc:
         return error_markdown(warn(exc)), gr.skip()
     picked = [r for r in (named.get("recipes") or []) if r != name]
     picked += [name] if len(picked) < api.MAX_RECIPES else []
     return (f"Saved the Distill tab's knobs as the recipe **{name}**.",
-            gr.update(choices=recipe_choices(lesson_recipes), value=picked))
+            gr.update(choices=recipe_choices(known), value=picked))
 
 
 def comparison_plan(named: dict[str, Any]) -> list[tuple[str, api.DistillConfig]]:
