@@ -150,11 +150,18 @@ def shoot_compare(page, out: Path, lesson: str, steps: int | None, timeout_s: fl
     page.get_by_role("option", name=lesson).click()
     page.locator("#lesson-text").get_by_text("What to look for").first.wait_for(timeout=30_000)
     setting = page.locator("#compare-setting textarea")
+    time.sleep(2)  # the picker may answer twice (its input and its blur): let the lesson's setting land first
     if steps:
         lines = [line for line in setting.input_value().splitlines() if not line.startswith("steps=")]
-        setting.fill("\n".join([*lines, f"steps={steps}"]))
-        setting.blur()
-    time.sleep(1)
+        wanted = "\n".join([*lines, f"steps={steps}"])
+        for _ in range(5):
+            setting.fill(wanted)
+            setting.blur()
+            time.sleep(1)
+            if setting.input_value() == wanted:
+                break
+        else:
+            raise SystemExit(f"the setting box did not keep steps={steps}")
     page.locator("#compare-btn").click()
     start = time.time()
     while not page.locator("#compare-status").inner_text().startswith(("Done", "Stopped")):
