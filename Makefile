@@ -52,8 +52,9 @@ realtext:
 run: setup
 	$(PY) app.py
 
+# One test process per core (pytest-xdist; at most 4, each on one torch thread: tests/conftest.py).
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4
 
 clean:
 	rm -rf $(VENV) runs artifacts .pytest_cache

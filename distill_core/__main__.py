@@ -205,8 +205,8 @@ def _print_ablation_table(rows: list[dict]) -> None:
           f"{'real_kl':>8} {'wall_s':>8}")
     for row in rows:
         print(f"{row['name']:<{width}} {row['steps']:>6} {row['on_policy_steps']:>10} {row['ppl']:>9.2f} "
-              f"{_cell(row.get('bits_per_byte'), 13, '.4f')} {_cell(row['sample_nll'], 11, '.3f')} "
-              f"{_cell(row['sample_reverse_kl'], 11, '.3f')} {_cell(row['sample_entropy'], 8, '.3f')} "
+              f"{_cell(row.get('bits_per_byte'), 13, '.4f')} {_cell(row.get('sample_nll'), 11, '.3f')} "
+              f"{_cell(row.get('sample_reverse_kl'), 11, '.3f')} {_cell(row.get('sample_entropy'), 8, '.3f')} "
               f"{row['top1_agreement']:>15.3f} {row['kl_to_teacher']:>14.3f} {_cell(row.get('real_ppl'), 9, '.2f')} "
               f"{_cell(row.get('real_kl_to_teacher'), 8, '.3f')} {row['wall_s']:>8.1f}")
     floor = next((row["teacher_sample_nll"] for row in rows if row.get("teacher_sample_nll") is not None), None)

@@ -40,7 +40,10 @@ def project_path(path: str | Path) -> Path:
 
 
 def relative_to_project(path: str) -> str:
-    """`path` relative to the project's root when it lies inside it (assets/prompts.txt), else as given."""
+    """`path` relative to the project's root when it lies inside it (assets/prompts.txt), else as given (an empty
+    field, "no file", stays empty)."""
+    if not path:
+        return path
     try:
         return str(Path(path).resolve().relative_to(ROOT.resolve()))
     except (ValueError, OSError):

@@ -897,10 +897,11 @@ def _ranks_agree(p: Prepared, fitted: Fitted) -> dict[str, Any] | None:
 
 
 def _eval_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """summary.json's `before`/`after`; the teacher-scored measure of the student's own text only when measured."""
+    own_text = {key: result[key] for key in ("sample_nll", "sample_reverse_kl", "sample_entropy")
+                if result.get(key) is not None}
     return {"ppl": result["student_ppl"], "bits_per_byte": result.get("student_bpb"),
-            "top1_agreement": result["top1_agreement"], "kl_to_teacher": result["kl_to_teacher"],
-            "sample_nll": result.get("sample_nll"), "sample_reverse_kl": result.get("sample_reverse_kl"),
-            "sample_entropy": result.get("sample_entropy")}
+            "top1_agreement": result["top1_agreement"], "kl_to_teacher": result["kl_to_teacher"], **own_text}
 
 
 def _bridge_summary(p: Prepared) -> dict[str, Any]:

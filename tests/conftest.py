@@ -13,6 +13,9 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["DISTILL_TRACKING"] = "0"  # sessions log to the tracker only in the tests that turn it on (test_tracking)
 os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="distill-trackio-")  # never the operator's store
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one test process per core (make test): one torch thread each, so that
+    for _threads in ("OMP_NUM_THREADS", "DISTILL_TRAIN_THREADS", "DISTILL_VIEW_THREADS"):  # they do not fight
+        os.environ[_threads] = "1"  # over the cores (the command-line tests' processes inherit it)
 for _hosting_variable in ("DISTILL_PUBLIC", "SPACE_ID", "DISTILL_TRUST_REMOTE_CODE", "DISTILL_HUB_DEFAULTS"):
     os.environ.pop(_hosting_variable, None)  # the tests load local models: not public mode (distill_core/hosting.py)
 
@@ -49,6 +52,7 @@ def tiny_session_config(teacher_dir: Path, **changes):
         teacher=str(teacher_dir), student="layers:2", corpus_text=SAMPLE_TEXT, steps=12, batch_size=4,
         seq_len=32, learning_rate=3e-3, warmup_steps=1, eval_every=4, probe_every=6, eval_max_tokens=128,
         freeze_embeddings=False, seed=0, real_text=str(REPO / "tests" / "fixtures" / "gettysburg.txt"),
+        sample_eval_tokens=0,  # the teacher-scored measure of the student's own text: on in the tests about it
     )
     return DistillConfig(**{**values, **changes})
 

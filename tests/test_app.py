@@ -926,7 +926,7 @@ def test_evaluate_after_a_session(finished_session, tiny_teacher_dir):
     assert [o[0].split("**")[1] for o in progress] == ["Measuring teacher … 1 of 3", "Measuring student (before) … 2 of 3",
                                                       "Measuring student (after) … 3 of 3"]
     assert [list(o[2] or {}) for o in progress] == [[], ["teacher"], ["teacher", "student (before)"]]
-    assert progress[1][1].count("…") == 2 * 7 and "keeps" not in progress[1][1]  # two columns of seven still to come
+    assert progress[1][1].count("…") == 2 * 10 and "keeps" not in progress[1][1]  # two columns of ten still to come
     assert progress[2][2]["teacher"] == rows["teacher"]
 
 

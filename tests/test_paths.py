@@ -14,3 +14,11 @@ def test_cache_and_runs_follow_their_variables(tmp_path, monkeypatch):
 
 def test_assets_are_the_projects():
     assert (paths.ASSETS / "prompts.txt").is_file() and (paths.CONFIGS / "quickstart.yaml").is_file()
+
+
+def test_a_project_file_is_named_relative_to_the_root_and_an_empty_field_stays_empty():
+    from distill_core.paths import ROOT, relative_to_project
+
+    assert relative_to_project(str(ROOT / "assets" / "prompts.txt")) == "assets/prompts.txt"
+    assert relative_to_project("/etc/hostname") == "/etc/hostname"
+    assert relative_to_project("") == ""  # "no file": not the project's root

@@ -54,7 +54,7 @@ def alignment_figure(result: dict[str, Any], title: str = "", line_bytes: int = 
     """`result`: alignment.align_text's dict (each side's pieces, byte spans and one-to-one flags; the groups;
     the one-to-one share). Each line: the teacher's tokens on top, the student's below, a band per aligned span
     (grey: one token on each side; orange: merged)."""
-    shapes, labels, hovers = [], [], []
+    shapes, labels = [], []
     lines = _lines(result["groups"], line_bytes)
     line_height = 2 * ROW_HEIGHT + BAND_HEIGHT + LINE_GAP
     for number, line in enumerate(lines):
