@@ -16,9 +16,9 @@ from ui.common import UserSession
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers")  # gr.Warning outside a UI
 
 STATUS, PLOT, TABLE, COMPARE_BTN, STOP_BTN = range(5)
-TINY = "steps=2\neval_every=1\nprobe_every=0\nsample_eval_tokens=4"
+TINY = "steps=2\neval_every=1\nprobe_every=0\nsample_eval_tokens=4\nreal_text=tests/fixtures/gettysburg.txt"
 """The setting of the tiny comparisons: two steps, an evaluation after each (a curve of three points), a short
-teacher-scored sample of the student's own text."""
+teacher-scored sample of the student's own text, a short real text."""
 QUICK = "steps=3\neval_every=0\nprobe_every=0\nsample_eval_tokens=0\nreal_text="
 """Fewer measurements, where they are not the point."""
 
@@ -50,7 +50,8 @@ def test_compare_two_tiny_recipes_through_the_handler(tiny_teacher_dir, runs_in_
     (run_dir,) = runs_in_tmp.iterdir()
     rows = json.loads((run_dir / "ablation.json").read_text())
     assert [r["name"] for r in rows] == ["ce_only", "soft_target"]
-    assert all(r["error"] is None and r["steps"] == 2 and r["ppl"] > 0 and r["sample_nll"] > 0 for r in rows)
+    assert all(r["error"] is None and r["steps"] == 2 and r["ppl"] > 0 and r["sample_nll"] > 0 and r["real_ppl"] > 0
+               for r in rows)
     assert rows[0]["ppl_before"] == rows[1]["ppl_before"]  # the same student, text and seed
     configs = {r["name"]: yaml.safe_load((run_dir / r["name"] / "config.yaml").read_text()) for r in rows}
     assert configs["ce_only"]["kd_weight"] == 0 and configs["soft_target"]["kd_weight"] > 0
