@@ -3,8 +3,9 @@ the engine is distill_core (through distill_core.api), the figures are visuals.
 
     python app.py     # serves on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
 
-API names (gradio_client): compatibility, preset, layer_map, run_session, stop, size_sweep, size_plot,
-dark_knowledge, attention, similarity, evaluate, generate, grade, export, augment_preview (README, App API).
+API names (gradio_client): compatibility, preset, layer_map, run_session, stop, size_sweep, size_plot, compare,
+compare_plot, lesson, save_recipe, dark_knowledge, attention, similarity, evaluate, generate, grade, export,
+augment_preview (README, App API).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import gradio as gr
 
 from distill_core import api
 from ui.attention import build_attention
+from ui.compare import build_compare
 from ui.common import DISTILLATION_QUEUE, PRIVATE, SESSION_GPU_S, Inputs, UserSession, prose, public_note
 from ui.dark import build_dark
 from ui.distill import DistillTab, build_distill
@@ -41,6 +43,7 @@ class Tabs:
     pair: Pair
     distill: DistillTab
     sizes: Inputs
+    compare: Inputs
     attention: Inputs
 
 
@@ -56,6 +59,8 @@ def build_tabs() -> Tabs:
         distill = build_distill(pair, user, memory)
     with gr.Tab("Student size", id="sizes"):
         sizes = build_sizes(distill.recipe)
+    with gr.Tab("Compare recipes", id="compare"):
+        compare = build_compare(distill.recipe)
     with gr.Tab("Dark knowledge", id="dark"):
         build_dark(pair, user)
     with gr.Tab("Attention", id="attention"):
@@ -66,7 +71,7 @@ def build_tabs() -> Tabs:
         build_evaluate(pair, user)
     with gr.Tab("Teacher grades", id="grading"):
         build_grading(pair, user)
-    return Tabs(user, pair, distill, sizes, attention)
+    return Tabs(user, pair, distill, sizes, compare, attention)
 
 
 def build_app() -> gr.Blocks:

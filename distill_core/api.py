@@ -39,6 +39,7 @@ from distill_core.hosting import (HUB_DEFAULT_PAIR, browser_secret, check_readab
                                   memory_budget_bytes, public_limits, public_mode, spaces_gpu, use_hub_defaults,
                                   zerogpu, zerogpu_emulation)
 from distill_core.layer_map import LAYER_MAP_SPECS
+from distill_core.lessons import Lesson, lesson_names, load_lesson
 from distill_core.models import LOADED, load_teacher, resolve_model, spec_problem, tokenizer_of
 from distill_core.paths import CONFIGS, ROOT, runs_dir
 from distill_core.presets import QUICKSTART, preset_config, preset_description, preset_names
@@ -47,6 +48,8 @@ from distill_core.runs import finished_runs, open_run, run_config, run_events, r
 from distill_core.runs import new_run as _new_run_folder
 from distill_core.probes import attention_probe, dark_knowledge, similarity_probe
 from distill_core.realtext import describe as describe_real_text
+from distill_core.recipes import (MAX_RECIPES, MIN_RECIPES, PRESET_PREFIX, builtin_recipes, comparison_rows,
+                                  parse_setting, ranked, read_comparison_rows, saved_recipe)
 from distill_core.session import FINAL_KINDS, PAUSED, StopSignal, run_in_slices, run_session
 from distill_core.session_queue import SessionQueue, Ticket
 from distill_core.share import OWNER, VIEWER, link_query, open_for, share_run, sharing, unshare_run
@@ -62,26 +65,28 @@ from distill_core.tracking import dashboard_command, start_dashboard, tracker_di
 
 __all__ = [
     "AFTER", "AUGMENTERS", "BEFORE", "CHOICES", "CONFIGS", "CORPUS_FORMATS", "CROSS_BRIDGES", "Comparison",
-    "DistillConfig", "DistillError", "FINAL_KINDS", "FORWARDS", "GPU_DEFAULTS", "HUB_DEFAULT_PAIR",
-    "LAYER_MAP_SPECS", "LOADED", "OWNER", "PAUSED", "QUICKSTART", "RESUME_FIELDS", "ROOT", "SLICE_SHARE",
-    "SMALL_CORPUS_SENTENCES", "SUGGESTIONS", "SessionQueue", "StopSignal", "Ticket", "VIEWER", "WordChanges",
-    "ablation", "ablation_rows", "attention_probe", "augmentation_preview", "augmentation_rows", "browser_secret",
-    "byte_trade_sentence", "cache_stats", "changed_words", "check_pair", "check_readable", "check_text",
-    "compatibility_report", "corpus_stats", "dark_knowledge", "dashboard_command", "delete_run", "describe_failure",
-    "describe_real_text", "end_to_end", "evaluate_each", "evaluate_models", "evaluate_pair", "evaluate_rows",
-    "evaluate_shared", "evaluate_student", "export_config", "export_run", "export_student", "field_help",
-    "finished_runs", "first_line", "first_texts", "for_views", "generate", "generate_each", "generate_shared",
-    "gpu", "gpu_duration", "grade_continuations", "heldout_blocks", "heldout_prompts", "idle_expiry_s",
-    "is_main_process", "layer_pairs_for", "link_query", "load_student", "load_teacher", "look_at", "make_room",
-    "memory_budget_bytes", "new_run", "new_run_dir", "on_policy_rows", "open_for", "open_run", "own_text_report",
-    "pair_alignment", "pair_dark_knowledge", "parse_methods", "parse_student_list", "preset_config",
-    "preset_description", "preset_names", "public_limits", "public_mode", "read_corpus_file", "read_student_rows",
-    "read_text_file", "real_text_or_note", "real_text_report", "resolve_model", "run_bench", "run_config",
-    "run_events", "run_in_child", "run_in_slices", "run_session", "run_summary", "running", "runs_dir",
-    "safe_filename", "session_in_child", "share_run", "sharing", "similarity_probe", "slice_limit", "sliced",
-    "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions", "start_dashboard", "student_sweep",
-    "text_columns", "thread_settings", "tokenizer_of", "tracker_dir", "tracking_enabled", "tracking_project",
-    "trade_sentence", "training_steps", "unshare_run", "use_hub_defaults", "zerogpu",
+    "DistillConfig", "DistillError", "FINAL_KINDS", "FORWARDS", "GPU_DEFAULTS", "HUB_DEFAULT_PAIR", "LAYER_MAP_SPECS",
+    "LOADED", "Lesson", "MAX_RECIPES", "MIN_RECIPES", "OWNER", "PAUSED", "PRESET_PREFIX", "QUICKSTART",
+    "RESUME_FIELDS", "ROOT", "SLICE_SHARE", "SMALL_CORPUS_SENTENCES", "SUGGESTIONS", "SessionQueue", "StopSignal",
+    "Ticket", "VIEWER", "WordChanges", "ablation", "ablation_rows", "attention_probe", "augmentation_preview",
+    "augmentation_rows", "browser_secret", "builtin_recipes", "byte_trade_sentence", "cache_stats", "changed_words",
+    "check_pair", "check_readable", "check_text", "comparison_rows", "compatibility_report", "corpus_stats",
+    "dark_knowledge", "dashboard_command", "delete_run", "describe_failure", "describe_real_text", "end_to_end",
+    "evaluate_each", "evaluate_models", "evaluate_pair", "evaluate_rows", "evaluate_shared", "evaluate_student",
+    "export_config", "export_run", "export_student", "field_help", "finished_runs", "first_line", "first_texts",
+    "for_views", "generate", "generate_each", "generate_shared", "gpu", "gpu_duration", "grade_continuations",
+    "heldout_blocks", "heldout_prompts", "idle_expiry_s", "is_main_process", "layer_pairs_for", "lesson_names",
+    "link_query", "load_lesson", "load_student", "load_teacher", "look_at", "make_room", "memory_budget_bytes",
+    "new_run", "new_run_dir", "on_policy_rows", "open_for", "open_run", "own_text_report", "pair_alignment",
+    "pair_dark_knowledge", "parse_methods", "parse_setting", "parse_student_list", "preset_config",
+    "preset_description", "preset_names", "public_limits", "public_mode", "ranked", "read_comparison_rows",
+    "read_corpus_file", "read_student_rows", "read_text_file", "real_text_or_note", "real_text_report",
+    "resolve_model", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices", "run_session",
+    "run_summary", "running", "runs_dir", "safe_filename", "saved_recipe", "session_in_child", "share_run", "sharing",
+    "similarity_probe", "slice_limit", "sliced", "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions",
+    "start_dashboard", "student_sweep", "text_columns", "thread_settings", "tokenizer_of", "tracker_dir",
+    "tracking_enabled", "tracking_project", "trade_sentence", "training_steps", "unshare_run", "use_hub_defaults",
+    "zerogpu",
 ]
 
 

@@ -11,6 +11,8 @@ ASSETS = ROOT / "assets"
 """Prompts, held-out texts, preset configs and the app's Learn prose, all written for this project."""
 CONFIGS = ASSETS / "configs"
 """The preset configs (quickstart.yaml first)."""
+LESSONS = ASSETS / "lessons"
+"""The guided lessons: recipes to compare, what to click and what to look for (lessons.py)."""
 
 
 def cache_dir() -> Path:

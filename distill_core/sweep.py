@@ -270,7 +270,8 @@ def augmentation_rows(config, methods: list[str] | str, sentences: list[str]) ->
     return [("soft_target", soft), ("soft_target+augment", soft.with_overrides({"augment": ",".join(methods)}))]
 
 
-def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = None) -> Iterator[dict[str, Any]]:
+def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = None, stop: Any = None,
+             session: Any = None) -> Iterator[dict[str, Any]]:
     """The technique ablation (`ablation_rows`, or the given (name, config) `rows`, e.g.
     `augmentation_rows`), one session each in `out_dir/<name>`: yields every session event with
     `"ablation": name` added, then `{"kind": "row", "row": row}` (name, ppl, bits_per_byte (and before, and the
@@ -278,14 +279,20 @@ def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = N
     teacher-scored measure of the student's own text, and the student's entropy there), teacher_sample_nll,
     on_policy_fraction, on_policy_steps, steps, wall_s, ppl_before, teacher_ppl, error, augmented, and the real
     text's `REAL_KEYS`) and rewrites
-    `out_dir/ablation.json`. A DistillError from a session (bad input) ends the ablation."""
+    `out_dir/ablation.json`. A DistillError from a session (bad input) ends the ablation. `stop` (set: the
+    session running stops, its row is kept, and no further row starts) and `session(config, out_dir, stop)`
+    (default `run_session`; the app's runs each on the GPU as a Run does) are those of `student_sweep`; a row's
+    folder is `safe_name(name)` (a name may hold a colon, e.g. `preset:hinton`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    stop = stop if stop is not None else threading.Event()
     rows_done = []
     write_json_atomic(out / "ablation.json", rows_done)  # not a previous comparison's rows; marks the rows' group
     for name, row_config in rows if rows is not None else ablation_rows(config):
+        if stop.is_set():
+            break
         final = None
-        for ev in run_session(row_config, out / name):
+        for ev in (session or run_session)(row_config, out / safe_name(name), stop):
             if ev["kind"] in FINAL_KINDS:
                 final = ev
             yield {**ev, "ablation": name}
@@ -301,7 +308,8 @@ def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = N
                "on_policy_fraction": on_policy.get("fraction", 0.0), "on_policy_steps": on_policy.get("steps", 0),
                "steps": summary["steps_done"], "wall_s": summary["wall_s"],
                "ppl_before": summary["before"]["ppl"], "teacher_ppl": summary["teacher"]["ppl"],
-               "error": summary["error"], "augmented": summary.get("augmented"), **real_fields(summary)}
+               "error": summary["error"], "stopped_early": summary.get("stopped_early", False),
+               "augmented": summary.get("augmented"), **real_fields(summary)}
         rows_done.append(row)
         write_json_atomic(out / "ablation.json", rows_done)
         yield {"kind": "row", "elapsed_s": ev["elapsed_s"], "ablation": name, "row": row}

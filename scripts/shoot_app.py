@@ -9,6 +9,8 @@
     .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only grading --open-run RUN_ID
         # the same after an earlier on-policy session (e.g. `distill --config assets/configs/on-policy.yaml` into
         # the app's runs folder), opened from Earlier runs
+    .venv/bin/python scripts/shoot_app.py --url http://127.0.0.1:7861/ --only compare [--lesson 01-soft-targets]
+        [--steps N]   # a lesson's comparison in Compare recipes (compare.png), each recipe --steps N
 
 Drives Debian's Chromium through Playwright: checks compatibility of the default pair (setup.png),
 previews every augmenter on the teacher-generated corpus (augmentation.png; --only augmentation takes
@@ -139,6 +141,39 @@ def shoot_on_policy(page, out: Path, steps: int | None, timeout_s: float) -> Non
     shoot_grading(page, out)
 
 
+def shoot_compare(page, out: Path, lesson: str, steps: int | None, timeout_s: float) -> None:
+    """The Compare recipes tab: pick `lesson` (its recipes and setting load), set its steps to `steps` if given,
+    press Compare, wait for every recipe, screenshot (compare.png)."""
+    page.get_by_role("tab", name="Compare recipes").click()
+    picker = page.locator("#lesson-picker input")
+    picker.click()
+    page.get_by_role("option", name=lesson).click()
+    page.locator("#lesson-text").get_by_text("What to look for").first.wait_for(timeout=30_000)
+    setting = page.locator("#compare-setting textarea")
+    time.sleep(2)  # the picker may answer twice (its input and its blur): let the lesson's setting land first
+    if steps:
+        lines = [line for line in setting.input_value().splitlines() if not line.startswith("steps=")]
+        wanted = "\n".join([*lines, f"steps={steps}"])
+        for _ in range(5):
+            setting.fill(wanted)
+            setting.blur()
+            time.sleep(1)
+            if setting.input_value() == wanted:
+                break
+        else:
+            raise SystemExit(f"the setting box did not keep steps={steps}")
+    page.locator("#compare-btn").click()
+    start = time.time()
+    while not page.locator("#compare-status").inner_text().startswith(("Done", "Stopped")):
+        status = page.locator("#compare-status").inner_text()
+        if status.startswith(("Error", "Ended")) or time.time() - start > timeout_s:
+            raise SystemExit(f"comparison did not finish: {status[:300]}")
+        time.sleep(3)
+    print(f"comparison finished in {time.time() - start:.0f} s", flush=True)
+    time.sleep(2)
+    page.screenshot(path=str(out / "compare.png"), full_page=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default="http://127.0.0.1:7860/")
@@ -151,10 +186,11 @@ def main() -> None:
     parser.add_argument("--open-run", default=None, help="with --only grading: open this earlier run instead of "
                         "running a session")
     parser.add_argument("--teacher", default=None, help="type this teacher spec in Setup first (e.g. a tiny test model)")
-    parser.add_argument("--only", choices=["augmentation", "setup", "alignment", "grading"], default=None,
+    parser.add_argument("--only", choices=["augmentation", "setup", "alignment", "grading", "compare"], default=None,
                         help="take only this screenshot (no session: augmentation about a minute, setup seconds, "
                              "alignment: the Setup tab with a student of its own tokenizer; grading: an on-policy "
-                             "session, then the Teacher grades tab)")
+                             "session, then the Teacher grades tab; compare: a lesson's comparison, --steps each)")
+    parser.add_argument("--lesson", default="01-soft-targets", help="with --only compare: the lesson to run")
     parser.add_argument("--cross-run", default=None, help="with --only alignment: an earlier run of that pair to open "
                         "for the Dark knowledge view across tokenizers (a run id in the app's runs folder)")
     args = parser.parse_args()
@@ -184,6 +220,10 @@ def main() -> None:
             return
         if args.only == "grading":
             shoot_on_policy(page, out, args.steps, args.timeout)
+            browser.close()
+            return
+        if args.only == "compare":
+            shoot_compare(page, out, args.lesson, args.steps, args.timeout)
             browser.close()
             return
         page.get_by_role("button", name="Check compatibility").click()

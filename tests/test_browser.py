@@ -21,7 +21,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 API_NAMES = {"/compatibility", "/preset", "/layer_map", "/run_session", "/stop", "/size_sweep", "/size_plot",
              "/dark_knowledge", "/attention", "/similarity", "/evaluate", "/generate", "/grade", "/export",
-             "/augment_preview", "/run_history"}
+             "/augment_preview", "/run_history", "/compare", "/compare_plot", "/lesson", "/save_recipe"}
 RUN_SESSION_INPUTS = [  # run_session's API inputs, in the order the README documents (the order they are created)
     "teacher", "student", "preset", "steps", "batch_size", "seq_len", "learning_rate", "warmup_steps", "seed",
     "corpus_choice", "upload", "pasted", "hub_dataset", "hub_config", "hub_split", "hub_max_rows", "corpus_column",
@@ -32,9 +32,9 @@ RUN_SESSION_INPUTS = [  # run_session's API inputs, in the order the README docu
 ATTENTION_INPUTS = ["teacher", "student", "text", "teacher_layer", "teacher_head", "student_layer", "student_head",
                     "average_heads"]
 TABS = {  # tab name -> an element each must render
-    "Setup": "#teacher-spec", "Distill": "#run-btn", "Student size": "#sweep-btn", "Dark knowledge": "#probe-btn",
-    "Attention": "#attention-btn", "Similarity": "#similarity-btn", "Evaluate": "#evaluate-btn",
-    "Teacher grades": "#grade-btn",
+    "Setup": "#teacher-spec", "Distill": "#run-btn", "Student size": "#sweep-btn", "Compare recipes": "#compare-btn",
+    "Dark knowledge": "#probe-btn", "Attention": "#attention-btn", "Similarity": "#similarity-btn",
+    "Evaluate": "#evaluate-btn", "Teacher grades": "#grade-btn",
 }
 
 if not Path(CHROMIUM).is_file() and os.environ.get("CI"):

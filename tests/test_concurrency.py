@@ -60,11 +60,12 @@ def run_name(status: str) -> str:
 
 
 def test_the_app_declares_one_distillation_lane():
-    """run_session and size_sweep share one concurrency id and enter at once: the app's own fair queue
+    """run_session, size_sweep and compare share one concurrency id and enter at once: the app's own fair queue
     (ui.common.DISTILLATIONS) runs one at a time and shows the place on their status line; every inspection
     view has its own lane, several requests at once (so that they meet in shared forward passes)."""
     fns = {fn.api_name: fn for fn in app.build_app().fns.values() if fn.api_name}
-    for name, status_elem in (("run_session", "run-status"), ("size_sweep", "sweep-status")):
+    for name, status_elem in (("run_session", "run-status"), ("size_sweep", "sweep-status"),
+                              ("compare", "compare-status")):
         fn = fns[name]
         assert (fn.concurrency_id, fn.concurrency_limit) == (app.DISTILLATION_QUEUE, None)
         assert fn.show_progress == "minimal" and [b.elem_id for b in fn.show_progress_on] == [status_elem]

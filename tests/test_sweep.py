@@ -113,3 +113,27 @@ def test_real_fields_of_a_summary():
                                     "real_kl_to_teacher": 1.0, "real_teacher_ppl": 3.0}
     assert set(real_fields({"real_text": None})) == set(REAL_KEYS)
     assert all(v is None for v in real_fields({"real_text": {"note": "missing"}}).values())
+
+
+def test_ablation_stop_keeps_the_finished_rows_and_starts_no_other(tiny_config, tmp_path):
+    """Stop set while the first row runs: that session ends, its row is kept (stopped early), the next never starts;
+    each row runs through the given `session` in its own folder (a name with a colon gets a safe one)."""
+    from distill_core.session import run_session
+    from distill_core.sweep import ablation
+
+    stop, calls = threading.Event(), []
+
+    def session(config, out_dir, stop_signal):
+        calls.append(out_dir)
+        for event in run_session(config, out_dir, stop_signal):
+            if event["kind"] == "step":
+                stop.set()  # after the first step
+            yield event
+
+    config = quick(tiny_config).with_overrides(["steps=3"])
+    rows = [("preset:a", config), ("b", config.with_overrides(["kd_weight=0"]))]
+    events = list(ablation(config, tmp_path, rows, stop=stop, session=session))
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert [r["name"] for r in saved] == ["preset:a"] == [e["row"]["name"] for e in events if e["kind"] == "row"]
+    assert saved[0]["stopped_early"] is True and saved[0]["steps"] < 3 and math.isfinite(saved[0]["ppl"])
+    assert calls == [tmp_path / "preset-a"] and (tmp_path / "preset-a" / "summary.json").is_file()

@@ -461,3 +461,19 @@ def test_graded_continuations_colour_each_token_by_the_teachers_grade():
             "reverse_kl": [0.0] * 40, "teacher_top": [[(" a", 0.5)]] * 40}
     tall = graded_continuations({"student": long})
     assert len({round(s.y0, 3) for s in tall.layout.shapes}) > 1  # wrapped onto several lines
+
+
+def test_recipe_curves_one_labelled_line_per_recipe_on_shared_log_axes() -> None:
+    from visuals import recipe_curves, rows_to_curves
+
+    fig = recipe_curves({"ce_only": [(0, 40.0), (10, 30.0), (20, 25.0)], "soft_target": [(0, 40.0), (20, 20.0)],
+                         "waiting": []}, teacher_ppl=12.0)
+    assert [t.name for t in fig.data] == ["ce_only", "soft_target", "waiting", "teacher"]
+    assert list(fig.data[0].y) == [40.0, 30.0, 25.0] and len(fig.data[2].x) == 0
+    assert fig.layout.yaxis.type == "log" and "perplexity" in fig.layout.yaxis.title.text
+    assert {a.text for a in fig.layout.annotations} == {"ce_only", "soft_target"}  # names at the lines' ends
+    assert len({t.line.color for t in fig.data[:3]}) == 3
+    empty = recipe_curves({})
+    assert "No evaluation yet" in empty.layout.annotations[0].text
+    curves = rows_to_curves([{"name": "a", "ppl_before": 50.0, "ppl": 20.0, "steps": 8}])
+    assert curves == {"a": [(0, 50.0), (8, 20.0)]}

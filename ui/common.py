@@ -55,6 +55,7 @@ class UserSession:
         self.last_run: dict[str, Any] | None = None  # out_dir, teacher, student, probes, role, allow_export
         self.export_dir: Path | None = None  # this user's last export (replaced by the next one)
         self.runs: list[dict[str, Any]] = []  # this browser's finished runs: id, token, teacher, student (newest last)
+        self.recipes: dict[str, dict[str, Any]] = {}  # the knobs saved under a name (Compare recipes): definitions
         self.last_seen = time.time()
         SESSIONS.add(self)
 

@@ -107,3 +107,52 @@ def loss_curves(history: list[dict], title: str = "") -> go.Figure:
                            x=sum(fig.layout.xaxis2.domain) / 2, y=0.5,
                            showarrow=False, font=dict(size=14, color="#888"))
     return fig
+
+
+def recipe_curves(curves: dict[str, list[tuple[float, float]]], teacher_ppl: float | None = None,
+                  title: str = "Held-out perplexity, recipe by recipe") -> go.Figure:
+    """Several recipes' held-out perplexity against step on one set of axes (log scale), one labelled line
+    each, in the order given; the teacher's perplexity a dotted reference line.
+
+    `curves` maps a recipe's name to its (step, perplexity) points: a live comparison's evaluations, or an
+    earlier one's rows read back (before at step 0, after at its last step). A recipe with no finite point yet
+    keeps its legend entry (no line), so every picked recipe is named from the start."""
+    fig = go.Figure()
+    values: list[float] = []
+    last_step = 0.0
+    for i, (name, points) in enumerate(curves.items()):
+        points = sorted((s, p) for s, p in points if _finite(s) and _finite(p) and p > 0)
+        values += [p for _, p in points]
+        last_step = max([last_step, *(s for s, _ in points)])
+        fig.add_trace(go.Scatter(
+            x=[s for s, _ in points], y=[p for _, p in points], name=name, mode="lines+markers",
+            line=dict(color=PALETTE[(i + 1) % len(PALETTE)], width=2.5), marker=dict(size=8),
+            hovertemplate=f"{name}<br>step %{{x}}<br>perplexity %{{y:.2f}}<extra></extra>"))
+        if points:  # the name at the line's end: the legend is not the only way to tell lines apart
+            fig.add_annotation(x=points[-1][0], y=math.log10(points[-1][1]), text=name, showarrow=False,
+                               xanchor="left", xshift=8, font=dict(size=12, color=PALETTE[(i + 1) % len(PALETTE)]))
+    if _finite(teacher_ppl) and teacher_ppl > 0:
+        values.append(teacher_ppl)
+        fig.add_trace(go.Scatter(x=[0, max(last_step, 1)], y=[teacher_ppl, teacher_ppl], mode="lines",
+                                 name="teacher", line=dict(color=TEACHER, width=1.5, dash="dot"),
+                                 hovertemplate="teacher<br>%{y:.2f}<extra></extra>"))
+    apply_layout(fig, title, height=440)
+    fig.update_xaxes(title_text="step", rangemode="tozero")
+    fig.update_yaxes(title_text="held-out perplexity ↓ (log scale)", type="log")
+    if values:
+        ticks = _log_ticks(min(values), max(values))
+        fig.update_yaxes(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+        fig.update_xaxes(range=[0, max(last_step, 1) * 1.18])  # room for the names at the lines' ends
+    else:
+        fig.update_xaxes(range=[0, 10], showticklabels=False, showgrid=False, zeroline=False)
+        fig.update_yaxes(range=[0, 2], showticklabels=False, showgrid=False, zeroline=False)
+        fig.add_annotation(text="No evaluation yet — pick recipes and press Compare", xref="paper", yref="paper",
+                           x=0.5, y=0.5, showarrow=False, font=dict(size=18, color="#666"))
+    return fig
+
+
+def rows_to_curves(rows: list[dict]) -> dict[str, list[tuple[float, float]]]:
+    """An earlier comparison's rows (ablation.json) as `recipe_curves` points: held-out perplexity before (step 0)
+    and after (its last step), the only two its file keeps."""
+    return {str(row.get("name", "?")): [(0, row.get("ppl_before")), (row.get("steps") or 0, row.get("ppl"))]
+            for row in rows}
