@@ -53,7 +53,8 @@ def test_every_event_names_its_phase_and_the_summary_times_them(tiny_config, tmp
     assert steps == {"training"} and periodic == {"evaluation"}  # evaluation during training is its own time
     phases_s = events[-1]["summary"]["phases_s"]
     assert {"teacher", "corpus", "student", "evaluation", "training"} <= set(phases_s)
-    assert sum(phases_s.values()) <= events[-1]["summary"]["wall_s"] + 0.01
+    rounding = 0.005 * (len(phases_s) + 1)  # each time and the wall are rounded to 0.01 s
+    assert sum(phases_s.values()) <= events[-1]["summary"]["wall_s"] + rounding
 
 
 def test_same_seed_same_run(tiny_config, tmp_path):
