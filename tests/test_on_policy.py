@@ -176,3 +176,18 @@ def test_no_prompt_fits_the_block(tiny_models, tiny_config, tmp_path):
     config = tiny_config.with_overrides({"on_policy_fraction": 1.0, "rollout_prompts": str(prompts), "seq_len": 16})
     with pytest.raises(DistillError, match="no prompt of .* leaves room"):
         OnPolicy(config, teacher.tokenizer)
+
+
+def test_a_student_with_its_own_vocabulary_gets_no_on_policy_steps_and_no_own_text_measure(tiny_config, tmp_path):
+    """The teacher scores the student's samples as its own token ids: across tokenizers an on-policy session is
+    refused before training, and the teacher-scored measure is skipped with a status saying why."""
+    own_vocabulary = {"student": "fresh:layers=2,hidden=32,heads=2,vocab=bpe:400", "steps": 2, "eval_every": 0,
+                      "probe_every": 0}
+    with pytest.raises(DistillError, match="on-policy steps need a student that reads the teacher's tokens"):
+        list(run_session(tiny_config.with_overrides({**own_vocabulary, "on_policy_fraction": 0.5}), tmp_path / "op"))
+    events = list(run_session(tiny_config.with_overrides({**own_vocabulary, "sample_eval_tokens": 4}), tmp_path / "m"))
+    assert events[-1]["kind"] == "done", events[-1]
+    assert any("student reads other tokens than the teacher" in e.get("message", "") for e in events)
+    assert "sample_nll" not in events[-1]["summary"]["after"]
+    # the real text is scored per token in the teacher's tokens too: a note instead, the session goes on
+    assert "reads another vocabulary" in events[-1]["summary"]["real_text"]["note"]
