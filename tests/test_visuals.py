@@ -477,3 +477,17 @@ def test_recipe_curves_one_labelled_line_per_recipe_on_shared_log_axes() -> None
     assert "No evaluation yet" in empty.layout.annotations[0].text
     curves = rows_to_curves([{"name": "a", "ppl_before": 50.0, "ppl": 20.0, "steps": 8}])
     assert curves == {"a": [(0, 50.0), (8, 20.0)]}
+
+
+def test_recipe_curves_move_the_names_of_lines_that_end_together_apart() -> None:
+    from visuals import recipe_curves
+
+    same = [(0, 330.0), (22, 117.0)]
+    fig = recipe_curves({"soft_target": same, "attention": [(0, 330.0), (22, 117.3)], "fitnets": same},
+                        teacher_ppl=64.0)
+    ys = sorted(a.y for a in fig.layout.annotations)
+    gap = math.log10(330.0 / 64.0) * 0.06  # a share of the y axis, which reaches down to the teacher
+    assert ys[0] == pytest.approx(math.log10(117.0))  # the lowest name stays at its line's end
+    assert all(b - a >= gap - 1e-9 for a, b in zip(ys, ys[1:]))  # the others are moved up until readable
+    apart = recipe_curves({"a": [(0, 300.0), (10, 100.0)], "b": [(0, 300.0), (10, 200.0)]})
+    assert sorted(a.y for a in apart.layout.annotations) == pytest.approx([2.0, math.log10(200.0)])

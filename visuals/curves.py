@@ -120,17 +120,23 @@ def recipe_curves(curves: dict[str, list[tuple[float, float]]], teacher_ppl: flo
     fig = go.Figure()
     values: list[float] = []
     last_step = 0.0
+    ends: list[tuple[float, float, str, str]] = []  # (step, log10 perplexity, name, colour) at each line's end
     for i, (name, points) in enumerate(curves.items()):
         points = sorted((s, p) for s, p in points if _finite(s) and _finite(p) and p > 0)
         values += [p for _, p in points]
         last_step = max([last_step, *(s for s, _ in points)])
+        color = PALETTE[(i + 1) % len(PALETTE)]
         fig.add_trace(go.Scatter(
             x=[s for s, _ in points], y=[p for _, p in points], name=name, mode="lines+markers",
-            line=dict(color=PALETTE[(i + 1) % len(PALETTE)], width=2.5), marker=dict(size=8),
+            line=dict(color=color, width=2.5), marker=dict(size=8),
             hovertemplate=f"{name}<br>step %{{x}}<br>perplexity %{{y:.2f}}<extra></extra>"))
         if points:  # the name at the line's end: the legend is not the only way to tell lines apart
-            fig.add_annotation(x=points[-1][0], y=math.log10(points[-1][1]), text=name, showarrow=False,
-                               xanchor="left", xshift=8, font=dict(size=12, color=PALETTE[(i + 1) % len(PALETTE)]))
+            ends.append((points[-1][0], math.log10(points[-1][1]), name, color))
+    shown = values + ([teacher_ppl] if _finite(teacher_ppl) and teacher_ppl > 0 else [])  # the y axis's extent
+    span = math.log10(max(shown) / min(shown)) if shown else 1.0
+    for step, y, name, color in _spread_labels(ends, gap=max(span, 0.1) * 0.06):
+        fig.add_annotation(x=step, y=y, text=name, showarrow=False, xanchor="left", xshift=8,
+                           font=dict(size=12, color=color))
     if _finite(teacher_ppl) and teacher_ppl > 0:
         values.append(teacher_ppl)
         fig.add_trace(go.Scatter(x=[0, max(last_step, 1)], y=[teacher_ppl, teacher_ppl], mode="lines",
@@ -149,6 +155,17 @@ def recipe_curves(curves: dict[str, list[tuple[float, float]]], teacher_ppl: flo
         fig.add_annotation(text="No evaluation yet — pick recipes and press Compare", xref="paper", yref="paper",
                            x=0.5, y=0.5, showarrow=False, font=dict(size=18, color="#666"))
     return fig
+
+
+def _spread_labels(ends: list[tuple[float, float, str, str]], gap: float) -> list[tuple[float, float, str, str]]:
+    """The end labels, moved apart (upwards, in log10 units) so that no two are closer than `gap`: lines that end
+    together (recipes that learnt the same) keep readable names."""
+    placed: list[tuple[float, float, str, str]] = []
+    for step, y, name, color in sorted(ends, key=lambda end: end[1]):
+        if placed and y - placed[-1][1] < gap:
+            y = placed[-1][1] + gap
+        placed.append((step, y, name, color))
+    return placed
 
 
 def rows_to_curves(rows: list[dict]) -> dict[str, list[tuple[float, float]]]:
