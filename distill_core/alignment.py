@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,10 +258,24 @@ class VocabularyMatch:
         return table
 
 
+_FINGERPRINTS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
 def vocabulary_fingerprint(tokenizer: Any) -> str:
-    """A hash of the vocabulary's content (token -> id), independent of the tokenizer's name."""
+    """A hash of the vocabulary's content (token -> id), independent of the tokenizer's name. Kept per tokenizer
+    object: reading a 49k-token vocabulary costs milliseconds of held GIL, and every view asks whether its models
+    share one (a loaded tokenizer's vocabulary does not change)."""
+    try:
+        return _FINGERPRINTS[tokenizer]
+    except (KeyError, TypeError):
+        pass
     items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
+    try:
+        _FINGERPRINTS[tokenizer] = fingerprint
+    except TypeError:  # not weak-referenceable: measured each time
+        pass
+    return fingerprint
 
 
 _MATCHES: dict[tuple[Any, ...], VocabularyMatch] = {}

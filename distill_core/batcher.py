@@ -101,11 +101,11 @@ def _batched(model: Any, kind: str, rows: list[torch.Tensor], options: list[tupl
     if kind == "logits":
         logits = model(**inputs).logits.float().cpu()  # (b, t, vocab)
         return [logits[i, :n].clone() for i, n in enumerate(lengths)]
-    if kind == "hidden":
-        states = model(**inputs, output_hidden_states=True).hidden_states[1:]  # each (b, t, hidden)
+    if kind == "hidden":  # the output layer's logits are not wanted: one position's (its smallest) is computed
+        states = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[1:]  # each (b, t, hidden)
         return [[h[i, :n].float().cpu().clone() for h in states] for i, n in enumerate(lengths)]
     with attention_maps_from(model, list(range(len(decoder_layers(model))))):
-        attentions = model(**inputs, output_attentions=True).attentions  # each (b, heads, t, t)
+        attentions = model(**inputs, output_attentions=True, logits_to_keep=1).attentions  # each (b, heads, t, t)
     maps = torch.stack([a.float().cpu() for a in attentions], dim=1)  # (b, layers, heads, t, t)
     return [maps[i, :, :, :n, :n].numpy().copy() for i, n in enumerate(lengths)]
 

@@ -49,9 +49,15 @@ class ByteBudgetCache:
     """Values by key, within `budget()` bytes (each value's bytes by `sizeof`); the least recently used go
     first. Thread-safe; `get_or_build` builds a missing value once however many threads ask at once."""
 
-    def __init__(self, budget: Callable[[], int] | int, sizeof: Callable[[Any], int] = model_bytes):
+    def __init__(self, budget: Callable[[], int] | int, sizeof: Callable[[Any], int] = model_bytes,
+                 collect_evicted: bool = False):
+        """`collect_evicted`: run the garbage collector after an eviction, for values that hold reference cycles
+        (models): they are freed now, not at the next collection. A full collection costs tens of milliseconds
+        with the GIL held, so caches of plain values (tensors, results) leave it off."""
         self._budget = budget if callable(budget) else (lambda: budget)
         self._sizeof = sizeof
+        self._collect_evicted = collect_evicted
+        self._total = 0
         self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._evicted: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # still held by someone
         self._lock = threading.RLock()
@@ -66,7 +72,7 @@ class ByteBudgetCache:
     @property
     def bytes(self) -> int:
         with self._lock:
-            return sum(size for _, size in self._entries.values())
+            return self._total
 
     def keys(self) -> list[Hashable]:
         with self._lock:
@@ -90,22 +96,24 @@ class ByteBudgetCache:
         size = self._sizeof(value)
         evicted = []
         with self._lock:
+            replaced = self._entries.pop(key, None)
+            self._total += size - (replaced[1] if replaced else 0)
             self._entries[key] = (value, size)
-            self._entries.move_to_end(key)
-            budget, total = self.budget, sum(s for _, s in self._entries.values())
-            while total > budget and len(self._entries) > 1:
+            budget = self.budget
+            while self._total > budget and len(self._entries) > 1:
                 old_key, (old, old_size) = self._entries.popitem(last=False)
-                total -= old_size
+                self._total -= old_size
                 evicted.append(old)
                 self.evictions += 1
                 try:
                     self._evicted[old_key] = old
                 except TypeError:  # not weak-referenceable: nothing to hand out again
                     pass
-            self.peak_bytes = max(self.peak_bytes, total)
+            self.peak_bytes = max(self.peak_bytes, self._total)
         if evicted:
             del evicted, old
-            gc.collect()  # models hold reference cycles: free an evicted one now, not at the next collection
+            if self._collect_evicted:
+                gc.collect()  # models hold reference cycles: free an evicted one now, not at the next collection
         return value
 
     def get_or_build(self, key: Hashable, build: Callable[[], Any]) -> Any:
@@ -125,12 +133,14 @@ class ByteBudgetCache:
 
     def discard(self, key: Hashable) -> None:
         with self._lock:
-            self._entries.pop(key, None)
+            removed = self._entries.pop(key, None)
+            self._total -= removed[1] if removed else 0
             self._evicted.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._total = 0
             self._evicted.clear()
 
     def stats(self) -> dict[str, int]:

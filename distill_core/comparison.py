@@ -15,6 +15,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 
+from distill_core.alignment import vocabulary_fingerprint
 from distill_core.config import DistillConfig
 from distill_core.errors import DistillError, first_line
 from distill_core.layer_map import resolve_layer_map
@@ -118,8 +119,8 @@ class Comparison:
     @property
     def cross_tokenizer(self) -> bool:
         """Whether a compared student reads the text in tokens other than the teacher's."""
-        vocab = self.teacher.tokenizer.get_vocab()
-        return any(tok.get_vocab() != vocab for _, tok in self.with_tokenizers.values())
+        vocab = vocabulary_fingerprint(self.teacher.tokenizer)
+        return any(vocabulary_fingerprint(tok) != vocab for _, tok in self.with_tokenizers.values())
 
     def require_same_tokens(self, view: str) -> None:
         """DistillError for a view that compares the models token by token when a student reads other tokens."""

@@ -4,15 +4,13 @@ the app can show them without loading the models again."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 from collections import OrderedDict
 from typing import Any
 
 import torch
 
-from distill_core.alignment import align_text
+from distill_core.alignment import align_text, vocabulary_fingerprint
 from distill_core.config import DistillConfig
 from distill_core.data import check_text, read_text_file
 from distill_core.device import resolve_device
@@ -25,12 +23,6 @@ from distill_core.tokenizer_bridge import bridge_report, choose_bridge
 
 SAMPLE_CHARS = 2000
 """The one-to-one share of the report is measured on this many characters of the config's held-out text."""
-
-
-def vocab_fingerprint(tokenizer: Any) -> str:
-    """A hash of the vocabulary's content (token -> id), independent of the tokenizer's name."""
-    items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def describe(loaded: LoadedModel) -> dict[str, Any]:
@@ -56,7 +48,7 @@ def compatibility_report(teacher: LoadedModel, student: LoadedModel, config: Dis
     it, and the memory a session with `config` (default: the default config's batch, length and settings)
     would need on its device."""
     config = config or DistillConfig()
-    t_fp, s_fp = vocab_fingerprint(teacher.tokenizer), vocab_fingerprint(student.tokenizer)
+    t_fp, s_fp = vocabulary_fingerprint(teacher.tokenizer), vocabulary_fingerprint(student.tokenizer)
     same_vocab = t_fp == s_fp
     t_desc, s_desc = describe(teacher), describe(student)
     bridge = choose_bridge(config.tokenizer_bridge, teacher.tokenizer, student.tokenizer, t_desc["vocab_size"],

@@ -53,7 +53,7 @@ class DistillConfig:
     teacher: str = "smollm2-135m"
     """Teacher model spec: `smollm2-135m` (bundled), a Hugging Face id, a local directory or a .gguf file."""
     student: str = "layers:20"
-    """Student model spec: any teacher spec, or one derived from the teacher: `layers:N`, `layers:0,5,9`, `fresh:layers=L,hidden=H,heads=A` (add `,vocab=bpe:N` for its own byte-level BPE vocabulary of N tokens, trained on the corpus)."""
+    """Student model spec: any teacher spec, or one derived from the teacher: `layers:N` (`layers:N:angular`, `layers:N:ppl`: chosen by measurement), `layers:0,5,9`, `fresh:layers=L,hidden=H,heads=A` (add `,vocab=bpe:N` for its own byte-level BPE vocabulary of N tokens, trained on the corpus)."""
 
     corpus: str = "teacher-generated"
     """Training text: `teacher-generated` (the teacher continues assets/prompts.txt; sequence-level KD), or a corpus file: UTF-8 .txt (paragraphs are documents), .jsonl/.json, .csv or .parquet (one document per row of `corpus_column`)."""

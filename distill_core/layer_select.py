@@ -20,6 +20,14 @@ The states are read with forward hooks on the decoder layers, not from `output_h
 transformers returns the *final-normed* output as the last hidden state, whereas d needs the raw
 residual stream leaving the last layer (the final RMSNorm's per-channel weight changes angles).
 
+`layers:N:ppl` is the perplexity criterion of Kim, Kim, Song, Kim & Kim 2024, "Shortened LLaMA: Depth
+Pruning for Large Language Models" (arXiv:2402.02834), one-shot: remove each layer alone, measure the
+model's next-token loss on the calibration text without it, and drop the L - N layers whose removal raises
+it least. L forward passes instead of one, but it looks at what the student will be judged on (the
+output), not at angles inside, and the dropped layers need not be consecutive. Measured on the bundled
+teacher (README, "Judged on real text"): the untrained 20-layer student it keeps is 5.14x the
+teacher's perplexity on the real text, against 8.51x for the depth rule and 7.06x for the angular one.
+
 The result is cached on disk under `cache_dir()/layer_select`, keyed by teacher, student size and
 the calibration token ids, so deriving the same student again costs no forward pass.
 """
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import copy
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -41,6 +50,7 @@ from distill_core.models import LoadedModel, decoder_layers
 from distill_core.paths import cache_dir
 from distill_core.data import pack, split_documents
 from distill_core.errors import DistillError
+from distill_core.losses import shift_for_next_token
 
 
 class NeedsTeacherNetwork(DistillError):
@@ -49,6 +59,8 @@ class NeedsTeacherNetwork(DistillError):
 
 CALIBRATION_MAX_TOKENS = 2048
 """At most this many calibration tokens are measured."""
+PPL_CALIBRATION_TOKENS = 1024
+"""The perplexity criterion measures the loss L + 1 times: on at most this many calibration tokens."""
 CALIBRATION_SEQ_LEN = 256
 """Calibration tokens are packed into blocks of this length (documents joined by EOS)."""
 BATCH_BLOCKS = 4
@@ -158,11 +170,12 @@ def calibration_blocks(tokenizer: Any, texts: list[str], max_tokens: int = CALIB
     """Calibration texts (each may hold paragraphs) packed into at most `max_tokens` tokens."""
     docs = [d for text in texts for d in split_documents(text or "")]
     if not docs:
-        raise DistillError("the calibration text for layers:N:angular is empty")
+        raise DistillError("the calibration text for layers:N:angular or layers:N:ppl is empty")
     try:
         return pack(tokenizer, docs, seq_len, max_tokens=max_tokens, pad_last=True)
     except DistillError:
-        raise DistillError("the calibration text for layers:N:angular is too short (it needs at least 2 tokens)") from None
+        raise DistillError("the calibration text for layers:N:angular or layers:N:ppl is too short (it needs at least "
+                           "2 tokens)") from None
 
 
 def _weights_stamp(model: Any) -> str:
@@ -201,6 +214,14 @@ def _read_cache(path: Path, n_teacher: int, n: int) -> tuple[list[float], int] |
         return None
 
 
+def _write_cache(path: Path, payload: dict[str, Any]) -> None:
+    """Written beside its place, then swapped in: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
 def angular_selection(teacher: LoadedModel, count: int, texts: list[str], positions: str = "all",
                       use_cache: bool = True) -> AngularSelection:
     """Which `count` of the teacher's layers to keep: drop the block of L - count consecutive layers
@@ -230,11 +251,8 @@ def angular_selection(teacher: LoadedModel, count: int, texts: list[str], positi
             teacher.model.train(was_training)
         tokens = blocks.n_tokens if positions == "all" else len(blocks)
         if use_cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"teacher": teacher.spec, "count": count, "n": n, "positions": positions,
-                                       "tokens": tokens, "distances": distances}, indent=1), encoding="utf-8")
-            tmp.replace(path)
+            _write_cache(path, {"teacher": teacher.spec, "count": count, "n": n, "positions": positions,
+                                "tokens": tokens, "distances": distances})
     start = min(range(len(distances)), key=lambda l: distances[l])  # the first of equal minima
     keep = [i for i in range(n_teacher) if not start <= i < start + n]
     return AngularSelection(keep, start, n, distances, tokens, cached is not None)
@@ -249,3 +267,80 @@ def select_layers_angular(teacher: LoadedModel, count: int, texts: list[str]) ->
 def selection_summary(selection: AngularSelection) -> dict[str, Any]:
     """JSON-able description (for the compatibility report)."""
     return {"rule": "angular", **{k: v for k, v in asdict(selection).items() if k != "keep"}}
+
+
+@dataclass
+class LossSelection:
+    """What `ppl_selection` found: the kept layers and how much removing each layer alone raised the loss."""
+
+    keep: list[int]
+    increases: list[float]
+    """Per teacher layer: the calibration loss without it minus the loss with every layer (nats/token)."""
+    base_loss: float
+    tokens: int
+    cached: bool = False
+
+
+@torch.no_grad()
+def calibration_loss(model: Any, blocks: Any, skip: int | None = None, batch_blocks: int = BATCH_BLOCKS) -> float:
+    """The model's mean next-token loss on the blocks, with decoder layer `skip` (if any) passing its input
+    through unchanged (a forward hook replaces the layer's output with its input)."""
+    def passthrough(module, args, kwargs, output):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = None if skip is None else decoder_layers(model)[skip].register_forward_hook(passthrough, with_kwargs=True)
+    device, total, count = next(model.parameters()).device, 0.0, 0
+    try:
+        for start in range(0, len(blocks), batch_blocks):
+            ids = blocks.input_ids[start : start + batch_blocks].to(device)
+            attn = blocks.attention_mask[start : start + batch_blocks].to(device)
+            labels, mask = shift_for_next_token(ids, attn)
+            logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits.float()
+            nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
+            total, count = total + float((nll * mask).sum()), count + int(mask.sum())
+    finally:
+        if handle is not None:
+            handle.remove()
+    if count == 0:
+        raise DistillError("the calibration text has no tokens to measure the layers on")
+    return total / count
+
+
+def removal_increases(model: Any, blocks: Any) -> tuple[float, list[float]]:
+    """(loss with every layer, per layer the loss without it minus that). Measured on a private copy of the model:
+    the hooks must not reach a teacher other users' views run at the same time."""
+    private = copy.deepcopy(model).eval()
+    try:
+        base = calibration_loss(private, blocks)
+        return base, [calibration_loss(private, blocks, skip=i) - base for i in range(len(decoder_layers(private)))]
+    finally:
+        del private
+
+
+def ppl_selection(teacher: LoadedModel, count: int, texts: list[str], use_cache: bool = True) -> LossSelection:
+    """Which `count` of the teacher's layers to keep: those whose removal alone raises the calibration loss
+    most (Kim et al. 2024, the perplexity criterion, one-shot); the order of the teacher's layers is kept."""
+    n_teacher = teacher.model.config.num_hidden_layers
+    if not 1 <= count <= n_teacher:
+        raise DistillError(f"layers:{count}:ppl: a student needs 1 to {n_teacher} layers (the teacher's)")
+    if count == n_teacher:
+        return LossSelection(list(range(n_teacher)), [], 0.0, 0)
+    blocks = calibration_blocks(teacher.tokenizer, texts, max_tokens=PPL_CALIBRATION_TOKENS)
+    path = _cache_path(teacher, 0, blocks, "ppl")  # one measurement serves every student size
+    cached = _read_cache(path, n_teacher, 1) if use_cache else None
+    if cached is not None:
+        increases, tokens = cached
+        base = json.loads(path.read_text(encoding="utf-8")).get("base_loss", 0.0)
+    elif not isinstance(teacher.model, torch.nn.Module):
+        raise NeedsTeacherNetwork(f"layers:{count}:ppl measures the teacher without each of its layers once on the "
+                                  "calibration text (then caches it), so it needs the teacher loaded, not only its weights")
+    else:
+        base, increases = removal_increases(teacher.model, blocks)
+        tokens = blocks.n_tokens
+        if use_cache:
+            _write_cache(path, {"teacher": teacher.spec, "rule": "ppl", "tokens": tokens, "base_loss": base,
+                                "distances": increases})
+    dropped = sorted(range(n_teacher), key=lambda i: (increases[i], i))[: n_teacher - count]
+    keep = [i for i in range(n_teacher) if i not in dropped]
+    return LossSelection(keep, increases, base, tokens, cached is not None)

@@ -408,7 +408,7 @@ def compile_layers(model: Any) -> None:
         layer.compile()
 
 
-LOADED = ByteBudgetCache(hosting.model_budget_bytes)
+LOADED = ByteBudgetCache(hosting.model_budget_bytes, collect_evicted=True)
 """Every model the app keeps loaded (teachers, untrained students, the students runs saved), in one cache with
 the operator's byte budget (DISTILL_MEMORY_MB: hosting.model_budget_bytes), shared by all users; the least
 recently used model goes first."""

@@ -194,7 +194,7 @@ def hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     try:
         out = model(input_ids=input_ids.to(model.device),
                     attention_mask=None if attention_mask is None else attention_mask.to(model.device),
-                    output_hidden_states=True)
+                    output_hidden_states=True, logits_to_keep=1)  # the logits are not wanted: one position's
     finally:
         model.train(was_training)
     keep = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool().cpu()

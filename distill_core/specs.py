@@ -7,6 +7,7 @@
   `layers:N`    N of the teacher's layers, weights copied (DistilBERT initialisation, Sanh et al.
                 2019); which N: `select_layers` (the depth rule; `layers:N:depth` names it).
   `layers:N:angular`  N layers chosen by measurement (Gromov et al. 2024; layer_select.py).
+  `layers:N:ppl`      N layers chosen by measurement (Kim et al. 2024, the perplexity criterion).
   `layers:0,5,9` exactly these teacher layers (0-based), weights copied.
   `fresh:layers=L,hidden=H,heads=A`  random initialisation in the teacher's architecture family,
                 with the teacher's tokenizer.
@@ -27,9 +28,9 @@ BUNDLED_TEACHER = "smollm2-135m"
 BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 KNOWN_SPECS = (BUNDLED_TEACHER, BUNDLED_HUB_ID, "HuggingFaceTB/SmolLM2-360M-Instruct")
 """Specs a misspelling is compared with, for the "did you mean" of an unknown spec."""
-LAYER_RULES = ("depth", "angular")
-"""How `layers:N` picks its N layers: `depth` (the fixed rule of `select_layers`, the default) or
-`angular` (measured on calibration text, distill_core/layer_select.py)."""
+LAYER_RULES = ("depth", "angular", "ppl")
+"""How `layers:N` picks its N layers: `depth` (the fixed rule of `select_layers`, the default), `angular` or
+`ppl` (measured on calibration text, distill_core/layer_select.py)."""
 _FRESH_KEYS = {"layers", "hidden", "heads"}
 MIN_VOCAB, MAX_VOCAB = 300, 200_000
 """A student's own BPE vocabulary: it starts from the 256 byte tokens, so below 300 there is nothing to merge;
@@ -51,7 +52,7 @@ def _parse_layers(spec: str, rest: str) -> dict[str, Any]:
         rule = "depth" if counted.group(2) is None else counted.group(2).strip()
         if rule not in LAYER_RULES:
             raise DistillError(f"{spec!r}: unknown layer-selection rule {rule!r}; use layers:N (the depth "
-                               "rule), layers:N:depth or layers:N:angular")
+                               "rule), layers:N:depth, layers:N:angular or layers:N:ppl")
         if count < 1:
             raise DistillError(f"{spec!r}: a student needs at least one layer")
         return {"count": count, "rule": rule}

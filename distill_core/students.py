@@ -70,9 +70,9 @@ def corpus_documents(teacher_spec: str, config: DistillConfig | None = None) -> 
     no corpus is given."""
     config = config.with_overrides({"teacher": teacher_spec}) if config is not None else DistillConfig(
         teacher=teacher_spec)
-    for source, docs in load_corpus(config, LazyTeacher(teacher_spec, torch.device("cpu"))):
-        if docs is not None:
-            return docs, source
+    for source, corpus in load_corpus(config, LazyTeacher(teacher_spec, torch.device("cpu"))):
+        if corpus is not None:
+            return corpus.docs, source
     raise DistillError(f"no corpus for {teacher_spec!r}")
 
 
@@ -103,6 +103,8 @@ def _layer_subset(teacher: LoadedModel, spec: str, args: dict[str, Any], config:
         keep = args["indices"]
     elif args["rule"] == "angular":
         keep, layer_selection, selection_notes = _angular_keep(teacher, args["count"], calibration, calibration_source)
+    elif args["rule"] == "ppl":
+        keep, layer_selection, selection_notes = _ppl_keep(teacher, args["count"], calibration, calibration_source)
     else:
         keep = select_layers(n_teacher, args["count"])
     bad = [i for i in keep if i >= n_teacher]
@@ -157,15 +159,7 @@ def _fresh(teacher: LoadedModel, spec: str, args: dict[str, int], config: Any, t
 def _angular_keep(teacher: LoadedModel, count: int, calibration: list[str] | None,
                   calibration_source: str | None) -> tuple[list[int], dict[str, Any], list[str]]:
     """The kept layers of a `layers:N:angular` student, a JSON-able record and the notes."""
-    if calibration is None:
-        prompts_file = ASSETS / "prompts.txt"
-        try:
-            text = prompts_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DistillError(f"cannot read the default calibration text {prompts_file}: {exc}") from None
-        calibration = [line.strip() for line in text.splitlines() if line.strip()]
-        calibration_source = f"the lines of {prompts_file.parent.name}/{prompts_file.name} (default calibration)"
-    source = calibration_source or f"{len(calibration)} calibration text(s)"
+    calibration, source = _calibration(calibration, calibration_source)
     selection = layer_select.angular_selection(teacher, count, calibration)
     record = {**layer_select.selection_summary(selection), "calibration": source}
     if selection.n == 0:
@@ -175,6 +169,38 @@ def _angular_keep(teacher: LoadedModel, count: int, calibration: list[str] | Non
     note = (f"layer rule angular (Gromov et al. 2024): drops block {selection.start}-{end} ({selection.n} layers), "
             f"angular distance {d[selection.start]:.3f}, the smallest of {len(d)} blocks (largest {max(d):.3f}); "
             f"measured on {selection.tokens} tokens of {source}" + (" (cached)" if selection.cached else ""))
+    return selection.keep, record, [note]
+
+
+def _calibration(calibration: list[str] | None, calibration_source: str | None) -> tuple[list[str], str]:
+    """The texts a measured layer rule runs on and what they are: a session's training documents, or the lines of
+    assets/prompts.txt."""
+    if calibration is None:
+        prompts_file = ASSETS / "prompts.txt"
+        try:
+            text = prompts_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DistillError(f"cannot read the default calibration text {prompts_file}: {exc}") from None
+        calibration = [line.strip() for line in text.splitlines() if line.strip()]
+        calibration_source = f"the lines of {prompts_file.parent.name}/{prompts_file.name} (default calibration)"
+    return calibration, calibration_source or f"{len(calibration)} calibration text(s)"
+
+
+def _ppl_keep(teacher: LoadedModel, count: int, calibration: list[str] | None,
+              calibration_source: str | None) -> tuple[list[int], dict[str, Any], list[str]]:
+    """The kept layers of a `layers:N:ppl` student, a JSON-able record and the notes."""
+    calibration, source = _calibration(calibration, calibration_source)
+    selection = layer_select.ppl_selection(teacher, count, calibration)
+    record = {"rule": "ppl", "increases": selection.increases, "base_loss": selection.base_loss,
+              "tokens": selection.tokens, "cached": selection.cached, "calibration": source}
+    dropped = [i for i in range(len(selection.increases)) if i not in selection.keep]
+    if not dropped:
+        return selection.keep, record, ["layer rule ppl: the student keeps every teacher layer, nothing to measure"]
+    raised = [selection.increases[i] for i in dropped]
+    note = (f"layer rule ppl (Kim et al. 2024): drops layers {_ranges(dropped)}, whose removal alone raised the "
+            f"teacher's loss least ({min(raised):+.3f} to {max(raised):+.3f} nats/token from "
+            f"{selection.base_loss:.3f}); measured on {selection.tokens} tokens of {source}"
+            + (" (cached)" if selection.cached else ""))
     return selection.keep, record, [note]
 
 

@@ -6,8 +6,9 @@
     .venv/bin/python scripts/load_test.py --class --users 30 --seconds 300  # a class on one shared run
 
 The class scenario (--class): before the clock starts, user 0, the teacher, runs one session, looks at its
-evaluation and shares the run (`/share_run`); then the teacher trains another session while users 1..N-1, the
-students, open the shared link (`/open_run` with the share token) and loop the views on it, about half of the
+evaluation and shares the run (`/share_run`); then all N users, the teacher among them, are students: they
+open the shared link (`/open_run` with the share token) and loop the views on it (with --teacher-trains the
+teacher trains another session instead, while users 1..N-1 do), about half of the
 requests with the class's texts (the views' defaults) and the others with a text of their own (a passage of 8 to
 30 words from a random place in assets/texts/sample_user_corpus.txt: thousands of different passages, so a
 student's own text is almost never one asked before) and, in dark knowledge, a temperature of their own, with
@@ -22,7 +23,8 @@ another) and presses Stop when the time is up. The other users loop the inspecti
 (`/dark_knowledge`, `/attention`, `/similarity`, `/generate`), each starting at a different one. So the figures
 are those of probes answered while one run trains, the policy of README "Several users".
 
-Without --url the script serves the app itself on a free local port (runs under a temporary folder). --tiny
+Without --url the script serves the app itself on a free local port (runs under a temporary folder). The users'
+clients run in a process of their own, so that they do not hold the app's interpreter lock (browsers would not). --tiny
 uses a tiny config-built teacher (distill_core.tiny, 4 layers, 64 wide, the bundled tokenizer) with a
 `layers:1` student and pasted text, so that everything takes seconds on a CPU; without it the pair and the
 session are the app's defaults (quickstart: the bundled teacher, `layers:20`, the teacher-generated corpus,
@@ -346,6 +348,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--class", dest="classroom", action="store_true",
                         help="the class scenario: the teacher's run shared, the others probing it (module docstring)")
     parser.add_argument("--setup-steps", type=int, help="steps of the teacher's shared session (default: as --steps)")
+    parser.add_argument("--teacher-trains", action="store_true",
+                        help="with --class: the teacher trains another session while the class probes (without it, "
+                             "the teacher is one more student of the shared run, as a class goes once it is shared)")
     parser.add_argument("--think", type=float, default=0.0, help="seconds a student waits between requests "
                                                                 "(on average; default 0: back to back)")
     parser.add_argument("--memory-mb", type=float, help="the served app's memory budget (DISTILL_MEMORY_MB)")
@@ -358,12 +363,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def drive(args: argparse.Namespace, url: str, session: dict[str, Any], share: tuple[str, str] | None,
           tally: Tally, report: dict[str, Any]) -> None:
-    """Run the users until the deadline: user 0 trains; the others probe (or, in a class, are students)."""
+    """Run the users until the deadline: user 0 trains (in a class, only with --teacher-trains; otherwise the teacher
+    is one more student); the others probe (or, in a class, are students)."""
     deadline = time.monotonic() + args.seconds
     pair = (session["teacher"], session["student"])
-    threads = [threading.Thread(target=trainer, args=(url, session, deadline, args.stop_grace, report, tally),
-                                name="user-0-trains", daemon=True)]
-    for i in range(1, args.users):
+    threads, first = [], 0
+    if share is None or args.teacher_trains:
+        threads.append(threading.Thread(target=trainer, args=(url, session, deadline, args.stop_grace, report, tally),
+                                        name="user-0-trains", daemon=True))
+        first = 1
+    for i in range(first, args.users):
         if share is not None:
             target, user_args = student, (url, i, *share, pair, deadline, args.think, tally)
         else:
@@ -373,6 +382,33 @@ def drive(args: argparse.Namespace, url: str, session: dict[str, Any], share: tu
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def _drive_child(args: argparse.Namespace, url: str, session: dict[str, Any], share: tuple[str, str] | None,
+                 results: Any) -> None:
+    tally, report = Tally(), {}
+    dict_inputs()  # built here, once: Gradio builds one Blocks at a time, not one per user thread
+    drive(args, url, session, share, tally, report)
+    results.put((tally.latencies, tally.errors, report))
+
+
+def drive_elsewhere(args: argparse.Namespace, url: str, session: dict[str, Any], share: tuple[str, str] | None,
+                    tally: Tally, report: dict[str, Any]) -> None:
+    """`drive` in a process of its own: the users' clients do not take the served app's interpreter lock, as real
+    browsers on other machines do not (they still share the cores)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    child = context.Process(target=_drive_child, args=(args, url, session, share, results), name="users")
+    child.start()
+    try:
+        tally.latencies, tally.errors, drove = results.get(timeout=args.seconds + args.stop_grace + 900)
+    finally:
+        child.join(timeout=60)
+        if child.is_alive():
+            child.terminate()
+    report.update(drove)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         tally, report = Tally(), {}
         started = time.monotonic()
         with Watch(runs) as watch:
-            drive(args, url, session, share, tally, report)
+            drive_elsewhere(args, url, session, share, tally, report)
         wall = time.monotonic() - started
         resources = resources_report(watch, runs, demo is not None)
         if demo is not None:
@@ -446,8 +482,11 @@ def print_report(args: argparse.Namespace, tally: Tally, report: dict[str, Any],
     for name, row in {**summary["per_endpoint"], "overall (views)": summary["probes"],
                       "overall": summary["overall"]}.items():
         print(f"{name:<16} {row['served']:>7} {row['errors']:>7} {fmt(row['p50_s']):>8} {fmt(row['p95_s']):>8}")
-    print(f"training user: {report.get('sessions', 0)} session(s) started, {report.get('finished', 0)} ended, "
-          f"{report.get('steps', 0)} steps; last status: {report.get('last_status', '')}")
+    if not report:
+        print("training user: none (the class scenario without --teacher-trains: the teacher is one of the students)")
+    else:
+        print(f"training user: {report.get('sessions', 0)} session(s) started, {report.get('finished', 0)} ended, "
+              f"{report.get('steps', 0)} steps; last status: {report.get('last_status', '')}")
     if resources:
         r = resources
         print(f"memory: peak RSS {r['peak_rss_mb']:,} MB of a {r['memory_budget_mb']:,} MB budget; runs folder "

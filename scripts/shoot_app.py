@@ -34,6 +34,16 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync"]
 
 
+def open_app(pw, url: str, ready_text: str | None = "Distill Studio"):
+    """Debian's Chromium on `url` at 1400 x 1000, once the page shows `ready_text`: (browser, page)."""
+    browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    if ready_text:
+        page.get_by_text(ready_text).first.wait_for(timeout=60_000)
+    return browser, page
+
+
 def shoot_augmentation(page, out: Path, timeout_s: float = 300) -> None:
     """Open the Distill tab's Data and augmentation section, tick every augmenter, preview them and
     screenshot the section with its table (augmentation.png); then untick them and fold the section,
@@ -141,16 +151,32 @@ def shoot_on_policy(page, out: Path, steps: int | None, timeout_s: float) -> Non
     shoot_grading(page, out)
 
 
+def pick_lesson(page, lesson: str) -> None:
+    """Compare recipes: pick `lesson` in the Lesson picker and wait for its text and setting."""
+    page.get_by_role("tab", name="Compare recipes").click()
+    page.locator("#lesson-picker input").click()
+    page.get_by_role("option", name=lesson).click()
+    page.locator("#lesson-text").get_by_text("What to look for").first.wait_for(timeout=30_000)
+    time.sleep(2)  # the picker may answer twice (its input and its blur): let the lesson's setting land first
+
+
+def press_compare(page, timeout_s: float) -> float:
+    """Press Compare and wait until every recipe is done (or stopped); the seconds it took."""
+    page.locator("#compare-btn").click()
+    start = time.time()
+    while not page.locator("#compare-status").inner_text().startswith(("Done", "Stopped")):
+        status = page.locator("#compare-status").inner_text()
+        if status.startswith(("Error", "Ended")) or time.time() - start > timeout_s:
+            raise SystemExit(f"comparison did not finish: {status[:300]}")
+        time.sleep(3)
+    return time.time() - start
+
+
 def shoot_compare(page, out: Path, lesson: str, steps: int | None, timeout_s: float) -> None:
     """The Compare recipes tab: pick `lesson` (its recipes and setting load), set its steps to `steps` if given,
     press Compare, wait for every recipe, screenshot (compare.png)."""
-    page.get_by_role("tab", name="Compare recipes").click()
-    picker = page.locator("#lesson-picker input")
-    picker.click()
-    page.get_by_role("option", name=lesson).click()
-    page.locator("#lesson-text").get_by_text("What to look for").first.wait_for(timeout=30_000)
+    pick_lesson(page, lesson)
     setting = page.locator("#compare-setting textarea")
-    time.sleep(2)  # the picker may answer twice (its input and its blur): let the lesson's setting land first
     if steps:
         lines = [line for line in setting.input_value().splitlines() if not line.startswith("steps=")]
         wanted = "\n".join([*lines, f"steps={steps}"])
@@ -162,14 +188,7 @@ def shoot_compare(page, out: Path, lesson: str, steps: int | None, timeout_s: fl
                 break
         else:
             raise SystemExit(f"the setting box did not keep steps={steps}")
-    page.locator("#compare-btn").click()
-    start = time.time()
-    while not page.locator("#compare-status").inner_text().startswith(("Done", "Stopped")):
-        status = page.locator("#compare-status").inner_text()
-        if status.startswith(("Error", "Ended")) or time.time() - start > timeout_s:
-            raise SystemExit(f"comparison did not finish: {status[:300]}")
-        time.sleep(3)
-    print(f"comparison finished in {time.time() - start:.0f} s", flush=True)
+    print(f"comparison finished in {press_compare(page, timeout_s):.0f} s", flush=True)
     time.sleep(2)
     page.screenshot(path=str(out / "compare.png"), full_page=True)
 
@@ -197,10 +216,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(args.url)
-        page.get_by_text("Distill Studio").first.wait_for(timeout=60_000)
+        browser, page = open_app(pw, args.url)
         if args.teacher:
             box = page.locator("#teacher-spec input")
             box.fill(args.teacher)

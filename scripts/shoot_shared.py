@@ -21,9 +21,8 @@ from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import load_test  # noqa: E402  (the scripts folder: the session's inputs by name)
+from shoot_app import open_app  # noqa: E402
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 OWN_TEXT = "My grandmother always said that a good soup needs"
 
 
@@ -40,9 +39,7 @@ def teacher_shares(url: str, steps: int | None) -> str:
 
 def student_browser(link: str, out: Path, timeout_s: float) -> None:
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(link)
+        browser, page = open_app(pw, link, ready_text=None)
         page.get_by_role("tab", name="Distill").click()
         page.locator("#run-status").get_by_text("Shared run").wait_for(timeout=timeout_s * 1000)
         page.locator("#export-btn").click()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
-from shoot_app import CHROMIUM_ARGS  # scripts/ is on the path when this runs as a script
+from shoot_app import open_app  # scripts/ is on the path when this runs as a script
 
 
 def main() -> None:
@@ -23,10 +23,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(args.url)
-        page.get_by_text("Distill Studio").first.wait_for(timeout=60_000)
+        browser, page = open_app(pw, args.url)
         page.get_by_role("tab", name="Distill").click()
         page.locator("#history").get_by_text("Run history").first.click()
         page.locator("#history-btn").click()

@@ -91,3 +91,22 @@ def test_the_end_tokens_pair_with_each_other_before_any_same_named_token(tiny_te
     assert pairs[teacher.eos_token_id] == student.eos_token_id
     assert teacher.convert_tokens_to_ids("<|endoftext|>") not in pairs
     assert list(pairs.values()).count(student.eos_token_id) == 1
+
+
+def test_a_vocabulary_is_read_once_per_tokenizer():
+    from distill_core.alignment import vocabulary_fingerprint
+
+    class Counting:
+        """A tokenizer stand-in that counts how often its vocabulary is read."""
+
+        def __init__(self, vocab):
+            self.vocab, self.reads = vocab, 0
+
+        def get_vocab(self):
+            self.reads += 1
+            return dict(self.vocab)
+
+    one, same, other = Counting({"a": 0, "b": 1}), Counting({"a": 0, "b": 1}), Counting({"b": 0, "a": 1})
+    assert vocabulary_fingerprint(one) == vocabulary_fingerprint(one) == vocabulary_fingerprint(same)
+    assert vocabulary_fingerprint(other) != vocabulary_fingerprint(one)
+    assert (one.reads, same.reads, other.reads) == (1, 1, 1)

@@ -75,3 +75,28 @@ def test_one_build_however_many_ask_at_once():
     for thread in threads:
         thread.join()
     assert len(builds) == 1 and len(results) == 4 and all(r is results[0] for r in results)
+
+
+def test_the_bytes_held_follow_replacements_discards_and_clears():
+    cache = sized(100)
+    cache.put("a", Blob(30))
+    cache.put("a", Blob(50))  # the same key again: its old bytes leave with it
+    cache.put("b", Blob(20))
+    assert cache.bytes == 70
+    cache.discard("a")
+    assert cache.bytes == 20 and cache.keys() == ["b"]
+    cache.clear()
+    assert cache.bytes == 0 and cache.keys() == []
+
+
+def test_only_a_cache_of_models_collects_garbage_after_an_eviction(monkeypatch):
+    import distill_core.budget as budget
+
+    collections = []
+    monkeypatch.setattr(budget.gc, "collect", lambda: collections.append(1))
+    plain, models = sized(10), ByteBudgetCache(10, sizeof=lambda blob: blob.size, collect_evicted=True)
+    for cache in (plain, models):
+        cache.put("a", Blob(8))
+        cache.put("b", Blob(8))  # evicts a
+    assert plain.evictions == models.evictions == 1
+    assert collections == [1]  # the model cache's eviction only

@@ -128,6 +128,53 @@ def test_the_class_asking_the_same_thing_costs_one_answer(server, tiny_teacher_d
     assert generated[0] == generated[1] and set(generated[0]) == {"teacher", "student (before)", "student (after)"}
 
 
+def test_a_question_many_ask_at_once_is_answered_once():
+    """A class opening the same view at the same second: the first request builds the answer, the others wait
+    for it instead of building the same figures; an error is not kept, so the next asker tries again."""
+    import threading
+
+    from ui.common import Answers
+
+    answers, made, gate = Answers(), [], threading.Event()
+
+    def make():
+        made.append(1)
+        gate.wait(5)
+        return ("note", "figure")
+
+    got = []
+    askers = [threading.Thread(target=lambda: got.append(answers.get_or_make(("q",), make, note_index=0)))
+              for _ in range(5)]
+    for asker in askers:
+        asker.start()
+    time.sleep(0.3)
+    gate.set()
+    for asker in askers:
+        asker.join(10)
+    assert made == [1] and got == [("note", "figure")] * 5
+    failing = lambda: made.append(1) or ("**Error:** no", None)  # noqa: E731
+    answers.get_or_make(("bad",), failing, note_index=0)
+    answers.get_or_make(("bad",), failing, note_index=0)
+    assert len(made) == 3
+
+
+def test_students_opening_one_shared_run_share_its_curves_and_table(server, tiny_teacher_dir, monkeypatch):
+    """The run's results (status, curves, last probe, before/after table) are read from its folder and built once
+    for every student who opens it by the same link; its owner sees it as its owner."""
+    from ui import runs as runs_tab
+
+    teacher = new_client(server)
+    run = finished_run(teacher, tiny_teacher_dir, seed=43)
+    _, link = teacher.predict(False, api_name="/share_run")
+    built, real = [], runs_tab.run_results
+    monkeypatch.setattr(runs_tab, "run_results", lambda out_dir, shared: built.append(shared) or real(out_dir, shared))
+    opened = [new_client(server).predict(run["id"], link.split("share=")[1], api_name="/open_run") for _ in range(3)]
+    assert built == [True] and all(o[0] == opened[0][0] for o in opened)
+    assert opened[0][0].startswith("**Shared run") and "Before / after" in opened[0][3]
+    own = teacher.predict(run["id"], run["token"], api_name="/open_run")
+    assert built == [True, False] and own[0].startswith("**Opened the earlier run")
+
+
 def test_loaded_models_stay_under_a_small_budget_with_several_runs(server, tiny_teacher_dir, monkeypatch):
     """Each tiny model holds ~13 MB (its 49152 x 64 embedding); a budget of 3.5 models holds the teacher, the
     untrained student and one trained one: opening three runs in turn from three clients evicts, and every

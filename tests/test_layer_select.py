@@ -223,6 +223,33 @@ def test_bad_angular_specs(tiny_teacher_dir, tmp_path, monkeypatch):
         derive_student(teacher, "layers:5:angular")
     with pytest.raises(DistillError, match="unknown layer-selection rule 'best'"):
         derive_student(teacher, "layers:2:best")
-    with pytest.raises(DistillError, match="calibration text for layers:N:angular is empty"):
+    with pytest.raises(DistillError, match="calibration text for layers:N:angular or layers:N:ppl is empty"):
         derive_student(teacher, "layers:2:angular", calibration=["", "  \n\n "])
     assert len(derive_student(teacher, "layers:2:angular", calibration=["a"]).layers_kept) == 2  # 2 tokens (+EOS)
+
+
+def test_a_ppl_student_drops_the_layers_whose_removal_alone_costs_least(tiny_teacher_dir, tmp_path, monkeypatch):
+    """`layers:N:ppl` (Kim et al. 2024): each layer's cost is the calibration loss of the teacher without it, minus
+    the loss with it: the same as a model built without that layer (checked here), measured on a private copy
+    (the shared teacher keeps its weights and gets no hook), cached for every student size."""
+    monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path))
+    teacher = load_teacher(str(tiny_teacher_dir))
+    texts = ["The old lighthouse keeper climbed the stairs and looked out at the sea.",
+             "Photosynthesis is the process by which plants turn light into sugar."]
+    weights = {name: value.clone() for name, value in teacher.model.state_dict().items()}
+    hooks = [list(layer._forward_hooks) for layer in decoder_layers(teacher.model)]  # transformers keeps its own
+    blocks = layer_select.calibration_blocks(teacher.tokenizer, texts, max_tokens=layer_select.PPL_CALIBRATION_TOKENS)
+    base = layer_select.calibration_loss(teacher.model, blocks)
+    without = [derive_student(teacher, "layers:" + ",".join(str(j) for j in range(4) if j != i)) for i in range(4)]
+    by_hand = [layer_select.calibration_loss(student.model, blocks) - base for student in without]
+    student = derive_student(teacher, "layers:2:ppl", calibration=texts, calibration_source="the test corpus")
+    increases = student.layer_selection["increases"]
+    assert increases == pytest.approx(by_hand, abs=1e-4) and len(set(round(v, 6) for v in increases)) == 4
+    cheapest = sorted(range(4), key=increases.__getitem__)
+    assert student.layers_kept == sorted(cheapest[2:])
+    assert "layer rule ppl" in student.notes[-1] and "the test corpus" in student.notes[-1]
+    assert all(torch.equal(weights[name], value) for name, value in teacher.model.state_dict().items())
+    assert [list(layer._forward_hooks) for layer in decoder_layers(teacher.model)] == hooks
+    again = derive_student(teacher, "layers:3:ppl", calibration=texts)
+    assert "(cached)" in again.notes[-1] and again.layers_kept == sorted(cheapest[1:])
+    assert parse_derived_spec("layers:3:ppl") == ("layers", {"count": 3, "rule": "ppl"})

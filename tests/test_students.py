@@ -61,3 +61,16 @@ def test_tokenizer_mismatch_is_refused(tiny_teacher_dir, tmp_path):
     with pytest.raises(DistillError, match="tokenizer_bridge=shared_ids needs the same token at every id"):
         load_student(str(tmp_path), teacher, tokenizer_bridge="shared_ids")
     assert load_student(str(tmp_path), teacher).tokenizer.get_vocab() == vocab  # auto: a bridge applies
+
+
+def test_a_configs_training_documents_are_its_texts(tiny_teacher_dir):
+    """What a BPE student trains its vocabulary on, and the views' student before: plain texts, not the corpus
+    object a session reads."""
+    from distill_core.config import DistillConfig
+    from distill_core.data import split_documents
+    from distill_core.students import corpus_documents
+
+    text = "The first document of the corpus.\n\nThe second one, a little longer than the first."
+    docs, source = corpus_documents(str(tiny_teacher_dir), DistillConfig(teacher=str(tiny_teacher_dir), corpus_text=text))
+    assert docs == split_documents(text) and all(isinstance(d, str) for d in docs)
+    assert source.startswith("pasted text")

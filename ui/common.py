@@ -114,13 +114,32 @@ class Answers:
         self.size = size
         self._answers: OrderedDict[tuple, tuple] = OrderedDict()
         self._lock = threading.Lock()
+        self._making: dict[tuple, threading.Lock] = {}
 
-    def get_or_make(self, key: tuple, make: Callable[[], tuple], note_index: int) -> tuple:
+    def _kept(self, key: tuple) -> tuple | None:
         with self._lock:
             if key in self._answers:
                 self._answers.move_to_end(key)
                 return self._answers[key]
-        answer = make()
+        return None
+
+    def get_or_make(self, key: tuple, make: Callable[[], tuple], note_index: int) -> tuple:
+        """The kept answer to `key`, or `make()`'s. A question asked by many at once (a class opening the same
+        view) is answered once: the others wait for that answer instead of each building the same figures."""
+        kept = self._kept(key)
+        if kept is not None:
+            return kept
+        with self._lock:
+            making = self._making.setdefault(key, threading.Lock())
+        try:
+            with making:
+                kept = self._kept(key)
+                return kept if kept is not None else self._keep(key, make(), note_index)
+        finally:
+            with self._lock:
+                self._making.pop(key, None)
+
+    def _keep(self, key: tuple, answer: tuple, note_index: int) -> tuple:
         if str(answer[note_index]).startswith("**Error:**"):
             return answer
         answer = tuple(PlotData(type="plotly", plot=value.to_json()) if isinstance(value, go.Figure) else value

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from distill_core import api
-from ui.common import PRIVATE, UserSession, error_markdown, fmt_number, prose, touch, warn
+from ui.common import PRIVATE, Answers, UserSession, error_markdown, fmt_number, prose, touch, warn
 from ui.runview import RunView
 
 MEMORY_KEY = "distill-studio-runs"
@@ -101,22 +101,42 @@ def choices(user: UserSession) -> list[tuple[str, str]]:
     return [(run_label(row), row["id"]) for row in rows]
 
 
+OPENED = Answers()
+"""An opened run's results, shared by everyone who opens the same run the same way (a class on one shared link)."""
+
+
+def run_results(out_dir: Path, shared: bool) -> tuple[Any, ...]:
+    """The Distill tab's results of a run, rebuilt from its folder: status, curves, last probe (None without one),
+    before/after. Figures and text only: Gradio consumes an update dict as it sends it, so none is kept."""
+    view = RunView.reopened(out_dir)
+    view.shared = shared
+    probe = view.probe_figure() if view.last_probe else None
+    return view.status_markdown(), view.loss_figure(), probe, view.summary_markdown()
+
+
+def folder_stamp(out_dir: Path) -> tuple[int, ...]:
+    """When the files a run's results are read from last changed (a running run's change at every step)."""
+    return tuple(path.stat().st_mtime_ns if path.exists() else 0
+                 for path in (out_dir / "summary.json", out_dir / "metrics.jsonl"))
+
+
 def opened(user: UserSession, last_run: dict[str, Any]) -> tuple[Any, ...]:
     """Show an opened run: the Distill tab's results rebuilt from its folder; the views and Export follow."""
     touch(user)
     user.last_run = last_run
-    api.look_at(last_run["out_dir"])  # retention keeps a run someone is looking at
-    view = RunView.reopened(Path(last_run["out_dir"]))
-    view.shared = last_run.get("role") == api.VIEWER
-    probe = gr.update(value=view.probe_figure(), visible=True) if view.last_probe else gr.update(visible=False)
-    note = (f"Opened `{Path(last_run['out_dir']).name}`: `{last_run['teacher']}` → `{last_run['student']}` (the pair "
+    out_dir = Path(last_run["out_dir"])
+    api.look_at(out_dir)  # retention keeps a run someone is looking at
+    shared = last_run.get("role") == api.VIEWER
+    status, curves, probe, summary = OPENED.get_or_make((str(out_dir), shared, *folder_stamp(out_dir)),
+                                                        lambda: run_results(out_dir, shared), note_index=0)
+    note = (f"Opened `{out_dir.name}`: `{last_run['teacher']}` → `{last_run['student']}` (the pair "
             "in **Setup** is now this run's).")
-    if view.shared:
+    if shared:
         export = "its owner lets visitors export its student" if last_run.get("allow_export") else "no export"
         note += f" Shared with you read-only ({export})."
-    picker = gr.update(choices=choices(user), value=Path(last_run["out_dir"]).name)
-    return (view.status_markdown(), view.loss_figure(), probe, view.summary_markdown(), note, picker,
-            last_run["teacher"], last_run["student"])
+    picker = gr.update(choices=choices(user), value=out_dir.name)
+    probe = gr.update(visible=False) if probe is None else gr.update(value=probe, visible=True)
+    return (status, curves, probe, summary, note, picker, last_run["teacher"], last_run["student"])
 
 
 def refused(message: str) -> tuple[Any, ...]:

@@ -1,0 +1,54 @@
+"""What each layer-selection rule starts the student from: untrained students of one size, scored on the held-out
+text and on the real text, as a ratio to the teacher.
+
+    .venv/bin/python scripts/layer_rules.py                      # the quickstart's teacher, corpus and size
+    .venv/bin/python scripts/layer_rules.py --layers 22 --config assets/configs/quickstart.yaml
+
+The measured rules (`angular`, `ppl`) calibrate on the config's training documents, as a session does. Prints one
+line per rule and, last, one JSON object with the same figures.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from distill_core.config import DistillConfig  # noqa: E402
+from distill_core.data import heldout_blocks, real_text_blocks  # noqa: E402
+from distill_core.evaluate import score  # noqa: E402
+from distill_core.models import load_teacher  # noqa: E402
+from distill_core.students import corpus_documents, load_student  # noqa: E402
+
+RULES = ("depth", "angular", "ppl")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "assets" / "configs" / "quickstart.yaml"))
+    parser.add_argument("--layers", type=int, default=None, help="the student's layers (default: the config's)")
+    args = parser.parse_args()
+    config = DistillConfig.from_yaml(args.config)
+    count = args.layers or int(config.student.split(":")[1])
+    teacher = load_teacher(config.teacher)
+    texts = {"held-out": heldout_blocks(config, teacher.tokenizer), "real": real_text_blocks(config, teacher.tokenizer)}
+    docs, source = corpus_documents(config.teacher, config)
+    reference = {name: score(teacher.model, blocks)["ppl"] for name, blocks in texts.items()}
+    print(f"teacher {config.teacher}: " + ", ".join(f"{k} {v:.2f}" for k, v in reference.items())
+          + f"; calibration: {source}")
+    rows = {}
+    for rule in RULES:
+        student = load_student(f"layers:{count}:{rule}", teacher, seed=config.seed, calibration=docs,
+                               calibration_source=source)
+        ppl = {name: score(student.model, blocks)["ppl"] for name, blocks in texts.items()}
+        rows[rule] = {"kept": student.layers_kept, **{f"{k}_ppl": round(v, 2) for k, v in ppl.items()},
+                      **{f"{k}_ratio": round(v / reference[k], 2) for k, v in ppl.items()}}
+        print(f"layers:{count}:{rule:<8} held-out {ppl['held-out']:8.2f} ({ppl['held-out'] / reference['held-out']:.2f}x)"
+              f"  real {ppl['real']:8.2f} ({ppl['real'] / reference['real']:.2f}x)  keeps {student.notes[-1]}")
+    print(json.dumps({"teacher": {k: round(v, 2) for k, v in reference.items()}, "layers": count, "rules": rows}))
+
+
+if __name__ == "__main__":
+    main()
