@@ -200,6 +200,17 @@ class Inputs:
         return [named.get(by_label[p["label"]], p["parameter_default"]) for p in parameters]
 
 
+def item_progress(kind: str, done: int, n: int, name: str, step: dict[str, Any] | None, steps: Any, message: str,
+                  stop_requested: bool) -> list[str]:
+    """A sweep's or a comparison's status lines while one of its `n` sessions runs: which `kind` (student, recipe) it
+    is, its step, loss and ETA; then the engine's last message."""
+    head = f"**{kind.capitalize()} {min(done + 1, n)}/{n} `{name}`**"
+    if step is not None:
+        head += (f" · step {step['step']}/{step.get('steps', steps)} · loss {step['loss']:.3f} · "
+                 f"ETA {fmt_seconds(step.get('eta_s'))} for this {kind}")
+    return [head, message + (" · **stop requested**, finishing the current step" if stop_requested else "")]
+
+
 def run_buttons(running: bool) -> tuple[Any, Any]:
     """The Run (or Compare sizes) and Stop buttons while a session or sweep runs, or while none does."""
     return gr.update(interactive=not running), gr.update(interactive=running)

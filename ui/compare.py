@@ -6,7 +6,6 @@ each of which loads its recipes and setting here."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,10 @@ import gradio as gr
 import visuals
 from distill_core import api
 from ui.common import (DISTILLATION_QUEUE, DISTILLATIONS, PRIVATE, Inputs, UserSession, error_markdown, fmt_number,
-                       fmt_seconds, prose, run_buttons, shown_path, warn)
-from ui.distill import LEFT_QUEUE_NOTE, SESSION, STATUS_INTERVAL_S, request_stop
+                       fmt_seconds, item_progress, prose, run_buttons, shown_path, warn)
+from ui.distill import SESSION, STATUS_INTERVAL_S, request_stop
 from ui.knobs import data_overrides, recipe_config
-from ui.turns import in_turn, join
+from ui.turns import sessions_in_turn, sessions_into
 
 COMPARE_TABLE_HEADERS = ["rank", "recipe", "held-out ppl", "bits/byte", "top-1 agreement", "KL to teacher",
                          "teacher's NLL of its text", "real-text ppl", "steps", "wall time", "note"]
@@ -141,19 +140,14 @@ async def compare_in_turn(compare: Inputs, values: dict[Any, Any]):
     """Compare and api_name `compare`: the comparison waits for its turn in the app's fair queue as a Run does
     (its recipes count as that many sessions in the estimates), then streams as `run_comparison` does."""
     named = compare.named(values)
-    user = named.get("user") or UserSession()
-    running, idle = run_buttons(True), run_buttons(False)
-    try:
-        plan = comparison_plan(named)
-        ticket = join(user, plan[0][1], sessions=len(plan))
-    except api.DistillError as exc:
-        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), *idle
-        return
-    waiting = lambda status: (status, gr.skip(), gr.skip(), *running)  # noqa: E731
-    async for update in in_turn(user, ticket, waiting, lambda: run_comparison(compare, values), what="comparison"):
+
+    def plan() -> tuple[Any, int]:
+        rows = comparison_plan(named)
+        return rows[0][1], len(rows)
+
+    async for update in sessions_in_turn(named.get("user") or UserSession(), plan,
+                                         lambda: run_comparison(compare, values), what="comparison"):
         yield update
-    if ticket.cancelled:
-        yield LEFT_QUEUE_NOTE, gr.skip(), gr.skip(), *idle
 
 
 def run_comparison(compare: Inputs, values: dict[Any, Any]):
@@ -170,22 +164,7 @@ def run_comparison(compare: Inputs, values: dict[Any, Any]):
         return
     out_dir = api.new_run_dir()
     view = CompareView([name for name, _ in plan], out_dir)
-    user.stop.clear()
-    user.running = True
-    try:
-        with api.running(out_dir):  # retention never removes it meanwhile
-            yield from stream_comparison(plan, view, user, running)
-    except Exception as exc:  # the engine's message, or one line (e.g. out of memory): the finished rows stay
-        view.failure = warn(exc)
-    finally:
-        user.running = False
-        view.ended = True
-        view.stop_requested = user.stop.is_set()
-        user.stop.clear()
-    if not view.rows:
-        shutil.rmtree(out_dir, ignore_errors=True)  # failed or stopped before the first recipe: nothing to keep
-    api.make_room()
-    yield view.status_markdown(), view.figure(), view.table(), *idle
+    yield from sessions_into(view, user, lambda: stream_comparison(plan, view, user, running), idle)
 
 
 def stream_comparison(plan: list[tuple[str, api.DistillConfig]], view: "CompareView", user: UserSession,
@@ -253,14 +232,7 @@ class CompareView:
             lines.append(f"**{verb}:** {done}/{n} recipes.{saved}")
         else:
             name = self.current or (self.names[done] if done < n else "—")
-            head = f"**Recipe {min(done + 1, n)}/{n} `{name}`**"
-            step = self.last_step
-            if step is not None:
-                head += (f" · step {step['step']}/{step.get('steps', '?')} · loss {step['loss']:.3f} · "
-                         f"ETA {fmt_seconds(step.get('eta_s'))} for this recipe")
-            lines.append(head)
-            lines.append(self.message + (" · **stop requested**, finishing the current step"
-                                         if self.stop_requested else ""))
+            lines += item_progress("recipe", done, n, name, self.last_step, "?", self.message, self.stop_requested)
         lines.append(f"Run folder: `{shown_path(self.out_dir)}` (one folder per recipe; each session is in the run "
                      "history)")
         return "  \n".join(lines)

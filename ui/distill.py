@@ -24,7 +24,7 @@ from ui.knobs import KNOB_FIELDS, recipe_config, technique_knobs, training_knobs
 from ui.runs import EarlierRuns, Results, build_earlier_runs, build_share, remember
 from ui.runview import RunView
 from ui.setup import Pair
-from ui.turns import in_turn, join
+from ui.turns import LEFT_QUEUE_NOTE, in_turn, join
 
 SESSION_ON_GPU = api.gpu(SESSION_GPU_S)(api.run_session)
 """One GPU call of the engine's session: on a ZeroGPU Space `spaces.GPU` (or, with DISTILL_ZEROGPU_EMULATION=1,
@@ -39,7 +39,6 @@ STATUS_INTERVAL_S = 0.2
 """Send step-only updates at most this often (tiny models step far faster than a browser redraws)."""
 EXPORT_PRECISIONS = ["bf16", "fp16", "fp32"]
 NOTHING_TO_STOP = "Nothing is running or waiting in this browser session, so there is nothing to stop."
-LEFT_QUEUE_NOTE = "**Taken out of the queue:** your session will not start."
 NOT_YOURS = ("the run open here was shared with you read-only: its owner did not allow exporting its student (run a "
              "session of your own to export one)")
 

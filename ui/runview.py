@@ -8,7 +8,7 @@ from typing import Any
 
 import visuals
 from distill_core import api
-from ui.common import error_markdown, fmt_number, fmt_params, fmt_seconds, shown_path
+from ui.common import error_markdown, fmt_number, fmt_params, fmt_seconds, item_progress, shown_path
 
 SWEEP_TABLE_HEADERS = ["model", "params", "ppl before", "ppl after", "bits/byte before", "bits/byte after",
                        "top-1 agreement", "KL to teacher", "real-text ppl", "tokens/s", "wall time", "error"]
@@ -310,14 +310,8 @@ class SweepView:
                 lines.append(f"**Done:** {done}/{n} students.{saved}")
         else:
             spec = self.current or (self.specs[done] if done < n else "—")
-            head = f"**Student {min(done + 1, n)}/{n} `{spec}`**"
-            step = self.last_step
-            if step is not None:
-                head += (f" · step {step['step']}/{step.get('steps', self.steps)} · loss {step['loss']:.3f} · "
-                         f"ETA {fmt_seconds(step.get('eta_s'))} for this student")
-            lines.append(head)
-            lines.append(self.message + (" · **stop requested**, finishing the current step"
-                                         if self.stop_requested else ""))
+            lines += item_progress("student", done, n, spec, self.last_step, self.steps, self.message,
+                                   self.stop_requested)
         if self.teacher:
             lines.append(self.teacher[0].upper() + self.teacher[1:])
         lines.append(f"Run folder: `{shown_path(self.out_dir)}`")

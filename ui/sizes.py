@@ -3,7 +3,6 @@ quality (api_name `size_sweep`), or an earlier sweep's students.json plotted (ap
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,10 @@ import visuals
 from distill_core import api
 from ui.common import (DISTILLATION_QUEUE, DISTILLATIONS, PRIVATE, Inputs, UserSession, error_markdown, prose,
                        run_buttons, warn)
-from ui.distill import LEFT_QUEUE_NOTE, SESSION, STATUS_INTERVAL_S, request_stop
+from ui.distill import SESSION, STATUS_INTERVAL_S, request_stop
 from ui.knobs import recipe_config
 from ui.runview import SWEEP_TABLE_HEADERS, SweepView, row_line, size_table
-from ui.turns import in_turn, join
+from ui.turns import sessions_in_turn, sessions_into
 
 DEFAULT_SWEEP_SPECS = "layers:10, layers:15, layers:20"
 
@@ -57,19 +56,14 @@ async def sweep_in_turn(sweep: Inputs, values: dict[Any, Any]):
     """Compare sizes and api_name `size_sweep`: the sweep waits for its turn in the app's fair queue as a Run
     does (its students count as that many sessions in the estimates), then streams as `run_size_sweep` does."""
     named = sweep.named(values)
-    user = named.get("user") or UserSession()
-    running, idle = run_buttons(True), run_buttons(False)
-    try:
+
+    def plan() -> tuple[Any, int]:
         spec_list = api.parse_student_list(named.get("specs"))
-        ticket = join(user, recipe_config({**named, "student": spec_list[0]}), sessions=len(spec_list))
-    except api.DistillError as exc:
-        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), *idle
-        return
-    waiting = lambda status: (status, gr.skip(), gr.skip(), *running)  # noqa: E731
-    async for update in in_turn(user, ticket, waiting, lambda: run_size_sweep(sweep, values), what="sweep"):
+        return recipe_config({**named, "student": spec_list[0]}), len(spec_list)
+
+    async for update in sessions_in_turn(named.get("user") or UserSession(), plan,
+                                         lambda: run_size_sweep(sweep, values), what="sweep"):
         yield update
-    if ticket.cancelled:
-        yield LEFT_QUEUE_NOTE, gr.skip(), gr.skip(), *idle
 
 
 def run_size_sweep(sweep: Inputs, values: dict[Any, Any]):
@@ -88,22 +82,7 @@ def run_size_sweep(sweep: Inputs, values: dict[Any, Any]):
 
     out_dir = api.new_run_dir()
     view = SweepView(spec_list, config.steps, out_dir)
-    user.stop.clear()
-    user.running = True
-    try:
-        with api.running(out_dir):  # retention never removes it meanwhile
-            yield from stream_sweep(config, spec_list, view, user, running)
-    except Exception as exc:  # the engine's message, or one line (e.g. out of memory): the app stays up
-        view.fail(warn(exc))
-    finally:
-        user.running = False
-        view.ended = True
-        view.stop_requested = user.stop.is_set()
-        user.stop.clear()
-    if not view.rows:
-        shutil.rmtree(out_dir, ignore_errors=True)  # failed or stopped before the first student: nothing to keep
-    api.make_room()
-    yield view.status_markdown(), view.figure(), view.table(), *idle
+    yield from sessions_into(view, user, lambda: stream_sweep(config, spec_list, view, user, running), idle)
 
 
 def stream_sweep(config: api.DistillConfig, spec_list: list[str], view: SweepView, user: UserSession,

@@ -5,19 +5,22 @@ a worker thread: the wait is asynchronous), then stream their session's updates,
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
+import gradio as gr
 
 from distill_core import api
-from ui.common import DISTILLATIONS, UserSession, fmt_seconds, touch
+from ui.common import DISTILLATIONS, UserSession, error_markdown, fmt_seconds, run_buttons, touch, warn
 
 WAIT_POLL_S = 0.5
 """How often a waiting user's place is checked."""
 WAIT_REFRESH_S = 5.0
 """A waiting user's status is sent again at least this often (the estimate moves with the session ahead)."""
 LEFT_QUEUE = "**Left the queue** (Stop): nothing was started."
+LEFT_QUEUE_NOTE = "**Taken out of the queue:** your session will not start."
 
 
 def ordinal(n: int) -> str:
@@ -85,3 +88,46 @@ async def in_turn(user: UserSession, ticket: api.Ticket, waiting: Callable[[str]
     finally:
         DISTILLATIONS.leave(ticket)
         user.ticket = None
+
+
+async def sessions_in_turn(user: UserSession, plan: Callable[[], tuple[Any, int]], run: Callable[[], Iterator],
+                           what: str) -> AsyncIterator[tuple]:
+    """A job of several sessions (a comparison, a size sweep) in the fair queue as a Run: `plan()` gives the config
+    of its first session and how many sessions it counts for in the estimates (a DistillError there is shown and
+    nothing is queued); when its turn comes, `run()`'s updates stream. Every update is (status, figure, table,
+    then the Run and Stop buttons)."""
+    running, idle = run_buttons(True), run_buttons(False)
+    try:
+        config, sessions = plan()
+        ticket = join(user, config, sessions=sessions)
+    except api.DistillError as exc:
+        yield error_markdown(warn(exc)), gr.skip(), gr.skip(), *idle
+        return
+    waiting = lambda status: (status, gr.skip(), gr.skip(), *running)  # noqa: E731
+    async for update in in_turn(user, ticket, waiting, run, what=what):
+        yield update
+    if ticket.cancelled:
+        yield LEFT_QUEUE_NOTE, gr.skip(), gr.skip(), *idle
+
+
+def sessions_into(view: Any, user: UserSession, stream: Callable[[], Iterator], idle: tuple) -> Iterator[tuple]:
+    """A comparison's or a sweep's sessions (`stream()`, its updates) run for `user` into `view` (a CompareView or
+    a SweepView: `out_dir`, `rows`, `failure`, ...), with its run folder kept from retention meanwhile. A failure
+    ends in `view` (the finished rows stay); a job that ends before its first row leaves no folder. The last
+    update shows the end, with the buttons back to idle."""
+    user.stop.clear()
+    user.running = True
+    try:
+        with api.running(view.out_dir):  # retention never removes it meanwhile
+            yield from stream()
+    except Exception as exc:  # the engine's message, or one line (e.g. out of memory): the app stays up
+        view.failure = warn(exc)
+    finally:
+        user.running = False
+        view.ended = True
+        view.stop_requested = user.stop.is_set()
+        user.stop.clear()
+    if not view.rows:
+        shutil.rmtree(view.out_dir, ignore_errors=True)  # nothing finished: nothing to keep
+    api.make_room()
+    yield view.status_markdown(), view.figure(), view.table(), *idle
