@@ -16,7 +16,7 @@ from distill_core.models import count_parameters
 from distill_core.errors import DistillError
 from distill_core.data import Blocks, check_text, real_text_or_note
 from distill_core.realtext import describe as describe_real_text
-from distill_core.losses import shared_rows, shift_for_next_token
+from distill_core.losses import next_token_nll, shared_rows, shift_for_next_token
 
 SPEED_PROMPT = "The history of the city begins"
 
@@ -26,13 +26,9 @@ def score(model: Any, blocks: Blocks, batch_size: int = 8) -> dict[str, Any]:
     """Mean next-token cross-entropy and perplexity of one model on the blocks."""
     total_nll, total_count = 0.0, 0
     for start in range(0, len(blocks), batch_size):
-        ids = blocks.input_ids[start : start + batch_size].to(model.device)
-        attn = blocks.attention_mask[start : start + batch_size].to(model.device)
-        labels, mask = shift_for_next_token(ids, attn)
-        logits = model(input_ids=ids, attention_mask=attn).logits.float()  # (b, t, vocab)
-        nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
-        total_nll += float((nll * mask).sum())
-        total_count += int(mask.sum())
+        nll, count = next_token_nll(model, blocks.input_ids[start : start + batch_size].to(model.device),
+                                    blocks.attention_mask[start : start + batch_size].to(model.device))
+        total_nll, total_count = total_nll + nll, total_count + count
     loss = total_nll / max(1, total_count)
     return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": total_count}
 

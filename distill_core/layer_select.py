@@ -50,7 +50,7 @@ from distill_core.models import LoadedModel, decoder_layers
 from distill_core.paths import cache_dir
 from distill_core.data import pack, split_documents
 from distill_core.errors import DistillError
-from distill_core.losses import shift_for_next_token
+from distill_core.losses import next_token_nll
 
 
 class NeedsTeacherNetwork(DistillError):
@@ -293,12 +293,9 @@ def calibration_loss(model: Any, blocks: Any, skip: int | None = None, batch_blo
     device, total, count = next(model.parameters()).device, 0.0, 0
     try:
         for start in range(0, len(blocks), batch_blocks):
-            ids = blocks.input_ids[start : start + batch_blocks].to(device)
-            attn = blocks.attention_mask[start : start + batch_blocks].to(device)
-            labels, mask = shift_for_next_token(ids, attn)
-            logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits.float()
-            nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
-            total, count = total + float((nll * mask).sum()), count + int(mask.sum())
+            nll, tokens = next_token_nll(model, blocks.input_ids[start : start + batch_blocks].to(device),
+                                         blocks.attention_mask[start : start + batch_blocks].to(device))
+            total, count = total + nll, count + tokens
     finally:
         if handle is not None:
             handle.remove()
@@ -311,11 +308,8 @@ def removal_increases(model: Any, blocks: Any) -> tuple[float, list[float]]:
     """(loss with every layer, per layer the loss without it minus that). Measured on a private copy of the model:
     the hooks must not reach a teacher other users' views run at the same time."""
     private = copy.deepcopy(model).eval()
-    try:
-        base = calibration_loss(private, blocks)
-        return base, [calibration_loss(private, blocks, skip=i) - base for i in range(len(decoder_layers(private)))]
-    finally:
-        del private
+    base = calibration_loss(private, blocks)
+    return base, [calibration_loss(private, blocks, skip=i) - base for i in range(len(decoder_layers(private)))]
 
 
 def ppl_selection(teacher: LoadedModel, count: int, texts: list[str], use_cache: bool = True) -> LossSelection:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -452,3 +453,13 @@ def shift_for_next_token(input_ids: torch.Tensor, attention_mask: torch.Tensor) 
     mask = torch.zeros_like(attention_mask)
     mask[:, :-1] = attention_mask[:, :-1] * attention_mask[:, 1:]
     return labels, mask
+
+
+@torch.no_grad()
+def next_token_nll(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[float, int]:
+    """The summed next-token cross-entropy of `model` on one batch, and the number of positions counted (to
+    average over batches): what a perplexity is computed from."""
+    labels, mask = shift_for_next_token(input_ids, attention_mask)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.float()
+    nll = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
+    return float((nll * mask).sum()), int(mask.sum())

@@ -200,15 +200,17 @@ class Inputs:
         return [named.get(by_label[p["label"]], p["parameter_default"]) for p in parameters]
 
 
-def item_progress(kind: str, done: int, n: int, name: str, step: dict[str, Any] | None, steps: Any, message: str,
-                  stop_requested: bool) -> list[str]:
-    """A sweep's or a comparison's status lines while one of its `n` sessions runs: which `kind` (student, recipe) it
-    is, its step, loss and ETA; then the engine's last message."""
+def item_progress(view: Any, kind: str, names: list[str], steps: Any) -> list[str]:
+    """A sweep's or a comparison's status lines while one of its sessions (`names`) runs: which `kind` (student,
+    recipe) it is, its step (of `steps` unless the step says), loss and ETA; then the engine's last message.
+    `view`: a SweepView or a CompareView (its rows so far, current name, last step, message, stop request)."""
+    done, n, step = len(view.rows), len(names), view.last_step
+    name = view.current or (names[done] if done < n else "—")
     head = f"**{kind.capitalize()} {min(done + 1, n)}/{n} `{name}`**"
     if step is not None:
         head += (f" · step {step['step']}/{step.get('steps', steps)} · loss {step['loss']:.3f} · "
                  f"ETA {fmt_seconds(step.get('eta_s'))} for this {kind}")
-    return [head, message + (" · **stop requested**, finishing the current step" if stop_requested else "")]
+    return [head, view.message + (" · **stop requested**, finishing the current step" if view.stop_requested else "")]
 
 
 def run_buttons(running: bool) -> tuple[Any, Any]:

@@ -231,8 +231,7 @@ class CompareView:
             verb = "Stopped" if self.stop_requested else ("Ended" if self.failure else "Done")
             lines.append(f"**{verb}:** {done}/{n} recipes.{saved}")
         else:
-            name = self.current or (self.names[done] if done < n else "—")
-            lines += item_progress("recipe", done, n, name, self.last_step, "?", self.message, self.stop_requested)
+            lines += item_progress(self, "recipe", self.names, "?")
         lines.append(f"Run folder: `{shown_path(self.out_dir)}` (one folder per recipe; each session is in the run "
                      "history)")
         return "  \n".join(lines)

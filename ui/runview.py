@@ -309,9 +309,7 @@ class SweepView:
             else:
                 lines.append(f"**Done:** {done}/{n} students.{saved}")
         else:
-            spec = self.current or (self.specs[done] if done < n else "—")
-            lines += item_progress("student", done, n, spec, self.last_step, self.steps, self.message,
-                                   self.stop_requested)
+            lines += item_progress(self, "student", self.specs, self.steps)
         if self.teacher:
             lines.append(self.teacher[0].upper() + self.teacher[1:])
         lines.append(f"Run folder: `{shown_path(self.out_dir)}`")
