@@ -81,6 +81,10 @@ class DistillConfig:
     """Prompts the teacher continues when `corpus` is `teacher-generated`."""
     generation_tokens: int = 96
     """New tokens the teacher writes per prompt for the teacher-generated corpus."""
+    generation_temperature: float = 0.8
+    """Sampling temperature of the teacher writing that corpus (0: greedy, its most likely token each time; 1: its own distribution)."""
+    generation_top_p: float = 0.95
+    """Top-p (nucleus) of the teacher writing that corpus, in (0, 1]; 1 samples its whole distribution."""
     eval_text: str = str(ASSETS / "texts" / "heldout.txt")
     """Held-out text (never trained on) for perplexity, agreement and KL to the teacher."""
     eval_max_tokens: int = 512
@@ -245,8 +249,12 @@ class DistillConfig:
         if not _finite(self.rollout_temperature) or not MIN_TEMPERATURE <= self.rollout_temperature <= 100:
             raise DistillError(f"rollout_temperature must be between {MIN_TEMPERATURE} and 100, got "
                                f"{self.rollout_temperature!r}")
-        if not _finite(self.rollout_top_p) or not 0.0 < self.rollout_top_p <= 1.0:
-            raise DistillError(f"rollout_top_p must be in (0, 1], got {self.rollout_top_p!r}")
+        for name in ("rollout_top_p", "generation_top_p"):
+            if not _finite(getattr(self, name)) or not 0.0 < getattr(self, name) <= 1.0:
+                raise DistillError(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
+        if not _finite(self.generation_temperature) or not 0.0 <= self.generation_temperature <= 100:
+            raise DistillError(f"generation_temperature must be between 0 (greedy) and 100, got "
+                               f"{self.generation_temperature!r}")
 
     def _validate_combinations(self) -> None:
         if self.teacher_cache and self.top_k < 1:

@@ -34,7 +34,7 @@ from distill_core.losses import TopKTargets
 from distill_core.hub import hub_reachable_within
 from distill_core.models import LazyTeacher, resolve_model
 from distill_core.paths import cache_dir, project_path
-from distill_core.teacher_corpus import cached_corpus, cached_texts, generate_corpus
+from distill_core.teacher_corpus import Decoding, cached_corpus, cached_texts, generate_corpus
 
 CORPUS_FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "json", ".json": "json",
                   ".csv": "csv", ".parquet": "parquet"}
@@ -272,14 +272,15 @@ def _teacher_generated(config: DistillConfig, teacher: LazyTeacher) -> Iterator[
     prompts = read_prompts(config.prompts_file)
     source = (f"teacher-generated: {len(prompts)} prompts, each continued to a block of {config.seq_len} tokens "
               f"(at most {config.generation_tokens} new)")
-    cached = cached_corpus(teacher.fingerprint(), prompts, config.seq_len, config.generation_tokens, config.seed)
+    cached = cached_corpus(teacher.fingerprint(), prompts, config.seq_len, config.generation_tokens, config.seed,
+                           Decoding.of(config))
     if cached is not None:  # no teacher needed to read it
         yield source, Corpus(cached.texts, cached.blocks, cached.targets)
         return
     if teacher.loaded is None:
         yield f"Loading teacher {config.teacher} to write the corpus …", None
     for fraction, written in generate_corpus(teacher.get(), teacher.fingerprint(), prompts, config.seq_len,
-                                             config.generation_tokens, config.seed):
+                                             config.generation_tokens, config.seed, Decoding.of(config)):
         if written is None:
             yield (f"The teacher is writing its corpus, {len(prompts)} continuations (once; then cached): "
                    f"{fraction:.0%} …"), None
@@ -302,7 +303,7 @@ def first_texts(config: DistillConfig, rows: int) -> tuple[list[str], str]:
         return texts, f"`{Path(config.corpus).name}`"
     prompts = read_prompts(config.prompts_file)
     generated = cached_texts(resolve_model(config.teacher).fingerprint(), prompts, config.seq_len,
-                             config.generation_tokens, config.seed)
+                             config.generation_tokens, config.seed, Decoding.of(config))
     if generated is not None:
         return generated, "the teacher-generated corpus"
     return prompts, ("the prompts the teacher will continue (its corpus is not generated yet: a session writes it "

@@ -39,6 +39,7 @@ import json
 import copy
 import math
 import os
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -282,14 +283,15 @@ class LossSelection:
 
 
 @torch.no_grad()
-def calibration_loss(model: Any, blocks: Any, skip: int | None = None, batch_blocks: int = BATCH_BLOCKS) -> float:
-    """The model's mean next-token loss on the blocks, with decoder layer `skip` (if any) passing its input
-    through unchanged (a forward hook replaces the layer's output with its input)."""
+def calibration_loss(model: Any, blocks: Any, skip: Collection[int] = (), batch_blocks: int = BATCH_BLOCKS) -> float:
+    """The model's mean next-token loss on the blocks, with the decoder layers in `skip` passing their input
+    through unchanged (a forward hook replaces each one's output with its input)."""
     def passthrough(module, args, kwargs, output):
         hidden = args[0] if args else kwargs["hidden_states"]
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
-    handle = None if skip is None else decoder_layers(model)[skip].register_forward_hook(passthrough, with_kwargs=True)
+    layers = decoder_layers(model)
+    handles = [layers[i].register_forward_hook(passthrough, with_kwargs=True) for i in skip]
     device, total, count = next(model.parameters()).device, 0.0, 0
     try:
         for start in range(0, len(blocks), batch_blocks):
@@ -297,7 +299,7 @@ def calibration_loss(model: Any, blocks: Any, skip: int | None = None, batch_blo
                                          blocks.attention_mask[start : start + batch_blocks].to(device))
             total, count = total + nll, count + tokens
     finally:
-        if handle is not None:
+        for handle in handles:
             handle.remove()
     if count == 0:
         raise DistillError("the calibration text has no tokens to measure the layers on")
@@ -309,7 +311,25 @@ def removal_increases(model: Any, blocks: Any) -> tuple[float, list[float]]:
     the hooks must not reach a teacher other users' views run at the same time."""
     private = copy.deepcopy(model).eval()
     base = calibration_loss(private, blocks)
-    return base, [calibration_loss(private, blocks, skip=i) - base for i in range(len(decoder_layers(private)))]
+    return base, [calibration_loss(private, blocks, skip=[i]) - base for i in range(len(decoder_layers(private)))]
+
+
+def greedy_removal(model: Any, blocks: Any, count: int,
+                   progress: Callable[[int, float], None] | None = None) -> list[int]:
+    """The layers to drop to keep `count`, in the order dropped: the perplexity criterion iterated (Kim et al.
+    2024 prune one block at a time): each round drops the layer whose removal, with those dropped before it,
+    raises the calibration loss least. (L - count) rounds of up to L passes, minutes for the bundled teacher on
+    a CPU: too slow for a session, so `scripts/layer_rules.py --greedy` runs it and a config names the layers it
+    keeps (the quickstart's student). `progress(layer, loss)` after each round. On a private copy, as above."""
+    private = copy.deepcopy(model).eval()
+    n = len(decoder_layers(private))
+    dropped: list[int] = []
+    while len(dropped) < n - count:
+        losses = {i: calibration_loss(private, blocks, skip=[*dropped, i]) for i in range(n) if i not in dropped}
+        dropped.append(min(losses, key=lambda i: (losses[i], i)))
+        if progress is not None:
+            progress(dropped[-1], losses[dropped[-1]])
+    return dropped
 
 
 def ppl_selection(teacher: LoadedModel, count: int, texts: list[str], use_cache: bool = True) -> LossSelection:

@@ -19,7 +19,7 @@ import json
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -37,9 +37,20 @@ CAPTURE_TOP_K = 1024
 """Teacher tokens kept per position while it writes (plus the tail bucket); chosen by measurement (README,
 "The first result sooner"): at 64 or 256 the quickstart student ends measurably further from the teacher
 (KL 1.117, 1.095) than at 1024 (1.084). About 84 MB on disk for the quickstart's 160 blocks."""
-SAMPLING = {"temperature": 0.8, "top_p": 0.95}
-"""How the teacher writes: sampled, a little cooler than its own distribution, the unlikely tail cut."""
 CORPUS_VERSION = 5
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How the teacher writes (the config's generation_temperature and generation_top_p). The default: sampled, a
+    little cooler than its own distribution, the unlikely tail cut."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+
+    @classmethod
+    def of(cls, config: DistillConfig) -> Decoding:
+        return cls(config.generation_temperature, config.generation_top_p)
 
 
 @dataclass
@@ -54,14 +65,16 @@ class TeacherCorpus:
     """indices (n, seq_len, k) int32, logp (n, seq_len, k), tail (n, seq_len, 1)."""
 
 
-def _cache_key(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int) -> str:
+def _cache_key(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int, decoding: Decoding) -> str:
     key = json.dumps({"teacher": identity, "prompts": prompts, "seq_len": seq_len, "new_tokens": new_tokens,
-                      "seed": seed, "top_k": CAPTURE_TOP_K, "sampling": SAMPLING, "version": CORPUS_VERSION})
+                      "seed": seed, "top_k": CAPTURE_TOP_K, "sampling": asdict(decoding), "version": CORPUS_VERSION})
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _cache_paths(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int) -> tuple[Path, Path]:
-    stem = cache_dir() / "corpora" / f"teacher-generated-{_cache_key(identity, prompts, seq_len, new_tokens, seed)}"
+def _cache_paths(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int,
+                 decoding: Decoding) -> tuple[Path, Path]:
+    key = _cache_key(identity, prompts, seq_len, new_tokens, seed, decoding)
+    stem = cache_dir() / "corpora" / f"teacher-generated-{key}"
     return stem.with_suffix(".json"), stem.with_suffix(".safetensors")
 
 
@@ -98,14 +111,14 @@ def lead_ins(prompt_ids: list[list[int]], eos_token_id: int, seed: int) -> list[
 
 
 def generate_corpus(teacher: LoadedModel, identity: str, prompts: list[str], seq_len: int, new_tokens: int,
-                    seed: int = 0) -> Iterator[tuple[float, TeacherCorpus | None]]:
+                    seed: int = 0, decoding: Decoding = Decoding()) -> Iterator[tuple[float, TeacherCorpus | None]]:
     """The teacher continues every prompt at once (rows leave the batch as their blocks fill). Yields (fraction
     of the tokens to write done, None) after each new token, and finally (1.0, the corpus). From the disk cache
     when it was written before (keyed by the teacher's `identity`, `ResolvedModel.fingerprint`: the same weights
     online or offline); a damaged cache is written again. Closing the generator stops the teacher at once."""
     if not prompts:
         raise DistillError("the prompts file has no prompts")
-    cached = cached_corpus(identity, prompts, seq_len, new_tokens, seed)
+    cached = cached_corpus(identity, prompts, seq_len, new_tokens, seed, decoding)
     if cached is not None:
         yield 1.0, cached
         return
@@ -120,7 +133,7 @@ def generate_corpus(teacher: LoadedModel, identity: str, prompts: list[str], seq
     total = sum(min(new_tokens, seq_len - len(c)) for c in contexts)
     writing = sample_continuations(teacher.model, contexts, new_tokens, max_length=seq_len, seed=seed,
                                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                   capture_top_k=CAPTURE_TOP_K, **SAMPLING)
+                                   capture_top_k=CAPTURE_TOP_K, **asdict(decoding))
     yield 0.0, None  # the teacher first reads every prompt (seconds): say so before it starts
     try:
         while True:
@@ -130,7 +143,7 @@ def generate_corpus(teacher: LoadedModel, identity: str, prompts: list[str], seq
     blocks, targets = as_blocks(samples, seq_len, tok.pad_token_id)
     texts = [tok.decode(samples.row(i)[len(lead):], skip_special_tokens=True) for i, lead in enumerate(leads)]
     corpus = TeacherCorpus(texts, blocks, targets)
-    _write(corpus, teacher.spec, *_cache_paths(identity, prompts, seq_len, new_tokens, seed))
+    _write(corpus, teacher.spec, *_cache_paths(identity, prompts, seq_len, new_tokens, seed, decoding))
     yield 1.0, corpus
 
 
@@ -148,9 +161,10 @@ def _write(corpus: TeacherCorpus, spec: str, meta: Path, tensors: Path) -> None:
     tmp.replace(meta)
 
 
-def cached_texts(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int = 0) -> list[str] | None:
+def cached_texts(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int = 0,
+                 decoding: Decoding = Decoding()) -> list[str] | None:
     """The teacher-generated corpus's texts if it has been written (no model is loaded, no tensors read), else None."""
-    meta, _ = _cache_paths(identity, prompts, seq_len, new_tokens, seed)
+    meta, _ = _cache_paths(identity, prompts, seq_len, new_tokens, seed, decoding)
     try:
         texts = json.loads(meta.read_text(encoding="utf-8"))["texts"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -159,11 +173,11 @@ def cached_texts(identity: str, prompts: list[str], seq_len: int, new_tokens: in
     return texts if ok else None
 
 
-def cached_corpus(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int = 0
-                  ) -> TeacherCorpus | None:
+def cached_corpus(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int = 0,
+                  decoding: Decoding = Decoding()) -> TeacherCorpus | None:
     """The whole cached corpus (texts, blocks, targets) when it is complete and intact, else None."""
-    meta, tensors = _cache_paths(identity, prompts, seq_len, new_tokens, seed)
-    texts = cached_texts(identity, prompts, seq_len, new_tokens, seed)
+    meta, tensors = _cache_paths(identity, prompts, seq_len, new_tokens, seed, decoding)
+    texts = cached_texts(identity, prompts, seq_len, new_tokens, seed, decoding)
     if texts is None or not tensors.is_file():
         return None
     try:

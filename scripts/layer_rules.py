@@ -3,9 +3,13 @@ text and on the real text, as a ratio to the teacher.
 
     .venv/bin/python scripts/layer_rules.py                      # the quickstart's teacher, corpus and size
     .venv/bin/python scripts/layer_rules.py --layers 22 --config assets/configs/quickstart.yaml
+    .venv/bin/python scripts/layer_rules.py --greedy   # also the criterion iterated (about 12 minutes on 2 cores)
 
-The measured rules (`angular`, `ppl`) calibrate on the config's training documents, as a session does. Prints one
-line per rule and, last, one JSON object with the same figures.
+The measured rules (`angular`, `ppl`) calibrate on the config's training documents, as a session does. `--greedy`
+adds `greedy`: the `ppl` criterion applied one layer at a time (layer_select.greedy_removal) on the first
+`--tokens` tokens of those documents in blocks of `--block`; its kept layers, as a `layers:...` spec, are what a
+config names (the quickstart's student comes from this run). Prints one line per rule and, last, one JSON object
+with the same figures.
 """
 
 import argparse
@@ -19,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from distill_core.config import DistillConfig  # noqa: E402
 from distill_core.data import heldout_blocks, real_text_blocks  # noqa: E402
 from distill_core.evaluate import score  # noqa: E402
+from distill_core.layer_select import calibration_blocks, greedy_removal  # noqa: E402
 from distill_core.models import load_teacher  # noqa: E402
 from distill_core.students import corpus_documents, load_student  # noqa: E402
 
@@ -28,24 +33,32 @@ RULES = ("depth", "angular", "ppl")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(ROOT / "assets" / "configs" / "quickstart.yaml"))
-    parser.add_argument("--layers", type=int, default=None, help="the student's layers (default: the config's)")
+    parser.add_argument("--layers", type=int, default=None, help="the student's layers (default: the config's count)")
+    parser.add_argument("--greedy", action="store_true", help="also the ppl criterion iterated, one layer at a time")
+    parser.add_argument("--tokens", type=int, default=1024, help="calibration tokens of --greedy")
+    parser.add_argument("--block", type=int, default=128, help="calibration block length of --greedy")
     args = parser.parse_args()
     config = DistillConfig.from_yaml(args.config)
-    count = args.layers or int(config.student.split(":")[1])
     teacher = load_teacher(config.teacher)
+    count = args.layers or len(load_student(config.student, teacher).layers_kept)
     texts = {"held-out": heldout_blocks(config, teacher.tokenizer), "real": real_text_blocks(config, teacher.tokenizer)}
     docs, source = corpus_documents(config.teacher, config)
     reference = {name: score(teacher.model, blocks)["ppl"] for name, blocks in texts.items()}
     print(f"teacher {config.teacher}: " + ", ".join(f"{k} {v:.2f}" for k, v in reference.items())
           + f"; calibration: {source}")
+    specs = {rule: f"layers:{count}:{rule}" for rule in RULES}
+    if args.greedy:
+        blocks = calibration_blocks(teacher.tokenizer, docs, max_tokens=args.tokens, seq_len=args.block)
+        dropped = greedy_removal(teacher.model, blocks, count, progress=lambda layer, loss: print(
+            f"greedy: drops layer {layer}, calibration loss {loss:.4f}", flush=True))
+        specs["greedy"] = "layers:" + ",".join(str(i) for i in range(teacher.model.config.num_hidden_layers) if i not in dropped)
     rows = {}
-    for rule in RULES:
-        student = load_student(f"layers:{count}:{rule}", teacher, seed=config.seed, calibration=docs,
-                               calibration_source=source)
+    for rule, spec in specs.items():
+        student = load_student(spec, teacher, seed=config.seed, calibration=docs, calibration_source=source)
         ppl = {name: score(student.model, blocks)["ppl"] for name, blocks in texts.items()}
         rows[rule] = {"kept": student.layers_kept, **{f"{k}_ppl": round(v, 2) for k, v in ppl.items()},
                       **{f"{k}_ratio": round(v / reference[k], 2) for k, v in ppl.items()}}
-        print(f"layers:{count}:{rule:<8} held-out {ppl['held-out']:8.2f} ({ppl['held-out'] / reference['held-out']:.2f}x)"
+        print(f"{rule:<8} held-out {ppl['held-out']:8.2f} ({ppl['held-out'] / reference['held-out']:.2f}x)"
               f"  real {ppl['real']:8.2f} ({ppl['real'] / reference['real']:.2f}x)  keeps {student.notes[-1]}")
     print(json.dumps({"teacher": {k: round(v, 2) for k, v in reference.items()}, "layers": count, "rules": rows}))
 

@@ -253,3 +253,26 @@ def test_a_ppl_student_drops_the_layers_whose_removal_alone_costs_least(tiny_tea
     again = derive_student(teacher, "layers:3:ppl", calibration=texts)
     assert "(cached)" in again.notes[-1] and again.layers_kept == sorted(cheapest[1:])
     assert parse_derived_spec("layers:3:ppl") == ("layers", {"count": 3, "rule": "ppl"})
+
+
+def test_greedy_removal_drops_one_layer_at_a_time_each_the_cheapest_given_those_before(tiny_teacher_dir):
+    """The perplexity criterion iterated: the first layer dropped is the one-shot rule's cheapest; the second is
+    the cheapest of the three-layer model left, each loss checked against a model built without those layers."""
+    teacher = load_teacher(str(tiny_teacher_dir))
+    texts = ["The old lighthouse keeper climbed the stairs and looked out at the sea.",
+             "Photosynthesis is the process by which plants turn light into sugar."]
+    blocks = layer_select.calibration_blocks(teacher.tokenizer, texts, max_tokens=layer_select.PPL_CALIBRATION_TOKENS)
+    weights = {name: value.clone() for name, value in teacher.model.state_dict().items()}
+    rounds = []
+    dropped = layer_select.greedy_removal(teacher.model, blocks, 2, progress=lambda i, loss: rounds.append((i, loss)))
+    _, increases = layer_select.removal_increases(teacher.model, blocks)
+    assert len(dropped) == 2 == len(rounds) and dropped[0] == min(range(4), key=increases.__getitem__)
+
+    def built_without(*layers):
+        spec = "layers:" + ",".join(str(j) for j in range(4) if j not in layers)
+        return layer_select.calibration_loss(derive_student(teacher, spec).model, blocks)
+
+    second = {i: built_without(dropped[0], i) for i in range(4) if i != dropped[0]}
+    assert dropped[1] == min(second, key=second.__getitem__)
+    assert rounds[1] == (dropped[1], pytest.approx(second[dropped[1]], abs=1e-4))
+    assert all(torch.equal(weights[name], value) for name, value in teacher.model.state_dict().items())

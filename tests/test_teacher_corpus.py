@@ -8,7 +8,8 @@ from distill_core.config import DistillConfig
 from distill_core.errors import DistillError
 from distill_core.losses import teacher_topk
 from distill_core.models import load_teacher
-from distill_core.teacher_corpus import CAPTURE_TOP_K, captured_targets_blocked, generate_corpus, lead_ins
+from distill_core.teacher_corpus import (CAPTURE_TOP_K, Decoding, cached_corpus, captured_targets_blocked,
+                                        generate_corpus, lead_ins)
 
 PROMPTS = ["The river", "In the market", "My bicycle"]
 
@@ -53,6 +54,32 @@ def test_each_block_is_the_context_its_captured_targets_saw(tiny_teacher_dir, tm
         assert torch.allclose(targets.logp[row, : length - 1], expected.logp, atol=1e-4)
         assert torch.allclose(targets.tail[row, : length - 1], expected.tail, atol=1e-4)
         assert torch.isfinite(targets.logp[row]).all() and torch.isfinite(targets.tail[row]).all()
+
+
+def test_greedy_writing_takes_the_teachers_most_likely_token_and_is_cached_apart(tiny_teacher_dir, tmp_path,
+                                                                                   monkeypatch):
+    """generation_temperature 0 writes greedily: every written token is the top one of the distribution captured
+    before it. Each decoding is a corpus of its own in the cache."""
+    monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path))
+    teacher = load_teacher(str(tiny_teacher_dir))
+    greedy = Decoding(temperature=0.0, top_p=1.0)
+    *_, (_, corpus) = generate_corpus(teacher, "tiny-identity", PROMPTS, seq_len=16, new_tokens=6, seed=1,
+                                      decoding=greedy)
+    for row in range(len(PROMPTS)):
+        length = int(corpus.blocks.attention_mask[row].sum())
+        prompt = teacher.tokenizer(PROMPTS[row], add_special_tokens=False)["input_ids"]
+        ids = corpus.blocks.input_ids[row, :length].tolist()
+        written_from = next(i for i in range(length) if ids[i : i + len(prompt)] == prompt) + len(prompt)
+        assert length > written_from  # the teacher wrote something
+        for position in range(written_from, length):  # the token at `position` was chosen after position - 1
+            assert ids[position] == int(corpus.targets.indices[row, position - 1, 0])
+    assert cached_corpus("tiny-identity", PROMPTS, 16, 6, seed=1, decoding=greedy) is not None
+    assert cached_corpus("tiny-identity", PROMPTS, 16, 6, seed=1) is None  # the default decoding: not written
+    assert Decoding.of(DistillConfig(generation_temperature=0.0, generation_top_p=0.5)) == Decoding(0.0, 0.5)
+    with pytest.raises(DistillError, match="generation_temperature must be between 0"):
+        DistillConfig(generation_temperature=-1.0)
+    with pytest.raises(DistillError, match=r"generation_top_p must be in \(0, 1\]"):
+        DistillConfig(generation_top_p=0.0)
 
 
 def test_a_prompt_longer_than_the_block_is_refused(tiny_teacher_dir, tmp_path, monkeypatch):

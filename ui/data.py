@@ -36,9 +36,10 @@ def build_data_section(defaults: api.DistillConfig, recipe: Inputs) -> tuple[Inp
         with gr.Row():
             with gr.Column():
                 corpus_choice = gr.Radio(CORPUS_CHOICES, value=CORPUS_GENERATED, label="Training corpus",
-                                         info="Teacher-generated: the teacher continues assets/prompts.txt "
-                                              "(sequence-level KD; generated once, then cached: the first "
-                                              "time takes minutes on CPU).", elem_id="corpus-choice")
+                                         info="Teacher-generated: the teacher continues the preset's prompts "
+                                              "(the quickstart's: assets/prompts-broad.txt, 311 in many registers; "
+                                              "sequence-level KD; written once, then cached: the first time "
+                                              "takes a minute or more on CPU).", elem_id="corpus-choice")
                 upload = gr.File(label="Corpus file (.txt, .jsonl, .json, .csv, .parquet; UTF-8)",
                                  file_types=sorted(api.CORPUS_FORMATS), type="filepath", visible=False,
                                  elem_id="corpus-upload")

@@ -54,7 +54,8 @@ def build_setup() -> Pair:
         with gr.Column():
             student = gr.Textbox(student_default, label="Student", max_lines=1, info=help_text["student"],
                                  elem_id="student-spec")
-            student_preset = gr.Dropdown(STUDENT_PRESETS, value=None, label="Student presets", info=PRESET_INFO,
+            presets = [student_default, *(spec for spec in STUDENT_PRESETS if spec != student_default)]
+            student_preset = gr.Dropdown(presets, value=None, label="Student presets", info=PRESET_INFO,
                                          elem_id="student-preset")
     spec_md = gr.Markdown(elem_id="spec-warning")
     with gr.Accordion("Learn: what is knowledge distillation?", open=False):
