@@ -59,7 +59,7 @@ def main() -> None:
         rows[rule] = {"kept": student.layers_kept, **{f"{k}_ppl": round(v, 2) for k, v in ppl.items()},
                       **{f"{k}_ratio": round(v / reference[k], 2) for k, v in ppl.items()}}
         print(f"{rule:<8} held-out {ppl['held-out']:8.2f} ({ppl['held-out'] / reference['held-out']:.2f}x)"
-              f"  real {ppl['real']:8.2f} ({ppl['real'] / reference['real']:.2f}x)  keeps {student.notes[-1]}")
+              f"  real {ppl['real']:8.2f} ({ppl['real'] / reference['real']:.2f}x)  {student.notes[-1]}")
     print(json.dumps({"teacher": {k: round(v, 2) for k, v in reference.items()}, "layers": count, "rules": rows}))
 
 
