@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import transformers.modeling_utils
 
-from distill_core import batcher, models, retention
+from distill_core import api, batcher, models, retention
 from distill_core.budget import model_bytes
 from distill_core.resume import load as load_checkpoint
 from tests.conftest import served_app
@@ -98,7 +98,7 @@ def test_a_shared_link_opens_the_run_read_only_for_another_client(server, tiny_t
     assert "does not open run" in new_client(server).predict(run["id"], share_token, api_name="/open_run")[4]
     visitor = new_client(server)
     visitor.predict(run["id"], link.split("share=")[1], api_name="/open_run")
-    assert visitor.predict(api_name="/export")[0].startswith(f"Exported the student of `")
+    assert visitor.predict(api_name="/export")[0].startswith("Exported the student of `")
     assert teacher.predict(api_name="/unshare_run")[0].startswith(f"Run `{run['id']}` is no longer shared")
     assert "does not open run" in new_client(server).predict(run["id"], link.split("share=")[1],
                                                              api_name="/open_run")[4]
@@ -224,21 +224,23 @@ def test_retention_removes_the_oldest_finished_run_and_never_a_running_one(serve
 
 
 def test_a_full_disk_during_the_save_leaves_the_checkpoint_intact(server, tiny_teacher_dir, runs, monkeypatch):
-    """A session of 102 steps writes its checkpoint at step 100 (checkpoint_every); then the disk fills while it
-    saves its student (simulated: transformers' safetensors writer writes part of the file, then the system says
-    ENOSPC). The status says the disk is full, the half-written folder is gone, the checkpoint of step 100 is
-    untouched and resumable."""
+    """A session of 7 steps writes its checkpoint at step 5 (checkpoint_every, 5 here through the preset the app
+    reads); then the disk fills while it saves its student (simulated: transformers' safetensors writer writes
+    part of the file, then the system says ENOSPC). The status says the disk is full, the half-written folder is
+    gone, the checkpoint of step 5 is untouched and resumable."""
     def disk_fills(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"\0" * 1024)  # part of the file, then no space left
         raise OSError(errno.ENOSPC, "No space left on device")
 
     client = new_client(server)
+    preset = api.preset_config
+    monkeypatch.setattr(api, "preset_config", lambda name=None: preset(name).with_overrides({"checkpoint_every": 5}))
     monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", disk_fills)
-    status = client.predict(*api_values(client, tiny_teacher_dir, steps=102, seed=31), api_name="/run_session")[0]
+    status = client.predict(*api_values(client, tiny_teacher_dir, steps=7, seed=31), api_name="/run_session")[0]
     monkeypatch.undo()
     assert status.startswith("**Error:** the disk is full: the student could not be written to"), status
     assert "The last checkpoint is kept in" in status and "--resume" in status
     folder = runs / status.split("Run folder: `")[1].split("`")[0].rstrip("/").rsplit("/", 1)[-1]
     assert not (folder / "student").exists() and not (folder / "student.tmp").exists()
-    assert load_checkpoint(folder).step == 100
-    assert json.loads((folder / "checkpoint" / "state.json").read_text(encoding="utf-8"))["step"] == 100
+    assert load_checkpoint(folder).step == 5
+    assert json.loads((folder / "checkpoint" / "state.json").read_text(encoding="utf-8"))["step"] == 5
