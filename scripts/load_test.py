@@ -27,7 +27,7 @@ Without --url the script serves the app itself on a free local port (runs under 
 clients run in a process of their own, so that they do not hold the app's interpreter lock (browsers would not). --tiny
 uses a tiny config-built teacher (distill_core.tiny, 4 layers, 64 wide, the bundled tokenizer) with a
 `layers:1` student and pasted text, so that everything takes seconds on a CPU; without it the pair and the
-session are the app's defaults (quickstart: the bundled teacher, `layers:20`, the teacher-generated corpus,
+session are the app's defaults (quickstart: the bundled teacher, its 20-layer student, the teacher-generated corpus,
 which is written once, minutes on a CPU, then cached).
 
 Prints, per endpoint and overall, requests served, errors, p50 and p95 latency; the training user's session
