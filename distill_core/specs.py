@@ -160,8 +160,13 @@ def initial_student_spec(summary: dict[str, Any] | None, student_spec: str) -> s
     if kind == "layers" and args.get("rule") == "depth":
         return spec
     if isinstance(kept, list) and len(kept) >= 2 and all(isinstance(i, int) for i in kept):
-        return "layers:" + ",".join(str(i) for i in kept)
+        return explicit_layers_spec(kept)
     return spec
+
+
+def explicit_layers_spec(kept: list[int]) -> str:
+    """The `layers:i,j,k` spec that keeps exactly these teacher layers."""
+    return "layers:" + ",".join(str(i) for i in kept)
 
 
 def parse_student_list(text: str) -> list[str]:

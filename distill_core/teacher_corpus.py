@@ -65,7 +65,8 @@ class TeacherCorpus:
     """indices (n, seq_len, k) int32, logp (n, seq_len, k), tail (n, seq_len, 1)."""
 
 
-def _cache_key(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int, decoding: Decoding) -> str:
+def _cache_key(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int,
+               decoding: Decoding) -> str:
     key = json.dumps({"teacher": identity, "prompts": prompts, "seq_len": seq_len, "new_tokens": new_tokens,
                       "seed": seed, "top_k": CAPTURE_TOP_K, "sampling": asdict(decoding), "version": CORPUS_VERSION})
     return hashlib.sha256(key.encode()).hexdigest()[:16]

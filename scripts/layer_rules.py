@@ -25,6 +25,7 @@ from distill_core.data import heldout_blocks, real_text_blocks  # noqa: E402
 from distill_core.evaluate import score  # noqa: E402
 from distill_core.layer_select import calibration_blocks, greedy_removal  # noqa: E402
 from distill_core.models import load_teacher  # noqa: E402
+from distill_core.specs import explicit_layers_spec  # noqa: E402
 from distill_core.students import corpus_documents, load_student  # noqa: E402
 
 RULES = ("depth", "angular", "ppl")
@@ -51,7 +52,8 @@ def main() -> None:
         blocks = calibration_blocks(teacher.tokenizer, docs, max_tokens=args.tokens, seq_len=args.block)
         dropped = greedy_removal(teacher.model, blocks, count, progress=lambda layer, loss: print(
             f"greedy: drops layer {layer}, calibration loss {loss:.4f}", flush=True))
-        specs["greedy"] = "layers:" + ",".join(str(i) for i in range(teacher.model.config.num_hidden_layers) if i not in dropped)
+        n_teacher = teacher.model.config.num_hidden_layers
+        specs["greedy"] = explicit_layers_spec([i for i in range(n_teacher) if i not in dropped])
     rows = {}
     for rule, spec in specs.items():
         student = load_student(spec, teacher, seed=config.seed, calibration=docs, calibration_source=source)
