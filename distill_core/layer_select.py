@@ -202,15 +202,17 @@ def _cache_path(teacher: LoadedModel, count: int, blocks, positions: str) -> Pat
     return cache_dir() / "layer_select" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
-def _read_cache(path: Path, n_teacher: int, n: int) -> tuple[list[float], int] | None:
-    """The cached distances and token count, or None when the file is missing or damaged."""
+def _read_cache(path: Path, n_teacher: int, n: int) -> tuple[list[float], int, float] | None:
+    """The cached distances, token count and base loss (0.0 where none was kept), or None when the file is
+    missing or damaged."""
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
         distances, tokens = payload["distances"], payload["tokens"]
+        base = float(payload.get("base_loss", 0.0))
         ok = (isinstance(distances, list) and len(distances) == n_teacher - n + 1
               and all(isinstance(d, (int, float)) and math.isfinite(d) for d in distances)
               and isinstance(tokens, int) and tokens > 0)
-        return ([float(d) for d in distances], tokens) if ok else None
+        return ([float(d) for d in distances], tokens, base) if ok else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -239,7 +241,7 @@ def angular_selection(teacher: LoadedModel, count: int, texts: list[str], positi
     path = _cache_path(teacher, count, blocks, positions)
     cached = _read_cache(path, n_teacher, n) if use_cache else None
     if cached is not None:
-        distances, tokens = cached
+        distances, tokens, _ = cached
     elif not isinstance(teacher.model, torch.nn.Module):
         raise NeedsTeacherNetwork(f"layers:{count}:angular measures the teacher's layers once on the calibration text "
                            "(then caches the choice), so it needs the teacher loaded, not only its weights")
@@ -344,8 +346,7 @@ def ppl_selection(teacher: LoadedModel, count: int, texts: list[str], use_cache:
     path = _cache_path(teacher, 0, blocks, "ppl")  # one measurement serves every student size
     cached = _read_cache(path, n_teacher, 1) if use_cache else None
     if cached is not None:
-        increases, tokens = cached
-        base = json.loads(path.read_text(encoding="utf-8")).get("base_loss", 0.0)
+        increases, tokens, base = cached
     elif not isinstance(teacher.model, torch.nn.Module):
         raise NeedsTeacherNetwork(f"layers:{count}:ppl measures the teacher without each of its layers once on the "
                                   "calibration text (then caches it), so it needs the teacher loaded, not only its weights")
