@@ -4,6 +4,7 @@ text and on the real text, as a ratio to the teacher.
     .venv/bin/python scripts/layer_rules.py                      # the quickstart's teacher, corpus and size
     .venv/bin/python scripts/layer_rules.py --layers 22 --config assets/configs/quickstart.yaml
     .venv/bin/python scripts/layer_rules.py --greedy   # also the criterion iterated (about 12 minutes on 2 cores)
+    .venv/bin/python scripts/layer_rules.py --greedy --tokens 2048 --every 9   # spread over the corpus (18 minutes)
 
 The measured rules (`angular`, `ppl`) calibrate on the config's training documents, as a session does. `--greedy`
 adds `greedy`: the `ppl` criterion applied one layer at a time (layer_select.greedy_removal) on the first
@@ -38,6 +39,8 @@ def main() -> None:
     parser.add_argument("--greedy", action="store_true", help="also the ppl criterion iterated, one layer at a time")
     parser.add_argument("--tokens", type=int, default=1024, help="calibration tokens of --greedy")
     parser.add_argument("--block", type=int, default=128, help="calibration block length of --greedy")
+    parser.add_argument("--every", type=int, default=1, help="--greedy calibrates on every N-th training document "
+                        "(default 1: the first documents, up to --tokens)")
     args = parser.parse_args()
     config = DistillConfig.from_yaml(args.config)
     teacher = load_teacher(config.teacher)
@@ -49,7 +52,8 @@ def main() -> None:
           + f"; calibration: {source}")
     specs = {rule: f"layers:{count}:{rule}" for rule in RULES}
     if args.greedy:
-        blocks = calibration_blocks(teacher.tokenizer, docs, max_tokens=args.tokens, seq_len=args.block)
+        blocks = calibration_blocks(teacher.tokenizer, docs[::args.every], max_tokens=args.tokens,
+                                    seq_len=args.block)
         dropped = greedy_removal(teacher.model, blocks, count, progress=lambda layer, loss: print(
             f"greedy: drops layer {layer}, calibration loss {loss:.4f}", flush=True))
         n_teacher = teacher.model.config.num_hidden_layers
