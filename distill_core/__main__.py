@@ -166,6 +166,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise DistillError("--small-corpus goes with --augmentation METHODS")
     if args.on_policy and (specs is not None or args.augmentation is not None or args.rows is not None):
         raise DistillError("--on-policy is a sweep of its own; leave out --students, --augmentation and --rows")
+    seeds = _seed_list(args.seeds) if args.seeds is not None else None
+    if seeds is not None and specs is not None:
+        raise DistillError("--seeds repeats the technique, augmentation or on-policy rows; leave it out with --students")
     api.read_text_file(args.eval_text, "evaluation text")
     config = config_from(args, args.config, f"eval_text={args.eval_text}")
     if specs is not None:
@@ -182,6 +185,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         plan = api.augmentation_rows(config, methods, sentences)
     if args.on_policy:
         plan = api.on_policy_rows(config)
+    if seeds is not None:
+        plan = api.seeded_rows(plan if plan is not None else api.ablation_rows(config), seeds)
     rows, last_name = [], None
     for event in api.ablation(config, args.out, plan):
         if event["ablation"] != last_name:
@@ -192,7 +197,36 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         elif event["kind"] in ("status", *api.FINAL_KINDS):
             _log_event(event)
     _print_ablation_table(rows)
+    if seeds is not None:
+        means = api.seed_means(rows)
+        (Path(args.out) / "seed_means.json").write_text(json.dumps(means, indent=1), encoding="utf-8")
+        _print_seed_means(means)
     return 0
+
+
+def _seed_list(text: str) -> list[int]:
+    """`0,1,2` -> [0, 1, 2]; a DistillError naming what is wrong otherwise."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() for part in parts):
+        raise DistillError(f"--seeds takes non-negative whole numbers separated by commas, e.g. 0,1,2; got {text!r}")
+    return [int(part) for part in parts]
+
+
+def _print_seed_means(means: list[dict]) -> None:
+    """Each recipe's mean over its seeds, with the lowest and highest in brackets."""
+    width = max([12, *(len(m["name"]) for m in means)])
+    print(f"\nmean over seeds (lowest-highest)\n{'name':<{width}} {'seeds':>5} {'ppl':>22} {'real_ppl':>22} "
+          f"{'kl_to_teacher':>20} {'real_kl':>20}")
+    for m in means:
+        cells = [_spread(m, key, ".2f") for key in ("ppl", "real_ppl")]
+        cells += [_spread(m, key, ".3f") for key in ("kl_to_teacher", "real_kl_to_teacher")]
+        print(f"{m['name']:<{width}} {m['seeds']:>5} {cells[0]:>22} {cells[1]:>22} {cells[2]:>20} {cells[3]:>20}")
+
+
+def _spread(mean: dict, key: str, fmt: str) -> str:
+    if mean.get(key) is None:
+        return "-"
+    return f"{format(mean[key], fmt)} ({format(mean[key + '_min'], fmt)}-{format(mean[key + '_max'], fmt)})"
 
 
 def _print_ablation_table(rows: list[dict]) -> None:
@@ -423,7 +457,7 @@ def _add_distill(sub: Any) -> None:
 def _add_ablate(sub: Any) -> None:
     ablate = sub.add_parser(
         "ablate", usage="%(prog)s --config FILE --eval-text FILE --out DIR [--students SPECS | --augmentation "
-        "METHODS [--small-corpus N] | --on-policy] [--set KEY=VALUE ...] [--FIELD VALUE ...]",
+        "METHODS [--small-corpus N] | --on-policy] [--seeds LIST] [--set KEY=VALUE ...] [--FIELD VALUE ...]",
         help="same seed, data and steps: ce_only, soft_target, attention, fitnets, all; or soft targets against "
         "on-policy distillation (--on-policy); or, with --students, the config's recipe on several student sizes",
         description="Without --students: one session per technique row (ce_only, soft_target, attention, fitnets, "
@@ -452,6 +486,9 @@ def _add_ablate(sub: Any) -> None:
                         "--augmentation, drawn from the config's corpus (default 300)")
     ablate.add_argument("--rows", metavar="NAMES", help="only these rows of the technique ablation, comma-separated "
                                                         "(ce_only,soft_target,attention,fitnets,all)")
+    ablate.add_argument("--seeds", metavar="LIST", help="run every row once per seed, e.g. 0,1,2 (rows `NAME seed=S`, "
+                        "seed by seed), then print each recipe's mean, lowest and highest over them and write "
+                        "DIR/seed_means.json: a recipe a few percent ahead at one seed may not be at the next")
     ablate.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     ablate.add_argument("--speed-tokens", type=int, default=32, help=argparse.SUPPRESS)
     add_config_options(ablate, skip=("eval_text",))

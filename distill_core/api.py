@@ -58,7 +58,7 @@ from distill_core.shared_views import generate_each as generate_shared
 from distill_core.specs import parse_student_list
 from distill_core.students import load_student
 from distill_core.sweep import (SMALL_CORPUS_SENTENCES, ablation, ablation_rows, augmentation_rows, on_policy_rows,
-                                read_student_rows, small_corpus, student_sweep)
+                                read_student_rows, seed_means, seeded_rows, small_corpus, student_sweep)
 from distill_core.threads import for_views, thread_settings, training_steps
 from distill_core.tokenizer_bridge import CROSS_BRIDGES
 from distill_core.tracking import dashboard_command, start_dashboard, tracker_dir, tracking_enabled, tracking_project
@@ -80,7 +80,7 @@ __all__ = [
     "new_run", "new_run_dir", "on_policy_rows", "open_for", "open_run", "own_text_report", "pair_alignment",
     "pair_dark_knowledge", "parse_methods", "parse_setting", "parse_student_list", "preset_config",
     "preset_description", "preset_names", "public_limits", "public_mode", "ranked", "read_comparison_rows",
-    "read_corpus_file", "read_student_rows", "read_text_file", "real_text_or_note", "real_text_report",
+    "read_corpus_file", "read_student_rows", "seed_means", "seeded_rows", "read_text_file", "real_text_or_note", "real_text_report",
     "resolve_model", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices", "run_session",
     "run_summary", "running", "runs_dir", "safe_filename", "saved_recipe", "session_in_child", "share_run", "sharing",
     "similarity_probe", "slice_limit", "sliced", "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions",

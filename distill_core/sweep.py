@@ -270,6 +270,40 @@ def augmentation_rows(config, methods: list[str] | str, sentences: list[str]) ->
     return [("soft_target", soft), ("soft_target+augment", soft.with_overrides({"augment": ",".join(methods)}))]
 
 
+SEED_MARK = " seed="
+"""Between a recipe's name and its seed in the rows of `seeded_rows`."""
+SEED_MEAN_KEYS = ("ppl", "real_ppl", "kl_to_teacher", "real_kl_to_teacher", "top1_agreement")
+
+
+def seeded_rows(rows: list[tuple[str, Any]], seeds: list[int]) -> list[tuple[str, Any]]:
+    """Every row once per seed, named `name seed=S`, seed by seed (a comparison stopped early keeps whole seeds).
+    The seed draws the teacher's corpus, the batches' order and any random student: recipes a few percent apart
+    can swap places from one seed to the next (README, "Judged on real text"), so a choice needs several."""
+    if len(set(seeds)) != len(seeds):
+        raise DistillError(f"--seeds: each seed once, got {','.join(map(str, seeds))}")
+    return [(f"{name}{SEED_MARK}{seed}", config.with_overrides({"seed": seed})) for seed in seeds
+            for name, config in rows]
+
+
+def seed_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per recipe of `seeded_rows`' rows (in order of first appearance; rows with an error left out): `seeds`, and
+    each of SEED_MEAN_KEYS's mean with its lowest and highest (`KEY_min`, `KEY_max`), None where a row lacks it."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if not row.get("error"):
+            groups.setdefault(row["name"].split(SEED_MARK)[0], []).append(row)
+    means = []
+    for name, group in groups.items():
+        entry: dict[str, Any] = {"name": name, "seeds": len(group)}
+        for key in SEED_MEAN_KEYS:
+            values = [row.get(key) for row in group]
+            ok = all(v is not None for v in values)
+            entry.update({key: sum(values) / len(values) if ok else None, f"{key}_min": min(values) if ok else None,
+                          f"{key}_max": max(values) if ok else None})
+        means.append(entry)
+    return means
+
+
 def ablation(config, out_dir: str | Path, rows: list[tuple[str, Any]] | None = None, stop: Any = None,
              session: Any = None) -> Iterator[dict[str, Any]]:
     """The technique ablation (`ablation_rows`, or the given (name, config) `rows`, e.g.

@@ -143,17 +143,31 @@ def test_ablate_writes_every_row(tiny_config, tmp_path):
     assert "real text: the teacher's perplexity" in result.stderr
 
 
-def test_ablate_rows_runs_only_the_rows_named(tiny_config, tmp_path):
+def test_ablate_rows_and_seeds_run_the_rows_named_once_per_seed_with_each_recipes_mean(tiny_config, tmp_path,
+                                                                                  capsys):
+    import distill_core.__main__ as main_module
+
     config_path = tmp_path / "tiny.yaml"
-    tiny_config.with_overrides(["steps=2", "eval_every=0", "probe_every=0"]).to_yaml(config_path)
-    out = tmp_path / "two"
+    tiny_config.with_overrides(["steps=1", "eval_every=0", "probe_every=0"]).to_yaml(config_path)
+    out = tmp_path / "seeds"
     heldout = str(REPO / "assets" / "texts" / "heldout.txt")
     result = cli("ablate", "--config", str(config_path), "--eval-text", heldout, "--out", str(out),
-                 "--rows", "soft_target,ce_only")
+                 "--rows", "soft_target,ce_only", "--seeds", "0,4")
     assert result.returncode == 0, result.stderr
-    assert [r["name"] for r in json.loads((out / "ablation.json").read_text())] == ["ce_only", "soft_target"]
-    bad = cli("ablate", "--config", str(config_path), "--eval-text", heldout, "--out", str(out), "--rows", "nope")
-    assert bad.returncode != 0 and "unknown ablation row nope" in bad.stderr
+    rows = json.loads((out / "ablation.json").read_text())
+    assert [r["name"] for r in rows] == ["ce_only seed=0", "soft_target seed=0", "ce_only seed=4", "soft_target seed=4"]
+    assert yaml.safe_load((out / "soft_target_seed=4" / "config.yaml").read_text())["seed"] == 4
+    means = json.loads((out / "seed_means.json").read_text())
+    assert [(m["name"], m["seeds"]) for m in means] == [("ce_only", 2), ("soft_target", 2)]
+    soft = [r["ppl"] for r in rows if r["name"].startswith("soft_target")]
+    assert means[1]["ppl"] == pytest.approx(sum(soft) / 2) and means[1]["ppl_min"] == min(soft)
+    assert "mean over seeds" in result.stdout and "soft_target" in result.stdout.split("mean over seeds")[1]
+    for extra, message in [(["--rows", "nope"], "unknown ablation row nope"),
+                           (["--seeds", "0,x"], "non-negative whole numbers"), (["--seeds", "2,2"], "each seed once"),
+                           (["--seeds", "0,1", "--students", "layers:1"], "leave it out with --students")]:
+        argv = ["ablate", "--config", str(config_path), "--eval-text", heldout, "--out", str(tmp_path / "no"), *extra]
+        assert main_module.main(argv) == 2 and message in capsys.readouterr().err  # before any session
+    assert not (tmp_path / "no").exists()
 
 
 def test_ablate_on_policy_rows(tiny_config, tmp_path):

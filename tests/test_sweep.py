@@ -137,3 +137,32 @@ def test_ablation_stop_keeps_the_finished_rows_and_starts_no_other(tiny_config, 
     assert [r["name"] for r in saved] == ["preset:a"] == [e["row"]["name"] for e in events if e["kind"] == "row"]
     assert saved[0]["stopped_early"] is True and saved[0]["steps"] < 3 and math.isfinite(saved[0]["ppl"])
     assert calls == [tmp_path / "preset-a"] and (tmp_path / "preset-a" / "summary.json").is_file()
+
+
+def test_seeded_rows_repeat_every_row_seed_by_seed(tiny_config):
+    from distill_core.sweep import ablation_rows, seeded_rows
+
+    rows = seeded_rows(ablation_rows(tiny_config, ["ce_only", "soft_target"]), [3, 5])
+    assert [name for name, _ in rows] == ["ce_only seed=3", "soft_target seed=3", "ce_only seed=5", "soft_target seed=5"]
+    assert [config.seed for _, config in rows] == [3, 3, 5, 5]
+    assert rows[0][1].kd_weight == 0.0 and rows[3][1].kd_weight > 0  # each row keeps its recipe
+    with pytest.raises(DistillError, match="each seed once"):
+        seeded_rows(ablation_rows(tiny_config, ["ce_only"]), [1, 1])
+
+
+def test_seed_means_average_each_recipe_and_keep_its_range():
+    from distill_core.sweep import seed_means
+
+    rows = [{"name": "a seed=0", "ppl": 10.0, "real_ppl": 20.0, "kl_to_teacher": 1.0, "real_kl_to_teacher": None,
+             "top1_agreement": 0.5, "error": None},
+            {"name": "b seed=0", "ppl": 30.0, "real_ppl": 1.0, "kl_to_teacher": 2.0, "real_kl_to_teacher": 0.2,
+             "top1_agreement": 0.1, "error": None},
+            {"name": "a seed=1", "ppl": 14.0, "real_ppl": 26.0, "kl_to_teacher": 3.0, "real_kl_to_teacher": 0.4,
+             "top1_agreement": 0.3, "error": None},
+            {"name": "b seed=1", "ppl": 99.0, "error": "out of memory"}]
+    a, b = seed_means(rows)
+    assert (a["name"], a["seeds"], b["name"], b["seeds"]) == ("a", 2, "b", 1)  # the failed row is left out
+    assert (a["ppl"], a["ppl_min"], a["ppl_max"]) == (12.0, 10.0, 14.0)
+    assert (a["real_ppl"], a["kl_to_teacher"], a["top1_agreement"]) == (23.0, 2.0, pytest.approx(0.4))
+    assert a["real_kl_to_teacher"] is None and a["real_kl_to_teacher_min"] is None  # one seed lacks it
+    assert (b["ppl"], b["real_kl_to_teacher"]) == (30.0, 0.2)
