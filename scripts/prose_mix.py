@@ -14,15 +14,11 @@ import re
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from distill_core.config import DistillConfig  # noqa: E402
-from distill_core.data import read_prompts  # noqa: E402
-from distill_core.models import LazyTeacher  # noqa: E402
-from distill_core.teacher_corpus import Decoding, cached_texts  # noqa: E402
+from distill_core.students import corpus_documents  # noqa: E402
 
 FORTUNES = Path("/usr/share/games/fortunes")
 CATEGORIES = ("literature wisdom people art education humorists science love platitudes fortunes kids law medicine "
@@ -51,12 +47,7 @@ def main() -> None:
     if not FORTUNES.is_dir():
         sys.exit("needs Debian's fortunes package: sudo apt-get install --no-install-recommends fortunes")
     config = DistillConfig.from_yaml(args.config)
-    prompts = read_prompts(config.prompts_file)
-    teacher = LazyTeacher(config.teacher, torch.device("cpu"))
-    texts = cached_texts(teacher.fingerprint(), prompts, config.seq_len, config.generation_tokens, config.seed,
-                         Decoding.of(config))
-    if texts is None:
-        sys.exit("the config's teacher-generated corpus is not cached yet: run its session once first")
+    texts, _ = corpus_documents(config.teacher, config)  # the cached corpus (the teacher writes it if it is not)
     prose = fortunes()
     random.Random(0).shuffle(prose)
     mixed, chars = [], 0
