@@ -168,7 +168,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise DistillError("--on-policy is a sweep of its own; leave out --students, --augmentation and --rows")
     seeds = _seed_list(args.seeds) if args.seeds is not None else None
     if seeds is not None and specs is not None:
-        raise DistillError("--seeds repeats the technique, augmentation or on-policy rows; leave it out with --students")
+        raise DistillError("--seeds repeats the technique, augmentation or on-policy rows; "
+                           "leave it out with --students")
     api.read_text_file(args.eval_text, "evaluation text")
     config = config_from(args, args.config, f"eval_text={args.eval_text}")
     if specs is not None:
@@ -199,7 +200,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     _print_ablation_table(rows)
     if seeds is not None:
         means = api.seed_means(rows)
-        (Path(args.out) / "seed_means.json").write_text(json.dumps(means, indent=1), encoding="utf-8")
+        api.write_json_atomic(Path(args.out) / "seed_means.json", means)  # as ablation.json is written
         _print_seed_means(means)
     return 0
 

@@ -50,7 +50,7 @@ from distill_core.probes import attention_probe, dark_knowledge, similarity_prob
 from distill_core.realtext import describe as describe_real_text
 from distill_core.recipes import (MAX_RECIPES, MIN_RECIPES, PRESET_PREFIX, builtin_recipes, comparison_rows,
                                   parse_setting, ranked, read_comparison_rows, saved_recipe)
-from distill_core.session import FINAL_KINDS, PAUSED, StopSignal, run_in_slices, run_session
+from distill_core.session import FINAL_KINDS, PAUSED, StopSignal, run_in_slices, run_session, write_json_atomic
 from distill_core.session_queue import SessionQueue, Ticket
 from distill_core.share import OWNER, VIEWER, link_query, open_for, share_run, sharing, unshare_run
 from distill_core.shared_views import evaluate_each as evaluate_shared
@@ -80,13 +80,13 @@ __all__ = [
     "new_run", "new_run_dir", "on_policy_rows", "open_for", "open_run", "own_text_report", "pair_alignment",
     "pair_dark_knowledge", "parse_methods", "parse_setting", "parse_student_list", "preset_config",
     "preset_description", "preset_names", "public_limits", "public_mode", "ranked", "read_comparison_rows",
-    "read_corpus_file", "read_student_rows", "seed_means", "seeded_rows", "read_text_file", "real_text_or_note", "real_text_report",
+    "read_corpus_file", "read_student_rows", "read_text_file", "real_text_or_note", "real_text_report",
     "resolve_model", "run_bench", "run_config", "run_events", "run_in_child", "run_in_slices", "run_session",
-    "run_summary", "running", "runs_dir", "safe_filename", "saved_recipe", "session_in_child", "share_run", "sharing",
-    "similarity_probe", "slice_limit", "sliced", "small_corpus", "spaces_gpu", "spec_problem", "speed_conditions",
-    "start_dashboard", "student_sweep", "text_columns", "thread_settings", "tokenizer_of", "tracker_dir",
-    "tracking_enabled", "tracking_project", "trade_sentence", "training_steps", "unshare_run", "use_hub_defaults",
-    "zerogpu",
+    "run_summary", "running", "runs_dir", "safe_filename", "saved_recipe", "seed_means", "seeded_rows",
+    "session_in_child", "share_run", "sharing", "similarity_probe", "slice_limit", "sliced", "small_corpus",
+    "spaces_gpu", "spec_problem", "speed_conditions", "start_dashboard", "student_sweep", "text_columns",
+    "thread_settings", "tokenizer_of", "tracker_dir", "tracking_enabled", "tracking_project", "trade_sentence",
+    "training_steps", "unshare_run", "use_hub_defaults", "write_json_atomic", "zerogpu",
 ]
 
 
