@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from distill_core.config import DistillConfig
 from distill_core.data import Blocks
@@ -162,36 +162,45 @@ def _write(corpus: TeacherCorpus, spec: str, meta: Path, tensors: Path) -> None:
     tmp.replace(meta)
 
 
+def _cached_meta(meta: Path, n_prompts: int) -> dict | None:
+    """The cache's metadata (`texts`, `sha256`) when it holds one text per prompt, else None."""
+    try:
+        payload = json.loads(meta.read_text(encoding="utf-8"))
+        texts = payload["texts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    ok = isinstance(texts, list) and len(texts) == n_prompts and all(isinstance(t, str) for t in texts)
+    return payload if ok else None
+
+
 def cached_texts(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int = 0,
                  decoding: Decoding = Decoding()) -> list[str] | None:
     """The teacher-generated corpus's texts if it has been written (no model is loaded, no tensors read), else None."""
     meta, _ = _cache_paths(identity, prompts, seq_len, new_tokens, seed, decoding)
-    try:
-        texts = json.loads(meta.read_text(encoding="utf-8"))["texts"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    ok = isinstance(texts, list) and len(texts) == len(prompts) and all(isinstance(t, str) for t in texts)
-    return texts if ok else None
+    payload = _cached_meta(meta, len(prompts))
+    return None if payload is None else payload["texts"]
 
 
 def cached_corpus(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int = 0,
                   decoding: Decoding = Decoding()) -> TeacherCorpus | None:
-    """The whole cached corpus (texts, blocks, targets) when it is complete and intact, else None."""
+    """The whole cached corpus (texts, blocks, targets) when it is complete and intact, else None. Each file is
+    read once: the tensors' bytes are checked against their checksum, then loaded from those bytes."""
     meta, tensors = _cache_paths(identity, prompts, seq_len, new_tokens, seed, decoding)
-    texts = cached_texts(identity, prompts, seq_len, new_tokens, seed, decoding)
-    if texts is None or not tensors.is_file():
+    payload = _cached_meta(meta, len(prompts))
+    if payload is None or not tensors.is_file():
         return None
     try:
-        if hashlib.sha256(tensors.read_bytes()).hexdigest() != json.loads(meta.read_text(encoding="utf-8"))["sha256"]:
+        raw = tensors.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != payload["sha256"]:
             return None
-        t = load_file(str(tensors))
+        t = load(raw)
         blocks = Blocks(t["input_ids"], t["attention_mask"])
         targets = TopKTargets(t["indices"], t["logp"], t["tail"])
     except (OSError, ValueError, KeyError, RuntimeError):
         return None
     if blocks.input_ids.shape != (len(prompts), seq_len) or targets.indices.shape[:2] != (len(prompts), seq_len):
         return None
-    return TeacherCorpus(texts, blocks, targets)
+    return TeacherCorpus(payload["texts"], blocks, targets)
 
 
 def captured_targets_blocked(config: DistillConfig) -> str:
