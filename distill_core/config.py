@@ -171,7 +171,7 @@ class DistillConfig:
     threads: int = 0
     """CPU threads for torch (0 keeps torch's default)."""
     precision: str = "auto"
-    """Arithmetic: auto (on a CUDA GPU: bf16 autocast over fp32 master weights from compute capability 8.0, fp16 autocast with a gradient scaler below it, the frozen teacher held in that dtype; fp32 on CPU), fp32, bf16 or fp16 (autocast on any device)."""
+    """Arithmetic: auto (on a CUDA GPU: bf16 autocast over fp32 master weights from compute capability 8.0, fp16 autocast with a gradient scaler below it, the frozen teacher held in that dtype; on a CPU, bf16 autocast where it has bf16 instructions (AVX512-BF16 or AMX), else fp32; evaluation scores in fp32 either way), fp32, bf16 or fp16 (autocast on any device)."""
     loss_chunk_tokens: int = 1024
     """Positions per chunk when the output layers and the loss are computed: the (positions x vocabulary) logits of teacher and student are never whole in memory, and only counted positions are scored. 0 computes full logits for the whole batch."""
     gradient_checkpointing: bool = False

@@ -4,7 +4,9 @@ its GPU does natively.
 - bf16 autocast on compute capability 8.0 and above (Ampere, Ada, Hopper: native bf16 tensor cores);
 - fp16 autocast with a gradient scaler below it (a T4 or V100: `torch.cuda.is_bf16_supported()` says yes
   there, by emulation, which is several times slower than fp16);
-- fp32 on the CPU (these CPUs have no bf16 units: it would save memory, not time), unless asked for.
+- bf16 autocast on a CPU with bf16 instructions (AVX512-BF16 or AMX: oneDNN's bf16 matrix products run
+  2-3 times as fast as fp32 there), fp32 on other CPUs (bf16 would be emulated: memory saved, time lost).
+Evaluation always scores in fp32; only training steps autocast.
 """
 
 from __future__ import annotations
@@ -32,8 +34,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 natively: a CUDA GPU of compute capability 8.0 or more."""
-    return device.type == "cuda" and tuple(torch.cuda.get_device_capability(device)) >= NATIVE_BF16
+    """Whether the device computes bf16 natively: a CUDA GPU of compute capability 8.0 or more, or a CPU
+    with AVX512-BF16 or AMX (torch's own checks, which its compiler uses to pick bf16 kernels)."""
+    if device.type == "cuda":
+        return tuple(torch.cuda.get_device_capability(device)) >= NATIVE_BF16
+    return device.type == "cpu" and cpu_bf16()
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX tiles)."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in checks)
 
 
 def autocast_dtype(config: DistillConfig, device: torch.device) -> torch.dtype | None:
@@ -48,6 +59,8 @@ def autocast_dtype(config: DistillConfig, device: torch.device) -> torch.dtype |
         return torch.bfloat16
     if config.precision == "fp16":
         return torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16 if native_bf16(device) else None
     if device.type != "cuda":
         return None
     return torch.bfloat16 if native_bf16(device) else torch.float16

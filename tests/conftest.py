@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["DISTILL_BEFORE_CACHE"] = "0"  # every test session measures its student (test_before_cache turns it on)
 os.environ["DISTILL_TRACKING"] = "0"  # sessions log to the tracker only in the tests that turn it on (test_tracking)
 os.environ["TRACKIO_DIR"] = tempfile.mkdtemp(prefix="distill-trackio-")  # never the operator's store
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one test process per core (make test): one torch thread each, so that
@@ -53,6 +54,7 @@ def tiny_session_config(teacher_dir: Path, **changes):
         seq_len=32, learning_rate=3e-3, warmup_steps=1, eval_every=4, probe_every=6, eval_max_tokens=128,
         freeze_embeddings=False, seed=0, real_text=str(REPO / "tests" / "fixtures" / "gettysburg.txt"),
         sample_eval_tokens=0,  # the teacher-scored measure of the student's own text: on in the tests about it
+        precision="fp32",  # the same arithmetic on every CPU (auto is bf16 where a CPU has bf16 instructions)
     )
     return DistillConfig(**{**values, **changes})
 

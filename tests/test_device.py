@@ -10,8 +10,15 @@ from distill_core.errors import DistillError
 CPU = torch.device("cpu")
 
 
+@pytest.mark.parametrize("has_bf16, dtype", [(False, None), (True, torch.bfloat16)])
+def test_auto_precision_on_the_cpu_follows_its_bf16_instructions(monkeypatch, has_bf16, dtype):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: has_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert autocast_dtype(DistillConfig(), CPU) == dtype
+    assert teacher_dtype(DistillConfig(), CPU) == torch.float32  # the teacher stays fp32 on a CPU either way
+
+
 def test_precision_on_the_cpu():
-    assert autocast_dtype(DistillConfig(), CPU) is None  # auto: fp32 on a CPU (no bf16 units here)
     assert autocast_dtype(DistillConfig(precision="bf16"), CPU) == torch.bfloat16  # asked for: autocast anyway
     assert autocast_dtype(DistillConfig(precision="fp32"), CPU) is None
     # the frozen teacher is held in bf16 only on a GPU; on a CPU autocast casts on the fly
