@@ -39,7 +39,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import get_cosine_schedule_with_warmup
 
-from distill_core import probes
+from distill_core import before_cache, probes
 from distill_core import resume as training_checkpoint
 from distill_core.augment import augment_blocks
 from distill_core.card import model_card
@@ -357,18 +357,53 @@ def prepare(config: DistillConfig, record: Record, procs: Processes,
     if checkpoint is None:
         yield record.emit("status", message="Evaluating the student before distillation …",
                           phase="evaluation")
-        prepared.before = compare_student(student.model, held, reference)
-        prepared.before["teacher_bpb"] = teacher_bpb(teacher.loaded.model if teacher.loaded is not None else None,
-                                                     held, teacher.fingerprint())
-        if prepared.real is not None:
-            prepared.real.measure("before", student.model)
-        prepared.before.update(prepared.own_text(student.model, with_floor=True))
-        yield record.emit("eval", step=0, **periodic_eval(student, eval_blocks, prepared.val_blocks, prepared.before,
-                                                          held))
+        name = _before_key(prepared, eval_blocks) if before_cache.enabled() and not held.cross else None
+        stored = before_cache.load(name) if name is not None else None
+        if stored is not None:
+            yield record.emit("status", message="The student before distillation: measured by an earlier session of "
+                              "this student on the same texts and settings (read from the cache)", phase="evaluation")
+        step0 = _measure_before(prepared, eval_blocks, stored)
+        if name is not None and stored is None:
+            before_cache.store(name, {"before": prepared.before, "step0": step0,
+                                      "real": prepared.real.results.get("before") if prepared.real else None})
+        yield record.emit("eval", step=0, **step0)
         yield prepared.snapshot(record, 0)
     else:  # measured by the run that wrote the checkpoint, on the same student before training
         prepared.before = checkpoint.state["before"]
     return prepared
+
+
+def _measure_before(p: Prepared, eval_blocks: Blocks, stored: dict[str, Any] | None) -> dict[str, Any]:
+    """The student before training (`p.before`, the real text's `before`), and the step-0 eval event's figures,
+    which it returns; from `stored` (the before-cache) when given."""
+    if stored is not None:
+        p.before = stored["before"]
+        if p.real is not None and stored["real"] is not None:
+            p.real.results["before"] = stored["real"]
+        return stored["step0"]
+    student, held, teacher = p.student, p.held, p.teacher
+    p.before = compare_student(student.model, held, p.reference)
+    p.before["teacher_bpb"] = teacher_bpb(teacher.loaded.model if teacher.loaded is not None else None, held,
+                                          teacher.fingerprint())
+    if p.real is not None:
+        p.real.measure("before", student.model)
+    p.before.update(p.own_text(student.model, with_floor=True))
+    return periodic_eval(student, eval_blocks, p.val_blocks, p.before, held)
+
+
+def _before_key(p: Prepared, eval_blocks: Blocks) -> str:
+    """The before-cache's key of this session's measurements before training (before_cache.py)."""
+    c, held, real = p.config, p.held, p.real
+    return before_cache.key(p.student.model, {
+        "teacher": p.teacher.fingerprint(), "device": p.device.type,
+        "held": before_cache.tensors_digest(held.blocks.input_ids, held.blocks.attention_mask),
+        "held_text": hashlib.sha256("\x00".join(held.text.documents).encode("utf-8")).hexdigest(),
+        "windows": before_cache.tensors_digest(held.student_windows.input_ids, held.student_windows.counted),
+        "eval": before_cache.tensors_digest(eval_blocks.input_ids, eval_blocks.attention_mask),
+        "val": before_cache.tensors_digest(p.val_blocks.input_ids, p.val_blocks.attention_mask),
+        "real": (before_cache.tensors_digest(real.blocks.input_ids, real.blocks.attention_mask)
+                 if real is not None and real.blocks is not None else None),
+        "samples": [p.sample_prompts, c.sample_eval_tokens, c.seed, c.rollout_temperature, c.rollout_top_p]})
 
 
 @dataclass
