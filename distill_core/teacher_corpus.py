@@ -14,6 +14,7 @@ on disk (text, token blocks and targets, checked by their SHA-256)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -27,6 +28,7 @@ from safetensors.torch import load, save_file
 
 from distill_core.config import DistillConfig
 from distill_core.data import Blocks
+from distill_core.device import HALF, autocast_dtype, resolve_device
 from distill_core.errors import DistillError
 from distill_core.losses import TopKTargets
 from distill_core.models import LoadedModel
@@ -47,10 +49,21 @@ class Decoding:
 
     temperature: float = 0.8
     top_p: float = 0.95
+    dtype: str = "fp32"
+    """The precision the teacher writes in: the session's autocast dtype (`device.autocast_dtype`), so bf16 on a
+    CPU with bf16 instructions (311 prompts: 46 s instead of 75-87 s on 2 cores) and on a recent GPU."""
 
     @classmethod
     def of(cls, config: DistillConfig) -> Decoding:
-        return cls(config.generation_temperature, config.generation_top_p)
+        dtype = autocast_dtype(config, resolve_device(config.device))
+        names = {torch_dtype: name for name, torch_dtype in HALF.items()}
+        return cls(config.generation_temperature, config.generation_top_p, names.get(dtype, "fp32"))
+
+    def writer(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The teacher in this precision: itself when it is held in it (on a GPU), else a copy (the session's
+        teacher stays fp32 on a CPU: its own perplexity is measured in fp32)."""
+        dtype = HALF.get(self.dtype, torch.float32)
+        return model if next(model.parameters()).dtype == dtype else copy.deepcopy(model).to(dtype)
 
 
 @dataclass
@@ -67,8 +80,11 @@ class TeacherCorpus:
 
 def _cache_key(identity: str, prompts: list[str], seq_len: int, new_tokens: int, seed: int,
                decoding: Decoding) -> str:
+    sampling = asdict(decoding)
+    if sampling["dtype"] == "fp32":  # the key of corpora written before the field (in fp32)
+        del sampling["dtype"]
     key = json.dumps({"teacher": identity, "prompts": prompts, "seq_len": seq_len, "new_tokens": new_tokens,
-                      "seed": seed, "top_k": CAPTURE_TOP_K, "sampling": asdict(decoding), "version": CORPUS_VERSION})
+                      "seed": seed, "top_k": CAPTURE_TOP_K, "sampling": sampling, "version": CORPUS_VERSION})
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -132,9 +148,10 @@ def generate_corpus(teacher: LoadedModel, identity: str, prompts: list[str], seq
     leads = lead_ins(prompt_ids, tok.eos_token_id, seed)
     contexts = [lead + ids for lead, ids in zip(leads, prompt_ids)]
     total = sum(min(new_tokens, seq_len - len(c)) for c in contexts)
-    writing = sample_continuations(teacher.model, contexts, new_tokens, max_length=seq_len, seed=seed,
-                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                   capture_top_k=CAPTURE_TOP_K, **asdict(decoding))
+    writing = sample_continuations(decoding.writer(teacher.model), contexts, new_tokens, max_length=seq_len,
+                                   seed=seed, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                   capture_top_k=CAPTURE_TOP_K, temperature=decoding.temperature,
+                                   top_p=decoding.top_p)
     yield 0.0, None  # the teacher first reads every prompt (seconds): say so before it starts
     try:
         while True:

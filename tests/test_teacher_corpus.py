@@ -1,9 +1,13 @@
 """The teacher-generated corpus: one block per prompt, written once with progress, the teacher's targets captured
 on exactly the context each block holds, cached, rebuilt when damaged; when the captured targets can serve."""
 
+import hashlib
+import json
+
 import pytest
 import torch
 
+from distill_core import teacher_corpus
 from distill_core.config import DistillConfig
 from distill_core.errors import DistillError
 from distill_core.losses import teacher_topk
@@ -75,11 +79,33 @@ def test_greedy_writing_takes_the_teachers_most_likely_token_and_is_cached_apart
             assert ids[position] == int(corpus.targets.indices[row, position - 1, 0])
     assert cached_corpus("tiny-identity", PROMPTS, 16, 6, seed=1, decoding=greedy) is not None
     assert cached_corpus("tiny-identity", PROMPTS, 16, 6, seed=1) is None  # the default decoding: not written
-    assert Decoding.of(DistillConfig(generation_temperature=0.0, generation_top_p=0.5)) == Decoding(0.0, 0.5)
+    assert Decoding.of(DistillConfig(generation_temperature=0.0, generation_top_p=0.5, precision="fp32")) == Decoding(
+        0.0, 0.5)
     with pytest.raises(DistillError, match="generation_temperature must be between 0"):
         DistillConfig(generation_temperature=-1.0)
     with pytest.raises(DistillError, match=r"generation_top_p must be in \(0, 1\]"):
         DistillConfig(generation_top_p=0.0)
+
+
+def test_the_teacher_writes_in_the_sessions_precision_on_a_copy_cached_apart(tiny_teacher_dir, tmp_path, monkeypatch):
+    """precision bf16 (auto on a CPU with bf16 instructions): a bf16 copy of the teacher writes, the teacher itself
+    stays fp32, and the corpus is cached apart from the fp32 one, whose key is the one of before the field."""
+    monkeypatch.setenv("DISTILL_STUDIO_CACHE", str(tmp_path))
+    teacher = load_teacher(str(tiny_teacher_dir))
+    half = Decoding.of(DistillConfig(precision="bf16"))
+    assert half == Decoding(dtype="bf16") and Decoding.of(DistillConfig(precision="fp32")) == Decoding()
+    writer = half.writer(teacher.model)
+    assert next(writer.parameters()).dtype == torch.bfloat16 and next(teacher.model.parameters()).dtype == torch.float32
+    assert Decoding().writer(teacher.model) is teacher.model
+    *_, (_, corpus) = generate_corpus(teacher, "tiny-identity", PROMPTS, seq_len=16, new_tokens=6, seed=1,
+                                      decoding=half)
+    assert corpus.targets.logp.dtype == torch.float32 and torch.isfinite(corpus.targets.logp).all()
+    assert cached_corpus("tiny-identity", PROMPTS, 16, 6, seed=1, decoding=half) is not None
+    assert cached_corpus("tiny-identity", PROMPTS, 16, 6, seed=1) is None
+    assert teacher_corpus._cache_key("t", ["p"], 16, 6, 0, Decoding()) == hashlib.sha256(json.dumps(
+        {"teacher": "t", "prompts": ["p"], "seq_len": 16, "new_tokens": 6, "seed": 0, "top_k": CAPTURE_TOP_K,
+         "sampling": {"temperature": 0.8, "top_p": 0.95}, "version": teacher_corpus.CORPUS_VERSION}).encode()
+    ).hexdigest()[:16]  # fp32 corpora cached before keep their key
 
 
 def test_a_prompt_longer_than_the_block_is_refused(tiny_teacher_dir, tmp_path, monkeypatch):
