@@ -262,7 +262,7 @@ def test_every_knob_flows_into_the_config(tiny_teacher_dir):
 
 def test_config_from_ui_starts_from_the_preset(tiny_teacher_dir):
     """Fields without a knob (here eval_every) come from the picked preset's file."""
-    assert knobs.recipe_config(ui_values(tiny_teacher_dir)).eval_every == api.preset_config().eval_every == 11
+    assert knobs.recipe_config(ui_values(tiny_teacher_dir)).eval_every == api.preset_config().eval_every == 17
     hinton = DistillConfig.from_yaml(api.CONFIGS / "hinton.yaml")
     assert knobs.recipe_config(ui_values(tiny_teacher_dir, preset="hinton")).eval_every == hinton.eval_every == 20
 
