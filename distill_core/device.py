@@ -1,12 +1,12 @@
 """Where a session computes and in what precision: the device a config asks for, and the autocast dtype
-its GPU does natively.
+its GPU or CPU computes natively.
 
 - bf16 autocast on compute capability 8.0 and above (Ampere, Ada, Hopper: native bf16 tensor cores);
 - fp16 autocast with a gradient scaler below it (a T4 or V100: `torch.cuda.is_bf16_supported()` says yes
   there, by emulation, which is several times slower than fp16);
 - bf16 autocast on a CPU with bf16 instructions (AVX512-BF16 or AMX: oneDNN's bf16 matrix products run
   2-3 times as fast as fp32 there), fp32 on other CPUs (bf16 would be emulated: memory saved, time lost).
-Evaluation always scores in fp32; only training steps autocast.
+Evaluation always scores in fp32; only training steps (and the teacher writing its corpus) autocast.
 """
 
 from __future__ import annotations

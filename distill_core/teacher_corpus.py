@@ -51,7 +51,7 @@ class Decoding:
     top_p: float = 0.95
     dtype: str = "fp32"
     """The precision the teacher writes in: the session's autocast dtype (`device.autocast_dtype`), so bf16 on a
-    CPU with bf16 instructions (311 prompts: 46 s instead of 75-87 s on 2 cores) and on a recent GPU."""
+    CPU with bf16 instructions (311 prompts: 58 s instead of 75-87 s on 2 cores) and on a recent GPU."""
 
     @classmethod
     def of(cls, config: DistillConfig) -> Decoding:
