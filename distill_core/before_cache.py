@@ -36,10 +36,9 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def tensors_digest(*tensors: torch.Tensor | None) -> str | None:
-    """SHA-256 of the tensors' shapes and values (token ids, masks); None when the first is None."""
-    if not tensors or tensors[0] is None:
-        return None
+def tensors_digest(*tensors: torch.Tensor) -> str:
+    """SHA-256 of integer tensors' shapes and values (token ids and masks that are not `Blocks`, whose digest is
+    teacher_cache.blocks_digest)."""
     digest = hashlib.sha256()
     for tensor in tensors:
         flat = tensor.detach().to("cpu", torch.int64).contiguous()

@@ -68,7 +68,7 @@ from distill_core.storage import swapped_in, weights_to_save
 from distill_core.step import DistillStep, SharedPrefix, make_optimizer, prepare_student
 from distill_core.students import load_student, student_vocabulary
 from distill_core.tokenizer_bridge import choose_bridge
-from distill_core.teacher_cache import CachedTeacher, TeacherCache
+from distill_core.teacher_cache import CachedTeacher, TeacherCache, blocks_digest
 from distill_core.teacher_corpus import CapturedTargets, captured_targets_blocked
 from distill_core.tracking import SessionTracker
 
@@ -396,13 +396,10 @@ def _before_key(p: Prepared, eval_blocks: Blocks) -> str:
     c, held, real = p.config, p.held, p.real
     return before_cache.key(p.student.model, {
         "teacher": p.teacher.fingerprint(), "device": p.device.type,
-        "held": before_cache.tensors_digest(held.blocks.input_ids, held.blocks.attention_mask),
+        "held": blocks_digest(held.blocks), "eval": blocks_digest(eval_blocks), "val": blocks_digest(p.val_blocks),
         "held_text": hashlib.sha256("\x00".join(held.text.documents).encode("utf-8")).hexdigest(),
         "windows": before_cache.tensors_digest(held.student_windows.input_ids, held.student_windows.counted),
-        "eval": before_cache.tensors_digest(eval_blocks.input_ids, eval_blocks.attention_mask),
-        "val": before_cache.tensors_digest(p.val_blocks.input_ids, p.val_blocks.attention_mask),
-        "real": (before_cache.tensors_digest(real.blocks.input_ids, real.blocks.attention_mask)
-                 if real is not None and real.blocks is not None else None),
+        "real": blocks_digest(real.blocks) if real is not None and real.blocks is not None else None,
         "samples": [p.sample_prompts, c.sample_eval_tokens, c.seed, c.rollout_temperature, c.rollout_top_p]})
 
 
