@@ -50,9 +50,9 @@ def main() -> None:
     texts, _ = corpus_documents(config.teacher, config)  # the cached corpus (the teacher writes it if it is not)
     prose = fortunes()
     random.Random(0).shuffle(prose)
-    mixed, chars = [], 0
+    mixed, chars, wanted = [], 0, sum(map(len, texts))
     for doc in prose:  # as many characters of fortunes as the teacher wrote
-        if chars >= sum(map(len, texts)):
+        if chars >= wanted:
             break
         mixed.append(doc)
         chars += len(doc)
