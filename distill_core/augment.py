@@ -60,7 +60,7 @@ from distill_core.augment_methods import AUGMENTERS, parse_methods
 from distill_core.data import Blocks, pack
 from distill_core.errors import DistillError, first_line
 from distill_core.hub import hub_reachable_within
-from distill_core.paths import cache_dir
+from distill_core.paths import cache_dir, write_text_atomic
 
 
 MODEL_METHODS = ("teacher_substitute", "back_translation")
@@ -669,10 +669,7 @@ def augment(texts: list[str], method: str, strength: float = 0.1, seed: int = 0,
             loaded = _teacher_model(teacher)
             result = _teacher_substitute(texts, strength, seeds, loaded)
         if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"method": method, "texts": result}, ensure_ascii=False), encoding="utf-8")
-            tmp.replace(path)
+            write_text_atomic(path, json.dumps({"method": method, "texts": result}, ensure_ascii=False))
         return result
     with _no_downloads():
         augmenter = _nlpaug_augmenter(method, strength, texts)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from distill_core.paths import cache_dir
+from distill_core.paths import cache_dir, write_text_atomic
 
 VERSION = 1
 
@@ -68,10 +68,6 @@ def load(name: str) -> dict[str, Any] | None:
 def store(name: str, measured: dict[str, Any]) -> None:
     """Keep `measured` under `name` (written whole, then renamed into place)."""
     try:
-        path = _path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(measured), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(_path(name), json.dumps(measured))
     except OSError:
         pass

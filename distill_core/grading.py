@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Generator
 from typing import Any
 
@@ -27,7 +26,7 @@ from distill_core import hosting
 from distill_core.data import check_text, read_prompts
 from distill_core.errors import DistillError
 from distill_core.losses import kl_divergence
-from distill_core.paths import cache_dir
+from distill_core.paths import cache_dir, write_text_atomic
 from distill_core.sampling import Samples, sample_continuations
 
 SCORE_ROWS = 8
@@ -127,10 +126,7 @@ def teacher_floor(teacher: Any, identity: str, tokenizer: Any, prompts: list[lis
     except (OSError, ValueError, KeyError, TypeError):
         pass
     nll = sample_measure(teacher, teacher, tokenizer, prompts, new_tokens, seed, temperature, top_p)["nll"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"nll": nll}), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps({"nll": nll}))
     return nll
 
 

@@ -38,7 +38,6 @@ import hashlib
 import json
 import copy
 import math
-import os
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from distill_core.models import LoadedModel, decoder_layers
-from distill_core.paths import cache_dir
+from distill_core.paths import cache_dir, write_text_atomic
 from distill_core.data import pack, split_documents
 from distill_core.errors import DistillError
 from distill_core.losses import next_token_nll
@@ -219,10 +218,7 @@ def _read_cache(path: Path, n_teacher: int, n: int) -> tuple[list[float], int, f
 
 def _write_cache(path: Path, payload: dict[str, Any]) -> None:
     """Written beside its place, then swapped in: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 def angular_selection(teacher: LoadedModel, count: int, texts: list[str], positions: str = "all",

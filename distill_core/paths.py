@@ -4,6 +4,7 @@ data, and the run folders. The lowest layer: every other module may ask it, it a
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +22,19 @@ def cache_dir() -> Path:
     path = Path(root) if root else Path.home() / ".cache" / "distill_studio"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` whole: into a temporary file beside it (named for this process and thread, so two
+    writers never share one), then renamed over it. A reader finds the old file or the new one, never half of
+    one; a write that fails leaves the old file as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def runs_dir() -> Path:

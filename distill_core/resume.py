@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from distill_core.config import PATH_FIELDS, RESUME_FIELDS, DistillConfig
 from distill_core.errors import DistillError
-from distill_core.paths import relative_to_project
+from distill_core.paths import relative_to_project, write_text_atomic
 from distill_core.storage import swapped_in
 
 DIRNAME = "checkpoint"
@@ -231,6 +231,4 @@ def trim_metrics(path: Path, step: int) -> None:
             continue
         if isinstance(event, dict) and int(event.get("step", 0)) <= step:
             kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))

@@ -63,6 +63,7 @@ from distill_core.memory import session_fit
 from distill_core.models import LazyTeacher, LoadedModel, TeacherWeights, conversion_pending, count_parameters
 from distill_core.on_policy import OnPolicy, Rollout
 from distill_core.paired_data import pack_pairs
+from distill_core.paths import write_text_atomic
 from distill_core.specs import is_derived_spec, own_vocabulary
 from distill_core.storage import swapped_in, weights_to_save
 from distill_core.step import DistillStep, SharedPrefix, make_optimizer, prepare_student
@@ -975,6 +976,4 @@ def save_student(student: LoadedModel, target: Path, card: str, summary: dict[st
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to a temporary file next to `path`, then rename it over `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(payload, indent=2))

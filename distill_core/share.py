@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from distill_core.errors import DistillError
+from distill_core.paths import write_text_atomic
 from distill_core.runs import token_digest, digest_matches, open_run, owner_token_opens, read_json, run_path
 
 SHARE_FILE = "share.json"
@@ -40,9 +41,7 @@ def share_run(run_id: str, owner_token: str | None, allow_export: bool = False) 
     open_run(path.name, owner_token)  # a finished run with a saved student, or a message saying why not
     token = secrets.token_urlsafe(16)
     record = {"share_sha256": token_digest(token), "allow_export": bool(allow_export), "shared_at": time.time()}
-    tmp = path / (SHARE_FILE + ".tmp")
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    tmp.replace(path / SHARE_FILE)
+    write_text_atomic(path / SHARE_FILE, json.dumps(record))
     return token
 
 

@@ -32,7 +32,7 @@ from distill_core.device import HALF, autocast_dtype, resolve_device
 from distill_core.errors import DistillError
 from distill_core.losses import TopKTargets
 from distill_core.models import LoadedModel
-from distill_core.paths import cache_dir
+from distill_core.paths import cache_dir, write_text_atomic
 from distill_core.sampling import Samples, sample_continuations
 
 CAPTURE_TOP_K = 1024
@@ -173,10 +173,8 @@ def _write(corpus: TeacherCorpus, spec: str, meta: Path, tensors: Path) -> None:
                "indices": corpus.targets.indices, "logp": corpus.targets.logp, "tail": corpus.targets.tail}, str(tmp))
     tmp.replace(tensors)
     digest = hashlib.sha256(tensors.read_bytes()).hexdigest()
-    tmp = meta.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"teacher": spec, "texts": corpus.texts, "sha256": digest}, ensure_ascii=False,
-                              indent=0), encoding="utf-8")
-    tmp.replace(meta)
+    write_text_atomic(meta, json.dumps({"teacher": spec, "texts": corpus.texts, "sha256": digest},
+                                       ensure_ascii=False, indent=0))
 
 
 def _cached_meta(meta: Path, n_prompts: int) -> dict | None:
