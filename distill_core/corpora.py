@@ -268,19 +268,25 @@ def load_corpus(config: DistillConfig, teacher: LazyTeacher) -> Iterator[tuple[s
         yield f"file {Path(config.corpus).name}" + (f", column {info['column']}" if "column" in info else ""), Corpus(docs)
 
 
+def _writing_settings(config: DistillConfig) -> tuple[list[str], int, int, int, Decoding]:
+    """What a teacher-generated corpus is written from, and cached under besides the teacher: (prompts, block
+    length, new tokens at most, seed, decoding), in `teacher_corpus`'s argument order."""
+    return (read_prompts(config.prompts_file), config.seq_len, config.generation_tokens, config.seed,
+            Decoding.of(config))
+
+
 def _teacher_generated(config: DistillConfig, teacher: LazyTeacher) -> Iterator[tuple[str, Corpus | None]]:
-    prompts = read_prompts(config.prompts_file)
+    settings = _writing_settings(config)
+    prompts = settings[0]
     source = (f"teacher-generated: {len(prompts)} prompts, each continued to a block of {config.seq_len} tokens "
               f"(at most {config.generation_tokens} new)")
-    cached = cached_corpus(teacher.fingerprint(), prompts, config.seq_len, config.generation_tokens, config.seed,
-                           Decoding.of(config))
+    cached = cached_corpus(teacher.fingerprint(), *settings)
     if cached is not None:  # no teacher needed to read it
         yield source, Corpus(cached.texts, cached.blocks, cached.targets)
         return
     if teacher.loaded is None:
         yield f"Loading teacher {config.teacher} to write the corpus …", None
-    for fraction, written in generate_corpus(teacher.get(), teacher.fingerprint(), prompts, config.seq_len,
-                                             config.generation_tokens, config.seed, Decoding.of(config)):
+    for fraction, written in generate_corpus(teacher.get(), teacher.fingerprint(), *settings):
         if written is None:
             yield (f"The teacher is writing its corpus, {len(prompts)} continuations (once; then cached): "
                    f"{fraction:.0%} …"), None
@@ -301,9 +307,9 @@ def first_texts(config: DistillConfig, rows: int) -> tuple[list[str], str]:
     if config.corpus != "teacher-generated":
         texts, _ = read_corpus_file(config.corpus, config.corpus_column or None)
         return texts, f"`{Path(config.corpus).name}`"
-    prompts = read_prompts(config.prompts_file)
-    generated = cached_texts(resolve_model(config.teacher).fingerprint(), prompts, config.seq_len,
-                             config.generation_tokens, config.seed, Decoding.of(config))
+    settings = _writing_settings(config)
+    prompts = settings[0]
+    generated = cached_texts(resolve_model(config.teacher).fingerprint(), *settings)
     if generated is not None:
         return generated, "the teacher-generated corpus"
     return prompts, ("the prompts the teacher will continue (its corpus is not generated yet: a session writes it "
