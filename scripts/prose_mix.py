@@ -2,10 +2,12 @@
 quickstart's teacher-generated texts as a plain corpus file, the same texts mixed with as many characters of
 fortunes (Debian's `fortunes` package, BSD licence: quotations, literature, wisdom, science ...), and the
 fortunes alone. Each is a corpus a session reads with `--set corpus=FILE` (the teacher then scores it at every
-step, as for any corpus file).
+step, as for any corpus file). Also two prompts files: `openings.txt`, the first 5 to 10 words of as many fortunes
+as the config has prompts, and `prompts+openings.txt`, the config's prompts then those (`--set prompts_file=FILE`:
+the teacher continues openings of real prose as well as the project's prompts).
 
     sudo apt-get install --no-install-recommends fortunes
-    .venv/bin/python scripts/prose_mix.py --out /tmp/mix      # teacher.txt, mix50.txt, fortunes.txt
+    .venv/bin/python scripts/prose_mix.py --out /tmp/mix      # teacher.txt, mix50.txt, fortunes.txt, openings.txt ...
 """
 
 import argparse
@@ -18,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from distill_core.config import DistillConfig  # noqa: E402
+from distill_core.data import read_prompts  # noqa: E402
 from distill_core.students import corpus_documents  # noqa: E402
 
 FORTUNES = Path("/usr/share/games/fortunes")
@@ -37,6 +40,12 @@ def fortunes(min_chars: int = 80, max_chars: int = 1200) -> list[str]:
             if min_chars <= len(body) <= max_chars and body.isascii():
                 docs.append(body)
     return docs
+
+
+def openings(count: int) -> list[str]:
+    """The first 5 to 10 words (drawn for each) of `count` fortunes drawn with a fixed seed."""
+    rng = random.Random(0)
+    return [" ".join(text.split()[:rng.randint(5, 10)]) for text in rng.sample(fortunes(), count)]
 
 
 def main() -> None:
@@ -63,6 +72,10 @@ def main() -> None:
     for name, docs in (("teacher.txt", texts), ("mix50.txt", both), ("fortunes.txt", prose[:2 * len(mixed)])):
         (out / name).write_text("\n\n".join(docs) + "\n", encoding="utf-8")
         print(f"{out / name}: {len(docs)} documents")
+    prompts = read_prompts(config.prompts_file)
+    for name, lines in (("openings.txt", openings(len(prompts))), ("prompts+openings.txt", prompts + openings(len(prompts)))):
+        (out / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(f"{out / name}: {len(lines)} prompts")
 
 
 if __name__ == "__main__":
