@@ -65,12 +65,12 @@ def main() -> None:
           + f"; calibration: {source}")
     specs = {rule: f"layers:{count}:{rule}" for rule in RULES}
     if args.greedy:
-        texts_ = docs[::args.every]
+        calibration = docs[::args.every]
         if args.fortunes:  # shuffled with a fixed seed: the same choice on every run
             prose = fortunes()
             random.Random(1).shuffle(prose)
-            texts_ = [t for pair in zip(prose, texts_) for t in pair]
-        blocks = calibration_blocks(teacher.tokenizer, texts_, max_tokens=args.tokens, seq_len=args.block)
+            calibration = [t for pair in zip(prose, calibration) for t in pair]
+        blocks = calibration_blocks(teacher.tokenizer, calibration, max_tokens=args.tokens, seq_len=args.block)
         precision = torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
         with precision:
             dropped = greedy_removal(teacher.model, blocks, count, progress=lambda layer, loss: print(

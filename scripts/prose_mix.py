@@ -73,7 +73,8 @@ def main() -> None:
         (out / name).write_text("\n\n".join(docs) + "\n", encoding="utf-8")
         print(f"{out / name}: {len(docs)} documents")
     prompts = read_prompts(config.prompts_file)
-    for name, lines in (("openings.txt", openings(len(prompts))), ("prompts+openings.txt", prompts + openings(len(prompts)))):
+    opened = openings(len(prompts))
+    for name, lines in (("openings.txt", opened), ("prompts+openings.txt", prompts + opened)):
         (out / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
         print(f"{out / name}: {len(lines)} prompts")
 
