@@ -45,7 +45,7 @@ from distill_core.errors import DistillError
 from distill_core.losses import shift_for_next_token, teacher_topk
 from distill_core.memory import session_fit
 from distill_core.models import MODELS, LoadedModel, compile_layers, count_parameters
-from distill_core.step import DistillStep, SharedPrefix, make_optimizer, prepare_student
+from distill_core.step import DistillStep, SharedPrefix, fused_adamw, make_optimizer, prepare_student
 from distill_core.students import load_student
 from distill_core.teacher_corpus import CAPTURE_TOP_K, captured_targets_blocked
 
@@ -260,7 +260,7 @@ def _reference_variant(held: LoadedModel, make_student: Callable[[], LoadedModel
     student = make_student().model
     student.train()
     student.requires_grad_(True)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, fused=fused_adamw(device))
     dtype = autocast_dtype(config, device)
     with PeakMemory(device) as memory:
         warmup, times = _time_steps(lambda: reference_step(held.model, student, optimizer, batch, config.temperature,

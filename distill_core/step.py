@@ -59,9 +59,15 @@ def prepare_student(student: LoadedModel, config: DistillConfig) -> list[torch.n
 
 def make_optimizer(trainable: list[torch.nn.Parameter], config: DistillConfig, device: torch.device
                    ) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters (fused kernels on a GPU)."""
+    """AdamW over the trainable parameters, with torch's fused kernel where it has one."""
     return torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
-                             fused=device.type == "cuda")
+                             fused=fused_adamw(device))
+
+
+def fused_adamw(device: torch.device) -> bool:
+    """Whether AdamW's fused kernel serves `device`. On the CPU it takes a 70 M-parameter update from
+    0.116 s to 0.045 s (2 cores), the same arithmetic in one pass instead of a loop of small ops."""
+    return device.type in ("cuda", "cpu")
 
 
 SHARED_PREFIX_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-3}
