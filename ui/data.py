@@ -37,7 +37,7 @@ def build_data_section(defaults: api.DistillConfig, recipe: Inputs) -> tuple[Inp
             with gr.Column():
                 corpus_choice = gr.Radio(CORPUS_CHOICES, value=CORPUS_GENERATED, label="Training corpus",
                                          info="Teacher-generated: the teacher continues the preset's prompts "
-                                              "(the quickstart's: assets/prompts-broad.txt, 311 in many registers; "
+                                              "(the quickstart's: assets/prompts-broad.txt, 341 in many registers; "
                                               "sequence-level KD; written once, then cached: the first time "
                                               "takes a minute or more on CPU).", elem_id="corpus-choice")
                 upload = gr.File(label="Corpus file (.txt, .jsonl, .json, .csv, .parquet; UTF-8)",
