@@ -36,17 +36,6 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def tensors_digest(*tensors: torch.Tensor) -> str:
-    """SHA-256 of integer tensors' shapes and values (token ids and masks that are not `Blocks`, whose digest is
-    teacher_cache.blocks_digest)."""
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        flat = tensor.detach().to("cpu", torch.int64).contiguous()
-        digest.update(str(tuple(flat.shape)).encode())
-        digest.update(flat.numpy())
-    return digest.hexdigest()
-
-
 def key(model: torch.nn.Module, parts: dict[str, Any]) -> str:
     """The cache key of `model`'s measurements on what `parts` describes (JSON-able)."""
     described = {"weights": weights_digest(model), "torch": torch.__version__, "version": VERSION, **parts}

@@ -4,6 +4,7 @@ on (`heldout_blocks`). Where the training text comes from is corpora.py's busine
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,20 @@ class Blocks:
 
     def select(self, index: torch.Tensor | slice | list[int]) -> "Blocks":
         return Blocks(self.input_ids[index], self.attention_mask[index])
+
+    def digest(self) -> str:
+        """SHA-256 of the exact token ids and masks: what the caches key a text by."""
+        return tensors_digest(self.input_ids, self.attention_mask)
+
+
+def tensors_digest(*tensors: torch.Tensor) -> str:
+    """SHA-256 of integer tensors' shapes and values."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        flat = tensor.detach().to("cpu", torch.int64).contiguous()
+        digest.update(str(tuple(flat.shape)).encode())
+        digest.update(flat.numpy())
+    return digest.hexdigest()
 
 
 def pack(tokenizer: Any, texts: list[str], seq_len: int, max_tokens: int | None = None, pad_last: bool = False) -> Blocks:

@@ -48,7 +48,7 @@ from distill_core.config import DistillConfig
 from distill_core.corpora import Corpus, load_corpus
 from distill_core.cross_step import make_step
 from distill_core.data import (HELDOUT_FRACTION, Blocks, batch_indices, heldout_blocks, heldout_split, pack,
-                               real_text_blocks)
+                               real_text_blocks, tensors_digest)
 from distill_core.device import resolve_device, teacher_dtype
 from distill_core.distributed import Processes, state_checksum
 from distill_core.errors import DistillError, describe_failure, first_line
@@ -69,7 +69,7 @@ from distill_core.storage import swapped_in, weights_to_save
 from distill_core.step import DistillStep, SharedPrefix, make_optimizer, prepare_student
 from distill_core.students import load_student, student_vocabulary
 from distill_core.tokenizer_bridge import choose_bridge
-from distill_core.teacher_cache import CachedTeacher, TeacherCache, blocks_digest
+from distill_core.teacher_cache import CachedTeacher, TeacherCache
 from distill_core.teacher_corpus import CapturedTargets, captured_targets_blocked
 from distill_core.tracking import SessionTracker
 
@@ -397,10 +397,10 @@ def _before_key(p: Prepared, eval_blocks: Blocks) -> str:
     c, held, real = p.config, p.held, p.real
     return before_cache.key(p.student.model, {
         "teacher": p.teacher.fingerprint(), "device": p.device.type,
-        "held": blocks_digest(held.blocks), "eval": blocks_digest(eval_blocks), "val": blocks_digest(p.val_blocks),
+        "held": held.blocks.digest(), "eval": eval_blocks.digest(), "val": p.val_blocks.digest(),
         "held_text": hashlib.sha256("\x00".join(held.text.documents).encode("utf-8")).hexdigest(),
-        "windows": before_cache.tensors_digest(held.student_windows.input_ids, held.student_windows.counted),
-        "real": blocks_digest(real.blocks) if real is not None and real.blocks is not None else None,
+        "windows": tensors_digest(held.student_windows.input_ids, held.student_windows.counted),
+        "real": real.blocks.digest() if real is not None and real.blocks is not None else None,
         "samples": [p.sample_prompts, c.sample_eval_tokens, c.seed, c.rollout_temperature, c.rollout_top_p]})
 
 

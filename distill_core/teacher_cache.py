@@ -47,14 +47,6 @@ CACHE_VERSION = 2
 FILES = ("train.safetensors", "eval.safetensors", "probe.safetensors")
 
 
-def blocks_digest(blocks: Blocks) -> str:
-    """SHA-256 of the exact token ids and masks (shape included)."""
-    digest = hashlib.sha256(str(tuple(blocks.input_ids.shape)).encode())
-    digest.update(blocks.input_ids.to(torch.int64).contiguous().numpy().tobytes())
-    digest.update(blocks.attention_mask.to(torch.int64).contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -120,8 +112,8 @@ class TeacherCache:
             "teacher": resolved.spec,
             "teacher_weights": resolved.fingerprint(),
             "teacher_dtype": str(teacher_dtype),  # a bf16 teacher (on a GPU) gives other targets than fp32
-            "train_blocks": blocks_digest(train_blocks),
-            "eval_blocks": blocks_digest(eval_blocks),
+            "train_blocks": train_blocks.digest(),
+            "eval_blocks": eval_blocks.digest(),
             "eval_batch_size": eval_batch_size,
             "probe_ids": self.probe_ids.tolist(),
             "temperature": self.temperature,
