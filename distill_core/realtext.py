@@ -43,21 +43,27 @@ def plain_text(printed: str) -> str:
     return "\n\n".join(" ".join(words) for words in chapters if words) + "\n"
 
 
+def passage_text(passage: str) -> str:
+    """A KJV passage (`bible`'s notation, e.g. "Ru1:1-4:22") as plain prose; DistillError when the packages are
+    not installed."""
+    program = shutil.which("bible")
+    if program is None or not Path("/usr/lib/bible.data").is_file():
+        raise DistillError(missing_message())
+    try:
+        printed = subprocess.run([program, passage], capture_output=True, text=True, timeout=60, check=True,
+                                 env={"COLUMNS": "100000", "PATH": "/usr/bin:/bin"}).stdout
+    except (subprocess.SubprocessError, OSError) as err:
+        raise DistillError(f"could not read the real text with `bible`: {err}. {missing_message()}") from err
+    return plain_text(printed)
+
+
 def packaged_text() -> Path:
     """The packaged passage as a plain-text file (written once into the cache); DistillError when the
     packages are not installed."""
     target = cache_dir() / "real_text" / "kjv-ruth.txt"
     if target.is_file():
         return target
-    program = shutil.which("bible")
-    if program is None or not Path("/usr/lib/bible.data").is_file():
-        raise DistillError(missing_message())
-    try:
-        printed = subprocess.run([program, PASSAGE], capture_output=True, text=True, timeout=60, check=True,
-                                 env={"COLUMNS": "100000", "PATH": "/usr/bin:/bin"}).stdout
-    except (subprocess.SubprocessError, OSError) as err:
-        raise DistillError(f"could not read the real text with `bible`: {err}. {missing_message()}") from err
-    text = plain_text(printed)
+    text = passage_text(PASSAGE)
     if len(text.split()) < 500:
         raise DistillError(f"`bible {PASSAGE}` printed too little text ({len(text.split())} words). {missing_message()}")
     write_text_atomic(target, text)

@@ -7,24 +7,17 @@ preamble on). Written as plain-text files for `evaluate --text FILE` (README, "O
 """
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from distill_core.realtext import plain_text  # noqa: E402
+from distill_core.realtext import passage_text  # noqa: E402
 
 PASSAGES = {"jonah": "Jonah1:1-4:11", "esther": "Esther1:1-2:23"}
 GPL = Path("/usr/share/common-licenses/GPL-3")
 GPL_FROM = "When we speak of free software"
-
-
-def kjv(passage: str) -> str:
-    printed = subprocess.run(["bible", passage], capture_output=True, text=True, timeout=60, check=True,
-                             env={"COLUMNS": "100000", "PATH": "/usr/bin:/bin"}).stdout
-    return plain_text(printed)
 
 
 def gpl() -> str:
@@ -39,7 +32,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    texts = {name: kjv(passage) for name, passage in PASSAGES.items()} | {"gpl3": gpl()}
+    texts = {name: passage_text(passage) for name, passage in PASSAGES.items()} | {"gpl3": gpl()}
     for name, text in texts.items():
         (args.out / f"{name}.txt").write_text(text, encoding="utf-8")
         print(f"{args.out / name}.txt: {len(text.split())} words")
